@@ -1,0 +1,153 @@
+"""Throughput benchmark: everything measured side by side in ONE process.
+
+Prints raw env steps/s (random actions), TD3 update ms at batch 100 and action ms at batch 1 for
+every method, and the training loop's env steps/s while one update runs per env step, with the
+ratio training-loop / raw-env. The thread count is printed because it changes CPU timings a lot.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from baselines.registry import METHODS, get_method
+from spikerl.callbacks import Callback, ProgressEvent
+from spikerl.config import TD3Config
+from spikerl.envs import act_limit_of, make_env
+from spikerl.loop import build_agent, train
+from spikerl.precision import autocast
+from spikerl.replay import ReplayBuffer
+from spikerl.td3 import TD3
+
+
+def add_perf_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--methods", default="spikerl,popsan,dsrl,mlp")
+    p.add_argument("--env", default="HalfCheetah-v4")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1, the issue's setting)")
+    p.add_argument("--loop-steps", type=int, default=2_000, help="measured training-loop steps per method")
+    p.add_argument("--precision", choices=("fp32", "bf16", "method"), default="fp32",
+                   help="precision of the update timings (default fp32; 'method' uses each recipe's)")
+    p.add_argument("--json", action="store_true", help="also print one JSON line with every number")
+
+
+def raw_env_sps(env_id: str, steps: int = 20_000, seed: int = 0) -> float:
+    env = make_env(env_id)
+    env.action_space.seed(seed)
+    env.reset(seed=seed)
+    actions = [env.action_space.sample() for _ in range(1000)]
+    t0 = time.perf_counter()
+    for i in range(steps):
+        _, _, term, trunc, _ = env.step(actions[i % 1000])
+        if term or trunc:
+            env.reset()
+    return steps / (time.perf_counter() - t0)
+
+
+def _median_ms(fn, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(samples)
+
+
+def update_and_action_ms(method: str, env_id: str, precision: str | None) -> tuple[float, float]:
+    spec = get_method(method)
+    env = make_env(env_id)
+    cfg_d = {**TD3Config().to_dict(), **spec.td3_params(env_id), "replay_size": 10_000}
+    if precision is not None:
+        cfg_d["precision"] = precision
+    cfg = TD3Config.from_dict(cfg_d)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    lim = act_limit_of(env)
+    device = torch.device("cpu")
+    agent = build_agent(spec, env_id, cfg, spec.actor_params(env_id), obs_dim, act_dim, lim, device)
+    td3 = TD3(agent.actor, agent.critic, agent.normalizer, cfg, lim, device)
+    replay = ReplayBuffer(obs_dim, act_dim, 10_000, seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(5_000):
+        replay.add(rng.normal(size=obs_dim), rng.uniform(-lim, lim, act_dim), rng.normal(), rng.normal(size=obs_dim),
+                   False)
+    agent.normalizer.update(replay.obs[:5_000].astype(np.float64))
+    # Two updates per measurement so the delayed actor step is included once, as in training.
+    update_ms = _median_ms(lambda: (td3.update(replay.sample(100)), td3.update(replay.sample(100))), 100, 10) / 2
+    x = torch.as_tensor(rng.normal(size=obs_dim), dtype=torch.float32).unsqueeze(0)
+
+    @torch.no_grad()
+    def act() -> None:
+        with autocast(cfg.precision, device):
+            agent.actor(agent.normalizer(x)).float().numpy()
+
+    action_ms = _median_ms(act, 500, 50)
+    return update_ms, action_ms
+
+
+class _SpsProbe(Callback):
+    key = "sps_probe"
+
+    def __init__(self, after_step: int):
+        self.after_step, self.rows = after_step, []
+
+    def on_progress(self, event: ProgressEvent) -> None:
+        if event.step > self.after_step:
+            self.rows.append(event.sps)
+
+
+def training_loop_sps(method: str, env_id: str, loop_steps: int, precision: str | None) -> float:
+    """Env steps/s of the real loop in its learning phase, one update per env step on average."""
+    warm = 1_000
+    spec = get_method(method)
+    d = {**TD3Config().to_dict(), **spec.td3_params(env_id)}
+    d.update(total_steps=warm + loop_steps, start_steps=warm, update_after=warm, log_every=loop_steps // 4,
+             eval_every=10 * (warm + loop_steps), eval_episodes=1, checkpoint_every=0, replay_size=50_000)
+    if precision is not None:
+        d["precision"] = precision
+    probe = _SpsProbe(after_step=warm + loop_steps // 4)
+    # The first quarter after the warm-up still pays for allocator and cache warm-up: it is dropped.
+    d["log_every"] = loop_steps // 4
+    cfg = TD3Config.from_dict(d)
+    train(spec, env_id, 0, cfg, callbacks=[probe])
+    return statistics.mean(probe.rows)
+
+
+def run_perf(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in methods:
+        if m not in METHODS:
+            raise ValueError(f"unknown method {m!r}")
+    precision = None if args.precision == "method" else args.precision
+    header: dict[str, Any] = {
+        "env": args.env, "torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "torch": torch.__version__, "cpu": platform.processor() or platform.machine(), "precision": args.precision,
+    }
+    print("spikerl-bench perf: " + ", ".join(f"{k}={v}" for k, v in header.items()), flush=True)
+    raw = raw_env_sps(args.env)
+    print(f"raw env: {raw:,.0f} steps/s (random actions, same process)", flush=True)
+    rows = []
+    print(f"{'method':8s} {'update ms (b=100)':>18s} {'action ms (b=1)':>16s} {'loop steps/s':>13s} "
+          f"{'loop/raw':>9s}", flush=True)
+    for m in methods:
+        upd, act = update_and_action_ms(m, args.env, precision)
+        sps = training_loop_sps(m, args.env, args.loop_steps, precision)
+        raw_again = raw_env_sps(args.env, steps=5_000)
+        raw_mid = statistics.mean([raw, raw_again])  # the machine is shared: re-measure beside each method
+        row = {"method": m, "update_ms": upd, "action_ms": act, "loop_sps": sps, "raw_env_sps": raw_mid,
+               "ratio": sps / raw_mid}
+        rows.append(row)
+        print(f"{m:8s} {upd:18.2f} {act:16.3f} {sps:13.1f} {row['ratio']:9.4f}", flush=True)
+    print("reference: public SpikeRL code, HalfCheetah-v4, 1 thread: 82 steps/s, 11.0 ms/update, "
+          "0.98 ms/action, ratio 0.0044 (goal here: >= 0.009 for popsan and spikerl)")
+    if args.json:
+        print(json.dumps({**header, "raw_env_sps": raw, "methods": rows}))
+    return 0

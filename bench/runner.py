@@ -1,0 +1,334 @@
+"""Plans and runs method × env × seed training runs into one run folder."""
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from baselines.registry import METHODS, get_method
+from spikerl.callbacks import Callback
+from spikerl.config import TD3Config, coerce_value
+from spikerl.envs import make_env
+from spikerl.loop import TrainResult, train
+from spikerl.method import MethodSpec
+from spikerl.precision import resolve_precision
+
+from . import store
+from .environment_info import collect_environment
+from .profiles import PROFILES
+from .recorder import CsvRecorder, ProgressDisplay
+
+
+class UsageError(ValueError):
+    """Bad user input: reported as one line with exit code 2."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything `spikerl-bench run` was asked to do; stored as RUN/plan.json."""
+
+    methods: tuple[str, ...]
+    envs: tuple[str, ...]
+    seeds: tuple[int, ...]
+    profile: str
+    total_steps: int
+    device: str
+    td3_overrides: dict[str, Any] = field(default_factory=dict)
+    actor_overrides: dict[str, Any] = field(default_factory=dict)
+    precision: str | None = None
+    baseline: str = "popsan"
+    country: str = "USA"
+    power_interval_s: float = 0.1
+    target_return: float | None = None
+    nproc: int = 1
+    backend: str = "auto"
+    threads: int | None = None
+    argv: tuple[str, ...] = ()
+    created_utc: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["command"] = " ".join(["spikerl-bench", *self.argv])
+        d["overrides"] = {"td3": self.td3_overrides, "actor": self.actor_overrides, "precision": self.precision}
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Plan":
+        known = set(cls.__dataclass_fields__)
+        kw = {k: v for k, v in d.items() if k in known}
+        for k in ("methods", "envs", "seeds", "argv"):
+            kw[k] = tuple(kw.get(k, ()))
+        return cls(**kw)
+
+    def runs(self) -> list[tuple[str, str, int]]:
+        return [(m, e, s) for e in self.envs for s in self.seeds for m in self.methods]
+
+
+def validate_names(methods: Sequence[str], envs: Sequence[str]) -> None:
+    for m in methods:
+        if m not in METHODS:
+            raise UsageError(f"unknown method {m!r}; known methods: {', '.join(METHODS)}")
+    for e in envs:
+        try:
+            make_env(e).close()  # also rejects discrete or asymmetric action spaces
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+
+def parse_set_options(items: Sequence[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """`--set key=value` items into (TD3Config overrides, raw actor overrides keyed without 'actor.')."""
+    defaults = TD3Config().to_dict()
+    td3: dict[str, Any] = {}
+    actor: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--set expects key=value, got {item!r}")
+        if key.startswith("actor."):
+            actor[key[len("actor."):]] = value
+        elif key in defaults:
+            try:
+                td3[key] = coerce_value(defaults[key], value)
+            except ValueError as exc:
+                raise UsageError(f"--set {key}: {exc}") from None
+        else:
+            raise UsageError(f"--set: unknown setting {key!r}; TD3 settings: {', '.join(defaults)}; "
+                             "actor settings are written actor.NAME")
+    return td3, actor
+
+
+def resolve_config(spec: MethodSpec, env_id: str, plan: Plan) -> tuple[TD3Config, dict[str, Any]]:
+    """Harness defaults ← method recipe ← profile budget ← the user's explicit settings."""
+    d = TD3Config().to_dict()
+    d.update(spec.td3_params(env_id))
+    d.update(PROFILES[plan.profile].td3 if plan.profile in PROFILES else {})
+    d["total_steps"] = plan.total_steps
+    d.update(plan.td3_overrides)
+    if plan.precision is not None:
+        d["precision"] = plan.precision
+    actor = dict(spec.actor_params(env_id))
+    for key, raw in plan.actor_overrides.items():
+        if key not in actor:
+            raise UsageError(f"--set actor.{key}: {spec.name} has no actor setting {key!r}; "
+                             f"it has {', '.join(actor)}")
+        try:
+            actor[key] = coerce_value(actor[key], str(raw)) if isinstance(raw, str) else raw
+        except ValueError as exc:
+            raise UsageError(f"--set actor.{key}: {exc}") from None
+    explicit = plan.precision is not None or "precision" in plan.td3_overrides
+    d["precision"], _ = resolve_precision(d["precision"], torch.device(resolve_device(plan.device)), explicit)
+    try:
+        return TD3Config.from_dict(d), actor
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"{spec.name} on {env_id}: {exc}") from None
+
+
+def precision_note(spec: MethodSpec, env_id: str, plan: Plan) -> str:
+    requested = plan.precision or plan.td3_overrides.get("precision") or spec.td3_params(env_id).get("precision", "fp32")
+    explicit = plan.precision is not None or "precision" in plan.td3_overrides
+    return resolve_precision(requested, torch.device(resolve_device(plan.device)), explicit)[1]
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
+    if device not in ("cpu", "cuda"):
+        raise UsageError(f"--device must be auto, cpu or cuda, got {device!r}")
+    return device
+
+
+def default_run_dir(plan: Plan, root: Path = Path("runs")) -> Path:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    tag = "-".join(plan.methods) if len(plan.methods) <= 4 else f"{len(plan.methods)}methods"
+    base = root / f"{stamp}-{plan.profile}-{tag}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = Path(f"{base}-{n}")
+    return path
+
+
+def apply_threads(plan: Plan) -> None:
+    # One intra-op thread by default: at batch 100 these networks gain little from a second
+    # thread, and OpenMP threads spin badly when the machine is shared (measured: an update
+    # went from ~10 ms to ~600 ms with 2 threads on a loaded 2-core VM).
+    torch.set_num_threads(plan.threads or 1)
+
+
+def create_run_folder(run_dir: Path, plan: Plan) -> None:
+    """Make a fresh run folder; refuse any existing non-empty path so no result is ever overwritten."""
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise UsageError(f"{run_dir} already exists; a new run never writes into an existing folder "
+                         "(choose another --out, or --resume it)")
+    for m in plan.methods:
+        for e in plan.envs:
+            resolve_config(get_method(m), e, plan)  # reject bad overrides before anything is written
+    run_dir.mkdir(parents=True, exist_ok=True)
+    apply_threads(plan)
+    store.write_json(run_dir / store.PLAN, plan.to_json())
+    store.write_json(run_dir / store.ENVIRONMENT, collect_environment())
+
+
+def extra_callbacks(plan: Plan, run_dir: Path) -> tuple[list[Callback], Any]:
+    """Meters attached to every run: (callbacks, energy probe or None). Replaced by the energy issue."""
+    return [], None
+
+
+def run_one(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, resume: bool,
+            plain: bool = False) -> dict[str, Any]:
+    spec = get_method(method)
+    folder = store.seed_dir(run_dir, method, env_id, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    if resume and (folder / store.CONFIG).exists():
+        saved = store.read_json(folder / store.CONFIG)
+        config, actor_params = TD3Config.from_dict(saved["td3"]), saved["actor"]
+    else:
+        config, actor_params = resolve_config(spec, env_id, plan)
+    device = resolve_device(plan.device)
+    store.write_json(folder / store.CONFIG, {
+        "method": method, "env": env_id, "seed": seed, "device": device, "precision": config.precision,
+        "precision_reason": precision_note(spec, env_id, plan),
+        "world_size": 1, "backend": "none", "td3": config.to_dict(), "actor": actor_params,
+        "summary": spec.summary,
+    })
+    meters, energy_probe = extra_callbacks(plan, folder)
+    callbacks: list[Callback] = [*meters, CsvRecorder(energy_probe),
+                                 ProgressDisplay(f"{method} {env_id} s{seed}", force_plain=plain)]
+    base = {"method": method, "env": env_id, "seed": seed, "world_size": 1, "backend": "none",
+            "precision": config.precision, "device": device}
+    result_fields: dict[str, Any]
+    try:
+        res: TrainResult = train(spec, env_id, seed, config, actor_params, run_dir=folder, callbacks=callbacks,
+                                 device=device, resume=resume)
+        result_fields = {"status": res.status, "error": None, "steps": res.steps, "wall_s": res.wall_s,
+                         "final_return_mean": res.final_return_mean, "best_return_mean": res.best_return_mean,
+                         "updates": res.updates, "param_sha256_by_rank": [res.param_sha256]}
+    except KeyboardInterrupt:
+        _write_result(folder, base, {"status": "interrupted", "error": "interrupted by signal"}, meters)
+        raise
+    except Exception as exc:  # a failed run is recorded and the others go on
+        result_fields = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    return _write_result(folder, base, result_fields, meters)
+
+
+def _write_result(folder: Path, base: dict[str, Any], fields: dict[str, Any],
+                  meters: Sequence[Callback]) -> dict[str, Any]:
+    result = {**base, **fields}
+    if "steps" not in result:
+        result.update(_last_progress(folder))
+    for m in meters:
+        if hasattr(m, "result_fields"):
+            result.update(m.result_fields())  # type: ignore[attr-defined]
+    store.write_json(folder / store.RESULT, result)
+    return result
+
+
+def _last_progress(folder: Path) -> dict[str, Any]:
+    """Steps and wall time of a run that did not finish, from its last progress row."""
+    import csv
+
+    try:
+        with open(folder / store.PROGRESS, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        return {"steps": 0, "wall_s": None}
+    if not rows:
+        return {"steps": 0, "wall_s": None}
+    return {"steps": int(float(rows[-1]["step"])), "wall_s": float(rows[-1]["wall_s"])}
+
+
+def collect_results(run_dir: Path, plan: Plan) -> list[dict[str, Any]]:
+    rows = []
+    for method, env_id, seed in plan.runs():
+        path = store.seed_dir(run_dir, method, env_id, seed) / store.RESULT
+        if path.exists():
+            try:
+                rows.append(store.read_json(path))
+                continue
+            except store.RunFolderError as exc:
+                rows.append({"method": method, "env": env_id, "seed": seed, "status": "corrupt", "error": str(exc)})
+                continue
+        status = "running" if path.parent.exists() else "pending"
+        rows.append({"method": method, "env": env_id, "seed": seed, "status": status, **_last_progress(path.parent)})
+    return rows
+
+
+def write_summary(run_dir: Path, plan: Plan) -> Path:
+    rows = collect_results(run_dir, plan)
+    rows = enrich_summary(rows, plan, run_dir)
+    columns: list[str] = list(store.RESULT_FIELDS)
+    for r in rows:
+        for k in r:
+            if k not in columns and not isinstance(r[k], (list, dict)):
+                columns.append(k)
+    path = run_dir / store.SUMMARY
+    store.write_csv(path, columns, rows)
+    return path
+
+
+def enrich_summary(rows: list[dict[str, Any]], plan: Plan, run_dir: Path) -> list[dict[str, Any]]:
+    """Cross-run columns (GPS-UP, energy to target, carbon equivalents). Replaced by the energy issue."""
+    return rows
+
+
+def execute(run_dir: Path, plan: Plan, resume: bool, plain: bool = False) -> int:
+    """Run every unfinished run of the plan; returns the exit code (0 ok, 1 a run failed, 130 interrupted)."""
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    apply_threads(plan)
+    if resume:
+        check_resumable(run_dir, plan)
+        print(f"resuming {run_dir}", file=sys.stderr)
+    failed = 0
+    try:
+        for method, env_id, seed in plan.runs():
+            folder = store.seed_dir(run_dir, method, env_id, seed)
+            if resume and (folder / store.RESULT).exists():
+                try:
+                    if store.read_json(folder / store.RESULT).get("status") == "complete":
+                        continue
+                except store.RunFolderError:
+                    pass
+            result = run_one(run_dir, plan, method, env_id, seed, resume=resume, plain=plain)
+            if result["status"] != "complete":
+                failed += 1
+                print(f"spikerl-bench: {method} on {env_id} seed {seed} {result['status']}: {result.get('error')}",
+                      file=sys.stderr)
+            write_summary(run_dir, plan)
+    except KeyboardInterrupt:
+        write_summary(run_dir, plan)
+        print(f"spikerl-bench: interrupted; finish with: spikerl-bench run --resume {run_dir}", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    write_summary(run_dir, plan)
+    return 1 if failed else 0
+
+
+def check_resumable(run_dir: Path, plan: Plan) -> None:
+    """Refuse (CheckpointError / RunFolderError) before anything is written if any unfinished
+    run's checkpoint or config cannot be read."""
+    from spikerl.checkpoint import load_checkpoint
+    from spikerl.loop import checkpoint_path
+
+    for method, env_id, seed in plan.runs():
+        folder = store.seed_dir(run_dir, method, env_id, seed)
+        if (folder / store.CONFIG).exists():
+            saved = store.read_json(folder / store.CONFIG)
+            if not isinstance(saved, dict) or "td3" not in saved or "actor" not in saved:
+                raise store.RunFolderError(f"{folder / store.CONFIG} lacks the td3/actor settings")
+        ckpt = checkpoint_path(folder, 0)
+        if ckpt.exists():
+            load_checkpoint(ckpt)
+
+
+def _raise_interrupt(signum, frame):  # noqa: ANN001
+    raise KeyboardInterrupt

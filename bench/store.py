@@ -1,0 +1,152 @@
+"""The run folder: paths, atomic writes, and reading it back.
+
+    RUN/plan.json, RUN/environment.json, RUN/summary.csv
+    RUN/<method>/<env>/seed<k>/{config.json, progress.csv, evals.csv, result.json, power.csv,
+                                emissions.csv, checkpoint.pt}
+
+Every whole-file write goes to a temporary file in the same folder and is renamed over the
+target, so a reader (or a crash) never sees half a file. CSV logs are appended line by line and
+flushed, and on resume cut back to the checkpoint's step so no row is lost or repeated.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+PLAN = "plan.json"
+ENVIRONMENT = "environment.json"
+SUMMARY = "summary.csv"
+CONFIG = "config.json"
+PROGRESS = "progress.csv"
+EVALS = "evals.csv"
+RESULT = "result.json"
+
+PROGRESS_COLUMNS = ("step", "wall_s", "episodes", "train_return", "sps", "updates", "loss_q", "loss_pi", "energy_j")
+EVAL_COLUMNS = ("step", "wall_s", "return_mean", "return_std", "episodes", "energy_j")
+RESULT_FIELDS = ("method", "env", "seed", "status", "error", "steps", "wall_s", "final_return_mean",
+                 "best_return_mean", "world_size", "backend", "precision", "device", "updates")
+
+
+class RunFolderError(ValueError):
+    """A folder that is not (or no longer) a readable run folder."""
+
+
+def seed_dir(run_dir: Path, method: str, env_id: str, seed: int) -> Path:
+    return Path(run_dir) / method / env_id / f"seed{seed}"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return _jsonable(value.item())
+    return value
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunFolderError(f"missing {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"corrupt {path}: {exc}") from None
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: _cell(row.get(k)) for k in columns})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else repr(value)
+    return value
+
+
+class CsvLog:
+    """An append-only CSV log with a fixed header, flushed after every row.
+
+    `truncate_after(step)` rewrites the file (atomically) keeping only rows with step <= step:
+    on resume from a checkpoint taken at that step, the rows written after it are redone."""
+
+    def __init__(self, path: Path, columns: Sequence[str]):
+        self.path, self.columns = Path(path), list(columns)
+        self._f = None
+
+    def open(self, resume_step: int | None) -> None:
+        if resume_step is None or not self.path.exists():
+            write_csv(self.path, self.columns, [])
+        else:
+            with open(self.path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                if reader.fieldnames != self.columns:
+                    raise RunFolderError(f"{self.path}: header {reader.fieldnames} does not match {self.columns}")
+                kept = [r for r in reader if r.get("step") and int(float(r["step"])) <= resume_step]
+            write_csv(self.path, self.columns, kept)
+        self._f = open(self.path, "a", newline="", encoding="utf-8")
+        self._w = csv.DictWriter(self._f, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n")
+
+    def append(self, row: dict[str, Any]) -> None:
+        assert self._f is not None, "CsvLog.open() first"
+        self._w.writerow({k: _cell(row.get(k)) for k in self.columns})
+        self._f.flush()
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+def is_run_folder(path: Path) -> bool:
+    return (Path(path) / PLAN).is_file()
+
+
+def load_plan(run_dir: Path) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir} is not a folder")
+    if not is_run_folder(run_dir):
+        raise RunFolderError(f"{run_dir} is not a spikerl-bench run folder (no {PLAN})")
+    plan = read_json(run_dir / PLAN)
+    if not isinstance(plan, dict) or not {"methods", "envs", "seeds"} <= set(plan):
+        raise RunFolderError(f"{run_dir / PLAN} lacks methods/envs/seeds")
+    return plan

@@ -1,0 +1,118 @@
+"""The TD3 update (Fujimoto et al. 2018): clipped double-Q targets, target-policy smoothing,
+delayed actor and target updates. The only learning rule in the project: every method goes
+through it with its own actor and normaliser.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import TD3Config
+from .critic import TwinCritic
+from .precision import autocast
+from .replay import ReplayBatch
+
+GradSync = Callable[[Sequence[torch.Tensor]], None]
+"""Averages gradients across data-parallel ranks in place (a no-op for one process)."""
+
+
+def make_adam(params, lr: float) -> torch.optim.Adam:
+    # The fused kernel updates every tensor in one call; it exists on CPU and CUDA in torch >= 2.4.
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr, foreach=True)
+
+
+class TD3:
+    def __init__(self, actor: nn.Module, critic: TwinCritic, normalizer: nn.Module, config: TD3Config,
+                 act_limit: float, device: torch.device, grad_sync: GradSync | None = None):
+        self.actor, self.critic, self.normalizer = actor, critic, normalizer
+        self.actor_target = copy.deepcopy(actor).requires_grad_(False)
+        self.critic_target = copy.deepcopy(critic).requires_grad_(False)
+        self.cfg, self.act_limit, self.device = config, float(act_limit), device
+        self.actor_params = [p for p in actor.parameters() if p.requires_grad]
+        self.critic_params = list(critic.parameters())
+        self.actor_opt = make_adam(self.actor_params, config.lr_actor)
+        self.critic_opt = make_adam(self.critic_params, config.lr_critic)
+        self.grad_sync = grad_sync
+        self.updates = 0
+        self.last_losses: dict[str, torch.Tensor] = {}
+
+    def update(self, batch: ReplayBatch) -> None:
+        cfg, lim = self.cfg, self.act_limit
+        obs = self.normalizer(batch.obs)
+        next_obs = self.normalizer(batch.next_obs)
+
+        y = self.target(batch.rew, next_obs, batch.terminated)
+        with autocast(cfg.precision, self.device):
+            q = self.critic(obs, batch.act).float()
+        loss_q = F.mse_loss(q[0], y) + F.mse_loss(q[1], y)
+        self.critic_opt.zero_grad(set_to_none=True)
+        loss_q.backward()
+        self._sync(self.critic_params)
+        self.critic_opt.step()
+        self.last_losses["loss_q"] = loss_q.detach()
+        self.updates += 1
+
+        # --- delayed actor: maximise Q1(s, μ(s)); gradients only into the actor
+        if self.updates % cfg.policy_delay == 0:
+            with autocast(cfg.precision, self.device):
+                loss_pi = -self.critic.q1(obs, self.actor(obs)).float().mean()
+            grads = torch.autograd.grad(loss_pi, self.actor_params)
+            for p, g in zip(self.actor_params, grads):
+                p.grad = g
+            self._sync(self.actor_params)
+            self.actor_opt.step()
+            self.last_losses["loss_pi"] = loss_pi.detach()
+            with torch.no_grad():
+                polyak_(self.actor_target, self.actor, cfg.tau)
+                polyak_(self.critic_target, self.critic, cfg.tau)
+
+    @torch.no_grad()
+    def target(self, rew: torch.Tensor, next_obs: torch.Tensor, terminated: torch.Tensor) -> torch.Tensor:
+        """y = r + γ (1 − terminated) min_i Q'_i(s', clip(μ'(s') + clip(ε, ±c), ±a_max)), ε ~ N(0, σ²) per element."""
+        cfg, lim = self.cfg, self.act_limit
+        with autocast(cfg.precision, self.device):
+            next_act = self.actor_target(next_obs).float()
+            eps = torch.randn_like(next_act).mul_(cfg.target_noise * lim)
+            eps.clamp_(-cfg.noise_clip * lim, cfg.noise_clip * lim)
+            next_act = (next_act + eps).clamp_(-lim, lim)
+            q_next = self.critic_target(next_obs, next_act).float().min(dim=0).values
+        return rew + cfg.gamma * (1.0 - terminated) * q_next
+
+    def _sync(self, params: Sequence[torch.Tensor]) -> None:
+        if self.grad_sync is not None:
+            self.grad_sync([p.grad for p in params if p.grad is not None])
+
+    def losses(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.last_losses.items()}
+
+    def state_dict(self) -> dict:
+        return {
+            "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+            "actor_target": self.actor_target.state_dict(), "critic_target": self.critic_target.state_dict(),
+            "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
+            "updates": self.updates,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.actor_target.load_state_dict(state["actor_target"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.updates = int(state["updates"])
+
+
+@torch.no_grad()
+def polyak_(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """θ' ← (1 − τ) θ' + τ θ for every parameter, the encoder's learnable μ and σ included."""
+    t = [p for p in target.parameters()]
+    s = [p for p in source.parameters()]
+    torch._foreach_lerp_(t, s, tau)

@@ -1,0 +1,134 @@
+"""The TD3 update rules on hand-checkable cases."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from spikerl.config import TD3Config
+from spikerl.critic import TwinCritic
+from spikerl.normalizers import IdentityNormalizer
+from spikerl.replay import ReplayBatch, ReplayBuffer
+from spikerl.td3 import TD3, polyak_
+
+
+class ConstActor(nn.Module):
+    """μ(s) = tanh(w) for every state: makes the target action easy to compute by hand."""
+
+    def __init__(self, act_dim: int, value: float):
+        super().__init__()
+        self.w = nn.Parameter(torch.full((act_dim,), value))
+
+    def forward(self, obs):
+        return torch.tanh(self.w).expand(obs.shape[0], -1)
+
+
+def make_td3(**cfg):
+    torch.manual_seed(0)
+    actor = ConstActor(2, 0.3)
+    critic = TwinCritic(3, 2, hidden=(8,))
+    config = TD3Config(batch_size=4, replay_size=16, **cfg)
+    return TD3(actor, critic, IdentityNormalizer(3), config, act_limit=1.0, device=torch.device("cpu"))
+
+
+def test_target_bootstraps_on_truncation_not_on_termination():
+    td3 = make_td3(target_noise=0.0)
+    next_obs = torch.randn(2, 3)
+    rew = torch.tensor([1.0, 1.0])
+    y = td3.target(rew, next_obs, terminated=torch.tensor([0.0, 1.0]))
+    a = torch.tanh(torch.full((2, 2), 0.3))
+    q = td3.critic_target(next_obs, a).min(dim=0).values
+    assert y[0].item() == pytest.approx(1.0 + 0.99 * q[0].item(), rel=1e-6)
+    assert y[1].item() == pytest.approx(1.0)  # a true terminal state: no bootstrap
+
+
+def test_target_noise_is_per_element_and_clipped():
+    td3 = make_td3(target_noise=1e6, noise_clip=0.5)
+    seen = []
+    orig = td3.critic_target.forward
+
+    def spy(obs, act):
+        seen.append(act.clone())
+        return orig(obs, act)
+
+    td3.critic_target.forward = spy
+    td3.target(torch.zeros(64), torch.randn(64, 3), torch.zeros(64))
+    noise = seen[0] - torch.tanh(torch.tensor(0.3))
+    # huge σ: every element is clipped to ±0.5, and signs vary element by element
+    assert torch.allclose(noise.abs(), torch.full_like(noise, 0.5), atol=1e-5)
+    assert (noise > 0).any(dim=0).all() and (noise < 0).any(dim=0).all()
+    assert not torch.equal(noise[:, 0], noise[:, 1])
+
+
+def test_policy_delay_and_polyak_targets():
+    td3 = make_td3(policy_delay=2, tau=0.5)
+    batch = ReplayBatch(torch.randn(4, 3), torch.rand(4, 2), torch.randn(4), torch.randn(4, 3), torch.zeros(4))
+    actor0 = td3.actor.w.detach().clone()
+    target0 = td3.actor_target.w.detach().clone()
+    critic_t0 = [p.detach().clone() for p in td3.critic_target.parameters()]
+    td3.update(batch)
+    assert torch.equal(td3.actor.w, actor0), "actor must wait for the second critic update"
+    assert torch.equal(td3.actor_target.w, target0)
+    assert all(torch.equal(a, b) for a, b in zip(td3.critic_target.parameters(), critic_t0))
+    td3.update(batch)
+    assert not torch.equal(td3.actor.w, actor0)
+    expected = 0.5 * target0 + 0.5 * td3.actor.w.detach()
+    assert torch.allclose(td3.actor_target.w, expected, atol=1e-7)
+
+
+def test_polyak_formula():
+    src, dst = nn.Linear(3, 2), nn.Linear(3, 2)
+    before = [p.detach().clone() for p in dst.parameters()]
+    polyak_(dst, src, 0.005)
+    for b, s, d in zip(before, src.parameters(), dst.parameters()):
+        assert torch.allclose(d, 0.995 * b + 0.005 * s, atol=1e-7)
+
+
+def test_actor_step_leaves_critic_untouched():
+    td3 = make_td3(policy_delay=1)
+    batch = ReplayBatch(torch.randn(4, 3), torch.rand(4, 2), torch.randn(4), torch.randn(4, 3), torch.zeros(4))
+    critic_copy = copy.deepcopy(td3.critic)
+    # a critic step then an actor step: the critic changes once, by its own optimiser only
+    td3.critic_opt.step = lambda: None  # freeze the critic optimiser to isolate the actor step
+    td3.update(batch)
+    for a, b in zip(td3.critic.parameters(), critic_copy.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_twin_critic_equals_two_independent_mlps():
+    torch.manual_seed(1)
+    critic = TwinCritic(3, 2, hidden=(5, 4))
+    obs, act = torch.randn(6, 3), torch.randn(6, 2)
+    q = critic(obs, act)
+    x = torch.cat([obs, act], -1)
+    for i in range(2):
+        h = x
+        for k, (w, b) in enumerate(zip(critic.weights, critic.biases)):
+            h = h @ w[i] + b[i, 0]
+            if k < 2:
+                h = torch.relu(h)
+        assert torch.allclose(q[i], h.squeeze(-1), atol=1e-6)
+    assert torch.allclose(critic.q1(obs, act), q[0], atol=1e-6)
+
+
+def test_replay_buffer_wraps_and_keeps_terminal_flags():
+    buf = ReplayBuffer(obs_dim=2, act_dim=1, capacity=3, seed=0)
+    for i in range(5):
+        buf.add(np.full(2, i), np.full(1, i), float(i), np.full(2, i + 1), terminated=(i == 4))
+    assert len(buf) == 3 and buf.ptr == 2
+    assert sorted(buf.rew.tolist()) == [2.0, 3.0, 4.0]
+    assert buf.terminated[buf.rew == 4.0].item() == 1.0
+    batch = buf.sample(50)
+    assert set(batch.rew.tolist()) <= {2.0, 3.0, 4.0}
+    assert torch.equal(batch.next_obs[:, 0], batch.obs[:, 0] + 1)
+
+
+def test_replay_state_roundtrip_continues_sampling():
+    buf = ReplayBuffer(2, 1, 10, seed=3)
+    for i in range(7):
+        buf.add(np.full(2, i), np.zeros(1), float(i), np.zeros(2), False)
+    state = buf.state_dict()
+    other = ReplayBuffer(2, 1, 10, seed=99)
+    other.load_state_dict(state)
+    assert torch.equal(buf.sample(20).rew, other.sample(20).rew)
