@@ -13,6 +13,7 @@ import torch
 from baselines.registry import METHODS, get_method
 from spikerl.callbacks import Callback
 from spikerl.config import TD3Config, coerce_value
+from spikerl.distributed import DistContext
 from spikerl.envs import make_env
 from spikerl.loop import TrainResult, train
 from spikerl.method import MethodSpec
@@ -183,51 +184,58 @@ def extra_callbacks(plan: Plan, run_dir: Path) -> tuple[list[Callback], Any]:
 
 
 def run_one(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, resume: bool,
-            plain: bool = False) -> dict[str, Any]:
+            plain: bool = False, ctx: DistContext | None = None) -> dict[str, Any]:
+    ctx = ctx or DistContext(device=torch.device(resolve_device(plan.device)))
     spec = get_method(method)
     folder = store.seed_dir(run_dir, method, env_id, seed)
-    folder.mkdir(parents=True, exist_ok=True)
     if resume and (folder / store.CONFIG).exists():
         saved = store.read_json(folder / store.CONFIG)
         config, actor_params = TD3Config.from_dict(saved["td3"]), saved["actor"]
     else:
         config, actor_params = resolve_config(spec, env_id, plan)
-    device = resolve_device(plan.device)
-    store.write_json(folder / store.CONFIG, {
-        "method": method, "env": env_id, "seed": seed, "device": device, "precision": config.precision,
-        "precision_reason": precision_note(spec, env_id, plan),
-        "world_size": 1, "backend": "none", "td3": config.to_dict(), "actor": actor_params,
-        "summary": spec.summary,
-    })
+    device = ctx.device
+    base = {"method": method, "env": env_id, "seed": seed, "world_size": ctx.world_size, "backend": ctx.backend,
+            "precision": config.precision, "device": device.type}
+    if ctx.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+        store.write_json(folder / store.CONFIG, {
+            **base, "precision_reason": precision_note(spec, env_id, plan), "threads": torch.get_num_threads(),
+            "td3": config.to_dict(), "actor": actor_params, "summary": spec.summary,
+        })
+    ctx.barrier()
     meters, energy_probe = extra_callbacks(plan, folder)
     callbacks: list[Callback] = [*meters, CsvRecorder(energy_probe),
                                  ProgressDisplay(f"{method} {env_id} s{seed}", force_plain=plain)]
-    base = {"method": method, "env": env_id, "seed": seed, "world_size": 1, "backend": "none",
-            "precision": config.precision, "device": device}
     result_fields: dict[str, Any]
     try:
         res: TrainResult = train(spec, env_id, seed, config, actor_params, run_dir=folder, callbacks=callbacks,
-                                 device=device, resume=resume)
+                                 device=device, resume=resume, ctx=ctx)
         result_fields = {"status": res.status, "error": None, "steps": res.steps, "wall_s": res.wall_s,
                          "final_return_mean": res.final_return_mean, "best_return_mean": res.best_return_mean,
-                         "updates": res.updates, "param_sha256_by_rank": [res.param_sha256]}
+                         "updates": res.updates, "param_sha256_by_rank": res.param_sha256_by_rank}
     except KeyboardInterrupt:
-        _write_result(folder, base, {"status": "interrupted", "error": "interrupted by signal"}, meters)
+        _write_result(folder, base, {"status": "interrupted", "error": "interrupted by signal"}, meters, ctx)
         raise
-    except Exception as exc:  # a failed run is recorded and the others go on
+    except Exception as exc:
         result_fields = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-    return _write_result(folder, base, result_fields, meters)
+        if ctx.active:
+            # the other ranks are blocked in a collective: record, then end this rank so the launcher
+            # stops the job (a failed rank cannot be skipped past in data parallelism)
+            _write_result(folder, base, result_fields, meters, ctx)
+            raise
+    return _write_result(folder, base, result_fields, meters, ctx)
 
 
 def _write_result(folder: Path, base: dict[str, Any], fields: dict[str, Any],
-                  meters: Sequence[Callback]) -> dict[str, Any]:
+                  meters: Sequence[Callback], ctx: DistContext) -> dict[str, Any]:
     result = {**base, **fields}
     if "steps" not in result:
         result.update(_last_progress(folder))
     for m in meters:
         if hasattr(m, "result_fields"):
             result.update(m.result_fields())  # type: ignore[attr-defined]
-    store.write_json(folder / store.RESULT, result)
+    if ctx.is_main:
+        store.write_json(folder / store.RESULT, result)
     return result
 
 
@@ -279,55 +287,85 @@ def enrich_summary(rows: list[dict[str, Any]], plan: Plan, run_dir: Path) -> lis
     return rows
 
 
-def execute(run_dir: Path, plan: Plan, resume: bool, plain: bool = False) -> int:
+def is_complete(folder: Path) -> bool:
+    try:
+        return store.read_json(folder / store.RESULT).get("status") == "complete"
+    except (store.RunFolderError, AttributeError):
+        return False
+
+
+def execute(run_dir: Path, plan: Plan, resume: bool, plain: bool = False, ctx: DistContext | None = None) -> int:
     """Run every unfinished run of the plan; returns the exit code (0 ok, 1 a run failed, 130 interrupted)."""
+    ctx = ctx or DistContext(device=torch.device(resolve_device(plan.device)))
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     apply_threads(plan)
     if resume:
-        check_resumable(run_dir, plan)
-        print(f"resuming {run_dir}", file=sys.stderr)
+        check_resumable(run_dir, plan, ctx.world_size)
+        if ctx.is_main:
+            print(f"resuming {run_dir}", file=sys.stderr)
     failed = 0
     try:
         for method, env_id, seed in plan.runs():
             folder = store.seed_dir(run_dir, method, env_id, seed)
-            if resume and (folder / store.RESULT).exists():
-                try:
-                    if store.read_json(folder / store.RESULT).get("status") == "complete":
-                        continue
-                except store.RunFolderError:
-                    pass
-            result = run_one(run_dir, plan, method, env_id, seed, resume=resume, plain=plain)
+            # rank 0 decides, so every rank skips (or trains) the same runs
+            if ctx.broadcast_object(resume and is_complete(folder)):
+                continue
+            result = run_one(run_dir, plan, method, env_id, seed, resume=resume, plain=plain, ctx=ctx)
             if result["status"] != "complete":
                 failed += 1
                 print(f"spikerl-bench: {method} on {env_id} seed {seed} {result['status']}: {result.get('error')}",
                       file=sys.stderr)
-            write_summary(run_dir, plan)
+            if ctx.is_main:
+                write_summary(run_dir, plan)
     except KeyboardInterrupt:
-        write_summary(run_dir, plan)
-        print(f"spikerl-bench: interrupted; finish with: spikerl-bench run --resume {run_dir}", file=sys.stderr)
+        if ctx.is_main:
+            write_summary(run_dir, plan)
+            print(f"spikerl-bench: interrupted; finish with: spikerl-bench run --resume {run_dir}", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-    write_summary(run_dir, plan)
+    if ctx.is_main:
+        write_summary(run_dir, plan)
+        finish_run_folder(run_dir, plan)
+    ctx.barrier()  # no rank leaves the process group while rank 0 still finishes the folder
     return 1 if failed else 0
 
 
-def check_resumable(run_dir: Path, plan: Plan) -> None:
+def finish_run_folder(run_dir: Path, plan: Plan) -> None:
+    """Hand the finished folder to every `spikerl_bench.run_finished` plug-in (the report builder).
+    A plug-in that fails is reported in one line: the measurements are already safe on disk."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="spikerl_bench.run_finished"):
+        try:
+            ep.load()(run_dir, plan.to_json())
+        except Exception as exc:  # noqa: BLE001
+            print(f"spikerl-bench: {ep.name} after the run failed: {type(exc).__name__}: {exc} "
+                  f"(retry with: spikerl-bench {ep.name} {run_dir})", file=sys.stderr)
+
+
+def check_resumable(run_dir: Path, plan: Plan, world_size: int = 1) -> None:
     """Refuse (CheckpointError / RunFolderError) before anything is written if any unfinished
     run's checkpoint or config cannot be read."""
-    from spikerl.checkpoint import load_checkpoint
-    from spikerl.loop import checkpoint_path
+    from spikerl.checkpoint import CheckpointError, load_checkpoint
+    from spikerl.loop import checkpoint_path, complete_checkpoint_step
 
     for method, env_id, seed in plan.runs():
         folder = store.seed_dir(run_dir, method, env_id, seed)
+        if is_complete(folder):
+            continue
         if (folder / store.CONFIG).exists():
             saved = store.read_json(folder / store.CONFIG)
             if not isinstance(saved, dict) or "td3" not in saved or "actor" not in saved:
                 raise store.RunFolderError(f"{folder / store.CONFIG} lacks the td3/actor settings")
-        ckpt = checkpoint_path(folder, 0)
-        if ckpt.exists():
-            load_checkpoint(ckpt)
+        step = complete_checkpoint_step(folder, world_size) if folder.exists() else None
+        if step is not None:
+            for rank in range(world_size):
+                load_checkpoint(checkpoint_path(folder, rank, world_size, step))
+        elif folder.exists() and any(folder.glob("checkpoint*.pt")):
+            raise CheckpointError(f"{folder} holds checkpoints of another world size than {world_size} "
+                                  "(or an incomplete set); resume with the world size that wrote them")
 
 
 def _raise_interrupt(signum, frame):  # noqa: ANN001

@@ -41,6 +41,9 @@ class TrainResult:
     param_sha256: str
     error: str | None = None
     evals: list[EvalEvent] = field(default_factory=list)
+    param_sha256_by_rank: list[str] = field(default_factory=list)
+    world_size: int = 1
+    backend: str = "none"
 
 
 @dataclass
@@ -64,8 +67,31 @@ def build_agent(spec: MethodSpec, env_id: str, config: TD3Config, actor_params: 
     return Agent(actor, normalizer, critic, act_limit, obs_dim, act_dim)
 
 
-def checkpoint_path(run_dir: Path, rank: int) -> Path:
-    return run_dir / (CHECKPOINT_NAME if rank == 0 else f"checkpoint.rank{rank}.pt")
+def checkpoint_path(run_dir: Path, rank: int = 0, world_size: int = 1, step: int = 0) -> Path:
+    """One process: RUN/.../checkpoint.pt, replaced atomically. Data parallel: one file per rank
+    and step, `checkpoint.step<S>.rank<r>.pt`; older steps are deleted only after every rank has
+    written the new one, so a rank that dies mid-save never leaves the job without a full set."""
+    if world_size == 1:
+        return run_dir / CHECKPOINT_NAME
+    return run_dir / f"checkpoint.step{step}.rank{rank}.pt"
+
+
+def checkpoint_steps(run_dir: Path, rank: int, world_size: int) -> set[int]:
+    if world_size == 1:
+        return {0} if (run_dir / CHECKPOINT_NAME).exists() else set()
+    steps = set()
+    for p in run_dir.glob(f"checkpoint.step*.rank{rank}.pt"):
+        try:
+            steps.add(int(p.name.split(".")[1][len("step"):]))
+        except ValueError:
+            continue
+    return steps
+
+
+def complete_checkpoint_step(run_dir: Path, world_size: int) -> int | None:
+    """The latest step for which every rank's checkpoint exists (None if there is none)."""
+    common = set.intersection(*(checkpoint_steps(run_dir, r, world_size) for r in range(world_size)))
+    return max(common) if common else None
 
 
 def params_sha256(*modules: torch.nn.Module) -> str:
@@ -119,8 +145,14 @@ def train(spec: MethodSpec, env_id: str, seed: int, config: TD3Config,
     pending_obs: list[np.ndarray] = []
     evals: list[EvalEvent] = []
 
-    ckpt_file = checkpoint_path(run_dir, rank) if run_dir is not None else None
-    if resume and ckpt_file is not None and ckpt_file.exists():
+    resume_step = complete_checkpoint_step(run_dir, W) if resume and run_dir is not None else None
+    if resume and run_dir is not None and resume_step is None:
+        other = list(run_dir.glob("checkpoint*.pt"))
+        if other:
+            raise CheckpointError(f"{run_dir} holds checkpoints ({other[0].name}) of another world size "
+                                  f"than {W}, or an incomplete set; resume with the world size that wrote them")
+    if resume_step is not None:
+        ckpt_file = checkpoint_path(run_dir, rank, W, resume_step)
         state = load_checkpoint(ckpt_file, map_location=device)
         if state["world_size"] != W or state["env_id"] != env_id or state["method"] != spec.name:
             raise CheckpointError(f"{ckpt_file} was written by {state['method']}/{state['env_id']} at world size "
@@ -180,7 +212,9 @@ def train(spec: MethodSpec, env_id: str, seed: int, config: TD3Config,
             agent.normalizer.merge_stats(stats)
         pending_obs.clear()
 
-    def save(path: Path) -> None:
+    def save() -> None:
+        assert run_dir is not None
+        path = checkpoint_path(run_dir, rank, W, gstep())
         save_checkpoint(path, {
             "method": spec.name, "env_id": env_id, "seed": seed, "world_size": W, "rank": rank,
             "config": cfg.to_dict(), "actor_params": actor_params,
@@ -193,6 +227,10 @@ def train(spec: MethodSpec, env_id: str, seed: int, config: TD3Config,
                          "last_eval_step": last_eval_step},
             "callbacks": cbs.state_dict(),
         })
+        if ctx.active:
+            ctx.barrier()  # every rank has its file for this step: older sets can go
+            for old_step in checkpoint_steps(run_dir, rank, W) - {gstep()}:
+                checkpoint_path(run_dir, rank, W, old_step).unlink(missing_ok=True)
         cbs.on_checkpoint(gstep(), wall_s(), path)
 
     info = RunInfo(run_dir=run_dir, method=spec.name, env_id=env_id, seed=seed, total_steps=cfg.total_steps,
@@ -242,22 +280,22 @@ def train(spec: MethodSpec, env_id: str, seed: int, config: TD3Config,
                 event = ProgressEvent(step=step, wall_s=wall_s(), episodes=episodes * W,
                                       train_return=last_train_return, sps=sps, updates=td3.updates,
                                       losses=td3.losses())
-                if cbs.on_progress(event) is False:
+                if ctx.any_true(cbs.on_progress(event) is False):
                     break
             if step >= next_eval:
                 next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
                 evaluate()
-            if next_ckpt is not None and step >= next_ckpt and ckpt_file is not None:
+            if next_ckpt is not None and step >= next_ckpt and run_dir is not None:
                 next_ckpt = (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
-                save(ckpt_file)
+                save()
 
         # ---- close: every rank has finished its share; final evaluation and checkpoint
         ctx.barrier()
         finished = t >= local_total
         if last_eval_step != gstep():
             evaluate()
-        if ckpt_file is not None and cfg.checkpoint_every:
-            save(ckpt_file)
+        if run_dir is not None and cfg.checkpoint_every:
+            save()
     except KeyboardInterrupt:
         cbs.on_train_end(EndEvent(step=gstep(), wall_s=wall_s(), status="interrupted", error="interrupted"))
         raise
@@ -270,8 +308,10 @@ def train(spec: MethodSpec, env_id: str, seed: int, config: TD3Config,
         env.close()
         eval_env.close()
 
+    sha = params_sha256(agent.actor, agent.critic, agent.normalizer)
     result = TrainResult(steps=gstep(), wall_s=wall_s(), final_return_mean=final_eval, best_return_mean=best_eval,
-                         status="complete", updates=td3.updates,
-                         param_sha256=params_sha256(agent.actor, agent.critic, agent.normalizer), evals=evals)
+                         status="complete", updates=td3.updates, param_sha256=sha,
+                         param_sha256_by_rank=[str(x) for x in ctx.all_gather_object(sha)], evals=evals,
+                         world_size=W, backend=ctx.backend)
     cbs.on_train_end(EndEvent(step=result.steps, wall_s=result.wall_s, status="complete"))
     return result

@@ -1,0 +1,358 @@
+"""Read a run folder into typed frames, naming every file that is missing or unreadable.
+
+The loader never crashes on a corrupt or missing file: it records a `Problem` and carries on,
+because a report of a partial run (seeds still going, interrupted, failed) is still useful.
+It raises `NotARunFolder` only when the folder is not a run folder at all.
+
+Layout read (written by `spikerl-bench run`):
+
+    RUN/plan.json, RUN/environment.json, RUN/summary.csv
+    RUN/<method>/<env>/seed<k>/{config.json, progress.csv, evals.csv, power.csv,
+                                result.json, emissions.csv}
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+STATUSES = ("complete", "interrupted", "failed", "running", "missing")
+"""Seed status: the four of result.json, plus 'missing' (a summary row with no seed folder)."""
+
+PROGRESS_COLUMNS = ("step", "wall_s", "episodes", "train_return", "sps", "energy_j")
+EVALS_COLUMNS = ("step", "wall_s", "return_mean", "return_std", "episodes", "energy_j")
+POWER_COLUMNS = ("t_s", "device", "power_w", "energy_j", "source", "estimated")
+REQUIRED = {
+    "progress.csv": ("step", "wall_s"),
+    "evals.csv": ("step", "return_mean"),
+    "power.csv": ("t_s", "device", "power_w"),
+}
+NUMERIC_RESULT_FIELDS = (
+    "steps", "wall_s", "final_return_mean", "best_return_mean", "world_size",
+    "energy_j", "avg_power_w", "gpu_energy_j", "cpu_energy_j", "train_energy_j", "eval_energy_j",
+    "emissions_kg", "codecarbon_energy_kwh", "energy_to_target_j", "time_to_target_s",
+    "speedup", "powerup", "greenup", "gpsup_category",
+    "car_miles", "tv_hours", "household_week_pct", "target_return",
+)
+_SEED_DIR = re.compile(r"^seed(-?\d+)$")
+
+
+class NotARunFolder(ValueError):
+    """The path does not exist, is not a folder, or holds nothing a run writes."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One missing, unreadable or inconsistent file, relative to the run folder."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+@dataclass
+class SeedRun:
+    """Everything one method × env × seed left in its folder. Absent files are None."""
+
+    method: str
+    env: str
+    seed: int
+    rel_dir: str
+    status: str
+    config: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    progress: pd.DataFrame | None = None
+    evals: pd.DataFrame | None = None
+    power: pd.DataFrame | None = None
+    emissions: pd.DataFrame | None = None
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.method, self.env, self.seed)
+
+
+@dataclass
+class RunFolder:
+    """A loaded run folder.
+
+    `seeds` has one row per method × env × seed: the result.json fields (falling back to
+    summary.csv where result.json is absent), the GPS-UP and equivalent columns of
+    summary.csv, a `status`, and `progress_step` / `progress_wall_s` / `progress_energy_j`
+    from the last progress.csv row (what a running seed has done so far).
+    """
+
+    path: Path
+    plan: dict[str, Any] | None
+    environment: dict[str, Any] | None
+    summary: pd.DataFrame | None
+    seeds: pd.DataFrame
+    runs: list[SeedRun]
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def methods(self) -> list[str]:
+        """Methods in plan order, then any others found on disk."""
+        return _ordered(self.plan.get("methods") if self.plan else None,
+                        [r.method for r in self.runs])
+
+    @property
+    def envs(self) -> list[str]:
+        return _ordered(self.plan.get("envs") if self.plan else None, [r.env for r in self.runs])
+
+    @property
+    def baseline(self) -> str | None:
+        base = (self.plan or {}).get("baseline")
+        return str(base) if base else None
+
+    def run(self, method: str, env: str, seed: int) -> SeedRun | None:
+        for r in self.runs:
+            if r.key == (method, env, seed):
+                return r
+        return None
+
+    def runs_of(self, method: str, env: str) -> list[SeedRun]:
+        return sorted((r for r in self.runs if r.method == method and r.env == env),
+                      key=lambda r: r.seed)
+
+
+def _ordered(declared: Any, found: list[str]) -> list[str]:
+    out: list[str] = []
+    if isinstance(declared, (list, tuple)):
+        out = [str(x) for x in declared]
+    for x in found:
+        if x not in out:
+            out.append(x)
+    return out
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def _read_json(path: Path, rel: str, problems: list[Problem], *, required: bool) -> dict | None:
+    if not path.is_file():
+        if required:
+            problems.append(Problem(rel, "missing"))
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        problems.append(Problem(rel, f"unreadable JSON ({type(exc).__name__}: {exc})"))
+        return None
+    if not isinstance(data, dict):
+        problems.append(Problem(rel, f"expected a JSON object, found {type(data).__name__}"))
+        return None
+    return data
+
+
+def _read_csv(path: Path, rel: str, problems: list[Problem], *, required: bool,
+              numeric: tuple[str, ...] = (), must_have: tuple[str, ...] = ()) -> pd.DataFrame | None:
+    if not path.is_file():
+        if required:
+            problems.append(Problem(rel, "missing"))
+        return None
+    try:
+        df = pd.read_csv(path, on_bad_lines="skip", skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        problems.append(Problem(rel, "empty file"))
+        return None
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, ValueError) as exc:
+        problems.append(Problem(rel, f"unreadable CSV ({type(exc).__name__}: {exc})"))
+        return None
+    df.columns = [str(c).strip() for c in df.columns]
+    absent = [c for c in must_have if c not in df.columns]
+    if absent:
+        problems.append(Problem(rel, f"lacks column(s) {', '.join(absent)}"))
+        return None
+    for col in numeric:
+        if col in df.columns:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+    if must_have:
+        n0 = len(df)
+        df = df.dropna(subset=[c for c in must_have if c in numeric])
+        if len(df) < n0:
+            problems.append(Problem(rel, f"{n0 - len(df)} row(s) with unreadable numbers skipped"))
+    if df.empty:
+        problems.append(Problem(rel, "no data rows"))
+    return df.reset_index(drop=True)
+
+
+def _to_bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, (int, float)):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "y", "t"):
+        return True
+    if text in ("false", "0", "no", "n", "f", ""):
+        return False
+    return None
+
+
+# ----------------------------------------------------------------------------- main entry
+
+
+def _looks_like_run(path: Path) -> bool:
+    if any((path / name).is_file() for name in ("plan.json", "summary.csv", "environment.json")):
+        return True
+    return any(True for _ in path.glob("*/*/seed*/"))
+
+
+def load_run(run_dir: str | Path) -> RunFolder:
+    """Read a run folder. Raises NotARunFolder only if `run_dir` is not a run folder."""
+    path = Path(run_dir)
+    if not path.exists():
+        raise NotARunFolder(f"{path}: no such folder")
+    if not path.is_dir():
+        raise NotARunFolder(f"{path}: not a folder")
+    if not _looks_like_run(path):
+        raise NotARunFolder(
+            f"{path}: not a run folder (no plan.json, summary.csv or <method>/<env>/seed<k>/ inside); "
+            "pass the folder that `spikerl-bench run` created")
+    problems: list[Problem] = []
+    plan = _read_json(path / "plan.json", "plan.json", problems, required=True)
+    environment = _read_json(path / "environment.json", "environment.json", problems, required=True)
+    summary = _read_csv(path / "summary.csv", "summary.csv", problems, required=False,
+                        numeric=NUMERIC_RESULT_FIELDS + ("seed",))
+    if summary is not None:
+        if not {"method", "env", "seed"} <= set(summary.columns):
+            problems.append(Problem("summary.csv", "lacks method/env/seed columns; ignored"))
+            summary = None
+        else:
+            summary = summary.dropna(subset=["seed"]).copy()
+            summary["method"] = summary["method"].astype(str)
+            summary["env"] = summary["env"].astype(str)
+            summary["seed"] = summary["seed"].astype(int)
+
+    runs = [_load_seed(path, d, problems) for d in _seed_dirs(path)]
+    _expect_planned(plan, runs, summary, problems)
+    seeds = _seed_table(runs, summary, problems)
+    return RunFolder(path=path, plan=plan, environment=environment, summary=summary,
+                     seeds=seeds, runs=runs, problems=problems)
+
+
+def _seed_dirs(path: Path) -> list[Path]:
+    out = []
+    for d in sorted(path.glob("*/*/seed*")):
+        if d.is_dir() and _SEED_DIR.match(d.name) and not d.parts[-3].startswith((".", "_")):
+            out.append(d)
+    return out
+
+
+def _load_seed(root: Path, d: Path, problems: list[Problem]) -> SeedRun:
+    method, env = d.parent.parent.name, d.parent.name
+    seed = int(_SEED_DIR.match(d.name).group(1))  # type: ignore[union-attr]
+    rel = d.relative_to(root).as_posix()
+    config = _read_json(d / "config.json", f"{rel}/config.json", problems, required=True)
+    result = _read_json(d / "result.json", f"{rel}/result.json", problems, required=False)
+    progress = _read_csv(d / "progress.csv", f"{rel}/progress.csv", problems, required=True,
+                         numeric=PROGRESS_COLUMNS, must_have=REQUIRED["progress.csv"])
+    evals = _read_csv(d / "evals.csv", f"{rel}/evals.csv", problems, required=True,
+                      numeric=EVALS_COLUMNS, must_have=REQUIRED["evals.csv"])
+    power = _read_csv(d / "power.csv", f"{rel}/power.csv", problems, required=True,
+                      numeric=("t_s", "power_w", "energy_j"), must_have=REQUIRED["power.csv"])
+    if power is not None:
+        power["device"] = power["device"].astype(str)
+        if "estimated" in power.columns:
+            power["estimated"] = power["estimated"].map(_to_bool)
+        if "source" in power.columns:
+            power["source"] = power["source"].fillna("").astype(str)
+    emissions = _read_csv(d / "emissions.csv", f"{rel}/emissions.csv", problems, required=False)
+    if result is not None:
+        status = str(result.get("status") or "complete")
+        if status not in STATUSES:
+            problems.append(Problem(f"{rel}/result.json", f"unknown status {status!r}"))
+    else:
+        status = "running"
+        problems.append(Problem(f"{rel}/result.json",
+                                "absent: seed still running (or killed before it finished)"))
+    return SeedRun(method=method, env=env, seed=seed, rel_dir=rel, status=status, config=config,
+                   result=result, progress=progress, evals=evals, power=power, emissions=emissions)
+
+
+def _expect_planned(plan: dict | None, runs: list[SeedRun], summary: pd.DataFrame | None,
+                    problems: list[Problem]) -> None:
+    """Name planned seed folders that do not exist."""
+    if not plan:
+        return
+    try:
+        keys = [(str(m), str(e), int(s)) for m in plan.get("methods", [])
+                for e in plan.get("envs", []) for s in plan.get("seeds", [])]
+    except (TypeError, ValueError):
+        problems.append(Problem("plan.json", "methods/envs/seeds are not lists of names and ints"))
+        return
+    have = {r.key for r in runs}
+    for m, e, s in keys:
+        if (m, e, s) not in have:
+            problems.append(Problem(f"{m}/{e}/seed{s}/", "planned but no folder (not started yet?)"))
+
+
+def _seed_table(runs: list[SeedRun], summary: pd.DataFrame | None,
+                problems: list[Problem]) -> pd.DataFrame:
+    rows: dict[tuple[str, str, int], dict[str, Any]] = {}
+    if summary is not None:
+        for rec in summary.to_dict("records"):
+            key = (rec["method"], rec["env"], int(rec["seed"]))
+            rows[key] = {k: v for k, v in rec.items()}
+            rows[key]["from_summary"] = True
+    for r in runs:
+        row = rows.setdefault(r.key, {"method": r.method, "env": r.env, "seed": r.seed,
+                                      "from_summary": False})
+        if r.result is not None:
+            for k, v in r.result.items():
+                if k in ("method", "env", "seed"):
+                    continue
+                if isinstance(v, (dict, list)):
+                    continue
+                row[k] = v
+        row["status"] = r.status
+        row["rel_dir"] = r.rel_dir
+        if r.progress is not None and not r.progress.empty:
+            last = r.progress.iloc[-1]
+            row["progress_step"] = last.get("step")
+            row["progress_wall_s"] = last.get("wall_s")
+            row["progress_energy_j"] = last.get("energy_j", float("nan"))
+        if r.power is not None and "estimated" in r.power.columns and "estimated" not in row:
+            est = r.power["estimated"].dropna()
+            if len(est):
+                row["estimated"] = bool(est.any())
+        if (r.power is not None and "source" in r.power.columns
+                and not row.get("energy_source")):
+            srcs = sorted({s for s in r.power["source"] if s})
+            if srcs:
+                row["energy_source"] = "+".join(srcs)
+    have_dirs = {r.key for r in runs}
+    for key, row in rows.items():
+        row["folder_missing"] = key not in have_dirs
+        if key not in have_dirs:
+            if not isinstance(row.get("status"), str) or row["status"] not in STATUSES:
+                row["status"] = "missing"
+            row["rel_dir"] = f"{key[0]}/{key[1]}/seed{key[2]}"
+            problems.append(Problem(row["rel_dir"] + "/", "in summary.csv but the folder is missing"))
+        if _to_bool(row.get("estimated")) is None and "estimate" in str(row.get("energy_source") or ""):
+            row["estimated"] = True
+    columns = ["method", "env", "seed", "status", "rel_dir"]
+    df = pd.DataFrame(list(rows.values()))
+    if df.empty:
+        df = pd.DataFrame(columns=columns)
+    for col in NUMERIC_RESULT_FIELDS + ("progress_step", "progress_wall_s", "progress_energy_j"):
+        if col in df.columns:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+        else:
+            df[col] = float("nan")
+    df["estimated"] = df["estimated"].map(_to_bool) if "estimated" in df.columns else None
+    for col in ("energy_source", "error", "backend", "precision", "emissions_error"):
+        if col not in df.columns:
+            df[col] = None
+    df["seed"] = df["seed"].astype(int)
+    df["status"] = df["status"].fillna("running").astype(str)
+    return df.sort_values(["env", "method", "seed"], kind="stable").reset_index(drop=True)
