@@ -61,7 +61,8 @@ def _median_ms(fn, repeats: int, warmup: int) -> float:
     return statistics.median(samples)
 
 
-def update_and_action_ms(method: str, env_id: str, precision: str | None) -> tuple[float, float]:
+def update_and_action_ms(method: str, env_id: str, precision: str | None, repeats: int = 100,
+                         device: str = "cpu") -> tuple[float, float]:
     spec = get_method(method)
     env = make_env(env_id)
     cfg_d = {**TD3Config().to_dict(), **spec.td3_params(env_id), "replay_size": 10_000}
@@ -70,25 +71,31 @@ def update_and_action_ms(method: str, env_id: str, precision: str | None) -> tup
     cfg = TD3Config.from_dict(cfg_d)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     lim = act_limit_of(env)
-    device = torch.device("cpu")
-    agent = build_agent(spec, env_id, cfg, spec.actor_params(env_id), obs_dim, act_dim, lim, device)
-    td3 = TD3(agent.actor, agent.critic, agent.normalizer, cfg, lim, device)
-    replay = ReplayBuffer(obs_dim, act_dim, 10_000, seed=0)
+    dev = torch.device(device)
+    agent = build_agent(spec, env_id, cfg, spec.actor_params(env_id), obs_dim, act_dim, lim, dev)
+    td3 = TD3(agent.actor, agent.critic, agent.normalizer, cfg, lim, dev)
+    replay = ReplayBuffer(obs_dim, act_dim, 10_000, seed=0, device=dev)
     rng = np.random.default_rng(0)
     for _ in range(5_000):
         replay.add(rng.normal(size=obs_dim), rng.uniform(-lim, lim, act_dim), rng.normal(), rng.normal(size=obs_dim),
                    False)
     agent.normalizer.update(replay.obs[:5_000].astype(np.float64))
     # Two updates per measurement so the delayed actor step is included once, as in training.
-    update_ms = _median_ms(lambda: (td3.update(replay.sample(100)), td3.update(replay.sample(100))), 100, 10) / 2
+    def two_updates() -> None:
+        td3.update(replay.sample(100))
+        td3.update(replay.sample(100))
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    update_ms = _median_ms(two_updates, repeats, max(1, repeats // 10)) / 2
     x = torch.as_tensor(rng.normal(size=obs_dim), dtype=torch.float32).unsqueeze(0)
 
     @torch.no_grad()
-    def act() -> None:
-        with autocast(cfg.precision, device):
-            agent.actor(agent.normalizer(x)).float().numpy()
+    def act() -> None:  # what the loop does per env step: host obs in, host action out
+        with autocast(cfg.precision, dev):
+            agent.actor(agent.normalizer(x.to(dev))).float().cpu().numpy()
 
-    action_ms = _median_ms(act, 500, 50)
+    action_ms = _median_ms(act, 5 * repeats, max(1, repeats // 2))
     return update_ms, action_ms
 
 

@@ -20,7 +20,10 @@ from spikerl.method import MethodSpec
 from spikerl.precision import resolve_precision
 
 from . import store
+from .energy_callback import EnergyCallback
 from .environment_info import collect_environment
+from .equivalents import add_equivalent_columns
+from .gpsup import add_gpsup_columns, add_target_columns
 from .profiles import PROFILES
 from .recorder import CsvRecorder, ProgressDisplay
 
@@ -179,8 +182,9 @@ def create_run_folder(run_dir: Path, plan: Plan) -> None:
 
 
 def extra_callbacks(plan: Plan, run_dir: Path) -> tuple[list[Callback], Any]:
-    """Meters attached to every run: (callbacks, energy probe or None). Replaced by the energy issue."""
-    return [], None
+    """Meters attached to every run: (callbacks, cumulative-energy probe for the CSV columns)."""
+    energy = EnergyCallback(interval_s=plan.power_interval_s, country_iso_code=plan.country)
+    return [energy], energy.total_energy_j
 
 
 def run_one(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, resume: bool,
@@ -283,8 +287,36 @@ def write_summary(run_dir: Path, plan: Plan) -> Path:
 
 
 def enrich_summary(rows: list[dict[str, Any]], plan: Plan, run_dir: Path) -> list[dict[str, Any]]:
-    """Cross-run columns (GPS-UP, energy to target, carbon equivalents). Replaced by the energy issue."""
-    return rows
+    """Cross-run columns: GPS-UP against the baseline run of the same env and seed, energy and
+    time to the target return, and carbon equivalents of each run's emissions."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    for col in ("wall_s", "energy_j", "emissions_kg", "final_return_mean"):
+        if col not in df:
+            df[col] = float("nan")
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    # only finished runs are compared: an interrupted run's time and energy are partial
+    done = df["status"] == "complete"
+    df = add_gpsup_columns(df.where(done, df.assign(wall_s=float("nan"), energy_j=float("nan"))), plan.baseline) \
+        .assign(wall_s=df["wall_s"], energy_j=df["energy_j"])
+    evals = {}
+    for method, env_id, seed in plan.runs():
+        path = store.seed_dir(run_dir, method, env_id, seed) / store.EVALS
+        try:
+            evals[(method, env_id, seed)] = pd.read_csv(path)
+        except (OSError, ValueError, pd.errors.EmptyDataError):
+            continue
+    df = add_target_columns(df, evals, plan.baseline, target_return=plan.target_return)
+    df = add_equivalent_columns(df)
+    return [{k: (None if _isnan(v) else v) for k, v in r.items()} for r in df.to_dict("records")]
+
+
+def _isnan(v: Any) -> bool:
+    try:
+        return v != v  # NaN, NA
+    except (TypeError, ValueError):
+        return False
 
 
 def is_complete(folder: Path) -> bool:

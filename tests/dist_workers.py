@@ -61,8 +61,9 @@ def _init(rank: int, world: int, port: int) -> DistContext:
     return DistContext(rank=rank, world_size=world, backend="gloo")
 
 
-def grad_worker(rank: int, world: int, port: int, method: str, out_dir: str) -> None:
+def grad_worker(rank: int, world: int, port: int, method: str, dtype: str, out_dir: str) -> None:
     ctx = _init(rank, world, port)
+    torch.set_default_dtype(getattr(torch, dtype))
     try:
         td3 = make_td3(method, grad_sync=ctx.average_grads_)
         grads = captured_update(td3, batches(world, 8)[rank])

@@ -52,10 +52,24 @@ def test_two_ranks_stay_bit_identical_and_meet_the_budget(tmp_path, method):
     assert evals[-1].split(",")[4] == "2", "the 2 evaluation episodes are split over ranks and gathered"
 
 
-@pytest.mark.parametrize("method", ["mlp", "popsan", "dsrl"])
-def test_two_rank_update_equals_one_rank_update_on_the_concatenation(tmp_path, method):
-    mp.spawn(W.grad_worker, args=(2, free_port(), method, str(tmp_path)), nprocs=2, join=True)
+# Spiking actors run in float64 here: in fp32 a batch of 16 and two batches of 8 may round a
+# membrane differently by one ulp (BLAS sums in another order), and a membrane within an ulp of
+# threshold then flips a spike. That is a property of spiking nets, not of gradient averaging,
+# which is what this test checks; the MLP shows the fp32 case.
+@pytest.mark.parametrize("method, dtype", [("mlp", "float32"), ("popsan", "float64"), ("dsrl", "float64"),
+                                           ("spikerl", "float64")])
+def test_two_rank_update_equals_one_rank_update_on_the_concatenation(tmp_path, method, dtype):
+    mp.spawn(W.grad_worker, args=(2, free_port(), method, dtype, str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, dtype))
+    try:
+        _compare_with_single_process(ranks, method)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _compare_with_single_process(ranks, method):
     b0, b1 = W.batches(2, 8)
     whole = type(b0)(*(torch.cat([x, y]) for x, y in zip(b0, b1)))
     single = W.make_td3(method)

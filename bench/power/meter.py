@@ -1,0 +1,435 @@
+"""PowerMeter: named energy windows over GPU and CPU sources, and a background power trace.
+
+    meter = PowerMeter.create(gpu_ids=[0], csv_path=run_dir / "power.csv")
+    meter.begin_window("train")
+    ...
+    m = meter.end_window("train")   # Measurement(duration_s, energy_j_by_device, source, estimated)
+    meter.stop()
+
+The meter keeps its own cumulative energy per device, advanced by the difference of
+successive source reads. That makes windows cheap (two polls), lets windows overlap, and
+lets a source fail and recover (a counter's energy across the gap is still counted) or be
+replaced by the estimate without disturbing windows already open. A failing source never
+raises into training: its failure and the time gap are recorded in `errors` and `gaps`.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from bench.power.base import Clock, EnergySource, EnergySourceError, Measurement
+from bench.power.estimate import EstimateSource
+from bench.power.nvml import DeviceId, open_nvml
+from bench.power.rapl import POWERCAP_ROOT, open_rapl
+
+log = logging.getLogger(__name__)
+
+POWER_CSV_COLUMNS = ("t_s", "device", "power_w", "energy_j", "source", "estimated")
+CPU_CHOICES = ("auto", "rapl", "estimate", "none")
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A span in which a source could not be read (t_s on the power.csv clock)."""
+
+    source: str
+    start_s: float
+    end_s: float
+    error: str
+    recovered: bool
+    """True if reads resumed (a counter's energy over the gap is then still counted)."""
+
+
+@dataclass
+class _Window:
+    start_t: float
+    energy_j: dict[str, float]
+
+
+@dataclass
+class _SourceState:
+    last_j: dict[str, float]
+    failures: int = 0
+    gap_start_t: float | None = None
+    gap_error: str = ""
+
+
+class PowerMeter:
+    def __init__(self, sources: Sequence[EnergySource], *, interval_s: float | None = 0.1,
+                 csv_path: Path | None = None, t_offset_s: float = 0.0, clock: Clock = time.monotonic,
+                 fallback: Callable[[], EnergySource] | None = None, max_failures: int = 5,
+                 flush_every_s: float = 5.0, sync_fn: Callable[[], None] | None = None,
+                 notes: Sequence[str] = (), energy_offset_j: Mapping[str, float] | None = None):
+        """`interval_s=None` runs no sampler thread (call `sample()` yourself).
+
+        `fallback` builds the source that replaces a CPU source after `max_failures`
+        consecutive failed reads. `notes` are set-up problems (e.g. NVML missing) to report.
+        `energy_offset_j` (per device, e.g. from before a resume) is added to power.csv's
+        cumulative energy_j column only, so the trace continues across segments.
+        """
+        if interval_s is not None and interval_s <= 0:
+            raise ValueError(f"interval_s must be positive, got {interval_s}")
+        self.interval_s = interval_s
+        self._clock = clock
+        self._t0 = clock()
+        self._t_offset_s = t_offset_s
+        self._energy_offset_j = dict(energy_offset_j or {})
+        self._fallback = fallback
+        self._max_failures = max_failures
+        self._flush_every_s = flush_every_s
+        self._sync_fn = sync_fn
+        self._lock = threading.RLock()
+        self._sources: list[EnergySource] = []
+        self._state: dict[int, _SourceState] = {}
+        self._energy_j: dict[str, float] = {}
+        self._device_source: dict[str, tuple[str, bool]] = {}
+        self._windows: dict[str, _Window] = {}
+        self.errors: list[str] = list(notes)
+        self.gaps: list[Gap] = []
+        self._rows: list[tuple] = []
+        self._csv_path = csv_path
+        self._csv_file = None
+        self._csv_writer = None
+        self._last_flush_t = self._t0
+        self._stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self._warned_short = False
+        for src in sources:
+            self._add_source(src)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(cls, *, gpu_ids: Sequence[DeviceId] = (), cpu: str = "auto",
+               rapl_root: Path = POWERCAP_ROOT, interval_s: float | None = 0.1,
+               csv_path: Path | None = None, t_offset_s: float = 0.0,
+               sync_fn: Callable[[], None] | None = None, clock: Clock = time.monotonic,
+               tdp_w: float | None = None, energy_offset_j: Mapping[str, float] | None = None
+               ) -> "PowerMeter":
+        """Pick sources: NVML for `gpu_ids` (NVML indices or UUIDs), and for the CPU
+        RAPL if readable, else the estimate (`cpu='auto'`); `cpu='rapl'` raises if RAPL is
+        unusable, `'estimate'` forces the estimate, `'none'` measures no CPU."""
+        if cpu not in CPU_CHOICES:
+            raise ValueError(f"cpu must be one of {CPU_CHOICES}, got {cpu!r}")
+        sources: list[EnergySource] = []
+        notes: list[str] = []
+        if gpu_ids:
+            gpu_sources, problems = open_nvml(gpu_ids, clock=clock)
+            sources += gpu_sources
+            notes += problems
+        if cpu in ("auto", "rapl"):
+            rapl, reason = open_rapl(rapl_root, clock=clock)
+            if rapl is not None:
+                sources.append(rapl)
+            elif cpu == "rapl":
+                raise EnergySourceError(f"RAPL requested but unusable: {reason}")
+            else:
+                log.info("CPU energy will be estimated: %s", reason)
+        if cpu == "estimate" or (cpu == "auto" and not any(s.source == "rapl" for s in sources)):
+            sources.append(EstimateSource(tdp_w=tdp_w, clock=clock))
+        fallback = None if cpu == "none" else (lambda: EstimateSource(tdp_w=tdp_w, clock=clock))
+        meter = cls(sources, interval_s=interval_s, csv_path=csv_path, t_offset_s=t_offset_s,
+                    clock=clock, fallback=fallback, sync_fn=sync_fn, notes=notes,
+                    energy_offset_j=energy_offset_j)
+        meter.start()
+        return meter
+
+    def _add_source(self, src: EnergySource) -> None:
+        self._sources.append(src)
+        try:
+            first_j = src.read_energy_j()
+        except Exception as exc:  # counted as its first failure, not a crash
+            self._state[id(src)] = _SourceState(last_j={})
+            self._on_failure(src, self._clock(), exc)
+        else:
+            self._state[id(src)] = _SourceState(last_j=dict(first_j))
+        for dev in src.devices:
+            self._energy_j.setdefault(dev, 0.0)
+            self._device_source[dev] = (src.source, src.estimated)
+
+    # ------------------------------------------------------------------ reading
+    def _t_s(self, t: float) -> float:
+        return self._t_offset_s + (t - self._t0)
+
+    def _poll(self) -> float:
+        """Advance cumulative energy from every source; returns the clock time."""
+        t = self._clock()
+        for src in list(self._sources):
+            st = self._state[id(src)]
+            try:
+                now_j = src.read_energy_j()
+            except Exception as exc:
+                self._on_failure(src, t, exc)
+                continue
+            self._on_success(src, t)
+            for dev, e_j in now_j.items():
+                prev_j = st.last_j.get(dev)
+                if prev_j is not None:
+                    # A counter never runs backwards unless the driver reset it: count nothing then.
+                    self._energy_j[dev] = self._energy_j.get(dev, 0.0) + max(0.0, e_j - prev_j)
+                st.last_j[dev] = e_j
+        return t
+
+    def _on_failure(self, src: EnergySource, t: float, exc: BaseException) -> None:
+        st = self._state[id(src)]
+        st.failures += 1
+        if st.gap_start_t is None:
+            st.gap_start_t, st.gap_error = t, f"{type(exc).__name__}: {exc}"
+            self.errors.append(f"t={self._t_s(t):.1f}s {src.source}: {st.gap_error}")
+            log.warning("power source %s failed: %s", src.source, st.gap_error)
+        if st.failures >= self._max_failures:
+            self._drop(src, t)
+
+    def _on_success(self, src: EnergySource, t: float) -> None:
+        st = self._state[id(src)]
+        if st.gap_start_t is not None:
+            self.gaps.append(Gap(src.source, self._t_s(st.gap_start_t), self._t_s(t), st.gap_error, True))
+            st.gap_start_t = None
+        st.failures = 0
+
+    def _drop(self, src: EnergySource, t: float) -> None:
+        st = self._state.pop(id(src))
+        self._sources.remove(src)
+        self.gaps.append(Gap(src.source, self._t_s(st.gap_start_t if st.gap_start_t is not None else t),
+                             self._t_s(t), st.gap_error, False))
+        try:
+            src.close()
+        except Exception:
+            pass
+        msg = f"t={self._t_s(t):.1f}s {src.source}: dropped after {st.failures} failed reads"
+        is_cpu = any(d.startswith("cpu") for d in src.devices)
+        has_other_cpu = any(d.startswith("cpu") for s in self._sources for d in s.devices)
+        if is_cpu and not has_other_cpu and self._fallback is not None:
+            try:
+                self._add_source(self._fallback())
+                msg += "; CPU energy from here on is estimated"
+            except Exception as exc:
+                msg += f"; the estimate could not start either ({exc})"
+        self.errors.append(msg)
+        log.warning(msg)
+
+    def sample(self) -> None:
+        """One sampler tick: poll and queue one power.csv row per device."""
+        with self._lock:
+            if self._stopped:
+                return
+            t = self._poll()
+            if self._csv_path is None:
+                return  # no trace wanted: polling keeps counters from wrapping unseen
+            t_s = self._t_s(t)
+            for src in self._sources:
+                try:
+                    power_w = src.read_power_w()
+                except Exception:
+                    power_w = {}  # energy is what counts; a missing power value is left blank
+                for dev in src.devices:
+                    p_w = power_w.get(dev)
+                    self._rows.append((f"{t_s:.3f}", dev, "" if p_w is None else f"{p_w:.3f}",
+                                       f"{self._energy_j.get(dev, 0.0) + self._energy_offset_j.get(dev, 0.0):.4f}",
+                                       src.source, src.estimated))
+            due = t - self._last_flush_t >= self._flush_every_s
+        if due:
+            self.flush()
+
+    # ------------------------------------------------------------------ windows
+    def _sync(self) -> None:
+        if self._sync_fn is not None:
+            try:
+                self._sync_fn()  # queued GPU work must land inside the window
+            except Exception as exc:
+                log.debug("device sync failed: %s", exc)
+
+    def begin_window(self, name: str) -> None:
+        self._sync()
+        with self._lock:
+            if name in self._windows:
+                raise ValueError(f"measurement window {name!r} is already open")
+            t = self._clock() if self._stopped else self._poll()
+            self._windows[name] = _Window(t, dict(self._energy_j))
+
+    def end_window(self, name: str) -> Measurement:
+        self._sync()
+        with self._lock:
+            if name not in self._windows:
+                raise ValueError(f"measurement window {name!r} is not open")
+            win = self._windows.pop(name)
+            t = self._stop_t if self._stopped else self._poll()
+            m = self._measure(win, t)
+        if (not self._warned_short and self.interval_s and m.duration_s < self.interval_s
+                and "nvml-sampled" in m.source):
+            self._warned_short = True
+            log.warning("window %r lasted %.3f s, shorter than the power sampling interval: "
+                        "its sampled GPU energy is rough", name, m.duration_s)
+        return m
+
+    def _measure(self, win: _Window, t: float) -> Measurement:
+        by_dev = {d: e - win.energy_j.get(d, 0.0) for d, e in self._energy_j.items()}
+        return Measurement(duration_s=max(0.0, t - win.start_t), energy_j_by_device=by_dev,
+                           source=self._label(by_dev), estimated=self._estimated(by_dev))
+
+    def read_window(self, name: str) -> Measurement:
+        """What an open window has measured so far, leaving it open."""
+        with self._lock:
+            if name not in self._windows:
+                raise ValueError(f"measurement window {name!r} is not open")
+            t = self._stop_t if self._stopped else self._poll()
+            return self._measure(self._windows[name], t)
+
+    def switch_window(self, old: str, new: str) -> Measurement:
+        """End `old` and begin `new` on one reading, so back-to-back windows (train, eval,
+        train...) add up to the whole span with nothing falling between them."""
+        self._sync()
+        with self._lock:
+            if old not in self._windows:
+                raise ValueError(f"measurement window {old!r} is not open")
+            if new in self._windows and new != old:
+                raise ValueError(f"measurement window {new!r} is already open")
+            t = self._stop_t if self._stopped else self._poll()
+            m = self._measure(self._windows.pop(old), t)
+            self._windows[new] = _Window(t, dict(self._energy_j))
+            return m
+
+    def cancel_window(self, name: str) -> None:
+        with self._lock:
+            if self._windows.pop(name, None) is None:
+                raise ValueError(f"measurement window {name!r} is not open")
+
+    def open_windows(self) -> list[str]:
+        with self._lock:
+            return list(self._windows)
+
+    def energy_j_by_device(self) -> dict[str, float]:
+        """Cumulative energy per device since the meter started (fresh poll)."""
+        with self._lock:
+            if not self._stopped:
+                self._poll()
+            return dict(self._energy_j)
+
+    def total_energy_j(self) -> float:
+        return float(sum(self.energy_j_by_device().values()))
+
+    def _label(self, devices: Sequence[str] | dict) -> str:
+        labels = [self._device_source[d][0] for d in sorted(devices, key=lambda d: (not d.startswith("gpu"), d))
+                  if d in self._device_source]
+        return "+".join(dict.fromkeys(labels)) or "none"
+
+    def _estimated(self, devices: Sequence[str] | dict) -> bool:
+        return any(self._device_source[d][1] for d in devices if d in self._device_source)
+
+    @property
+    def source(self) -> str:
+        return self._label(self._energy_j)
+
+    @property
+    def estimated(self) -> bool:
+        return self._estimated(self._energy_j)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        if self._csv_path is not None and self._csv_writer is None:
+            self._open_csv(self._csv_path)
+        if self.interval_s is None or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="power-sampler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        assert self.interval_s is not None
+        next_t = self._clock() + self.interval_s
+        while not self._stop_event.wait(max(0.0, next_t - self._clock())):
+            try:
+                self.sample()
+            except Exception as exc:  # a bug here must not silently end the trace
+                with self._lock:
+                    self.errors.append(f"sampler: {type(exc).__name__}: {exc}")
+            next_t += self.interval_s
+            if self._clock() > next_t:  # fell behind (suspended, overloaded): skip, don't burst
+                next_t = self._clock() + self.interval_s
+
+    def _open_csv(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        header = ",".join(POWER_CSV_COLUMNS)
+        if path.exists() and path.stat().st_size > 0:
+            with path.open(encoding="utf-8") as f:
+                first = f.readline().strip()
+            if first != header:
+                # Never mix schemas in one file (a resume with an older version).
+                n = 1
+                while path.with_name(f"{path.name}.bak{n}").exists():
+                    n += 1
+                path.rename(path.with_name(f"{path.name}.bak{n}"))
+                self.errors.append(f"{path.name} had another header; moved to {path.name}.bak{n}")
+        new = not path.exists() or path.stat().st_size == 0
+        self._csv_file = path.open("a", newline="", encoding="utf-8")
+        self._csv_writer = csv.writer(self._csv_file)
+        if new:
+            self._csv_writer.writerow(POWER_CSV_COLUMNS)
+            self._csv_file.flush()
+
+    def flush(self) -> None:
+        """Write the queued power rows (done in batches, every `flush_every_s`)."""
+        with self._lock:
+            rows, self._rows = self._rows, []
+            self._last_flush_t = self._clock()
+            writer, f = self._csv_writer, self._csv_file
+        if writer is None or f is None or not rows:
+            return
+        try:
+            writer.writerows(rows)
+            f.flush()
+        except OSError as exc:
+            with self._lock:
+                self.errors.append(f"power.csv: {exc}")
+
+    def stop(self) -> None:
+        """Stop the sampler, write the last rows, release the sources. Idempotent."""
+        if self._stopped:
+            return
+        self._stop_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)
+        self.sample()
+        with self._lock:
+            self._stopped = True
+            self._stop_t = self._clock()
+            for src in self._sources:
+                st = self._state[id(src)]
+                if st.gap_start_t is not None:
+                    self.gaps.append(Gap(src.source, self._t_s(st.gap_start_t), self._t_s(self._stop_t),
+                                         st.gap_error, False))
+        self.flush()
+        if self._csv_file is not None:
+            self._csv_file.close()
+            self._csv_file = self._csv_writer = None
+        for src in self._sources:
+            try:
+                src.close()
+            except Exception:
+                pass
+
+    def sampler_cpu_s(self) -> float | None:
+        """CPU seconds the sampler thread has used (Linux; None when unknown or stopped)."""
+        thread = self._thread
+        if thread is None or not thread.is_alive() or thread.native_id is None:
+            return None
+        try:
+            import psutil
+
+            for t in psutil.Process().threads():
+                if t.id == thread.native_id:
+                    return float(t.user_time + t.system_time)
+        except Exception:
+            return None
+        return None
+
+    def __enter__(self) -> "PowerMeter":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,212 @@
+"""NVIDIA GPUs through NVML (`nvidia-ml-py`, imported as `pynvml`).
+
+Energy comes from the cumulative counter (`nvmlDeviceGetTotalEnergyConsumption`, mJ,
+Volta and newer) where a device supports it; otherwise from integrating
+`nvmlDeviceGetPowerUsage` (mW), which on Ampere+ is a 1-s average refreshed about every
+100 ms, so short windows are only trustworthy with the counter.
+
+NVML numbers devices in PCI order and ignores CUDA_VISIBLE_DEVICES, so callers hand us
+NVML indices or UUIDs (see `nvml_ids_for_cuda`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Callable, Sequence
+
+from bench.power.base import (
+    Clock,
+    EnergySource,
+    EnergySourceError,
+    NotSupportedError,
+    PowerIntegrator,
+)
+
+try:  # absent on machines without the package; tests patch this name with a fake module
+    import pynvml
+except ImportError:  # pragma: no cover - nvidia-ml-py is a declared dependency
+    pynvml = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+DeviceId = int | str
+"""An NVML index, or a UUID such as 'GPU-8f3c...'."""
+
+
+def _call(fn_name: str, *args: Any) -> Any:
+    """Every NVML call goes through here, so vendor errors become ours in one place."""
+    if pynvml is None:
+        raise EnergySourceError("nvidia-ml-py is not installed (pip install nvidia-ml-py)")
+    fn: Callable[..., Any] | None = getattr(pynvml, fn_name, None)
+    if fn is None:
+        raise EnergySourceError(
+            f"pynvml has no {fn_name}: an old or wrong package provides `pynvml`; "
+            "install nvidia-ml-py (the `pynvml` PyPI package is deprecated)")
+    try:
+        return fn(*args)
+    except pynvml.NVMLError as exc:
+        msg = f"NVML {fn_name} failed: {exc}"
+        if getattr(exc, "value", None) == pynvml.NVML_ERROR_NOT_SUPPORTED:
+            raise NotSupportedError(msg) from exc
+        raise EnergySourceError(msg) from exc
+
+
+def nvml_ids_for_cuda(cuda_indices: Sequence[int]) -> list[DeviceId]:
+    """NVML identities of CUDA device indices as this process sees them.
+
+    Prefers the UUID torch reports (immune to CUDA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER),
+    then an integer CUDA_VISIBLE_DEVICES entry, then the index itself.
+    """
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    out: list[DeviceId] = []
+    for i in cuda_indices:
+        uuid = _torch_uuid(i)
+        if uuid:
+            out.append(uuid)
+        elif i < len(visible):
+            out.append(int(visible[i]) if visible[i].isdigit() else visible[i])
+        else:
+            out.append(int(i))
+    return out
+
+
+def _torch_uuid(cuda_index: int) -> str | None:
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        uuid = str(torch.cuda.get_device_properties(cuda_index).uuid)
+    except Exception:  # any failure just means "use the index"
+        return None
+    return uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+
+
+class _NvmlSource(EnergySource):
+    """Owns one nvmlInit (NVML reference-counts init/shutdown pairs)."""
+
+    name = "nvml"
+
+    def __init__(self, handles: dict[str, Any]):
+        _call("nvmlInit")
+        self._handles = handles
+        self.devices = list(handles)
+        self._closed = False
+
+    def _power_w(self) -> dict[str, float]:
+        return {d: _call("nvmlDeviceGetPowerUsage", h) / 1000.0 for d, h in self._handles.items()}
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                _call("nvmlShutdown")
+            except EnergySourceError as exc:
+                log.debug("nvmlShutdown: %s", exc)
+
+
+class NvmlCounterSource(_NvmlSource):
+    source = "nvml-counter"
+    estimated = False
+
+    def __init__(self, handles: dict[str, Any]):
+        super().__init__(handles)
+        self._base_mj = {d: _call("nvmlDeviceGetTotalEnergyConsumption", h) for d, h in handles.items()}
+        self._power_supported = True
+
+    def read_energy_j(self) -> dict[str, float]:
+        return {d: (_call("nvmlDeviceGetTotalEnergyConsumption", h) - self._base_mj[d]) / 1000.0
+                for d, h in self._handles.items()}
+
+    def read_power_w(self) -> dict[str, float]:
+        if not self._power_supported:
+            return {}
+        try:
+            return self._power_w()
+        except NotSupportedError:
+            # The counter still gives energy; only the trace loses its power column.
+            self._power_supported = False
+            return {}
+
+
+class NvmlSampledSource(_NvmlSource):
+    """Pre-Volta GPUs: integrate sampled power (trapezoid) at every read."""
+
+    source = "nvml-sampled"
+    estimated = False
+
+    def __init__(self, handles: dict[str, Any], clock: Clock = time.monotonic):
+        super().__init__(handles)
+        self._integrator = PowerIntegrator(self.devices, mode="trapezoid", clock=clock)
+        self._integrator.add(self._power_w())
+
+    def read_energy_j(self) -> dict[str, float]:
+        return self._integrator.add(self._power_w())
+
+    def read_power_w(self) -> dict[str, float]:
+        return self._integrator.last_power_w
+
+
+def open_nvml(device_ids: Sequence[DeviceId], clock: Clock = time.monotonic
+              ) -> tuple[list[EnergySource], list[str]]:
+    """Sources for the given GPUs and the reasons any of them could not be measured.
+
+    Devices with an energy counter share one counter source; the rest share a sampled one.
+    Never raises: NVML missing or failing to initialise yields no sources and one reason.
+    """
+    try:
+        _call("nvmlInit")
+    except EnergySourceError as exc:
+        reason = f"NVML unavailable ({exc}); GPU energy is not measured"
+        log.warning(reason)
+        return [], [reason]
+    problems: list[str] = []
+    counter: dict[str, Any] = {}
+    sampled: dict[str, Any] = {}
+    try:
+        for dev_id in device_ids:
+            try:
+                if isinstance(dev_id, str):
+                    handle = _call("nvmlDeviceGetHandleByUUID", dev_id)
+                    index = _call("nvmlDeviceGetIndex", handle)
+                else:
+                    handle = _call("nvmlDeviceGetHandleByIndex", int(dev_id))
+                    index = int(dev_id)
+            except EnergySourceError as exc:
+                problems.append(f"GPU {dev_id}: {exc}; its energy is not measured")
+                continue
+            key = f"gpu{index}"
+            if key in counter or key in sampled:
+                continue  # two ranks on one GPU: count it once
+            try:
+                _call("nvmlDeviceGetTotalEnergyConsumption", handle)
+                counter[key] = handle
+                continue
+            except NotSupportedError:
+                pass
+            except EnergySourceError as exc:
+                problems.append(f"{key}: energy counter failed ({exc}); falling back to sampled power")
+            try:
+                _call("nvmlDeviceGetPowerUsage", handle)
+                sampled[key] = handle
+            except EnergySourceError as exc:
+                problems.append(f"{key}: neither energy counter nor power reading ({exc}); "
+                                "its energy is not measured")
+        sources: list[EnergySource] = []
+        for kind, handles in (("counter", counter), ("sampled", sampled)):
+            if not handles:
+                continue
+            try:
+                sources.append(NvmlCounterSource(handles) if kind == "counter"
+                               else NvmlSampledSource(handles, clock=clock))
+            except EnergySourceError as exc:
+                problems.append(f"{', '.join(handles)}: {exc}; their energy is not measured")
+    finally:
+        try:
+            _call("nvmlShutdown")
+        except EnergySourceError:
+            pass
+    for p in problems:
+        log.warning(p)
+    return sources, problems

@@ -1,0 +1,40 @@
+"""The PopSAN actor (used by SpikeRL and PopSAN): population encoder → spiking MLP → population decoder.
+
+    obs_norm [B, obs_dim] → encoder spikes [T, B, obs_dim·pop]
+      → PopSAN LIF layers obs_dim·pop → 256 → 256 → act_dim·pop (all spiking, all with biases)
+      → decoder rates → action [B, act_dim] = act_limit · tanh(·)
+
+All spiking state starts at zero on every forward call (nothing carries over between env
+steps). Each layer is one matmul over all T·B rows plus a fused recurrence (`spikerl.lif`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from spikerl.lif import PopSANLIFLayer
+from spikerl.population import Encoding, PopulationDecoder, PopulationEncoder
+
+
+class PopSpikingActor(nn.Module):
+    def __init__(self, obs_dim: int, act_dim: int, act_limit: float, pop_dim: int = 10,
+                 hidden: Sequence[int] = (256, 256), timesteps: int = 5,
+                 encoding: Encoding | str = Encoding.DETERMINISTIC,
+                 mean_range: tuple[float, float] = (-3.0, 3.0), std: float = math.sqrt(0.15)):
+        super().__init__()
+        self.obs_dim, self.act_dim, self.act_limit = obs_dim, act_dim, float(act_limit)
+        self.timesteps = int(timesteps)
+        self.encoder = PopulationEncoder(obs_dim, pop_dim, self.timesteps, encoding, mean_range, std)
+        sizes = [obs_dim * pop_dim, *(int(h) for h in hidden), act_dim * pop_dim]
+        self.layers = nn.ModuleList(PopSANLIFLayer(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+        self.decoder = PopulationDecoder(act_dim, act_limit, pop_dim)
+
+    def forward(self, obs_norm: torch.Tensor) -> torch.Tensor:
+        """Normalised obs [B, obs_dim] → action [B, act_dim] in [−act_limit, act_limit]."""
+        o = self.encoder(obs_norm)
+        for layer in self.layers:
+            o = layer(o)
+        return self.decoder(o)

@@ -1,0 +1,147 @@
+"""PopSAN's population coding: a learnable Gaussian-field spike encoder and a rate decoder.
+
+Encoder (DESIGN §3.1). Each observation dimension i drives `pop_dim` neurons j with stimulation
+    A_ij = exp(−(s_i − μ_ij)² / (2·σ_ij²)),
+μ evenly spaced over `mean_range` (the same for every dimension), σ = sqrt(0.15); μ and σ are
+learned with the actor. Over T timesteps A becomes spikes o_t [T, B, obs_dim·pop_dim]:
+- deterministic (regular) spikes: accumulator v ← v + A; o_t = H(v − 0.999); v ← v − 0.999·o_t.
+  The original's pseudo-spike passes the gradient straight through (d o_t / d v_t = 1) and the
+  accumulator chain is differentiable, so d v_{t+1} / d v_t = 1 − 0.999 = 0.001 and
+  dL/dA = Σ_t g_t · dL/do_t  with  g_t = Σ_{k<t} 0.001^k  (1, 1.001, 1.001001, ...).
+  The fast path uses this closed form: one weighted sum over T instead of a T-step graph.
+- Poisson spikes: o_t ~ Bernoulli(A) independently per step, sampled as U[0, 1) < A from
+  torch's global RNG in [T, B, N] order (so seeding reproduces it, and a step-by-step loop
+  drawing [B, N] per step gets the same spikes), straight-through: dL/dA = Σ_t dL/do_t.
+
+Decoder: rate r = (1/T)·Σ_t o_t of each output neuron; per action dimension k,
+    a_k = act_limit · tanh(Σ_j w_kj·r_kj + b_k)
+(10 weights and 1 bias per dimension: the original's grouped Conv1d, initialised like it).
+"""
+from __future__ import annotations
+
+import math
+from enum import Enum
+
+import torch
+import torch.nn as nn
+
+from spikerl.lif import scalar
+from spikerl.surrogate import ENCODER_V_TH
+
+
+class Encoding(str, Enum):
+    DETERMINISTIC = "deterministic"
+    POISSON = "poisson"
+
+
+def _regular_spikes(a: torch.Tensor, timesteps: int) -> torch.Tensor:
+    """Deterministic spike trains [T, B, N] from stimulation a [B, N]."""
+    v_th = scalar(ENCODER_V_TH, a.dtype)
+    o = a.new_empty((timesteps, *a.shape))
+    o_t = o.unbind(0)
+    v = a  # zero initial accumulator, so v_1 = A; from t = 1 on v is our own copy, updated in place
+    for t in range(timesteps):
+        if t:
+            v.add_(a)
+        torch.gt(v, v_th, out=o_t[t])
+        if t + 1 < timesteps:
+            v = torch.sub(v, o_t[t], alpha=ENCODER_V_TH) if t == 0 else v.sub_(o_t[t], alpha=ENCODER_V_TH)
+    return o
+
+
+_GAINS: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _accumulator_gains(timesteps: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """g_t = Σ_{k<t} (1 − 0.999)^k for t = 1..T: d o_t / d A through the differentiable accumulator."""
+    key = (timesteps, dtype, device)
+    if key not in _GAINS:
+        gains = [sum((1.0 - ENCODER_V_TH) ** k for k in range(t + 1)) for t in range(timesteps)]
+        _GAINS[key] = torch.tensor(gains, dtype=dtype, device=device)
+    return _GAINS[key]
+
+
+class _RegularSpikes(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, timesteps: int) -> torch.Tensor:  # type: ignore[override]
+        ctx.timesteps = timesteps
+        return _regular_spikes(a, timesteps)
+
+    @staticmethod
+    def backward(ctx, grad_o: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        T = ctx.timesteps
+        g = _accumulator_gains(T, grad_o.dtype, grad_o.device)
+        return (g @ grad_o.reshape(T, -1)).view(grad_o.shape[1:]), None
+
+
+def _poisson_spikes(a: torch.Tensor, timesteps: int) -> torch.Tensor:
+    """o_t ~ Bernoulli(A) [T, B, N]: uniform draws below A (3x faster than torch.bernoulli on CPU)."""
+    return torch.rand((timesteps, *a.shape), dtype=a.dtype, device=a.device).lt_(a)
+
+
+class _PoissonSpikes(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, timesteps: int) -> torch.Tensor:  # type: ignore[override]
+        return _poisson_spikes(a, timesteps)
+
+    @staticmethod
+    def backward(ctx, grad_o: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return grad_o.sum(0), None
+
+
+class PopulationEncoder(nn.Module):
+    """obs [B, obs_dim] → spikes o [T, B, obs_dim·pop_dim] (neuron index = i·pop_dim + j)."""
+
+    def __init__(self, obs_dim: int, pop_dim: int = 10, timesteps: int = 5,
+                 encoding: Encoding | str = Encoding.DETERMINISTIC,
+                 mean_range: tuple[float, float] = (-3.0, 3.0), std: float = math.sqrt(0.15)):
+        super().__init__()
+        if pop_dim < 2:
+            raise ValueError(f"pop_dim must be >= 2 to span mean_range, got {pop_dim}")
+        if timesteps < 1:
+            raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+        self.obs_dim, self.pop_dim, self.timesteps = obs_dim, pop_dim, timesteps
+        self.encoding = Encoding(encoding)
+        lo, hi = float(mean_range[0]), float(mean_range[1])
+        delta = (hi - lo) / (pop_dim - 1)
+        means = torch.tensor([lo + delta * j for j in range(pop_dim)])  # the original's spacing, exactly
+        self.mean = nn.Parameter(means.repeat(obs_dim, 1))
+        self.std = nn.Parameter(torch.full((obs_dim, pop_dim), float(std)))
+
+    def stimulation(self, obs: torch.Tensor) -> torch.Tensor:
+        """A [B, obs_dim·pop_dim] in (0, 1]: each neuron's Gaussian receptive field at obs."""
+        diff = obs.unsqueeze(-1) - self.mean
+        a = torch.exp(scalar(-0.5, diff.dtype) * diff.square() / self.std.square())
+        return a.flatten(1)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        a = self.stimulation(obs)
+        if self.encoding is Encoding.POISSON:
+            if torch.is_grad_enabled() and a.requires_grad:
+                return _PoissonSpikes.apply(a, self.timesteps)
+            return _poisson_spikes(a, self.timesteps)
+        if torch.is_grad_enabled() and a.requires_grad:
+            return _RegularSpikes.apply(a, self.timesteps)
+        return _regular_spikes(a, self.timesteps)
+
+    def extra_repr(self) -> str:
+        return f"obs_dim={self.obs_dim}, pop_dim={self.pop_dim}, timesteps={self.timesteps}, " \
+               f"encoding={self.encoding.value}"
+
+
+class PopulationDecoder(nn.Module):
+    """Spikes o [T, B, act_dim·pop_dim] → action [B, act_dim] in [−act_limit, act_limit]."""
+
+    def __init__(self, act_dim: int, act_limit: float, pop_dim: int = 10):
+        super().__init__()
+        self.act_dim, self.pop_dim, self.act_limit = act_dim, pop_dim, float(act_limit)
+        bound = 1.0 / math.sqrt(pop_dim)  # nn.Conv1d(act_dim, act_dim, pop_dim, groups=act_dim) default init
+        self.weight = nn.Parameter(torch.empty(act_dim, pop_dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(act_dim).uniform_(-bound, bound))
+
+    def forward(self, o: torch.Tensor) -> torch.Tensor:
+        r = (o.sum(0) / scalar(float(o.shape[0]), o.dtype)).view(-1, self.act_dim, self.pop_dim)
+        return scalar(self.act_limit, o.dtype) * torch.tanh((r * self.weight).sum(-1) + self.bias)
+
+    def extra_repr(self) -> str:
+        return f"act_dim={self.act_dim}, pop_dim={self.pop_dim}, act_limit={self.act_limit}"

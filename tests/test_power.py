@@ -1,0 +1,537 @@
+"""Power meter, vendor sources (faked at the boundary) and the EnergyCallback."""
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import bench.power.nvml as nvml_mod
+from bench.energy_callback import RESULT_FIELDS, EnergyCallback
+from bench.power import POWER_CSV_COLUMNS, EnergySource, EnergySourceError, Measurement, PowerMeter
+from bench.power.base import PowerIntegrator
+from bench.power.estimate import CpuLoad, EstimateSource, load_power_w, lookup_tdp
+from bench.power.nvml import NvmlCounterSource, NvmlSampledSource, open_nvml
+from bench.power.rapl import RaplSource, find_package_zones, open_rapl, wrapped_delta_uj
+from spikerl.callbacks import EndEvent, EvalEvent, RunInfo
+from tests import fake_pynvml
+from tests.fake_pynvml import FakeGpu
+
+
+class FakeClock:
+    """Monotonic clock that moves only when told; also moves the fake GPUs' counters."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+        fake_pynvml.advance(seconds)
+
+
+class ConstantSource(EnergySource):
+    """A source at constant power; can be told to fail its next reads."""
+
+    def __init__(self, devices: list[str], power_w: float, clock, *, source: str = "rapl",
+                 estimated: bool = False):
+        self.devices = devices
+        self.source = source
+        self.estimated = estimated
+        self.power_w = power_w
+        self.fail_reads = 0
+        self._integ = PowerIntegrator(devices, mode="hold", clock=clock)
+        self._integ.add({d: power_w for d in devices})
+        self.closed = False
+
+    def read_energy_j(self) -> dict[str, float]:
+        if self.fail_reads:
+            self.fail_reads -= 1
+            raise EnergySourceError("device went away")
+        return self._integ.add({d: self.power_w for d in self.devices})
+
+    def read_power_w(self) -> dict[str, float]:
+        return {d: self.power_w for d in self.devices}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def fake_nvml(monkeypatch):
+    fake_pynvml.reset([FakeGpu(uuid="GPU-aaaa", power_w=200.0), FakeGpu(uuid="GPU-bbbb", power_w=100.0)])
+    monkeypatch.setattr(nvml_mod, "pynvml", fake_pynvml)
+    yield fake_pynvml
+    fake_pynvml.reset()
+
+
+# ----------------------------------------------------------------------------- RAPL
+
+
+def _zone(root: Path, name: str, label: str, energy_uj: int, max_uj: int = 262_143_328_850) -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "name").write_text(label + "\n")
+    (d / "energy_uj").write_text(f"{energy_uj}\n")
+    (d / "max_energy_range_uj").write_text(f"{max_uj}\n")
+    return d
+
+
+@pytest.fixture
+def powercap(tmp_path: Path) -> Path:
+    root = tmp_path / "powercap"
+    _zone(root, "intel-rapl:0", "package-0", 999_000_000, max_uj=1_000_000_000)
+    _zone(root, "intel-rapl:0/intel-rapl:0:0", "core", 5_000_000)
+    _zone(root, "intel-rapl:0/intel-rapl:0:2", "dram", 7_000_000)
+    _zone(root, "intel-rapl:0:1", "uncore", 8_000_000)  # some kernels flatten subzones as links
+    _zone(root, "intel-rapl:1", "package-1", 10_000_000)
+    _zone(root, "intel-rapl:2", "psys", 50_000_000)
+    _zone(root, "intel-rapl-mmio:0", "package-0", 1_000)
+    return root
+
+
+def _set_uj(root: Path, zone: str, value: int) -> None:
+    (root / zone / "energy_uj").write_text(f"{value}\n")
+
+
+def test_rapl_finds_package_zones_only(powercap):
+    zones = find_package_zones(powercap)
+    assert [z.name for z in zones] == ["package-0", "package-1"]
+    assert [z.device for z in zones] == ["cpu-package-0", "cpu-package-1"]
+    assert zones[0].max_energy_range_uj == 1_000_000_000
+
+
+def test_rapl_wraparound_arithmetic():
+    assert wrapped_delta_uj(100, 350, 1000) == 250
+    assert wrapped_delta_uj(900, 150, 1000) == 250  # 100 to the wrap, 150 after it
+    assert wrapped_delta_uj(5, 5, 1000) == 0
+
+
+def test_rapl_source_counts_through_a_wrap(powercap, clock):
+    src = RaplSource(find_package_zones(powercap), clock=clock)
+    clock.advance(1.0)
+    _set_uj(powercap, "intel-rapl:0", 3_000_000)   # wrapped: 1e9 - 999e6 + 3e6 = 4e6 uJ = 4 J
+    _set_uj(powercap, "intel-rapl:1", 16_000_000)  # +6 J
+    _set_uj(powercap, "intel-rapl:2", 90_000_000)  # psys must not count
+    assert src.read_energy_j() == pytest.approx({"cpu-package-0": 4.0, "cpu-package-1": 6.0})
+    assert src.read_power_w() == pytest.approx({"cpu-package-0": 4.0, "cpu-package-1": 6.0})
+
+
+def test_rapl_in_meter_window(powercap, clock):
+    meter = PowerMeter.create(cpu="rapl", rapl_root=powercap, interval_s=None, clock=clock)
+    meter.begin_window("w")
+    clock.advance(2.0)
+    _set_uj(powercap, "intel-rapl:0", 1_000_000)  # wrap: 1 J + 1 J
+    _set_uj(powercap, "intel-rapl:1", 30_000_000)  # 20 J
+    m = meter.end_window("w")
+    meter.stop()
+    assert m.source == "rapl" and not m.estimated
+    assert m.cpu_energy_j == pytest.approx(22.0) and m.gpu_energy_j == 0.0
+    assert m.avg_power_w == pytest.approx(11.0)
+
+
+def test_rapl_unreadable_is_reported_with_a_fix(powercap, monkeypatch, clock):
+    real_read_text = Path.read_text
+
+    def read_text(self, *a, **k):
+        if self.name == "energy_uj":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read_text(self, *a, **k)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    src, reason = open_rapl(powercap)
+    assert src is None
+    assert "PermissionError" in reason and "root" in reason and "estimate" in reason
+    with pytest.raises(EnergySourceError, match="RAPL requested"):
+        PowerMeter.create(cpu="rapl", rapl_root=powercap, interval_s=None, clock=clock)
+    meter = PowerMeter.create(cpu="auto", rapl_root=powercap, interval_s=None, clock=clock, tdp_w=50.0)
+    assert meter.source == "estimate" and meter.estimated
+    meter.stop()
+
+
+def test_rapl_absent(tmp_path):
+    src, reason = open_rapl(tmp_path / "nothing")
+    assert src is None and "no RAPL package zones" in reason
+
+
+# ----------------------------------------------------------------------------- NVML
+
+
+def test_nvml_counter_energy_per_gpu(fake_nvml, clock):
+    sources, problems = open_nvml([0, 1], clock=clock)
+    assert problems == []
+    assert [type(s) for s in sources] == [NvmlCounterSource]
+    meter = PowerMeter(sources, interval_s=None, clock=clock)
+    meter.begin_window("w")
+    clock.advance(2.5)
+    m = meter.end_window("w")
+    assert m.energy_j_by_device == pytest.approx({"gpu0": 500.0, "gpu1": 250.0})
+    assert m.source == "nvml-counter" and not m.estimated
+    assert m.gpu_energy_j == pytest.approx(750.0) and m.duration_s == pytest.approx(2.5)
+    assert sources[0].read_power_w() == {"gpu0": 200.0, "gpu1": 100.0}
+    meter.stop()
+    assert fake_nvml.init_count == 0  # every nvmlInit got its nvmlShutdown
+
+
+def test_nvml_sampled_fallback_when_counter_not_supported(fake_nvml, clock):
+    fake_nvml.devices[1].counter_supported = False  # pre-Volta
+    sources, problems = open_nvml([0, 1], clock=clock)
+    assert problems == []
+    assert sorted(type(s).__name__ for s in sources) == ["NvmlCounterSource", "NvmlSampledSource"]
+    meter = PowerMeter(sources, interval_s=None, clock=clock)
+    meter.begin_window("w")
+    for _ in range(4):
+        clock.advance(0.5)
+        meter.sample()
+    fake_nvml.devices[1].power_w = 300.0  # a step: the trapezoid splits the interval around it
+    clock.advance(1.0)
+    m = meter.end_window("w")
+    meter.stop()
+    assert m.energy_j_by_device["gpu0"] == pytest.approx(600.0)                # counter: 200 W x 3 s
+    assert m.energy_j_by_device["gpu1"] == pytest.approx(100 * 2 + 0.5 * (100 + 300) * 1)
+    assert m.source == "nvml-counter+nvml-sampled"
+    assert isinstance(sources[1], NvmlSampledSource) and sources[1].source == "nvml-sampled"
+
+
+def test_nvml_by_uuid_maps_to_nvml_index(fake_nvml, clock):
+    sources, _ = open_nvml(["GPU-bbbb"], clock=clock)
+    assert sources[0].devices == ["gpu1"]
+    sources[0].close()
+
+
+def test_nvml_missing_library_gives_no_sources(monkeypatch, clock):
+    fake_pynvml.reset([FakeGpu()], fail_init=fake_pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
+    monkeypatch.setattr(nvml_mod, "pynvml", fake_pynvml)
+    sources, problems = open_nvml([0], clock=clock)
+    assert sources == [] and "NVML unavailable" in problems[0] and "Library Not Found" in problems[0]
+
+
+def test_nvml_package_absent_meter_degrades_to_estimate(monkeypatch, clock, tmp_path):
+    monkeypatch.setattr(nvml_mod, "pynvml", None)
+    meter = PowerMeter.create(gpu_ids=[0], rapl_root=tmp_path, interval_s=None, clock=clock, tdp_w=40.0)
+    assert meter.source == "estimate" and meter.estimated
+    assert any("NVML unavailable" in e and "nvidia-ml-py" in e for e in meter.errors)
+    meter.stop()
+
+
+def test_nvml_device_without_power_or_counter_is_reported(fake_nvml, clock):
+    fake_nvml.devices[0].counter_supported = False
+    fake_nvml.devices[0].power_supported = False
+    sources, problems = open_nvml([0, 1, 7], clock=clock)
+    assert [s.devices for s in sources] == [["gpu1"]]
+    assert any("gpu0" in p and "not measured" in p for p in problems)
+    assert any(p.startswith("GPU 7") for p in problems)
+    for s in sources:
+        s.close()
+    assert fake_nvml.init_count == 0
+
+
+def test_failing_counter_records_gap_and_counts_energy_after_recovery(fake_nvml, clock):
+    sources, _ = open_nvml([0], clock=clock)
+    meter = PowerMeter(sources, interval_s=None, clock=clock, max_failures=5)
+    meter.begin_window("w")
+    fake_nvml.devices[0].fail_reads = 2
+    for _ in range(3):
+        clock.advance(1.0)
+        meter.sample()
+    m = meter.end_window("w")
+    meter.stop()
+    assert m.energy_j_by_device["gpu0"] == pytest.approx(600.0)  # the counter kept counting
+    assert len(meter.gaps) == 1 and meter.gaps[0].recovered
+    # reads at t=1 and t=2 failed, t=3 succeeded: the gap runs from the first failure to recovery
+    assert meter.gaps[0].end_s - meter.gaps[0].start_s == pytest.approx(2.0)
+    assert "GPU is lost" in meter.errors[0]
+
+
+def test_failing_cpu_source_degrades_to_estimate(clock):
+    rapl_like = ConstantSource(["cpu-package-0"], 30.0, clock)
+    meter = PowerMeter([rapl_like], interval_s=None, clock=clock, max_failures=3,
+                       fallback=lambda: EstimateSource(tdp_w=20.0, load_fn=lambda: 1.0, clock=clock))
+    meter.begin_window("w")
+    clock.advance(1.0)
+    meter.sample()                      # 30 J from RAPL
+    rapl_like.fail_reads = 100
+    for _ in range(3):                  # three failures: dropped, estimate takes over
+        clock.advance(1.0)
+        meter.sample()
+    clock.advance(2.0)
+    m = meter.end_window("w")
+    meter.stop()
+    assert rapl_like.closed
+    assert m.energy_j_by_device["cpu-package-0"] == pytest.approx(30.0)
+    assert m.energy_j_by_device["cpu"] == pytest.approx(40.0)  # 20 W at full load for 2 s
+    assert m.estimated and m.source == "estimate+rapl"
+    assert any("dropped" in e and "estimated" in e for e in meter.errors)
+    assert meter.gaps and not meter.gaps[-1].recovered
+
+
+# ----------------------------------------------------------------------------- windows
+
+
+def test_window_api_overlap_duplicate_unknown_cancel(clock):
+    meter = PowerMeter([ConstantSource(["gpu0"], 100.0, clock, source="nvml-counter")], interval_s=None,
+                       clock=clock)
+    meter.begin_window("a")
+    clock.advance(1.0)
+    meter.begin_window("b")
+    with pytest.raises(ValueError, match="already open"):
+        meter.begin_window("b")
+    clock.advance(2.0)
+    a = meter.end_window("a")
+    clock.advance(3.0)
+    b = meter.end_window("b")
+    assert a.total_energy_j == pytest.approx(300.0) and a.duration_s == pytest.approx(3.0)
+    assert b.total_energy_j == pytest.approx(500.0) and b.duration_s == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="not open"):
+        meter.end_window("a")
+    meter.begin_window("c")
+    meter.cancel_window("c")
+    with pytest.raises(ValueError, match="not open"):
+        meter.cancel_window("c")
+    assert meter.open_windows() == []
+    meter.stop()
+
+
+def test_switch_window_windows_add_up_to_total(clock):
+    meter = PowerMeter([ConstantSource(["cpu-package-0"], 10.0, clock)], interval_s=None, clock=clock)
+    meter.begin_window("train")
+    clock.advance(4.0)
+    train1 = meter.switch_window("train", "eval")
+    clock.advance(1.0)
+    assert meter.read_window("eval").total_energy_j == pytest.approx(10.0)
+    ev = meter.switch_window("eval", "train")
+    clock.advance(5.0)
+    train2 = meter.end_window("train")
+    total = meter.total_energy_j()
+    meter.stop()
+    assert (train1.total_energy_j, ev.total_energy_j, train2.total_energy_j) == pytest.approx((40.0, 10.0, 50.0))
+    assert total == pytest.approx(100.0)
+
+
+def test_measurement_properties():
+    m = Measurement(duration_s=4.0, energy_j_by_device={"gpu0": 300.0, "gpu1": 100.0, "cpu": 40.0},
+                    source="nvml-counter+estimate", estimated=True)
+    assert (m.total_energy_j, m.gpu_energy_j, m.cpu_energy_j, m.avg_power_w) == (440.0, 400.0, 40.0, 110.0)
+    assert Measurement(duration_s=0.0).avg_power_w == 0.0
+
+
+# ----------------------------------------------------------------------------- estimate
+
+
+def test_load_model_matches_codecarbon():
+    assert load_power_w(100.0, 0.0) == pytest.approx(10.0)
+    assert load_power_w(100.0, 0.5) == pytest.approx(100 * (0.1 + 0.9 * 0.125))
+    assert load_power_w(100.0, 1.0) == pytest.approx(100.0)
+    assert load_power_w(100.0, 1.7) == pytest.approx(100.0)  # clamped
+
+
+def test_estimate_is_labelled_and_energy_is_power_times_time(clock):
+    load = {"now": 0.5}  # what /proc/stat would say about the interval ending now
+    src = EstimateSource(tdp_w=80.0, load_fn=lambda: load["now"], clock=clock)
+    assert src.estimated and src.source == "estimate" and src.devices == ["cpu"]
+    meter = PowerMeter([src], interval_s=None, clock=clock)
+    meter.begin_window("w")
+    clock.advance(2.0)
+    meter.sample()                      # load 0.5 over 2 s -> 80 x 0.2125 x 2 = 34 J
+    load["now"] = 1.0
+    clock.advance(1.0)
+    m = meter.end_window("w")           # load 1.0 over 1 s -> 80 J
+    meter.stop()
+    assert m.estimated and m.source == "estimate"
+    assert m.total_energy_j == pytest.approx(34.0 + 80.0)
+    assert m.total_energy_j == pytest.approx(m.avg_power_w * m.duration_s)
+
+
+def test_tdp_lookup_uses_codecarbon_or_4w_per_thread():
+    info = lookup_tdp()
+    assert info.tdp_w > 0
+    if info.origin.startswith("4 W"):
+        assert info.tdp_w == pytest.approx(4.0 * os.cpu_count())
+    else:
+        assert info.origin == "codecarbon cpu_power.csv"
+
+
+def test_cpu_load_reads_this_process_cpus():
+    load = CpuLoad()
+    assert load() is None  # no baseline yet
+    t_end = time.perf_counter() + 0.15
+    while time.perf_counter() < t_end:
+        pass
+    value = load()
+    assert value is not None and 0.0 < value <= 1.0
+
+
+# ----------------------------------------------------------------------------- sampler and power.csv
+
+
+def test_sampler_thread_writes_batched_power_csv(tmp_path):
+    path = tmp_path / "seed0" / "power.csv"
+    src = ConstantSource(["cpu-package-0"], 25.0, time.monotonic)
+    meter = PowerMeter([src], interval_s=0.02, csv_path=path, flush_every_s=60.0, t_offset_s=100.0)
+    meter.start()
+    time.sleep(0.3)
+    assert path.read_text().strip() == ",".join(POWER_CSV_COLUMNS)  # rows wait for a batch
+    meter.stop()
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) >= 5
+    t = [float(r["t_s"]) for r in rows]
+    e = [float(r["energy_j"]) for r in rows]
+    assert t == sorted(t) and t[0] >= 100.0
+    assert e == sorted(e)
+    assert e[-1] == pytest.approx(25.0 * (t[-1] - 100.0), rel=0.1)
+    assert {r["device"] for r in rows} == {"cpu-package-0"}
+    assert {r["source"] for r in rows} == {"rapl"} and {r["estimated"] for r in rows} == {"False"}
+    assert float(rows[-1]["power_w"]) == pytest.approx(25.0)
+
+
+def test_power_csv_with_old_header_is_backed_up(tmp_path, clock):
+    path = tmp_path / "power.csv"
+    path.write_text("time,watts\n1,2\n")
+    meter = PowerMeter([ConstantSource(["cpu"], 5.0, clock, source="estimate", estimated=True)],
+                       interval_s=None, csv_path=path, clock=clock)
+    meter.start()
+    clock.advance(1.0)
+    meter.sample()
+    meter.stop()
+    assert (tmp_path / "power.csv.bak1").read_text() == "time,watts\n1,2\n"
+    assert path.read_text().splitlines()[0] == ",".join(POWER_CSV_COLUMNS)
+    assert any("another header" in e for e in meter.errors)
+
+
+# ----------------------------------------------------------------------------- EnergyCallback
+
+
+def _info(run_dir: Path | None, **kw) -> RunInfo:
+    return RunInfo(run_dir=run_dir, method="popsan", env_id="HalfCheetah-v4", seed=0, total_steps=1000, **kw)
+
+
+def _meter_factory(clock, power_w: float = 10.0, estimated: bool = False):
+    def make(**kw) -> PowerMeter:
+        src = ConstantSource(["cpu-package-0"], power_w, clock, source="estimate" if estimated else "rapl",
+                             estimated=estimated)
+        return PowerMeter([src], interval_s=None, csv_path=kw.get("csv_path"), clock=clock,
+                          t_offset_s=kw.get("t_offset_s", 0.0), energy_offset_j=kw.get("energy_offset_j"))
+    return make
+
+
+def _drive(cb: EnergyCallback, clock: FakeClock, run_dir: Path | None, *, start_wall_s: float = 0.0) -> None:
+    cb.on_train_start(_info(run_dir, start_wall_s=start_wall_s, resumed=start_wall_s > 0))
+    clock.advance(3.0)
+    cb.on_eval_start(100, 3.0)
+    clock.advance(1.0)
+    cb.on_eval_end(EvalEvent(step=100, wall_s=4.0, return_mean=1.0, return_std=0.0, episodes=1))
+    clock.advance(6.0)
+
+
+def test_energy_callback_accounts_train_eval_and_resume(tmp_path, clock):
+    cb = EnergyCallback(codecarbon=False, meter_factory=_meter_factory(clock, 10.0))
+    _drive(cb, clock, tmp_path)
+    assert cb.total_energy_j() == pytest.approx(100.0)
+    state = cb.state_dict()
+    cb.on_train_end(EndEvent(step=1000, wall_s=10.0, status="complete"))
+    r = cb.result_fields()
+    assert tuple(r) == RESULT_FIELDS
+    assert (r["energy_j"], r["train_energy_j"], r["eval_energy_j"]) == pytest.approx((100.0, 90.0, 10.0))
+    assert r["cpu_energy_j"] == pytest.approx(100.0) and r["gpu_energy_j"] == 0.0
+    assert r["avg_power_w"] == pytest.approx(10.0)
+    assert r["energy_source"] == "rapl" and r["estimated"] is False
+    assert r["emissions_kg"] is None and r["emissions_error"] == "CodeCarbon disabled"
+    assert r["meter_errors"] is None
+
+    resumed = EnergyCallback(codecarbon=False, meter_factory=_meter_factory(clock, 20.0, estimated=True))
+    resumed.load_state_dict(state)
+    _drive(resumed, clock, tmp_path, start_wall_s=10.0)
+    assert resumed.total_energy_j() == pytest.approx(100.0 + 200.0)
+    resumed.on_train_end(EndEvent(step=2000, wall_s=20.0, status="complete"))
+    r2 = resumed.result_fields()
+    assert r2["energy_j"] == pytest.approx(300.0) and r2["eval_energy_j"] == pytest.approx(10.0 + 20.0)
+    assert r2["avg_power_w"] == pytest.approx(15.0)
+    assert r2["estimated"] is True and r2["energy_source"] == "rapl+estimate"
+    with (tmp_path / "power.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    # the trace continues across the resume: time from start_wall_s, energy from the checkpoint
+    assert [float(r["t_s"]) for r in rows] == pytest.approx([10.0, 20.0])
+    assert [float(r["energy_j"]) for r in rows] == pytest.approx([100.0, 300.0])
+
+
+def test_energy_callback_on_a_non_zero_local_rank_meters_nothing(tmp_path, clock):
+    made = []
+    cb = EnergyCallback(codecarbon=False, meter_factory=lambda **kw: made.append(kw))
+    cb.on_train_start(_info(tmp_path, rank=1, local_rank=1, world_size=2))
+    assert made == [] and cb.total_energy_j() is None and cb.state_dict() == {}
+    cb.on_train_end(EndEvent(step=10, wall_s=1.0, status="complete"))
+    assert cb.result_fields()["energy_j"] == 0.0
+
+
+def test_energy_callback_real_meter_writes_power_csv(tmp_path, monkeypatch):
+    monkeypatch.setattr(nvml_mod, "pynvml", None)
+    cb = EnergyCallback(codecarbon=False, interval_s=0.02)
+    cb.on_train_start(_info(tmp_path))
+    time.sleep(0.15)
+    cb.on_train_end(EndEvent(step=10, wall_s=0.15, status="complete"))
+    r = cb.result_fields()
+    assert r["energy_j"] > 0 and r["estimated"] is True  # no RAPL or GPU on this test: labelled estimate
+    assert "estimate" in r["energy_source"]
+    header = (tmp_path / "power.csv").read_text().splitlines()[0]
+    assert header == ",".join(POWER_CSV_COLUMNS)
+
+
+def test_energy_callback_rejects_bad_country():
+    with pytest.raises(ValueError, match="alpha-3"):
+        EnergyCallback(country_iso_code="US")
+
+
+# ----------------------------------------------------------------------------- distributed sum
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _dist_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        results = {}
+        # 'two_nodes': both processes are local rank 0 of their node, so both count.
+        # 'one_node': rank 1 is the second process of node 0 (local rank 1), so it adds 0.
+        for case, local_rank in (("two_nodes", 0), ("one_node", rank)):
+            clock = FakeClock()
+            cb = EnergyCallback(codecarbon=False, meter_factory=_meter_factory(clock, 10.0 * (rank + 1)))
+            cb.on_train_start(_info(None, rank=rank, local_rank=local_rank, world_size=world))
+            clock.advance(2.0)
+            cb.on_train_end(EndEvent(step=100, wall_s=2.0, status="complete"))
+            results[case] = cb.result_fields()
+        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_node_totals_are_summed_over_nodes_with_gloo(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_dist_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for r in results:  # every rank ends with the same, summed account
+        # node 0 at 10 W and node 1 at 20 W, for 2 s each
+        assert r["two_nodes"]["energy_j"] == pytest.approx(60.0)
+        assert r["two_nodes"]["cpu_energy_j"] == pytest.approx(60.0)
+        assert r["two_nodes"]["avg_power_w"] == pytest.approx(30.0)
+        # only local rank 0 meters its node: rank 1's 20 W meter is never built
+        assert r["one_node"]["energy_j"] == pytest.approx(20.0)
