@@ -174,8 +174,11 @@ class EnergyCallback(Callback):
             n_local = 1
             self._notes.append("local world size unknown (no LOCAL_WORLD_SIZE): only this rank's GPU is "
                                "metered; pass gpu_ids to meter every GPU of the node")
-        cuda = list(range(n_local)) if n_local > 1 else [device.index if device.index is not None
-                                                          else torch.cuda.current_device()]
+        # local rank r runs on cuda:(r mod device count) (spikerl.distributed.init_distributed), so
+        # several ranks sharing one GPU meter that GPU once
+        count = max(1, torch.cuda.device_count())
+        cuda = sorted({r % count for r in range(n_local)}) if n_local > 1 else \
+            [device.index if device.index is not None else torch.cuda.current_device()]
         return nvml_ids_for_cuda(cuda), sync
 
     def _switch(self, phase: str) -> None:

@@ -10,15 +10,15 @@ steps="${STEPS:-6000}"
 common=(--methods spikerl --envs HalfCheetah-v4 --total-steps "$steps" --device cuda --precision bf16 --plain
         --set eval_every=3000 --set eval_episodes=2 --set start_steps=1000 --set update_after=1000)
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'bf16', torch.cuda.is_bf16_supported(), 'nccl', torch.distributed.is_nccl_available())"
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'bf16', torch.cuda.is_bf16_supported(), 'nccl', torch.distributed.is_nccl_available())"
 
 echo "== 1. NCCL, world size 1, bf16 on CUDA"
-torchrun --standalone --nproc_per_node=1 -m bench.train "${common[@]}" --backend nccl --out "$out/nccl1"
+python3 -m torch.distributed.run --standalone --nproc_per_node=1 -m bench.train "${common[@]}" --backend nccl --out "$out/nccl1"
 
 echo "== 2. Gloo, 2 ranks sharing one GPU"
-spikerl-bench run "${common[@]}" --nproc 2 --backend gloo --out "$out/gloo2"
+python3 -m bench.cli run "${common[@]}" --nproc 2 --backend gloo --out "$out/gloo2"
 
-python - "$out" <<'PY'
+python3 - "$out" <<'PY'
 import json, sys
 from pathlib import Path
 for name in ("nccl1", "gloo2"):
@@ -30,7 +30,7 @@ for name in ("nccl1", "gloo2"):
 PY
 
 echo "== 3. TD3 update ms at batch 100 on CUDA, fp32 vs bf16"
-python - <<'PY'
+python3 - <<'PY'
 import torch
 from bench.perf import update_and_action_ms
 import bench.perf as perf

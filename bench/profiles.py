@@ -28,7 +28,7 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(
         "quick", "default: every method on HalfCheetah-v4, long enough that learning shows (< 15 min on 2 cores)",
         ALL_METHODS, ("HalfCheetah-v4",), (0,),
-        {"total_steps": 25_000, "start_steps": 5_000, "update_after": 1_000, "eval_every": 5_000,
+        {"total_steps": 20_000, "start_steps": 2_000, "update_after": 1_000, "eval_every": 2_500,
          "eval_episodes": 5, "log_every": 1_000, "checkpoint_every": 5_000, "replay_size": 100_000},
     ),
     "paper": Profile(

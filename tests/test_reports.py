@@ -1,11 +1,11 @@
 """Report tests: HTML and PDF contents, escaping, self-containment, partial runs, the CLI and
 a real headless-browser rendering.
 
-Most tests read `run_dir`. Today it is the synthetic TEST FIXTURE of tests/report_fixtures.py;
-to test against a real smoke run, make `run_dir` below return that folder instead (or delete
-it and let a conftest.py `run_dir` fixture take over), or set SPIKERL_REPORT_RUN_DIR. Tests that need something only the
-fixture has (an interrupted and a running seed, estimated energy, injected strings) build
-their own folder with `make_fixture_run`.
+Most tests read `run_dir`, which runs them twice: on a REAL smoke run made by `spikerl-bench run`
+(two methods, two seeds, tiny budget) and on the synthetic test fixture of tests/report_fixtures.py
+(which also holds interrupted and running seeds). SPIKERL_REPORT_RUN_DIR names another existing run
+folder to test instead. Tests that need something only the fixture has (an interrupted and a
+running seed, injected strings) build their own folder with `make_fixture_run`.
 """
 from __future__ import annotations
 
@@ -35,11 +35,30 @@ INJECT_DIR = "<img src=x onerror=alert(1)>"  # a method folder name can hold no 
 
 
 @pytest.fixture(scope="session")
-def run_dir(fixture_run_dir: Path) -> Path:  # noqa: F811
-    """The run folder under test (swap point for a real smoke run). SPIKERL_REPORT_RUN_DIR
-    names an existing run folder to test instead; it is only read (reports go to tmp)."""
+def real_smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real run folder: `spikerl-bench run` end to end with every meter, on a tiny budget."""
+    import sys
+
+    work = tmp_path_factory.mktemp("smoke")
+    run = work / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "run", "--profile", "smoke", "--methods", "popsan,mlp", "--seeds", "0,1",
+         "--total-steps", "800", "--set", "start_steps=300", "--set", "update_after=300", "--set", "eval_every=400",
+         "--set", "checkpoint_every=400", "--set", "critic_hidden=64,64", "--set", "actor.hidden=64,64",
+         "--out", str(run), "--plain"], cwd=work, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run
+
+
+@pytest.fixture(scope="session", params=["real-smoke-run", "fixture"])
+def run_dir(request: pytest.FixtureRequest) -> Path:
+    """The run folder under test; SPIKERL_REPORT_RUN_DIR names an existing one to test instead
+    (it is only read: reports go to tmp)."""
     other = os.environ.get("SPIKERL_REPORT_RUN_DIR")
-    return Path(other) if other else fixture_run_dir
+    if other:
+        return Path(other)
+    name = "real_smoke_run" if request.param == "real-smoke-run" else "fixture_run_dir"
+    return request.getfixturevalue(name)
 
 
 @pytest.fixture(scope="session")
