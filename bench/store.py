@@ -13,10 +13,10 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
+
+from spikerl.atomic import atomic_open
 
 PLAN = "plan.json"
 ENVIRONMENT = "environment.json"
@@ -41,19 +41,8 @@ def seed_dir(run_dir: Path, method: str, env_id: str, seed: int) -> Path:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(Path(path), "w") as f:
+        f.write(text)
 
 
 def _jsonable(value: Any) -> Any:
