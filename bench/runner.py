@@ -334,7 +334,8 @@ def execute(run_dir: Path, plan: Plan, resume: bool, plain: bool = False, ctx: D
     apply_threads(plan)
     if resume:
         check_resumable(run_dir, plan, ctx.world_size)
-        if ctx.is_main:
+        started = any(store.seed_dir(run_dir, *r).exists() for r in plan.runs())
+        if ctx.is_main and started:  # a fresh folder handed to --nproc ranks is not a resume
             print(f"resuming {run_dir}", file=sys.stderr)
     failed = 0
     try:
