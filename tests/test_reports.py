@@ -407,3 +407,24 @@ def test_renders_in_headless_chromium(built: dict, tmp_path: Path) -> None:
     assert near((0xDF, 0xF3, 0xE4)) > 5000 and near((0xFB, 0xE3, 0xE1)) > 5000
     if "Energy is ESTIMATED" in built["html"]:
         assert near((0xFF, 0xF8, 0xC5)) > 5000
+
+
+def test_real_run_accounting_is_consistent(real_smoke_run: Path) -> None:
+    """summary.csv of a real run: energy = power x time, greenup = speedup / powerup, the
+    baseline at exactly (1, 1, 1), estimates labelled, and CSV energy columns cumulative."""
+    summary = pd.read_csv(real_smoke_run / "summary.csv")
+    assert (summary["status"] == "complete").all() and len(summary) == 4
+    np.testing.assert_allclose(summary["energy_j"], summary["avg_power_w"] * summary["wall_s"], rtol=1e-9)
+    np.testing.assert_allclose(summary["greenup"], summary["speedup"] / summary["powerup"], rtol=1e-9)
+    base = summary[summary["method"] == "popsan"]
+    assert (base[["speedup", "powerup", "greenup"]] == 1.0).all().all()
+    assert summary["estimated"].all() and (summary["energy_source"] == "estimate").all()
+    assert (summary["train_energy_j"] + summary["eval_energy_j"] - summary["energy_j"]).abs().max() < 1e-6
+    for _, row in summary.iterrows():
+        seed = real_smoke_run / row["method"] / row["env"] / f"seed{row['seed']}"
+        for name in ("progress.csv", "evals.csv"):
+            energy = pd.read_csv(seed / name)["energy_j"]
+            assert energy.notna().all() and (energy.diff().dropna() >= 0).all(), f"{name} energy not cumulative"
+        power = pd.read_csv(seed / "power.csv")
+        assert {"t_s", "device", "power_w", "energy_j", "source", "estimated"} <= set(power.columns)
+        assert (power["source"] == "estimate").all() and power["estimated"].all()
