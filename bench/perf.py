@@ -119,9 +119,8 @@ def training_loop_sps(method: str, env_id: str, loop_steps: int, precision: str 
              eval_every=10 * (warm + loop_steps), eval_episodes=1, checkpoint_every=0, replay_size=50_000)
     if precision is not None:
         d["precision"] = precision
-    probe = _SpsProbe(after_step=warm + loop_steps // 4)
     # The first quarter after the warm-up still pays for allocator and cache warm-up: it is dropped.
-    d["log_every"] = loop_steps // 4
+    probe = _SpsProbe(after_step=warm + loop_steps // 4)
     cfg = TD3Config.from_dict(d)
     train(spec, env_id, 0, cfg, callbacks=[probe])
     return statistics.mean(probe.rows)

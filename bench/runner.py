@@ -297,9 +297,9 @@ def enrich_summary(rows: list[dict[str, Any]], plan: Plan, run_dir: Path) -> lis
             df[col] = float("nan")
         df[col] = pd.to_numeric(df[col], errors="coerce")
     # only finished runs are compared: an interrupted run's time and energy are partial
-    done = df["status"] == "complete"
-    df = add_gpsup_columns(df.where(done, df.assign(wall_s=float("nan"), energy_j=float("nan"))), plan.baseline) \
-        .assign(wall_s=df["wall_s"], energy_j=df["energy_j"])
+    finished = df.copy()
+    finished.loc[df["status"] != "complete", ["wall_s", "energy_j"]] = float("nan")
+    df = add_gpsup_columns(finished, plan.baseline).assign(wall_s=df["wall_s"], energy_j=df["energy_j"])
     evals = {}
     for method, env_id, seed in plan.runs():
         path = store.seed_dir(run_dir, method, env_id, seed) / store.EVALS
