@@ -151,7 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     launch = detect_launch()
     if launch is not None:
-        return run_as_rank(args, launch)
+        exit_rank(run_as_rank(args, launch))
     if args.resume is not None:
         plan = resume_plan(args)
         if plan.nproc > 1:
@@ -167,6 +167,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if plan.nproc > 1:
         return launch_local(run_dir, plan.nproc, args.plain)
     return execute(run_dir, plan, resume=False, plain=args.plain)
+
+
+def exit_rank(code: int) -> None:
+    """End a finished rank without interpreter finalisation. Its process group is already
+    destroyed and every file written; Gloo's worker threads can still hold tensors whose
+    destruction during finalisation aborts the process (SIGABRT, 'terminate called without an
+    active exception'), which would turn a finished job into a failed one."""
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def resume_plan(args: argparse.Namespace) -> Plan:
