@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from spikerl import native
+
 
 def cpu_model() -> str:
     try:
@@ -65,6 +67,7 @@ def collect_environment() -> dict[str, Any]:
         "git_dirty": dirty,
         "torch_threads": torch.get_num_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "spiking_kernels": native.status(),
         "cuda": torch.version.cuda,
         "spikerl_bench_version": _version("spikerl-bench"),
     }

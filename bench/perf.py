@@ -20,6 +20,7 @@ import torch
 from baselines.registry import METHODS, get_method
 from spikerl.callbacks import Callback, ProgressEvent
 from spikerl.config import TD3Config
+from spikerl import native
 from spikerl.envs import act_limit_of, make_env
 from spikerl.loop import build_agent, train
 from spikerl.precision import autocast
@@ -136,6 +137,7 @@ def run_perf(args: argparse.Namespace) -> int:
     header: dict[str, Any] = {
         "env": args.env, "torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "torch": torch.__version__, "cpu": platform.processor() or platform.machine(), "precision": args.precision,
+        "spiking_kernels": native.status(),
     }
     print("spikerl-bench perf: " + ", ".join(f"{k}={v}" for k, v in header.items()), flush=True)
     raw = raw_env_sps(args.env)

@@ -44,6 +44,7 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
+from spikerl import native
 from spikerl.surrogate import POPSAN_V_TH, fast_sigmoid_grad_, rect_grad
 
 POPSAN_C_DECAY = 0.5
@@ -241,14 +242,96 @@ def state_precision(i: torch.Tensor) -> torch.Tensor:
     return i.float() if i.dtype in (torch.bfloat16, torch.float16) else i
 
 
+class _NativePopSANLayer(torch.autograd.Function):
+    """Synapse + PopSAN LIF on the native CPU kernels (`spikerl.native`), fp32 only.
+
+    Forward: currents W·x_t + b for all T·B rows at once (a column sum over the active inputs
+    when x is sparse 0/1 spikes, BLAS otherwise), then the recurrence in one kernel call.
+    Backward: the BPTT kernel gives dL/dI; dW = dIᵀ·x sums dI rows into the active inputs' columns
+    (BLAS when the forward was dense); db = Σ dI and dx = dI·W are BLAS calls.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        T, B, K = x.shape
+        x2 = x.reshape(T * B, K).contiguous()
+        i, ctx.index = native.spike_linear(x2, w, b)
+        o, v = native.popsan_lif_forward(i.view(T, B, -1), record=True)
+        ctx.save_for_backward(x2, w, v, o)
+        return o
+
+    @staticmethod
+    def backward(ctx, grad_o: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        x2, w, v, o = ctx.saved_tensors
+        g = native.popsan_lif_backward(v, o, grad_o).view(x2.shape[0], -1)
+        gx = (g @ w).view(*v.shape[:2], -1) if ctx.needs_input_grad[0] else None
+        gw = native.linear_grad_weight(g, x2, ctx.index) if ctx.needs_input_grad[1] else None
+        gb = g.sum(0) if ctx.needs_input_grad[2] else None
+        return gx, gw, gb
+
+
+class _NativeEncodedPopSANLayer(torch.autograd.Function):
+    """The first layer fed by the population encoder, on the native kernels.
+
+    Takes the encoder's stimulation A [B, K] and its spikes s [T, B, K] (drawn without a graph).
+    Since d s_t / d A = gain_t (straight-through, `PopulationEncoder.spike_gains`),
+        dL/dA = Σ_t gain_t · (g_t · W) = (Σ_t gain_t · g_t) · W,
+    one [B, N] x [N, K] matmul instead of T of them.
+    """
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, w: torch.Tensor, b: torch.Tensor, s: torch.Tensor,  # type: ignore[override]
+                gains: torch.Tensor) -> torch.Tensor:
+        T, B, K = s.shape
+        s2 = s.reshape(T * B, K).contiguous()
+        i, ctx.index = native.spike_linear(s2, w, b)
+        o, v = native.popsan_lif_forward(i.view(T, B, -1), record=True)
+        ctx.save_for_backward(s2, w, v, o, gains)
+        return o
+
+    @staticmethod
+    def backward(ctx, grad_o: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        s2, w, v, o, gains = ctx.saved_tensors
+        g = native.popsan_lif_backward(v, o, grad_o)
+        T = g.shape[0]
+        g2 = g.view(s2.shape[0], -1)
+        ga = (gains @ g.view(T, -1)).view(g.shape[1], -1) @ w if ctx.needs_input_grad[0] else None
+        gw = native.linear_grad_weight(g2, s2, ctx.index) if ctx.needs_input_grad[1] else None
+        gb = g2.sum(0) if ctx.needs_input_grad[2] else None
+        return ga, gw, gb, None, None
+
+
+def native_encoded_popsan_layer(a: torch.Tensor, s: torch.Tensor, gains: torch.Tensor, w: torch.Tensor,
+                                b: torch.Tensor) -> torch.Tensor:
+    """PopSAN spikes [T, B, N] of fc(s) where s are the encoder's spikes of stimulation a."""
+    if torch.is_grad_enabled() and (a.requires_grad or w.requires_grad or b.requires_grad):
+        return _NativeEncodedPopSANLayer.apply(a, w, b, s, gains)
+    return native_popsan_layer(s, w, b)
+
+
+def native_popsan_layer(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """PopSAN spikes [T, B, N] of fc(x) on the native kernels; callers check `native.usable` first."""
+    if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or b.requires_grad):
+        return _NativePopSANLayer.apply(x, w, b)
+    T, B, K = x.shape
+    i = native.spike_linear(x.reshape(T * B, K), w, b)[0]
+    return native.popsan_lif_forward(i.view(T, B, -1), record=False)[0]
+
+
 class PopSANLIFLayer(nn.Module):
-    """A fully connected synapse (with bias) feeding PopSAN LIF neurons: [T, B, in] → spikes [T, B, out]."""
+    """A fully connected synapse (with bias) feeding PopSAN LIF neurons: [T, B, in] → spikes [T, B, out].
+
+    fp32 on a CPU outside autocast runs on the native kernels when they could be built; anything
+    else (CUDA, fp64, bf16 autocast) runs the pure-torch matmul + `popsan_lif`.
+    """
 
     def __init__(self, in_features: int, out_features: int):
         super().__init__()
         self.fc = nn.Linear(in_features, out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if native.usable(x, self.fc.weight):
+            return native_popsan_layer(x, self.fc.weight, self.fc.bias)
         T, B = x.shape[0], x.shape[1]
         i = state_precision(self.fc(x.reshape(T * B, x.shape[2]))).view(T, B, -1)
         return popsan_lif(i)

@@ -61,6 +61,15 @@ class ZScoreNormalizer(ObsNormalizer):
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
         self.register_buffer("mean", torch.zeros(obs_dim, dtype=torch.float64))
         self.register_buffer("m2", torch.zeros(obs_dim, dtype=torch.float64))
+        self._std_cache: tuple[tuple[int, ...], torch.Tensor] | None = None
+
+    def _std(self) -> torch.Tensor:
+        # sqrt(var + eps) changes only when the statistics do (every obs_norm_every steps), but it
+        # is needed 3 times per env step; every in-place merge or load bumps a buffer's version.
+        key = tuple(x for b in (self.count, self.mean, self.m2) for x in (id(b), b._version))
+        if self._std_cache is None or self._std_cache[0] != key:
+            self._std_cache = (key, torch.sqrt(self.var + self.eps))
+        return self._std_cache[1]
 
     @property
     def var(self) -> torch.Tensor:
@@ -94,8 +103,7 @@ class ZScoreNormalizer(ObsNormalizer):
         return torch.cat([self.count.view(1), self.mean, self.m2])
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        std = torch.sqrt(self.var + self.eps)
-        z = (obs.double() - self.mean) / std
+        z = (obs.double() - self.mean) / self._std()
         return z.clamp_(-self.clip, self.clip).to(obs.dtype)
 
     def extra_repr(self) -> str:

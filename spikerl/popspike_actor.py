@@ -15,7 +15,8 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from spikerl.lif import PopSANLIFLayer
+from spikerl import native
+from spikerl.lif import PopSANLIFLayer, native_encoded_popsan_layer
 from spikerl.population import Encoding, PopulationDecoder, PopulationEncoder
 
 
@@ -34,7 +35,15 @@ class PopSpikingActor(nn.Module):
 
     def forward(self, obs_norm: torch.Tensor) -> torch.Tensor:
         """Normalised obs [B, obs_dim] → action [B, act_dim] in [−act_limit, act_limit]."""
-        o = self.encoder(obs_norm)
-        for layer in self.layers:
+        first = self.layers[0]
+        if native.usable(obs_norm, first.fc.weight):
+            # the encoder's gradient is folded into the first layer (one matmul, not T)
+            a = self.encoder.stimulation(obs_norm)
+            s = self.encoder.spike_trains(a)
+            o = native_encoded_popsan_layer(a, s, self.encoder.spike_gains(a.dtype, a.device), first.fc.weight,
+                                            first.fc.bias)
+        else:
+            o = first(self.encoder(obs_norm))
+        for layer in self.layers[1:]:
             o = layer(o)
         return self.decoder(o)

@@ -25,6 +25,7 @@ from enum import Enum
 import torch
 import torch.nn as nn
 
+from spikerl import native
 from spikerl.lif import scalar
 from spikerl.surrogate import ENCODER_V_TH
 
@@ -113,6 +114,20 @@ class PopulationEncoder(nn.Module):
         diff = obs.unsqueeze(-1) - self.mean
         a = torch.exp(scalar(-0.5, diff.dtype) * diff.square() / self.std.square())
         return a.flatten(1)
+
+    def spike_trains(self, a: torch.Tensor) -> torch.Tensor:
+        """Spikes [T, B, N] from stimulation a, without a graph (the same draws as `forward`)."""
+        if self.encoding is Encoding.POISSON:
+            return _poisson_spikes(a.detach(), self.timesteps)
+        if native.usable(a):
+            return native.regular_spikes(a, self.timesteps)
+        return _regular_spikes(a.detach(), self.timesteps)
+
+    def spike_gains(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """d o_t / d A for t = 1..T [T]: the straight-through gradient of `forward`'s spikes."""
+        if self.encoding is Encoding.POISSON:
+            return torch.ones(self.timesteps, dtype=dtype, device=device)
+        return _accumulator_gains(self.timesteps, dtype, device)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         a = self.stimulation(obs)

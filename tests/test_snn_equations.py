@@ -392,3 +392,17 @@ def test_identity_normalizer():
     assert norm(x) is x
     assert norm.batch_stats(np.ones((5, 3))).numel() == 0
     assert list(norm.state_dict()) == []
+
+
+def test_zscore_cached_std_follows_every_change_of_the_statistics():
+    norm = ZScoreNormalizer(3)
+    obs = torch.tensor([[1.0, -2.0, 0.5]])
+    first = norm(obs)  # before any data: var = 1
+    norm.update(np.array([[0.0, 1.0, 2.0], [2.0, 3.0, 6.0]]))
+    fresh = ((obs.double() - norm.mean) / torch.sqrt(norm.var + norm.eps)).clamp(-3, 3).float()
+    assert not torch.equal(first, norm(obs))
+    assert torch.equal(norm(obs), fresh)
+    other = ZScoreNormalizer(3)
+    other(obs)
+    other.load_state_dict(norm.state_dict())
+    assert torch.equal(other(obs), fresh)

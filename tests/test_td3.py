@@ -10,7 +10,7 @@ from spikerl.config import TD3Config
 from spikerl.critic import TwinCritic
 from spikerl.normalizers import IdentityNormalizer
 from spikerl.replay import ReplayBatch, ReplayBuffer
-from spikerl.td3 import TD3, polyak_
+from spikerl.td3 import TD3, adam_step, make_adam, polyak_
 
 
 class ConstActor(nn.Module):
@@ -132,3 +132,34 @@ def test_replay_state_roundtrip_continues_sampling():
     other = ReplayBuffer(2, 1, 10, seed=99)
     other.load_state_dict(state)
     assert torch.equal(buf.sample(20).rew, other.sample(20).rew)
+
+
+def test_adam_step_is_bit_identical_to_optimizer_step():
+    torch.manual_seed(0)
+    a = [torch.randn(5, 3, requires_grad=True), torch.randn(3, requires_grad=True)]
+    b = [t.detach().clone().requires_grad_() for t in a]
+    opt_a, opt_b = make_adam(a, 1e-3), make_adam(b, 1e-3)
+    for _ in range(4):
+        grads = [torch.randn_like(t) for t in a]
+        for t, g in zip(a, grads):
+            t.grad = g.clone()
+        for t, g in zip(b, grads):
+            t.grad = g.clone()
+        opt_a.step()
+        adam_step(opt_b)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    sa, sb = opt_a.state_dict()["state"], opt_b.state_dict()["state"]
+    for i in sa:
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(sa[i][key], sb[i][key]), key
+    # after loading a state dict the kernel must use the loaded tensors
+    opt_c = make_adam([t.detach().clone().requires_grad_() for t in b], 1e-3)
+    opt_c.load_state_dict(copy.deepcopy(opt_b.state_dict()))  # as from a checkpoint: no shared tensors
+    c = opt_c.param_groups[0]["params"]
+    for t, g in zip(c, [torch.ones(5, 3), torch.ones(3)]):
+        t.grad = g
+    for t, g in zip(b, [torch.ones(5, 3), torch.ones(3)]):
+        t.grad = g.clone()
+    adam_step(opt_c)
+    opt_b.step()
+    assert all(torch.equal(x, y) for x, y in zip(b, c))

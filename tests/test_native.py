@@ -1,0 +1,209 @@
+"""The native CPU kernels (spikerl/csrc/spike_kernels.c) against their pure-torch twins.
+
+Every kernel is checked on shapes that hit its vector body and its scalar tails (K not a
+multiple of 8, N not a multiple of 16, rows not a multiple of 4), at spike densities that take
+the active lists, the silent (complement) lists and the dense BLAS fallback.
+"""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from spikerl import native
+from spikerl.lif import PopSANLIFLayer, _popsan_forward, _PopSANLIF
+from spikerl.popspike_actor import PopSpikingActor
+from spikerl.population import _regular_spikes
+from spikerl.td3 import adam_step, make_adam
+
+needs_native = pytest.mark.skipif(native.library() is None, reason=f"native kernels: {native.unavailable_reason()}")
+
+
+def _spikes(rows: int, cols: int, density: float, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(rows, cols, generator=g) < density).float()
+
+
+def test_kernels_build_wherever_a_compiler_exists():
+    if shutil.which("cc") or shutil.which("gcc"):
+        assert native.library() is not None, native.unavailable_reason()
+        assert native.status() == "native"
+
+
+def test_without_a_compiler_everything_falls_back(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("PATH", str(tmp_path))  # nor cc, gcc or clang
+    native._reset()
+    try:
+        assert native.library() is None
+        assert native.status().startswith("torch (no C compiler")
+        assert not native.usable(torch.zeros(2))
+        layer = PopSANLIFLayer(8, 4)
+        out = layer(_spikes(3 * 2, 8, 0.5).view(3, 2, 8))  # the torch path still works
+        assert out.shape == (3, 2, 4)
+    finally:
+        native._reset()
+
+
+def test_disabled_by_environment(monkeypatch):
+    monkeypatch.setenv("SPIKERL_NATIVE", "0")
+    native._reset()
+    try:
+        assert native.library() is None and "SPIKERL_NATIVE=0" in native.status()
+    finally:
+        native._reset()
+
+
+@needs_native
+def test_a_fresh_cache_builds_and_a_corrupt_library_is_rebuilt(monkeypatch, tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    monkeypatch.setenv("SPIKERL_CACHE_DIR", str(first))
+    native._reset()
+    try:
+        assert native.library() is not None
+        (built,) = first.glob("spike_kernels-*.so")
+        # the same cache entry, truncated (a loaded library must not be overwritten in place)
+        second.mkdir()
+        (second / built.name).write_bytes(b"not a shared library")
+        monkeypatch.setenv("SPIKERL_CACHE_DIR", str(second))
+        native._reset()
+        assert native.library() is not None  # unlinked and built again
+        assert (second / built.name).stat().st_size > 1000
+    finally:
+        native._reset()
+
+
+@needs_native
+@pytest.mark.parametrize("density", [0.0, 0.2, 0.5, 0.8, 1.0])
+def test_spike_index_lists_the_active_or_the_silent_inputs(density):
+    x = _spikes(37, 170, density)
+    index = native.SpikeIndex(x)
+    active = x.sum().item()
+    assert index.complement == (2 * active > x.numel())
+    want = 0.0 if index.complement else 1.0
+    for r in range(x.shape[0]):
+        expected = torch.nonzero(x[r] == want).flatten().int()
+        assert torch.equal(index.idx[r * 170: r * 170 + int(index.cnt[r])], expected)
+    assert index.listed == min(active, x.numel() - active)
+
+
+@needs_native
+def test_spike_index_rejects_values_other_than_0_and_1():
+    x = _spikes(8, 24, 0.5)
+    x[3, 17] = 0.5
+    assert not native.SpikeIndex(x).binary
+    w, b = torch.randn(5, 24), torch.randn(5)
+    out, index = native.spike_linear(x.repeat(8, 1), w, b)  # 64 rows: past the small-batch path
+    assert index is None
+    torch.testing.assert_close(out, torch.addmm(b, x.repeat(8, 1), w.t()))
+
+
+@needs_native
+@pytest.mark.parametrize("rows", [5, 37, 500])
+@pytest.mark.parametrize("k,n", [(170, 256), (256, 60), (23, 7)])
+@pytest.mark.parametrize("density", [0.0, 0.15, 0.4, 0.7, 1.0])
+def test_spike_linear_equals_the_dense_product(rows, k, n, density):
+    x = _spikes(rows, k, density, seed=rows + k)
+    w, b = torch.randn(n, k) / k ** 0.5, torch.randn(n)
+    out, index = native.spike_linear(x, w, b)
+    torch.testing.assert_close(out, torch.addmm(b, x, w.t()), rtol=1e-6, atol=1e-5)  # summation order differs
+    if rows < native.SPARSE_MIN_ROWS:
+        assert index is None
+    elif min(density, 1 - density) < native.DENSE_ABOVE - 0.05:
+        assert index is not None and index.complement == (density > 0.5)
+
+
+@needs_native
+@pytest.mark.parametrize("density", [0.05, 0.2, 0.9])
+@pytest.mark.parametrize("n", [256, 60])
+def test_linear_grad_weight_equals_the_dense_product(density, n):
+    x = _spikes(501, 170, density)
+    g = torch.randn(501, n)
+    index = native.SpikeIndex(x)
+    expected = g.t() @ x
+    torch.testing.assert_close(native.linear_grad_weight(g, x, index), expected, rtol=0, atol=1e-4)
+    torch.testing.assert_close(native.linear_grad_weight(g, x, None), expected, rtol=0, atol=1e-4)
+
+
+@needs_native
+def test_popsan_lif_kernels_round_exactly_like_the_torch_recurrence():
+    g = torch.Generator().manual_seed(3)
+    i = torch.randn(5, 37, 61, generator=g) * 0.6 + 0.3
+    i[0, 0, :4] = torch.tensor([0.5, 0.5000001, 0.4999999, float("nan")])  # threshold is strict; NaN spikes
+    o_ref, v_ref = _popsan_forward(i, record=True)
+    o, v = native.popsan_lif_forward(i, record=True)
+    assert torch.equal(o, o_ref)
+    assert torch.equal(v.nan_to_num(7.0), v_ref.nan_to_num(7.0))
+    i[0, 0, 3] = 0.0
+    ir = i.clone().requires_grad_()
+    grad_o = torch.randn(5, 37, 61, generator=g)
+    _PopSANLIF.apply(ir).backward(grad_o)
+    o_ref, v_ref = _popsan_forward(i, record=True)
+    torch.testing.assert_close(native.popsan_lif_backward(v_ref, o_ref, grad_o), ir.grad, rtol=0, atol=1e-6)
+
+
+@needs_native
+def test_regular_encoder_kernel_is_bit_identical():
+    a = torch.rand(7, 170, generator=torch.Generator().manual_seed(1))
+    a[0, :3] = torch.tensor([0.999, 0.9990001, 1.0])
+    assert torch.equal(native.regular_spikes(a, 5), _regular_spikes(a, 5))
+
+
+@needs_native
+@pytest.mark.parametrize("batch", [1, 100])
+def test_native_actor_equals_the_torch_path(monkeypatch, batch):
+    torch.manual_seed(0)
+    actor = PopSpikingActor(17, 6, act_limit=1.0)
+    obs = torch.randn(batch, 17)
+    calls = []
+    real = native.popsan_lif_forward
+    monkeypatch.setattr(native, "popsan_lif_forward", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def run():
+        actor.zero_grad(set_to_none=True)
+        y = actor(obs)
+        (y * torch.linspace(-1, 2, y.numel()).view_as(y)).sum().backward()
+        return y.detach(), {k: p.grad.clone() for k, p in actor.named_parameters()}
+
+    y_native, g_native = run()
+    assert len(calls) == 3  # every layer went through the kernels
+    monkeypatch.setattr(native, "usable", lambda *t: False)
+    y_torch, g_torch = run()
+    assert len(calls) == 3
+    torch.testing.assert_close(y_native, y_torch, rtol=0, atol=1e-6)
+    for name in g_torch:
+        scale = max(1.0, g_torch[name].abs().max().item())
+        torch.testing.assert_close(g_native[name], g_torch[name], rtol=0, atol=1e-5 * scale, msg=name)
+
+
+@needs_native
+def test_weights_changed_by_a_fused_optimiser_step_are_used_at_once():
+    # a fused Adam step does not bump the version counter: nothing may cache packed weights on it
+    torch.manual_seed(0)
+    actor = PopSpikingActor(17, 6, act_limit=1.0)
+    obs = torch.randn(100, 17)
+    with torch.no_grad():
+        before = actor(obs)
+    opt = make_adam(list(actor.parameters()), lr=0.05)
+    for _ in range(2):
+        actor(obs).square().sum().backward()
+        adam_step(opt)
+    with torch.no_grad():
+        after = actor(obs)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(native, "usable", lambda *t: False)
+            reference = actor(obs)
+    assert not torch.equal(before, after)
+    torch.testing.assert_close(after, reference, rtol=0, atol=1e-6)
+
+
+@needs_native
+def test_native_path_only_for_fp32_cpu_outside_autocast():
+    x = torch.zeros(3, 2, 8)
+    w = torch.zeros(4, 8)
+    assert native.usable(x, w)
+    assert not native.usable(x.double(), w.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not native.usable(x, w)
+
