@@ -12,6 +12,7 @@ import os
 import platform
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch
 
 from baselines.registry import METHODS, get_method
 from spikerl.callbacks import Callback, ProgressEvent
+from spikerl.checkpoint import CheckpointError, load_checkpoint
 from spikerl.config import TD3Config
 from spikerl import native
 from spikerl.envs import act_limit_of, make_env
@@ -36,6 +38,9 @@ def add_perf_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16", "method"), default="fp32",
                    help="precision of the update timings (default fp32; 'method' uses each recipe's)")
     p.add_argument("--json", action="store_true", help="also print one JSON line with every number")
+    p.add_argument("--checkpoint", metavar="CKPT",
+                   help="time update and action on the net, normaliser and replay of this checkpoint.pt "
+                        "(a trained net spikes more than a fresh one) instead of the loop benchmark")
 
 
 def raw_env_sps(env_id: str, steps: int = 20_000, seed: int = 0) -> float:
@@ -62,8 +67,29 @@ def _median_ms(fn, repeats: int, warmup: int) -> float:
     return statistics.median(samples)
 
 
+def _time_update_and_action(td3: TD3, agent, replay: ReplayBuffer, cfg: TD3Config, dev: torch.device,
+                            x: torch.Tensor, repeats: int) -> tuple[float, float]:
+    # Two updates per measurement so the delayed actor step is included once, as in training.
+    def two_updates() -> None:
+        td3.update(replay.sample(100))
+        td3.update(replay.sample(100))
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    update_ms = _median_ms(two_updates, repeats, max(1, repeats // 10)) / 2
+
+    @torch.no_grad()
+    def act() -> None:  # what the loop does per env step: host obs in, host action out
+        with autocast(cfg.precision, dev):
+            agent.actor(agent.normalizer(x.to(dev))).float().cpu().numpy()
+
+    action_ms = _median_ms(act, 5 * repeats, max(1, repeats // 2))
+    return update_ms, action_ms
+
+
 def update_and_action_ms(method: str, env_id: str, precision: str | None, repeats: int = 100,
                          device: str = "cpu") -> tuple[float, float]:
+    """Update and action ms of a freshly initialised net on random replay data."""
     spec = get_method(method)
     env = make_env(env_id)
     cfg_d = {**TD3Config().to_dict(), **spec.td3_params(env_id), "replay_size": 10_000}
@@ -81,23 +107,37 @@ def update_and_action_ms(method: str, env_id: str, precision: str | None, repeat
         replay.add(rng.normal(size=obs_dim), rng.uniform(-lim, lim, act_dim), rng.normal(), rng.normal(size=obs_dim),
                    False)
     agent.normalizer.update(replay.obs[:5_000].astype(np.float64))
-    # Two updates per measurement so the delayed actor step is included once, as in training.
-    def two_updates() -> None:
-        td3.update(replay.sample(100))
-        td3.update(replay.sample(100))
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-
-    update_ms = _median_ms(two_updates, repeats, max(1, repeats // 10)) / 2
     x = torch.as_tensor(rng.normal(size=obs_dim), dtype=torch.float32).unsqueeze(0)
+    return _time_update_and_action(td3, agent, replay, cfg, dev, x, repeats)
 
-    @torch.no_grad()
-    def act() -> None:  # what the loop does per env step: host obs in, host action out
-        with autocast(cfg.precision, dev):
-            agent.actor(agent.normalizer(x.to(dev))).float().cpu().numpy()
 
-    action_ms = _median_ms(act, 5 * repeats, max(1, repeats // 2))
-    return update_ms, action_ms
+def checkpoint_update_and_action_ms(path: str, precision: str | None, repeats: int = 100
+                                    ) -> tuple[str, str, float, float]:
+    """(method, env, update ms, action ms) of the net, normaliser and replay in a one-process
+    checkpoint: a trained spiking net fires more than a fresh one, and the kernels' cost follows."""
+    state = load_checkpoint(Path(path))
+    if state.get("world_size") != 1:
+        raise CheckpointError(f"{path}: perf needs a one-process checkpoint (checkpoint.pt), "
+                              f"not one rank of {state.get('world_size')}")
+    method, env_id = state["method"], state["env_id"]
+    spec = get_method(method)
+    env = make_env(env_id)
+    cfg_d = dict(state["config"])
+    if precision is not None:
+        cfg_d["precision"] = precision
+    cfg = TD3Config.from_dict(cfg_d)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    lim = act_limit_of(env)
+    dev = torch.device("cpu")
+    agent = build_agent(spec, env_id, cfg, state["actor_params"], obs_dim, act_dim, lim, dev)
+    td3 = TD3(agent.actor, agent.critic, agent.normalizer, cfg, lim, dev)
+    td3.load_state_dict(state["td3"])
+    agent.normalizer.load_state_dict(state["normalizer"])
+    replay = ReplayBuffer(obs_dim, act_dim, cfg.replay_size, seed=0, device=dev)
+    replay.load_state_dict(state["replay"])
+    x = torch.from_numpy(replay.obs[: 1]).float()
+    upd, act = _time_update_and_action(td3, agent, replay, cfg, dev, x, repeats)
+    return method, env_id, upd, act
 
 
 class _SpsProbe(Callback):
@@ -140,6 +180,14 @@ def run_perf(args: argparse.Namespace) -> int:
         "spiking_kernels": native.status(),
     }
     print("spikerl-bench perf: " + ", ".join(f"{k}={v}" for k, v in header.items()), flush=True)
+    if args.checkpoint:
+        method, env_id, upd, act = checkpoint_update_and_action_ms(args.checkpoint, precision)
+        print(f"checkpoint {args.checkpoint} ({method}, {env_id}): update {upd:.2f} ms (b=100), "
+              f"action {act:.3f} ms (b=1)", flush=True)
+        if args.json:
+            print(json.dumps({**header, "checkpoint": args.checkpoint, "method": method, "env": env_id,
+                              "update_ms": upd, "action_ms": act}))
+        return 0
     raw = raw_env_sps(args.env)
     print(f"raw env: {raw:,.0f} steps/s (random actions, same process)", flush=True)
     rows = []

@@ -166,9 +166,16 @@ def usable(*tensors: torch.Tensor) -> bool:
     for t in tensors:
         if t.dtype != torch.float32 or t.device.type != "cpu":
             return False
-    if torch.is_autocast_enabled("cpu"):
+    if _cpu_autocast():
         return False
     return library() is not None
+
+
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4 has no device argument
+        return torch.is_autocast_cpu_enabled()
 
 
 def _ptr(t: torch.Tensor) -> int:

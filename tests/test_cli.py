@@ -95,3 +95,19 @@ def test_methods_lists_every_recipe(capsys):
     out = capsys.readouterr().out
     for name in ("spikerl", "popsan", "dsrl", "mlp"):
         assert f"{name}:" in out
+
+
+def test_perf_times_a_trained_checkpoint_and_rejects_bad_ones(capsys, tmp_path):
+    run = tmp_path / "run"
+    code = main(["run", "--methods", "popsan", "--total-steps", "400", "--set", "start_steps=200",
+                 "--set", "update_after=200", "--set", "eval_every=400", "--set", "eval_episodes=1",
+                 "--set", "checkpoint_every=400", "--set", "max_ep_len=100", "--out", str(run), "--plain"])
+    assert code == 0
+    ckpt = run / "popsan" / "HalfCheetah-v4" / "seed0" / "checkpoint.pt"
+    capsys.readouterr()
+    assert main(["perf", "--checkpoint", str(ckpt), "--json"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["method"] == "popsan" and line["update_ms"] > 0 and line["action_ms"] > 0
+    assert line["spiking_kernels"]  # which path ran is recorded
+    code, err = run_cli(capsys, "perf", "--checkpoint", str(tmp_path / "none.pt"))
+    assert code == 2 and len(err) == 1 and "no checkpoint" in err[0]
