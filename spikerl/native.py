@@ -3,8 +3,11 @@
 At batch 100 on a CPU, PyTorch spends more time dispatching the LIF recurrence's tiny
 elementwise ops than computing them, and a dense matmul over 0/1 spikes wastes most of its
 multiply-adds. `csrc/spike_kernels.c` does both jobs in a few plain loops:
-- `spike_matmul`: W·x + b for a 0/1 input as a sum of weight columns (cost ∝ active inputs);
-- `popsan_lif_forward` / `popsan_lif_backward`: the whole PopSAN recurrence over T and its BPTT.
+- `spike_matmul`: W·x + b for a 0/1 input as a sum of weight columns (cost ∝ min(d, 1 − d) at
+  spike density d), and `spike_matmul_grad_weight`, its weight gradient from the same lists;
+- `linear_rows`: plain dot products for the few rows of acting at batch 1;
+- `popsan_lif_forward` / `popsan_lif_backward`: the whole PopSAN recurrence over T and its BPTT;
+- `regular_spikes`: PopSAN's deterministic encoder.
 
 Building needs a C compiler (`$CC`, else `cc`/`gcc`/`clang`). The library is cached under
 `$SPIKERL_CACHE_DIR` (default `~/.cache/spikerl-bench`), keyed by the source, the compiler and
