@@ -242,6 +242,27 @@ def state_precision(i: torch.Tensor) -> torch.Tensor:
     return i.float() if i.dtype in (torch.bfloat16, torch.float16) else i
 
 
+def _native_layer_forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, record: bool
+                          ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, native.SpikeIndex | None]:
+    """(o, v if record, x as [T·B, K], its spike lists) for spikes x [T, B, K] on the native kernels."""
+    T, B, K = x.shape
+    x2 = x.reshape(T * B, K).contiguous()
+    i, index = native.spike_linear(x2, w, b)
+    o, v = native.popsan_lif_forward(i.view(T, B, -1), record=record)
+    return o, v, x2, index
+
+
+def _native_layer_backward(ctx, grad_o: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                                 torch.Tensor | None]:
+    """(dL/dI [T, B, N], dL/dW, dL/db) from what `_native_layer_forward` saved in ctx."""
+    x2, w, v, o = ctx.saved_tensors[:4]
+    g = native.popsan_lif_backward(v, o, grad_o)
+    g2 = g.view(x2.shape[0], -1)
+    gw = native.linear_grad_weight(g2, x2, ctx.index) if ctx.needs_input_grad[1] else None
+    gb = g2.sum(0) if ctx.needs_input_grad[2] else None
+    return g, gw, gb
+
+
 class _NativePopSANLayer(torch.autograd.Function):
     """Synapse + PopSAN LIF on the native CPU kernels (`spikerl.native`), fp32 only.
 
@@ -253,20 +274,15 @@ class _NativePopSANLayer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        T, B, K = x.shape
-        x2 = x.reshape(T * B, K).contiguous()
-        i, ctx.index = native.spike_linear(x2, w, b)
-        o, v = native.popsan_lif_forward(i.view(T, B, -1), record=True)
+        o, v, x2, ctx.index = _native_layer_forward(x, w, b, record=True)
         ctx.save_for_backward(x2, w, v, o)
         return o
 
     @staticmethod
     def backward(ctx, grad_o: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        x2, w, v, o = ctx.saved_tensors
-        g = native.popsan_lif_backward(v, o, grad_o).view(x2.shape[0], -1)
-        gx = (g @ w).view(*v.shape[:2], -1) if ctx.needs_input_grad[0] else None
-        gw = native.linear_grad_weight(g, x2, ctx.index) if ctx.needs_input_grad[1] else None
-        gb = g.sum(0) if ctx.needs_input_grad[2] else None
+        g, gw, gb = _native_layer_backward(ctx, grad_o)
+        w = ctx.saved_tensors[1]
+        gx = (g.view(-1, g.shape[-1]) @ w).view(*g.shape[:2], -1) if ctx.needs_input_grad[0] else None
         return gx, gw, gb
 
 
@@ -282,22 +298,16 @@ class _NativeEncodedPopSANLayer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a: torch.Tensor, w: torch.Tensor, b: torch.Tensor, s: torch.Tensor,  # type: ignore[override]
                 gains: torch.Tensor) -> torch.Tensor:
-        T, B, K = s.shape
-        s2 = s.reshape(T * B, K).contiguous()
-        i, ctx.index = native.spike_linear(s2, w, b)
-        o, v = native.popsan_lif_forward(i.view(T, B, -1), record=True)
+        o, v, s2, ctx.index = _native_layer_forward(s, w, b, record=True)
         ctx.save_for_backward(s2, w, v, o, gains)
         return o
 
     @staticmethod
     def backward(ctx, grad_o: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        s2, w, v, o, gains = ctx.saved_tensors
-        g = native.popsan_lif_backward(v, o, grad_o)
-        T = g.shape[0]
-        g2 = g.view(s2.shape[0], -1)
-        ga = (gains @ g.view(T, -1)).view(g.shape[1], -1) @ w if ctx.needs_input_grad[0] else None
-        gw = native.linear_grad_weight(g2, s2, ctx.index) if ctx.needs_input_grad[1] else None
-        gb = g2.sum(0) if ctx.needs_input_grad[2] else None
+        g, gw, gb = _native_layer_backward(ctx, grad_o)
+        w, gains = ctx.saved_tensors[1], ctx.saved_tensors[4]
+        T, B = g.shape[:2]
+        ga = (gains @ g.view(T, -1)).view(B, -1) @ w if ctx.needs_input_grad[0] else None
         return ga, gw, gb, None, None
 
 
@@ -313,9 +323,7 @@ def native_popsan_layer(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> to
     """PopSAN spikes [T, B, N] of fc(x) on the native kernels; callers check `native.usable` first."""
     if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or b.requires_grad):
         return _NativePopSANLayer.apply(x, w, b)
-    T, B, K = x.shape
-    i = native.spike_linear(x.reshape(T * B, K), w, b)[0]
-    return native.popsan_lif_forward(i.view(T, B, -1), record=False)[0]
+    return _native_layer_forward(x, w, b, record=False)[0]
 
 
 class PopSANLIFLayer(nn.Module):

@@ -96,6 +96,20 @@ static void store_chunk(float* dst, const float* src, int64_t width) {
     memcpy(dst, src, (size_t)width * sizeof(float));
 }
 
+#if defined(__AVX2__)
+/* acc += the slab rows listed in ir[from .. to) (one row's tail in spike_matmul) */
+static inline void add_listed(const float* slab, const int32_t* ir, int32_t from, int32_t to, __m256* lo, __m256* hi) {
+    __m256 a = *lo, b = *hi;
+    for (int32_t p = from; p < to; p++) {
+        const float* w = slab + (int64_t)ir[p] * CHUNK;
+        a = _mm256_add_ps(a, _mm256_loadu_ps(w));
+        b = _mm256_add_ps(b, _mm256_loadu_ps(w + 8));
+    }
+    *lo = a;
+    *hi = b;
+}
+#endif
+
 /* out[r, n] = b[n] + sum over listed k of w[n, k], for the lists of spike_index.
  * A 0/1 input makes W·x a sum of weight columns: with spikes at density d this does d·K adds per
  * output instead of K multiply-adds. Four rows share each slab pass to keep eight independent
@@ -132,26 +146,10 @@ void spike_matmul(const int32_t* idx, const int32_t* cnt, const float* packed, c
                 a30 = _mm256_add_ps(a30, _mm256_loadu_ps(w3));
                 a31 = _mm256_add_ps(a31, _mm256_loadu_ps(w3 + 8));
             }
-            for (int32_t p = q; p < m0; p++) {
-                const float* w = slab + (int64_t)i0[p] * CHUNK;
-                a00 = _mm256_add_ps(a00, _mm256_loadu_ps(w));
-                a01 = _mm256_add_ps(a01, _mm256_loadu_ps(w + 8));
-            }
-            for (int32_t p = q; p < m1; p++) {
-                const float* w = slab + (int64_t)i1[p] * CHUNK;
-                a10 = _mm256_add_ps(a10, _mm256_loadu_ps(w));
-                a11 = _mm256_add_ps(a11, _mm256_loadu_ps(w + 8));
-            }
-            for (int32_t p = q; p < m2; p++) {
-                const float* w = slab + (int64_t)i2[p] * CHUNK;
-                a20 = _mm256_add_ps(a20, _mm256_loadu_ps(w));
-                a21 = _mm256_add_ps(a21, _mm256_loadu_ps(w + 8));
-            }
-            for (int32_t p = q; p < m3; p++) {
-                const float* w = slab + (int64_t)i3[p] * CHUNK;
-                a30 = _mm256_add_ps(a30, _mm256_loadu_ps(w));
-                a31 = _mm256_add_ps(a31, _mm256_loadu_ps(w + 8));
-            }
+            add_listed(slab, i0, q, m0, &a00, &a01);  /* what is left of each row's list */
+            add_listed(slab, i1, q, m1, &a10, &a11);
+            add_listed(slab, i2, q, m2, &a20, &a21);
+            add_listed(slab, i3, q, m3, &a30, &a31);
             if (width == CHUNK) {
                 float* o0 = out + r * N + n0;
                 _mm256_storeu_ps(o0, a00); _mm256_storeu_ps(o0 + 8, a01); o0 += N;
