@@ -29,19 +29,21 @@ class TwinCritic(nn.Module):
         """Q values of every critic, shape [n_critics, B]."""
         x = torch.cat([obs, act], dim=-1)
         h = x.unsqueeze(0).expand(self.n_critics, *x.shape)
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(b, h, w)
-            if i < last:
-                h = torch.relu(h)
-        return h.squeeze(-1)
+        *hidden, (w, b) = zip(self.weights, self.biases)  # (slicing a ParameterList builds a new module)
+        for wh, bh in hidden:
+            h = torch.relu(torch.baddbmm(bh, h, wh))
+        # The 1-wide output layer as multiply-and-sum: a batched matmul with one output column runs
+        # at ~1 GFLOP/s in MKL (68 µs forward, 140 µs backward at batch 100), this at memory speed.
+        if w.shape[-1] == 1:
+            return (h * w.transpose(1, 2)).sum(-1) + b.view(self.n_critics, 1)
+        return torch.baddbmm(b, h, w).squeeze(-1)
 
     def q1(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """Q1 alone (the actor's objective), shape [B]."""
         h = torch.cat([obs, act], dim=-1)
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.addmm(b[0], h, w[0])
-            if i < last:
-                h = torch.relu(h)
-        return h.squeeze(-1)
+        *hidden, (w, b) = zip(self.weights, self.biases)
+        for wh, bh in hidden:
+            h = torch.relu(torch.addmm(bh[0], h, wh[0]))
+        if w.shape[-1] == 1:
+            return (h * w[0, :, 0]).sum(-1) + b[0, 0]
+        return torch.addmm(b[0], h, w[0]).squeeze(-1)

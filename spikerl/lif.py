@@ -247,7 +247,7 @@ def _native_layer_forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, rec
     """(o, v if record, x as [T·B, K], its spike lists) for spikes x [T, B, K] on the native kernels."""
     T, B, K = x.shape
     x2 = x.reshape(T * B, K).contiguous()
-    i, index = native.spike_linear(x2, w, b)
+    i, index = native.spike_linear(x2, w, b, step=B)
     o, v = native.popsan_lif_forward(i.view(T, B, -1), record=record)
     return o, v, x2, index
 
@@ -266,10 +266,11 @@ def _native_layer_backward(ctx, grad_o: torch.Tensor) -> tuple[torch.Tensor, tor
 class _NativePopSANLayer(torch.autograd.Function):
     """Synapse + PopSAN LIF on the native CPU kernels (`spikerl.native`), fp32 only.
 
-    Forward: currents W·x_t + b for all T·B rows at once (a column sum over the active inputs
-    when x is sparse 0/1 spikes, BLAS otherwise), then the recurrence in one kernel call.
-    Backward: the BPTT kernel gives dL/dI; dW = dIᵀ·x sums dI rows into the active inputs' columns
-    (BLAS when the forward was dense); db = Σ dI and dx = dI·W are BLAS calls.
+    Forward: currents W·x_t + b for all T·B rows at once (for 0/1 spikes a column sum over each
+    row's shortest list: its active inputs, its silent ones, or those that changed since step
+    t − 1; BLAS when every list is long), then the recurrence in one kernel call.
+    Backward: the BPTT kernel gives dL/dI; dW = dIᵀ·x sums dI rows into the listed columns (BLAS
+    when the lists are long); db = Σ dI and dx = dI·W are BLAS calls.
     """
 
     @staticmethod

@@ -269,8 +269,8 @@ def train(spec: MethodSpec, env_id: str, seed: int, config: TD3Config,
             if t % cfg.obs_norm_every == 0:
                 merge_pending_obs()
             if t % cfg.update_every == 0 and gstep() >= cfg.update_after:
-                for _ in range(n_updates):
-                    td3.update(replay.sample(cfg.batch_size))
+                # the buffer does not change during a burst, so all its batches can be drawn first
+                td3.update_many([replay.sample(cfg.batch_size) for _ in range(n_updates)])
             step = gstep()
             if step >= next_log:
                 now = time.perf_counter()

@@ -3,8 +3,10 @@
 At batch 100 on a CPU, PyTorch spends more time dispatching the LIF recurrence's tiny
 elementwise ops than computing them, and a dense matmul over 0/1 spikes wastes most of its
 multiply-adds. `csrc/spike_kernels.c` does both jobs in a few plain loops:
-- `spike_matmul`: W·x + b for a 0/1 input as a sum of weight columns (cost ∝ min(d, 1 − d) at
-  spike density d), and `spike_matmul_grad_weight`, its weight gradient from the same lists;
+- `spike_lists` + `spike_matmul`: W·x + b for a 0/1 input as a sum of weight columns, each row
+  from the shortest of its active inputs, its silent ones, or what changed since the previous
+  timestep (cost ∝ that share, ≤ min(d, 1 − d) at spike density d), and
+  `spike_matmul_grad_weight`, its weight gradient from the same lists;
 - `linear_rows`: plain dot products for the few rows of acting at batch 1;
 - `popsan_lif_forward` / `popsan_lif_backward`: the whole PopSAN recurrence over T and its BPTT;
 - `regular_spikes`: PopSAN's deterministic encoder.
@@ -107,15 +109,17 @@ def _build(cc: str) -> Path:
 
 def _declare(lib: ctypes.CDLL) -> None:
     p, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.spike_index.argtypes, lib.spike_index.restype = [p, i64, i64, p, p, ctypes.c_int32], i64
+    lib.spike_lists.argtypes, lib.spike_lists.restype = [p, i64, i64, i64, p, p, p, p, p], i64
     lib.pack_weight.argtypes, lib.pack_weight.restype = [p, p, i64, i64, ctypes.c_float], None
-    lib.spike_matmul.argtypes, lib.spike_matmul.restype = [p, p, p, p, p, i64, i64, i64], None
-    lib.spike_matmul_grad_weight.argtypes = [p, p, p, p, p, i64, i64, i64]
+    lib.spike_matmul.argtypes, lib.spike_matmul.restype = [p, p, p, p, p, p, p, p, i64, i64, i64, i64], None
+    lib.spike_matmul_grad_weight.argtypes = [p, p, p, p, p, p, p, i64, i64, i64, i64]
     lib.spike_matmul_grad_weight.restype = None
     lib.linear_rows.argtypes, lib.linear_rows.restype = [p, p, p, p, i64, i64, i64], None
     lib.regular_spikes.argtypes, lib.regular_spikes.restype = [p, p, i64, i64], None
     lib.popsan_lif_forward.argtypes, lib.popsan_lif_forward.restype = [p, p, p, i64, i64], None
     lib.popsan_lif_backward.argtypes, lib.popsan_lif_backward.restype = [p, p, p, p, i64, i64], None
+    lib.popsan_act.argtypes = [p, i64, i64, i64, i64, p, p, i64, p, p, p, p, p, ctypes.c_float, p, p]
+    lib.popsan_act.restype = None
 
 
 def library() -> ctypes.CDLL | None:
@@ -185,32 +189,48 @@ def _ptr(t: torch.Tensor) -> int:
     return t.data_ptr()
 
 
-class SpikeIndex:
-    """Per-row input lists of a 0/1 matrix x [R, K] (spike_kernels.c: spike_index).
+MAX_LISTED_INPUTS = 4096
+"""spike_lists' row masks live on the stack: wider inputs are multiplied densely."""
 
-    Lists the active inputs, or the silent ones when more than half are active (`complement`):
-    W·x = W·1 − W·(1 − x), so the work is proportional to min(d, 1 − d) at spike density d.
-    `binary` is False when x holds anything but 0 and 1 (nothing is listed then).
+LIST_ACTIVE, LIST_SILENT, LIST_CHANGED = 0, 1, 2
+"""How a row is listed (spike_kernels.c): its active inputs, its silent ones (W·x = W·1 − W·(1 − x)),
+or what changed since the same sample's row one timestep earlier (W·x_t = W·x_{t−1} + W·(x_t − x_{t−1}))."""
+
+
+class SpikeIndex:
+    """Per-row input lists of a 0/1 matrix x [R, K] (spike_kernels.c: spike_lists).
+
+    Each row lists whichever is shortest: its active inputs, its silent ones, or (for rows r >=
+    `step`, the rows per timestep) the inputs that switched on or off since row r − step. A
+    spiking layer's inputs mostly repeat from one timestep to the next, so in training the third
+    list is often half as long as the other two. `binary` is False when x holds anything but 0
+    and 1 (nothing is listed then).
     """
 
-    __slots__ = ("idx", "cnt", "listed", "rows", "cols", "binary", "complement")
+    __slots__ = ("idx", "cnt", "mode", "order", "listed", "rows", "cols", "step", "binary")
 
-    def __init__(self, x: torch.Tensor):
+    def __init__(self, x: torch.Tensor, step: int = 0):
         lib = library()
         assert lib is not None and x.is_contiguous() and x.dim() == 2
         self.rows, self.cols = x.shape
+        self.step = int(step) if 0 < step < self.rows else 0
+        self.binary = self.cols <= MAX_LISTED_INPUTS
+        self.listed = 0
+        if not self.binary:
+            return
+        bits = torch.empty(self.rows * ((self.cols + 63) // 64), dtype=torch.int64)
         self.idx = torch.empty(x.numel() + 8, dtype=torch.int32)  # the kernel stores 8 at a time
-        self.cnt = torch.empty(self.rows, dtype=torch.int32)
-        listed = int(lib.spike_index(_ptr(x), self.rows, self.cols, _ptr(self.idx), _ptr(self.cnt), 1))
-        self.binary, self.complement = listed >= 0, False
-        if self.binary and 2 * listed > x.numel():
-            listed = int(lib.spike_index(_ptr(x), self.rows, self.cols, _ptr(self.idx), _ptr(self.cnt), 0))
-            self.complement = True
+        self.cnt = torch.empty(2 * self.rows, dtype=torch.int32)
+        self.mode = torch.empty(self.rows, dtype=torch.int8)
+        self.order = torch.empty(self.rows, dtype=torch.int32)
+        listed = int(lib.spike_lists(_ptr(x), self.rows, self.cols, self.step, _ptr(bits), _ptr(self.idx),
+                                     _ptr(self.cnt), _ptr(self.mode), _ptr(self.order)))
+        self.binary = listed >= 0
         self.listed = max(listed, 0)
 
     @property
     def work(self) -> float:
-        """Listed entries per matrix entry: min(d, 1 − d) for spike density d."""
+        """Listed entries per matrix entry (at most min(d, 1 − d) for spike density d)."""
         return self.listed / max(1, self.rows * self.cols)
 
 
@@ -229,29 +249,31 @@ def packed_weight(w: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     return packed
 
 
-def spike_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, SpikeIndex | None]:
+def spike_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, step: int = 0
+                 ) -> tuple[torch.Tensor, SpikeIndex | None]:
     """x [R, K] (0/1) → (x·wᵀ + b [R, N], the input lists or None).
 
-    The column-sum kernel runs on 0/1 spikes unless more than DENSE_ABOVE of the entries would be
-    listed; BLAS runs otherwise (None is returned then, and `linear_grad_weight` is dense too)."""
+    `step` is the number of rows per timestep when x stacks T timesteps ([T·B, K], t-major): row r
+    may then be computed from row r − step plus what changed. The column-sum kernel runs on 0/1
+    spikes unless more than DENSE_ABOVE of the entries would be listed; BLAS runs otherwise (None
+    is returned then, and `linear_grad_weight` is dense too)."""
     lib = library()
     assert lib is not None
     x = x.contiguous()
     if x.shape[0] < SPARSE_MIN_ROWS:
         out = torch.empty(x.shape[0], w.shape[0], dtype=torch.float32)
-        lib.linear_rows(_ptr(x), _ptr(w.detach().contiguous()), _ptr(b.detach().contiguous()), _ptr(out),
-                        x.shape[0], x.shape[1], w.shape[0])
+        wc, bc = w.detach().contiguous(), b.detach().contiguous()  # named: a temporary copy would be freed early
+        lib.linear_rows(_ptr(x), _ptr(wc), _ptr(bc), _ptr(out), x.shape[0], x.shape[1], w.shape[0])
         return out, None
-    index = SpikeIndex(x)
+    index = SpikeIndex(x, step)
     if not index.binary or index.work > DENSE_ABOVE:
         return torch.addmm(b, x, w.t()), None
-    if index.complement:  # b + W·1 − Σ over silent inputs
-        slabs, bias = packed_weight(w, -1.0), b.detach() + w.detach().sum(1)
-    else:
-        slabs, bias = packed_weight(w), b.detach().contiguous()
+    wd, bd = w.detach(), b.detach().contiguous()
+    bias_all = bd + wd.sum(1)  # b + W·1, where silent-listed rows start
+    slabs = packed_weight(wd)  # held in a name: a temporary would be freed before the kernel reads it
     out = torch.empty(x.shape[0], w.shape[0], dtype=torch.float32)
-    lib.spike_matmul(_ptr(index.idx), _ptr(index.cnt), _ptr(slabs), _ptr(bias), _ptr(out), index.rows, index.cols,
-                     w.shape[0])
+    lib.spike_matmul(_ptr(index.idx), _ptr(index.cnt), _ptr(index.mode), _ptr(index.order), _ptr(slabs),
+                     _ptr(bd), _ptr(bias_all), _ptr(out), index.rows, index.cols, w.shape[0], index.step)
     return out, index
 
 
@@ -265,10 +287,10 @@ def linear_grad_weight(g: torch.Tensor, x: torch.Tensor, index: SpikeIndex | Non
     g = g.contiguous()
     n, k = g.shape[1], index.cols
     gw = torch.empty(n, k, dtype=torch.float32)
+    h = torch.empty_like(g)
     scratch = torch.empty(k * CHUNK, dtype=torch.float32)
-    lib.spike_matmul_grad_weight(_ptr(index.idx), _ptr(index.cnt), _ptr(g), _ptr(gw), _ptr(scratch), index.rows, k, n)
-    if index.complement:  # gᵀ·x = gᵀ·1 − gᵀ·(1 − x)
-        torch.sub(g.sum(0).unsqueeze(1), gw, out=gw)
+    lib.spike_matmul_grad_weight(_ptr(index.idx), _ptr(index.cnt), _ptr(index.mode), _ptr(g), _ptr(h), _ptr(gw),
+                                 _ptr(scratch), index.rows, k, n, index.step)
     return gw
 
 
@@ -300,3 +322,30 @@ def popsan_lif_backward(v: torch.Tensor, o: torch.Tensor, grad_o: torch.Tensor) 
     g = torch.empty_like(v)
     lib.popsan_lif_backward(_ptr(v), _ptr(o), _ptr(grad_o), _ptr(g), v.shape[0], v[0].numel())
     return g
+
+
+def popsan_act(obs: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, weights: list[torch.Tensor],
+               biases: list[torch.Tensor], dec_w: torch.Tensor, dec_b: torch.Tensor, act_limit: float,
+               timesteps: int) -> torch.Tensor:
+    """The whole deterministic-encoding PopSAN actor for a few normalised observations [B, D] in one
+    kernel call (acting at batch 1 is otherwise ~30 small torch ops and kernel calls, each
+    costing more in dispatch than in arithmetic). No gradient. Action [B, A]."""
+    lib = library()
+    assert lib is not None
+    keep = [t.detach().contiguous() for t in (obs, mean, std, dec_w, dec_b, *weights, *biases)]
+    obs_c, mean_c, std_c, dw, db = keep[:5]
+    ws, bs = keep[5:5 + len(weights)], keep[5 + len(weights):]
+    B, D = obs_c.shape
+    P = mean_c.numel() // D
+    sizes = [D * P] + [w.shape[0] for w in ws]
+    A = dw.shape[0]
+    widest = max(sizes[1:])
+    scratch = torch.empty(timesteps * (max(sizes[0], widest) + 2 * widest) + sizes[0], dtype=torch.float32)
+    out = torch.empty(B, A, dtype=torch.float32)
+    n = len(ws)
+    c_sizes = (ctypes.c_int64 * (n + 1))(*sizes)
+    c_w = (ctypes.c_void_p * n)(*[_ptr(w) for w in ws])
+    c_b = (ctypes.c_void_p * n)(*[_ptr(b) for b in bs])
+    lib.popsan_act(_ptr(obs_c), B, D, P, timesteps, _ptr(mean_c), _ptr(std_c), n, c_sizes, c_w, c_b, _ptr(dw),
+                   _ptr(db), act_limit, _ptr(scratch), _ptr(out))
+    return out

@@ -35,7 +35,13 @@ class PopSpikingActor(nn.Module):
 
     def forward(self, obs_norm: torch.Tensor) -> torch.Tensor:
         """Normalised obs [B, obs_dim] → action [B, act_dim] in [−act_limit, act_limit]."""
-        first = self.layers[0]
+        first, *rest = self.layers  # (slicing a ModuleList builds a new module on every call)
+        if (obs_norm.shape[0] * self.timesteps < native.SPARSE_MIN_ROWS and not torch.is_grad_enabled()
+                and self.encoder.encoding is Encoding.DETERMINISTIC and native.usable(obs_norm, first.fc.weight)):
+            # acting: the whole net in one kernel call
+            return native.popsan_act(obs_norm, self.encoder.mean, self.encoder.std, [m.fc.weight for m in self.layers],
+                                     [m.fc.bias for m in self.layers], self.decoder.weight, self.decoder.bias,
+                                     self.act_limit, self.timesteps)
         if native.usable(obs_norm, first.fc.weight):
             # the encoder's gradient is folded into the first layer (one matmul, not T)
             a = self.encoder.stimulation(obs_norm)
@@ -44,6 +50,6 @@ class PopSpikingActor(nn.Module):
                                             first.fc.bias)
         else:
             o = first(self.encoder(obs_norm))
-        for layer in self.layers[1:]:
+        for layer in rest:
             o = layer(o)
         return self.decoder(o)

@@ -74,13 +74,39 @@ class TD3:
         self.last_losses: dict[str, torch.Tensor] = {}
 
     def update(self, batch: ReplayBatch) -> None:
-        cfg, lim = self.cfg, self.act_limit
-        obs = self.normalizer(batch.obs)
-        next_obs = self.normalizer(batch.next_obs)
+        """One TD3 update: a critic step, then (every policy_delay-th update) an actor step and polyak."""
+        self.update_many([batch])
 
-        y = self.target(batch.rew, next_obs, batch.terminated)
-        with autocast(cfg.precision, self.device):
-            q = self.critic(obs, batch.act).float()
+    def update_many(self, batches: Sequence[ReplayBatch]) -> None:
+        """len(batches) consecutive updates, the same as calling `update` on each in turn.
+
+        The target nets change only after an actor step, so the updates up to and including the
+        next actor step bootstrap from the same target nets: their targets are computed in one
+        pass over all their batches (one spiking forward over 2·B samples instead of two over B).
+        Each batch draws its own target-policy noise in turn, as one-at-a-time updates do, so with
+        deterministic spike encoding the result is the same to the bit; Poisson encoding draws the
+        target actor's spikes for the group at once, which orders the RNG stream differently.
+        """
+        i, delay = 0, self.cfg.policy_delay
+        while i < len(batches):
+            group = batches[i:i + delay - self.updates % delay]  # the updates until the next actor step
+            obs = [self.normalizer(b.obs) for b in group]
+            if len(group) == 1:
+                ys = [self.target(group[0].rew, self.normalizer(group[0].next_obs), group[0].terminated)]
+            else:
+                cat = lambda name: torch.cat([getattr(b, name) for b in group])  # noqa: E731
+                y = self.target(cat("rew"), self.normalizer(cat("next_obs")), cat("terminated"),
+                                noise_chunks=len(group))
+                ys = list(y.chunk(len(group)))
+            for b, o, y in zip(group, obs, ys):
+                self._critic_step(o, b.act, y)
+                if self.updates % delay == 0:
+                    self._actor_step(o)
+            i += len(group)
+
+    def _critic_step(self, obs: torch.Tensor, act: torch.Tensor, y: torch.Tensor) -> None:
+        with autocast(self.cfg.precision, self.device):
+            q = self.critic(obs, act).float()
         loss_q = F.mse_loss(q[0], y) + F.mse_loss(q[1], y)
         for p in self.critic_params:  # zero_grad(set_to_none=True) without its Python overhead
             p.grad = None
@@ -90,28 +116,36 @@ class TD3:
         self.last_losses["loss_q"] = loss_q.detach()
         self.updates += 1
 
-        # --- delayed actor: maximise Q1(s, μ(s)); gradients only into the actor
-        if self.updates % cfg.policy_delay == 0:
-            with autocast(cfg.precision, self.device):
-                loss_pi = -self.critic.q1(obs, self.actor(obs)).float().mean()
-            grads = torch.autograd.grad(loss_pi, self.actor_params)
-            for p, g in zip(self.actor_params, grads):
-                p.grad = g
-            self._sync(self.actor_params)
-            adam_step(self.actor_opt)
-            self.last_losses["loss_pi"] = loss_pi.detach()
-            with torch.no_grad():
-                polyak_(self.actor_target, self.actor, cfg.tau)
-                polyak_(self.critic_target, self.critic, cfg.tau)
+    def _actor_step(self, obs: torch.Tensor) -> None:
+        """Delayed actor step: maximise Q1(s, μ(s)), gradients only into the actor; then polyak."""
+        cfg = self.cfg
+        with autocast(cfg.precision, self.device):
+            loss_pi = -self.critic.q1(obs, self.actor(obs)).float().mean()
+        grads = torch.autograd.grad(loss_pi, self.actor_params)
+        for p, g in zip(self.actor_params, grads):
+            p.grad = g
+        self._sync(self.actor_params)
+        adam_step(self.actor_opt)
+        self.last_losses["loss_pi"] = loss_pi.detach()
+        with torch.no_grad():
+            polyak_(self.actor_target, self.actor, cfg.tau)
+            polyak_(self.critic_target, self.critic, cfg.tau)
 
     @torch.no_grad()
-    def target(self, rew: torch.Tensor, next_obs: torch.Tensor, terminated: torch.Tensor) -> torch.Tensor:
-        """y = r + γ (1 − terminated) min_i Q'_i(s', clip(μ'(s') + clip(ε, ±c), ±a_max)), ε ~ N(0, σ²) per element."""
+    def target(self, rew: torch.Tensor, next_obs: torch.Tensor, terminated: torch.Tensor,
+               noise_chunks: int = 1) -> torch.Tensor:
+        """y = r + γ (1 − terminated) min_i Q'_i(s', clip(μ'(s') + clip(ε, ±c), ±a_max)), ε ~ N(0, σ²) per element.
+
+        `noise_chunks` > 1: the rows are that many batches stacked, and ε is drawn batch by batch
+        (the same draws as separate calls)."""
         cfg, lim = self.cfg, self.act_limit
         with autocast(cfg.precision, self.device):
             next_act = self.actor_target(next_obs).float()
-            eps = torch.randn_like(next_act).mul_(cfg.target_noise * lim)
-            eps.clamp_(-cfg.noise_clip * lim, cfg.noise_clip * lim)
+            if noise_chunks == 1:
+                eps = torch.randn_like(next_act)
+            else:
+                eps = torch.cat([torch.randn_like(a) for a in next_act.chunk(noise_chunks)])
+            eps.mul_(cfg.target_noise * lim).clamp_(-cfg.noise_clip * lim, cfg.noise_clip * lim)
             next_act = (next_act + eps).clamp_(-lim, lim)
             q_next = self.critic_target(next_obs, next_act).float().min(dim=0).values
         return rew + cfg.gamma * (1.0 - terminated) * q_next

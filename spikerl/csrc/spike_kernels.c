@@ -32,44 +32,119 @@ static void compact_lut_init(void) {
 }
 #endif
 
-/* Lists, for each row of a spike matrix x [R, K], the inputs equal to `value` (1: the active ones,
- * 0: the silent ones): idx[r*K + q], q < cnt[r], in increasing k. idx must have room for R*K + 8
- * entries. Returns the number listed, or -1 if some entry is neither 0 nor 1 (the caller then
- * multiplies densely). */
-int64_t spike_index(const float* restrict x, int64_t R, int64_t K, int32_t* restrict idx, int32_t* restrict cnt,
-                    int32_t value) {
-    int64_t total = 0;
-    int other = 0;
-    const float want = value ? 1.0f : 0.0f;
+/* How one row r of a spike matrix x [R, K] is listed (mode[r]); every row lists the fewest inputs:
+ *   LIST_ACTIVE:  W·x_r = Σ over active k of W_k                          (d·K entries at density d)
+ *   LIST_SILENT:  W·x_r = W·1 − Σ over silent k of W_k                    ((1 − d)·K entries)
+ *   LIST_CHANGED: W·x_r = W·x_{r−step} + Σ over k that turned on of W_k − Σ over k that turned off
+ *                 (rows of the same sample one timestep earlier: a spiking layer's inputs mostly
+ *                 repeat from one step to the next, so this list is often the shortest of the three).
+ * Each row's list holds its "plus" entries, then its "minus" entries: cnt[2r] and cnt[2r + 1]. */
+enum { LIST_ACTIVE = 0, LIST_SILENT = 1, LIST_CHANGED = 2 };
+
 #if defined(__AVX2__)
-    if (!compact_lut_ready) compact_lut_init();
-    const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f), wanted = _mm256_set1_ps(want);
+/* the positions of the set bits of a K-bit row mask, in increasing order, 8 at a time through the LUT */
+static int32_t emit_bits(const uint64_t* words, int64_t nwords, int32_t* out) {
+    int32_t m = 0;
+    for (int64_t w = 0; w < nwords; w++) {
+        uint64_t bits = words[w];
+        for (int byte = 0; bits && byte < 8; byte++, bits >>= 8) {
+            unsigned hit = (unsigned)(bits & 0xff);
+            __m256i pos = _mm256_loadu_si256((const __m256i*)compact_lut[hit]);
+            _mm256_storeu_si256((__m256i*)(out + m), _mm256_add_epi32(pos, _mm256_set1_epi32((int32_t)(w * 64 + byte * 8))));
+            m += __builtin_popcount(hit);
+        }
+    }
+    return m;
+}
+#else
+static int32_t emit_bits(const uint64_t* words, int64_t nwords, int32_t* out) {
+    int32_t m = 0;
+    for (int64_t w = 0; w < nwords; w++)
+        for (uint64_t bits = words[w]; bits; bits &= bits - 1) out[m++] = (int32_t)(w * 64 + __builtin_ctzll(bits));
+    return m;
+}
 #endif
+
+/* Lists the rows of x [R, K] for spike_matmul: mode[r], cnt[2r], cnt[2r + 1], and the entries at
+ * idx[r*K ...] (room for R*K + 8 entries: the LUT stores 8 at a time). Rows r >= step may list
+ * what changed since row r − step (step = rows per timestep, or 0 for none). K <= 4096.
+ * bits is scratch for R * ceil(K/64) words.
+ * order receives the rows in the order spike_matmul should compute them: timestep by timestep
+ * (a changed-list row needs its predecessor), and within a timestep grouped by mode, so that
+ * the four rows computed together have lists of the same kind.
+ * Returns the number of entries listed, or -1 if some entry is neither 0 nor 1 (the caller then
+ * multiplies densely; nothing else is written). */
+int64_t spike_lists(const float* restrict x, int64_t R, int64_t K, int64_t step, uint64_t* restrict bits,
+                    int32_t* restrict idx, int32_t* restrict cnt, int8_t* restrict mode, int32_t* restrict order) {
+    const int64_t nw = (K + 63) / 64;
+    int other = 0;
     for (int64_t r = 0; r < R; r++) {
         const float* xr = x + r * K;
-        int32_t* ir = idx + r * K;
-        int32_t m = 0, k = 0;
+        uint64_t* br = bits + r * nw;
+        for (int64_t w = 0; w < nw; w++) br[w] = 0;
+        int64_t k = 0;
 #if defined(__AVX2__)
-        for (; k + 8 <= (int32_t)K; k += 8) {
+        const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+        for (; k + 8 <= K; k += 8) {
             __m256 xv = _mm256_loadu_ps(xr + k);
             int zeros = _mm256_movemask_ps(_mm256_cmp_ps(xv, zero, _CMP_EQ_OQ));
             int ones = _mm256_movemask_ps(_mm256_cmp_ps(xv, one, _CMP_EQ_OQ));
-            int hit = _mm256_movemask_ps(_mm256_cmp_ps(xv, wanted, _CMP_EQ_OQ));
             other |= ~(zeros | ones) & 0xff;
-            __m256i pos = _mm256_loadu_si256((const __m256i*)compact_lut[hit]);
-            _mm256_storeu_si256((__m256i*)(ir + m), _mm256_add_epi32(pos, _mm256_set1_epi32(k)));
-            m += __builtin_popcount((unsigned)hit);
+            br[k >> 6] |= (uint64_t)ones << (k & 63);
         }
 #endif
-        for (; k < (int32_t)K; k++) {
-            ir[m] = k;
-            m += xr[k] == want;
+        for (; k < K; k++) {
             other |= xr[k] != 0.0f && xr[k] != 1.0f;
+            if (xr[k] == 1.0f) br[k >> 6] |= (uint64_t)1 << (k & 63);
         }
-        cnt[r] = m;
-        total += m;
     }
-    return other ? -1 : total;
+    if (other) return -1;
+#if defined(__AVX2__)
+    if (!compact_lut_ready) compact_lut_init();
+#endif
+    const uint64_t last = (K & 63) ? (((uint64_t)1 << (K & 63)) - 1) : ~(uint64_t)0;
+    uint64_t tmp[2][64]; /* K <= 4096: the caller checks */
+    int64_t total = 0;
+    for (int64_t r = 0; r < R; r++) {
+        const uint64_t* br = bits + r * nw;
+        int32_t active = 0, changed = INT32_MAX;
+        for (int64_t w = 0; w < nw; w++) active += __builtin_popcountll(br[w]);
+        int32_t silent = (int32_t)K - active;
+        if (step > 0 && r >= step) {
+            const uint64_t* bp = br - step * nw;
+            changed = 0;
+            for (int64_t w = 0; w < nw; w++) changed += __builtin_popcountll(br[w] ^ bp[w]);
+        }
+        int32_t* ir = idx + r * K;
+        if (active <= silent && active <= changed) {
+            mode[r] = LIST_ACTIVE;
+            cnt[2 * r] = emit_bits(br, nw, ir);
+            cnt[2 * r + 1] = 0;
+        } else if (changed <= silent) {
+            const uint64_t* bp = br - step * nw;
+            for (int64_t w = 0; w < nw; w++) {
+                tmp[0][w] = br[w] & ~bp[w];
+                tmp[1][w] = bp[w] & ~br[w];
+            }
+            mode[r] = LIST_CHANGED;
+            cnt[2 * r] = emit_bits(tmp[0], nw, ir);
+            cnt[2 * r + 1] = emit_bits(tmp[1], nw, ir + cnt[2 * r]);
+        } else {
+            for (int64_t w = 0; w < nw; w++) tmp[1][w] = ~br[w] & (w == nw - 1 ? last : ~(uint64_t)0);
+            mode[r] = LIST_SILENT;
+            cnt[2 * r] = 0;
+            cnt[2 * r + 1] = emit_bits(tmp[1], nw, ir);
+        }
+        total += cnt[2 * r] + cnt[2 * r + 1];
+    }
+    int64_t block = step > 0 ? step : R, o = 0;
+    for (int64_t r0 = 0; r0 < R; r0 += block) {
+        int64_t r1 = r0 + block < R ? r0 + block : R;
+        for (int m = LIST_ACTIVE; m <= LIST_CHANGED; m++)
+            for (int64_t r = r0; r < r1; r++)
+                if (mode[r] == m) order[o++] = (int32_t)r;
+    }
+    return total;
 }
 
 /* Repacks nn.Linear's weight w [N, K], times `scale` (1 or -1), into slabs
@@ -97,7 +172,7 @@ static void store_chunk(float* dst, const float* src, int64_t width) {
 }
 
 #if defined(__AVX2__)
-/* acc += the slab rows listed in ir[from .. to) (one row's tail in spike_matmul) */
+/* acc ± the slab rows listed in ir[from .. to) (what is left of one row's list in spike_matmul) */
 static inline void add_listed(const float* slab, const int32_t* ir, int32_t from, int32_t to, __m256* lo, __m256* hi) {
     __m256 a = *lo, b = *hi;
     for (int32_t p = from; p < to; p++) {
@@ -108,32 +183,71 @@ static inline void add_listed(const float* slab, const int32_t* ir, int32_t from
     *lo = a;
     *hi = b;
 }
+
+static inline void sub_listed(const float* slab, const int32_t* ir, int32_t from, int32_t to, __m256* lo, __m256* hi) {
+    __m256 a = *lo, b = *hi;
+    for (int32_t p = from; p < to; p++) {
+        const float* w = slab + (int64_t)ir[p] * CHUNK;
+        a = _mm256_sub_ps(a, _mm256_loadu_ps(w));
+        b = _mm256_sub_ps(b, _mm256_loadu_ps(w + 8));
+    }
+    *lo = a;
+    *hi = b;
+}
+
+static inline int32_t min4(int32_t a, int32_t b, int32_t c, int32_t d) {
+    int32_t m = a < b ? a : b;
+    m = m < c ? m : c;
+    return m < d ? m : d;
+}
 #endif
 
-/* out[r, n] = b[n] + sum over listed k of w[n, k], for the lists of spike_index.
- * A 0/1 input makes W·x a sum of weight columns: with spikes at density d this does d·K adds per
- * output instead of K multiply-adds. Four rows share each slab pass to keep eight independent
- * accumulator chains in flight. */
-void spike_matmul(const int32_t* idx, const int32_t* cnt, const float* packed, const float* b, float* out,
-                  int64_t R, int64_t K, int64_t N) {
+/* The starting value of row r's outputs n0 .. n0+width for its list mode (zero past width). */
+static inline const float* row_base(int8_t mode, const float* bias, const float* bias_all, const float* out,
+                                    int64_t r, int64_t step, int64_t N, int64_t n0, int64_t width, float* tmp) {
+    if (mode == LIST_ACTIVE) return bias;
+    if (mode == LIST_SILENT) return bias_all;
+    if (width == CHUNK) return out + (r - step) * N + n0;
+    memset(tmp, 0, CHUNK * sizeof(float));
+    memcpy(tmp, out + (r - step) * N + n0, (size_t)width * sizeof(float));
+    return tmp;
+}
+
+/* out[r, n] = b[n] + Σ_k w[n, k] x[r, k] for a 0/1 x, from spike_lists' lists: each row starts at
+ * b (active list), at b + W·1 = bias_all (silent list) or at out[r − step] (changed list), adds the
+ * weight columns of its plus entries and subtracts those of its minus entries. With spikes at
+ * density d this does about min(d, 1 − d, changed share)·K adds per output instead of K
+ * multiply-adds. Rows are computed in `order`, timestep by timestep (blocks of `step` rows, or all
+ * R when step is 0), four rows of a block at a time per slab pass: that keeps eight independent
+ * accumulator chains in flight, and a changed-list row's predecessor is always finished. */
+void spike_matmul(const int32_t* idx, const int32_t* cnt, const int8_t* mode, const int32_t* order,
+                  const float* packed, const float* b, const float* b_all, float* out,
+                  int64_t R, int64_t K, int64_t N, int64_t step) {
     int64_t chunks = (N + CHUNK - 1) / CHUNK;
     for (int64_t c = 0; c < chunks; c++) {
         const float* slab = packed + c * K * CHUNK;
         int64_t n0 = c * CHUNK, width = N - n0 < CHUNK ? N - n0 : CHUNK;
-        float bias[CHUNK] = {0};
+        float bias[CHUNK] = {0}, bias_all[CHUNK] = {0}, tmp[4][CHUNK];
         memcpy(bias, b + n0, (size_t)width * sizeof(float));
-        int64_t r = 0;
+        memcpy(bias_all, b_all + n0, (size_t)width * sizeof(float));
+        const int64_t block = step > 0 ? step : R;  /* a changed-list row's predecessor is in an earlier block */
+        for (int64_t qb = 0; qb < R; qb += block) {
+        const int64_t qe = qb + block < R ? qb + block : R;
+        int64_t q0 = qb;
 #if defined(__AVX2__)
-        __m256 b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8);
-        float tmp[4][CHUNK];
-        for (; r + 4 <= R; r += 4) {
-            const int32_t *i0 = idx + r * K, *i1 = i0 + K, *i2 = i1 + K, *i3 = i2 + K;
-            int32_t m0 = cnt[r], m1 = cnt[r + 1], m2 = cnt[r + 2], m3 = cnt[r + 3];
-            int32_t both = m0 < m1 ? m0 : m1;
-            both = both < m2 ? both : m2;
-            both = both < m3 ? both : m3;
-            __m256 a00 = b0, a01 = b1, a10 = b0, a11 = b1, a20 = b0, a21 = b1, a30 = b0, a31 = b1;
-            int32_t q = 0;
+        for (; q0 + 4 <= qe; q0 += 4) {
+            const int64_t r0 = order[q0], r1 = order[q0 + 1], r2 = order[q0 + 2], r3 = order[q0 + 3];
+            const float* s0 = row_base(mode[r0], bias, bias_all, out, r0, step, N, n0, width, tmp[0]);
+            const float* s1 = row_base(mode[r1], bias, bias_all, out, r1, step, N, n0, width, tmp[1]);
+            const float* s2 = row_base(mode[r2], bias, bias_all, out, r2, step, N, n0, width, tmp[2]);
+            const float* s3 = row_base(mode[r3], bias, bias_all, out, r3, step, N, n0, width, tmp[3]);
+            __m256 a00 = _mm256_loadu_ps(s0), a01 = _mm256_loadu_ps(s0 + 8);
+            __m256 a10 = _mm256_loadu_ps(s1), a11 = _mm256_loadu_ps(s1 + 8);
+            __m256 a20 = _mm256_loadu_ps(s2), a21 = _mm256_loadu_ps(s2 + 8);
+            __m256 a30 = _mm256_loadu_ps(s3), a31 = _mm256_loadu_ps(s3 + 8);
+            const int32_t *i0 = idx + r0 * K, *i1 = idx + r1 * K, *i2 = idx + r2 * K, *i3 = idx + r3 * K;
+            int32_t p0 = cnt[2 * r0], p1 = cnt[2 * r1], p2 = cnt[2 * r2], p3 = cnt[2 * r3];
+            int32_t q = 0, both = min4(p0, p1, p2, p3);
             for (; q < both; q++) {
                 const float *w0 = slab + (int64_t)i0[q] * CHUNK, *w1 = slab + (int64_t)i1[q] * CHUNK;
                 const float *w2 = slab + (int64_t)i2[q] * CHUNK, *w3 = slab + (int64_t)i3[q] * CHUNK;
@@ -146,63 +260,116 @@ void spike_matmul(const int32_t* idx, const int32_t* cnt, const float* packed, c
                 a30 = _mm256_add_ps(a30, _mm256_loadu_ps(w3));
                 a31 = _mm256_add_ps(a31, _mm256_loadu_ps(w3 + 8));
             }
-            add_listed(slab, i0, q, m0, &a00, &a01);  /* what is left of each row's list */
-            add_listed(slab, i1, q, m1, &a10, &a11);
-            add_listed(slab, i2, q, m2, &a20, &a21);
-            add_listed(slab, i3, q, m3, &a30, &a31);
+            add_listed(slab, i0, q, p0, &a00, &a01);
+            add_listed(slab, i1, q, p1, &a10, &a11);
+            add_listed(slab, i2, q, p2, &a20, &a21);
+            add_listed(slab, i3, q, p3, &a30, &a31);
+            i0 += p0; i1 += p1; i2 += p2; i3 += p3;  /* the minus entries follow the plus entries */
+            p0 = cnt[2 * r0 + 1]; p1 = cnt[2 * r1 + 1]; p2 = cnt[2 * r2 + 1]; p3 = cnt[2 * r3 + 1];
+            both = min4(p0, p1, p2, p3);
+            for (q = 0; q < both; q++) {
+                const float *w0 = slab + (int64_t)i0[q] * CHUNK, *w1 = slab + (int64_t)i1[q] * CHUNK;
+                const float *w2 = slab + (int64_t)i2[q] * CHUNK, *w3 = slab + (int64_t)i3[q] * CHUNK;
+                a00 = _mm256_sub_ps(a00, _mm256_loadu_ps(w0));
+                a01 = _mm256_sub_ps(a01, _mm256_loadu_ps(w0 + 8));
+                a10 = _mm256_sub_ps(a10, _mm256_loadu_ps(w1));
+                a11 = _mm256_sub_ps(a11, _mm256_loadu_ps(w1 + 8));
+                a20 = _mm256_sub_ps(a20, _mm256_loadu_ps(w2));
+                a21 = _mm256_sub_ps(a21, _mm256_loadu_ps(w2 + 8));
+                a30 = _mm256_sub_ps(a30, _mm256_loadu_ps(w3));
+                a31 = _mm256_sub_ps(a31, _mm256_loadu_ps(w3 + 8));
+            }
+            sub_listed(slab, i0, q, p0, &a00, &a01);
+            sub_listed(slab, i1, q, p1, &a10, &a11);
+            sub_listed(slab, i2, q, p2, &a20, &a21);
+            sub_listed(slab, i3, q, p3, &a30, &a31);
             if (width == CHUNK) {
-                float* o0 = out + r * N + n0;
-                _mm256_storeu_ps(o0, a00); _mm256_storeu_ps(o0 + 8, a01); o0 += N;
-                _mm256_storeu_ps(o0, a10); _mm256_storeu_ps(o0 + 8, a11); o0 += N;
-                _mm256_storeu_ps(o0, a20); _mm256_storeu_ps(o0 + 8, a21); o0 += N;
-                _mm256_storeu_ps(o0, a30); _mm256_storeu_ps(o0 + 8, a31);
+                _mm256_storeu_ps(out + r0 * N + n0, a00); _mm256_storeu_ps(out + r0 * N + n0 + 8, a01);
+                _mm256_storeu_ps(out + r1 * N + n0, a10); _mm256_storeu_ps(out + r1 * N + n0 + 8, a11);
+                _mm256_storeu_ps(out + r2 * N + n0, a20); _mm256_storeu_ps(out + r2 * N + n0 + 8, a21);
+                _mm256_storeu_ps(out + r3 * N + n0, a30); _mm256_storeu_ps(out + r3 * N + n0 + 8, a31);
             } else {
                 _mm256_storeu_ps(tmp[0], a00); _mm256_storeu_ps(tmp[0] + 8, a01);
                 _mm256_storeu_ps(tmp[1], a10); _mm256_storeu_ps(tmp[1] + 8, a11);
                 _mm256_storeu_ps(tmp[2], a20); _mm256_storeu_ps(tmp[2] + 8, a21);
                 _mm256_storeu_ps(tmp[3], a30); _mm256_storeu_ps(tmp[3] + 8, a31);
-                for (int s = 0; s < 4; s++) store_chunk(out + (r + s) * N + n0, tmp[s], width);
+                store_chunk(out + r0 * N + n0, tmp[0], width);
+                store_chunk(out + r1 * N + n0, tmp[1], width);
+                store_chunk(out + r2 * N + n0, tmp[2], width);
+                store_chunk(out + r3 * N + n0, tmp[3], width);
             }
         }
 #endif
-        for (; r < R; r++) {
+        for (; q0 < qe; q0++) {
+            const int64_t r = order[q0];
             const int32_t* ir = idx + r * K;
             float acc[CHUNK];
-            memcpy(acc, bias, sizeof(acc));
-            for (int32_t q = 0; q < cnt[r]; q++) {
+            memcpy(acc, row_base(mode[r], bias, bias_all, out, r, step, N, n0, width, tmp[0]), sizeof(acc));
+            int32_t plus = cnt[2 * r], minus = cnt[2 * r + 1];
+            for (int32_t q = 0; q < plus; q++) {
                 const float* w = slab + (int64_t)ir[q] * CHUNK;
                 for (int j = 0; j < CHUNK; j++) acc[j] += w[j];
             }
+            for (int32_t q = plus; q < plus + minus; q++) {
+                const float* w = slab + (int64_t)ir[q] * CHUNK;
+                for (int j = 0; j < CHUNK; j++) acc[j] -= w[j];
+            }
             store_chunk(out + r * N + n0, acc, width);
+        }
         }
     }
 }
 
-/* The weight gradient of spike_matmul: gw[n, k] = sum over rows r where k is listed of g[r, n], i.e.
- * gᵀ·x for a 0/1 x from its lists of active inputs (or gᵀ·(1 − x) from its silent ones). Each slab of CHUNK output columns is accumulated in
- * scratch [K][CHUNK] (16 KiB for K = 256: it stays in L1), then transposed into gw [N, K]. */
-void spike_matmul_grad_weight(const int32_t* restrict idx, const int32_t* restrict cnt, const float* restrict g,
-                              float* restrict gw, float* restrict scratch, int64_t R, int64_t K, int64_t N) {
+/* The weight gradient of spike_matmul: gw = gᵀ·x [N, K] for g [R, N], from x's lists.
+ * A changed-list row's input is x_{r−step} plus its own list, so unrolling the chains,
+ *     gᵀ·x = Σ_r h_rᵀ·(plus_r − minus_r) + (Σ over silent-list rows of h_r)ᵀ·1,
+ * where h_r = g_r + h_{r+step} if row r + step is a changed-list row, else g_r (h [R, N] is
+ * scratch). Each slab of CHUNK output columns is accumulated in scratch [K][CHUNK] (16 KiB for
+ * K = 256: it stays in L1), then transposed into gw. */
+void spike_matmul_grad_weight(const int32_t* restrict idx, const int32_t* restrict cnt, const int8_t* restrict mode,
+                              const float* restrict g, float* restrict h, float* restrict gw, float* restrict scratch,
+                              int64_t R, int64_t K, int64_t N, int64_t step) {
+    memcpy(h, g, (size_t)(R * N) * sizeof(float));
+    for (int64_t r = R - 1; r >= step && step > 0; r--)
+        if (mode[r] == LIST_CHANGED) {
+            float* hp = h + (r - step) * N;
+            const float* hr = h + r * N;
+            for (int64_t n = 0; n < N; n++) hp[n] += hr[n];
+        }
     int64_t chunks = (N + CHUNK - 1) / CHUNK;
     for (int64_t c = 0; c < chunks; c++) {
         int64_t n0 = c * CHUNK, width = N - n0 < CHUNK ? N - n0 : CHUNK;
-        memset(scratch, 0, (size_t)(K * CHUNK) * sizeof(float));
+        float ones[CHUNK] = {0};  /* Σ over silent-list rows of h_r: added to every input's column */
+        for (int64_t r = 0; r < R; r++)
+            if (mode[r] == LIST_SILENT)
+                for (int64_t j = 0; j < width; j++) ones[j] += h[r * N + n0 + j];
+        for (int64_t k = 0; k < K; k++) memcpy(scratch + k * CHUNK, ones, sizeof(ones));
         for (int64_t r = 0; r < R; r++) {
             const int32_t* ir = idx + r * K;
+            const int32_t plus = cnt[2 * r], minus = cnt[2 * r + 1];
             float row[CHUNK] = {0};
-            memcpy(row, g + r * N + n0, (size_t)width * sizeof(float));
+            memcpy(row, h + r * N + n0, (size_t)width * sizeof(float));
             int32_t q = 0;
 #if defined(__AVX2__)
             __m256 g0 = _mm256_loadu_ps(row), g1 = _mm256_loadu_ps(row + 8);
-            for (; q < cnt[r]; q++) {
+            for (; q < plus; q++) {
                 float* s = scratch + (int64_t)ir[q] * CHUNK;
                 _mm256_storeu_ps(s, _mm256_add_ps(_mm256_loadu_ps(s), g0));
                 _mm256_storeu_ps(s + 8, _mm256_add_ps(_mm256_loadu_ps(s + 8), g1));
             }
+            for (; q < plus + minus; q++) {
+                float* s = scratch + (int64_t)ir[q] * CHUNK;
+                _mm256_storeu_ps(s, _mm256_sub_ps(_mm256_loadu_ps(s), g0));
+                _mm256_storeu_ps(s + 8, _mm256_sub_ps(_mm256_loadu_ps(s + 8), g1));
+            }
 #endif
-            for (; q < cnt[r]; q++) {
+            for (; q < plus; q++) {
                 float* s = scratch + (int64_t)ir[q] * CHUNK;
                 for (int j = 0; j < CHUNK; j++) s[j] += row[j];
+            }
+            for (; q < plus + minus; q++) {
+                float* s = scratch + (int64_t)ir[q] * CHUNK;
+                for (int j = 0; j < CHUNK; j++) s[j] -= row[j];
             }
         }
         for (int64_t j = 0; j < width; j++)
@@ -374,6 +541,48 @@ void popsan_lif_backward(const float* restrict v, const float* restrict o, const
             float* gt = g + t * M + e0;
             const float* gn = gt + M;
             for (e = 0; e < n; e++) gt[e] = gt[e] + 0.5f * gn[e];
+        }
+    }
+}
+
+/* The whole PopSAN actor for a few samples (acting and evaluation at batch 1), no gradient, with
+ * deterministic encoding. For each sample: stimulation a_k = exp((-0.5 (s - mu_k)^2) / sigma_k^2)
+ * (the encoder's formula, term by term), regular spikes over T, then each spiking layer as
+ * linear_rows + popsan_lif_forward, then the decoder's rates r = (1/T) sum_t o_t and
+ * action_a = lim * tanh(sum_j dec_w[a, j] r[a*P + j] + dec_b[a]).
+ * obs [B, D]; mean, std [D*P]; sizes [L + 1] (sizes[0] = D*P, sizes[L] = A*P); w[l] [sizes[l+1], sizes[l]];
+ * scratch: T*(sizes[0] + 2*max(sizes[1..L])) + sizes[0] floats; out [B, A]. */
+void popsan_act(const float* restrict obs, int64_t B, int64_t D, int64_t P, int64_t T, const float* restrict mean,
+                const float* restrict std, int64_t L, const int64_t* sizes, const float* const* w,
+                const float* const* b, const float* restrict dec_w, const float* restrict dec_b, float lim,
+                float* restrict scratch, float* restrict out) {
+    int64_t widest = 0;
+    for (int64_t l = 1; l <= L; l++) widest = sizes[l] > widest ? sizes[l] : widest;
+    const int64_t K0 = D * P, A = sizes[L] / P;
+    float* a = scratch;
+    float* x = a + K0;                 /* spikes into the current layer [T, K] */
+    float* cur = x + T * (K0 > widest ? K0 : widest);
+    float* spk = cur + T * widest;
+    for (int64_t s = 0; s < B; s++) {
+        const float* os = obs + s * D;
+        for (int64_t k = 0; k < K0; k++) {
+            float d = os[k / P] - mean[k], sd = std[k];
+            a[k] = expf((-0.5f * (d * d)) / (sd * sd));
+        }
+        regular_spikes(a, x, T, K0);
+        for (int64_t l = 0; l < L; l++) {
+            linear_rows(x, w[l], b[l], cur, T, sizes[l], sizes[l + 1]);
+            popsan_lif_forward(cur, spk, NULL, T, sizes[l + 1]);
+            memcpy(x, spk, (size_t)(T * sizes[l + 1]) * sizeof(float));
+        }
+        for (int64_t q = 0; q < A; q++) {
+            float act = 0.0f;
+            for (int64_t j = 0; j < P; j++) {
+                float r = 0.0f;
+                for (int64_t t = 0; t < T; t++) r += x[t * sizes[L] + q * P + j];
+                act += dec_w[q * P + j] * (r / (float)T);
+            }
+            out[s * A + q] = lim * tanhf(act + dec_b[q]);
         }
     }
 }
