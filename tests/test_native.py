@@ -1,8 +1,9 @@
 """The native CPU kernels (spikerl/csrc/spike_kernels.c) against their pure-torch twins.
 
 Every kernel is checked on shapes that hit its vector body and its scalar tails (K not a
-multiple of 8, N not a multiple of 16, rows not a multiple of 4), at spike densities that take
-the active lists, the silent (complement) lists and the dense BLAS fallback.
+multiple of 8, N not a multiple of 16, rows not a multiple of 4), at spike densities and
+timestep-to-timestep persistence that take the active, silent and changed lists and the dense
+BLAS fallback.
 """
 from __future__ import annotations
 
@@ -74,18 +75,54 @@ def test_a_fresh_cache_builds_and_a_corrupt_library_is_rebuilt(monkeypatch, tmp_
         native._reset()
 
 
+def _spike_trains(T: int, B: int, K: int, density: float, persist: float, seed: int = 0) -> torch.Tensor:
+    """[T·B, K] t-major spikes where each input keeps its previous value with probability `persist`
+    (a spiking layer's inputs mostly repeat from one timestep to the next)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.zeros(T, B, K)
+    x[0] = (torch.rand(B, K, generator=g) < density).float()
+    for t in range(1, T):
+        fresh = (torch.rand(B, K, generator=g) < density).float()
+        x[t] = torch.where(torch.rand(B, K, generator=g) < persist, x[t - 1], fresh)
+    return x.reshape(T * B, K).contiguous()
+
+
 @needs_native
-@pytest.mark.parametrize("density", [0.0, 0.2, 0.5, 0.8, 1.0])
-def test_spike_index_lists_the_active_or_the_silent_inputs(density):
-    x = _spikes(37, 170, density)
-    index = native.SpikeIndex(x)
-    active = x.sum().item()
-    assert index.complement == (2 * active > x.numel())
-    want = 0.0 if index.complement else 1.0
-    for r in range(x.shape[0]):
-        expected = torch.nonzero(x[r] == want).flatten().int()
-        assert torch.equal(index.idx[r * 170: r * 170 + int(index.cnt[r])], expected)
-    assert index.listed == min(active, x.numel() - active)
+@pytest.mark.parametrize("density,persist", [(0.0, 0.0), (0.2, 0.0), (0.2, 0.9), (0.5, 0.8), (0.8, 0.5), (1.0, 0.0)])
+@pytest.mark.parametrize("step", [0, 37])
+def test_spike_lists_pick_each_rows_shortest_list(density, persist, step):
+    T, B, K = 4, 37, 170
+    x = _spike_trains(T, B, K, density, persist)
+    index = native.SpikeIndex(x, step)
+    assert index.binary and index.step == step
+    listed = 0
+    for r in range(T * B):
+        on, off = x[r] == 1, x[r] == 0
+        lists = {native.LIST_ACTIVE: (on, torch.zeros_like(on)), native.LIST_SILENT: (torch.zeros_like(on), off)}
+        if step and r >= step:
+            before = x[r - step] == 1
+            lists[native.LIST_CHANGED] = (on & ~before, before & ~on)
+        lengths = {m: int(p.sum() + q.sum()) for m, (p, q) in lists.items()}
+        mode = int(index.mode[r])
+        assert lengths[mode] == min(lengths.values())
+        plus, minus = int(index.cnt[2 * r]), int(index.cnt[2 * r + 1])
+        entries = index.idx[r * K: r * K + plus + minus]
+        want_plus, want_minus = lists[mode]
+        assert torch.equal(entries[:plus], torch.nonzero(want_plus).flatten().int())
+        assert torch.equal(entries[plus:], torch.nonzero(want_minus).flatten().int())
+        listed += plus + minus
+    assert index.listed == listed
+    # every row once, timestep by timestep (a changed-list row's predecessor comes first)
+    order = index.order.tolist()
+    assert sorted(order) == list(range(T * B))
+    block = step or T * B
+    assert [r // block for r in order] == sorted(r // block for r in order)
+
+
+@needs_native
+def test_changed_lists_halve_the_work_on_persistent_spikes():
+    x = _spike_trains(5, 100, 256, 0.4, 0.85)
+    assert native.SpikeIndex(x, 100).work < 0.6 * native.SpikeIndex(x, 0).work
 
 
 @needs_native
@@ -103,27 +140,37 @@ def test_spike_index_rejects_values_other_than_0_and_1():
 @pytest.mark.parametrize("rows", [5, 37, 500])
 @pytest.mark.parametrize("k,n", [(170, 256), (256, 60), (23, 7)])
 @pytest.mark.parametrize("density", [0.0, 0.15, 0.4, 0.7, 1.0])
-def test_spike_linear_equals_the_dense_product(rows, k, n, density):
-    x = _spikes(rows, k, density, seed=rows + k)
+@pytest.mark.parametrize("persist", [0.0, 0.9])
+def test_spike_linear_equals_the_dense_product(rows, k, n, density, persist):
+    T = 5 if rows % 5 == 0 else 1
+    x = _spike_trains(T, rows // T, k, density, persist, seed=rows + k)
     w, b = torch.randn(n, k) / k ** 0.5, torch.randn(n)
-    out, index = native.spike_linear(x, w, b)
+    out, index = native.spike_linear(x, w, b, step=rows // T if T > 1 else 0)
     torch.testing.assert_close(out, torch.addmm(b, x, w.t()), rtol=1e-6, atol=1e-5)  # summation order differs
     if rows < native.SPARSE_MIN_ROWS:
         assert index is None
     elif min(density, 1 - density) < native.DENSE_ABOVE - 0.05:
-        assert index is not None and index.complement == (density > 0.5)
+        assert index is not None  # the sparse kernel ran
+        modes = set(index.mode.tolist())
+        if density in (0.0, 1.0):
+            assert index.listed == 0  # nothing to add: every row starts from b, b + W·1 or its predecessor
+        elif persist and T > 1 and 0.1 < density < 0.9:
+            assert native.LIST_CHANGED in modes
 
 
 @needs_native
-@pytest.mark.parametrize("density", [0.05, 0.2, 0.9])
+@pytest.mark.parametrize("density,persist", [(0.05, 0.0), (0.2, 0.0), (0.9, 0.0), (0.2, 0.9), (0.5, 0.9), (0.8, 0.7)])
 @pytest.mark.parametrize("n", [256, 60])
-def test_linear_grad_weight_equals_the_dense_product(density, n):
-    x = _spikes(501, 170, density)
-    g = torch.randn(501, n)
-    index = native.SpikeIndex(x)
+def test_linear_grad_weight_equals_the_dense_product(density, persist, n):
+    # 5 timesteps of 101 rows: changed-list rows chain back to t = 0, and their gradient must too
+    x = _spike_trains(5, 101, 170, density, persist)
+    g = torch.randn(505, n)
+    index = native.SpikeIndex(x, 101)
     expected = g.t() @ x
     torch.testing.assert_close(native.linear_grad_weight(g, x, index), expected, rtol=0, atol=1e-4)
     torch.testing.assert_close(native.linear_grad_weight(g, x, None), expected, rtol=0, atol=1e-4)
+    if persist:
+        assert native.LIST_CHANGED in set(index.mode.tolist())
 
 
 @needs_native
@@ -175,6 +222,32 @@ def test_native_actor_equals_the_torch_path(monkeypatch, batch):
     for name in g_torch:
         scale = max(1.0, g_torch[name].abs().max().item())
         torch.testing.assert_close(g_native[name], g_torch[name], rtol=0, atol=1e-5 * scale, msg=name)
+
+
+@needs_native
+@pytest.mark.parametrize("batch", [1, 6])
+def test_acting_kernel_equals_the_torch_path(monkeypatch, batch):
+    torch.manual_seed(1)
+    actor = PopSpikingActor(17, 6, act_limit=2.0)
+    obs = torch.randn(batch, 17) * 1.5
+    calls = []
+    real = native.popsan_act
+    monkeypatch.setattr(native, "popsan_act", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with torch.no_grad():
+        fused = actor(obs)
+        assert calls == [1]  # the whole net in one call
+        monkeypatch.setattr(native, "usable", lambda *t: False)
+        reference = actor(obs)
+    assert calls == [1]
+    torch.testing.assert_close(fused, reference, rtol=0, atol=1e-6)
+    # with a gradient, or Poisson encoding, or more rows, the layer-by-layer path runs
+    monkeypatch.undo()
+    monkeypatch.setattr(native, "popsan_act", lambda *a, **k: calls.append(1) or real(*a, **k))
+    actor(obs)
+    with torch.no_grad():
+        actor(torch.randn(native.SPARSE_MIN_ROWS, 17))
+        PopSpikingActor(17, 6, act_limit=2.0, encoding="poisson")(obs)
+    assert calls == [1]
 
 
 @needs_native
