@@ -270,7 +270,7 @@ def train(spec: MethodSpec, env_id: str, seed: int, config: TD3Config,
                 merge_pending_obs()
             if t % cfg.update_every == 0 and gstep() >= cfg.update_after:
                 # the buffer does not change during a burst, so all its batches can be drawn first
-                td3.update_many([replay.sample(cfg.batch_size) for _ in range(n_updates)])
+                td3.update_many(replay.sample_many(n_updates, cfg.batch_size))
             step = gstep()
             if step >= next_log:
                 now = time.perf_counter()

@@ -44,6 +44,14 @@ class ReplayBuffer:
         to = lambda a: torch.from_numpy(a[idx]).to(self.device, non_blocking=True)  # noqa: E731
         return ReplayBatch(to(self.obs), to(self.act), to(self.rew), to(self.next_obs), to(self.terminated))
 
+    def sample_many(self, n: int, batch_size: int) -> list[ReplayBatch]:
+        """n batches in one draw: the same indices as n calls of `sample` (numpy's bounded integers
+        are drawn one after another either way; tested), gathered with one fancy index per array."""
+        idx = self.rng.integers(0, self.size, size=n * batch_size)
+        cols = [torch.from_numpy(a[idx]).to(self.device, non_blocking=True)
+                for a in (self.obs, self.act, self.rew, self.next_obs, self.terminated)]
+        return [ReplayBatch(*parts) for parts in zip(*(c.split(batch_size) for c in cols))]
+
     def __len__(self) -> int:
         return self.size
 

@@ -87,22 +87,28 @@ class TD3:
         deterministic spike encoding the result is the same to the bit; Poisson encoding draws the
         target actor's spikes for the group at once, which orders the RNG stream differently.
         """
+        n = len(batches)
+        if n == 0:
+            return
+        # the normaliser is fixed during updates and works row by row: one call for every row
+        sizes = [b.obs.shape[0] for b in batches]
+        normed = self.normalizer(torch.cat([b.obs for b in batches] + [b.next_obs for b in batches]))
+        obs, next_obs = normed[:sum(sizes)].split(sizes), normed[sum(sizes):].split(sizes)
         i, delay = 0, self.cfg.policy_delay
-        while i < len(batches):
-            group = batches[i:i + delay - self.updates % delay]  # the updates until the next actor step
-            obs = [self.normalizer(b.obs) for b in group]
-            if len(group) == 1:
-                ys = [self.target(group[0].rew, self.normalizer(group[0].next_obs), group[0].terminated)]
+        while i < n:
+            j = min(n, i + delay - self.updates % delay)  # the updates until the next actor step
+            group = batches[i:j]
+            if j - i == 1:
+                ys = [self.target(group[0].rew, next_obs[i], group[0].terminated)]
             else:
-                cat = lambda name: torch.cat([getattr(b, name) for b in group])  # noqa: E731
-                y = self.target(cat("rew"), self.normalizer(cat("next_obs")), cat("terminated"),
-                                noise_chunks=len(group))
-                ys = list(y.chunk(len(group)))
-            for b, o, y in zip(group, obs, ys):
+                y = self.target(torch.cat([b.rew for b in group]), torch.cat(next_obs[i:j]),
+                                torch.cat([b.terminated for b in group]), batch_sizes=sizes[i:j])
+                ys = list(y.split(sizes[i:j]))
+            for b, o, y in zip(group, obs[i:j], ys):
                 self._critic_step(o, b.act, y)
                 if self.updates % delay == 0:
                     self._actor_step(o)
-            i += len(group)
+            i = j
 
     def _critic_step(self, obs: torch.Tensor, act: torch.Tensor, y: torch.Tensor) -> None:
         with autocast(self.cfg.precision, self.device):
@@ -133,18 +139,18 @@ class TD3:
 
     @torch.no_grad()
     def target(self, rew: torch.Tensor, next_obs: torch.Tensor, terminated: torch.Tensor,
-               noise_chunks: int = 1) -> torch.Tensor:
+               batch_sizes: Sequence[int] | None = None) -> torch.Tensor:
         """y = r + γ (1 − terminated) min_i Q'_i(s', clip(μ'(s') + clip(ε, ±c), ±a_max)), ε ~ N(0, σ²) per element.
 
-        `noise_chunks` > 1: the rows are that many batches stacked, and ε is drawn batch by batch
-        (the same draws as separate calls)."""
+        `batch_sizes`: the rows are these batches stacked, and ε is drawn batch by batch (the same
+        draws as separate calls)."""
         cfg, lim = self.cfg, self.act_limit
         with autocast(cfg.precision, self.device):
             next_act = self.actor_target(next_obs).float()
-            if noise_chunks == 1:
+            if batch_sizes is None or len(batch_sizes) == 1:
                 eps = torch.randn_like(next_act)
             else:
-                eps = torch.cat([torch.randn_like(a) for a in next_act.chunk(noise_chunks)])
+                eps = torch.cat([torch.randn_like(a) for a in next_act.split(list(batch_sizes))])
             eps.mul_(cfg.target_noise * lim).clamp_(-cfg.noise_clip * lim, cfg.noise_clip * lim)
             next_act = (next_act + eps).clamp_(-lim, lim)
             q_next = self.critic_target(next_obs, next_act).float().min(dim=0).values

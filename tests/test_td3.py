@@ -252,3 +252,21 @@ def test_update_many_with_poisson_encoding_groups_and_learns_the_same_way():
     after = _params(td3)
     assert all(torch.isfinite(p).all() for p in after)
     assert sum(not torch.equal(a, b) for a, b in zip(before, after)) == len(before)
+
+
+@pytest.mark.parametrize("size", [3, 150, 1000])
+def test_sample_many_draws_the_same_batches_as_repeated_sample(size):
+    def filled(seed: int) -> ReplayBuffer:
+        buf = ReplayBuffer(2, 1, 1000, seed=seed)
+        for i in range(size):
+            buf.add(np.array([i, -i]), np.array([i / 10]), float(i), np.array([i + 1, -i]), i % 7 == 0)
+        return buf
+
+    one, many = filled(4), filled(4)
+    singles = [one.sample(10) for _ in range(6)]
+    batches = many.sample_many(6, 10)
+    assert len(batches) == 6
+    for a, b in zip(singles, batches):
+        for x, y in zip(a, b):
+            assert torch.equal(x, y) and y.is_contiguous()
+    assert torch.equal(one.sample(5).obs, many.sample(5).obs)  # the generators stay in step
