@@ -31,7 +31,7 @@ class TwinCritic(nn.Module):
         h = x.unsqueeze(0).expand(self.n_critics, *x.shape)
         *hidden, (w, b) = zip(self.weights, self.biases)  # (slicing a ParameterList builds a new module)
         for wh, bh in hidden:
-            h = torch.relu(torch.baddbmm(bh, h, wh))
+            h = torch.baddbmm(bh, h, wh).relu_()  # in place: baddbmm's backward never reads its output
         # The 1-wide output layer as multiply-and-sum: a batched matmul with one output column runs
         # at ~1 GFLOP/s in MKL (68 µs forward, 140 µs backward at batch 100), this at memory speed.
         if w.shape[-1] == 1:
@@ -43,7 +43,7 @@ class TwinCritic(nn.Module):
         h = torch.cat([obs, act], dim=-1)
         *hidden, (w, b) = zip(self.weights, self.biases)
         for wh, bh in hidden:
-            h = torch.relu(torch.addmm(bh[0], h, wh[0]))
+            h = torch.addmm(bh[0], h, wh[0]).relu_()
         if w.shape[-1] == 1:
             return (h * w[0, :, 0]).sum(-1) + b[0, 0]
         return torch.addmm(b[0], h, w[0]).squeeze(-1)

@@ -28,13 +28,14 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("csrc") / "spike_kernels.c"
-CHUNK = 16
+CHUNK = 32
 """Output columns per packed weight slab (spike_kernels.c's CHUNK)."""
 FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC", "-std=c99"]
 DENSE_ABOVE = 0.45
@@ -110,7 +111,7 @@ def _build(cc: str) -> Path:
 def _declare(lib: ctypes.CDLL) -> None:
     p, i64 = ctypes.c_void_p, ctypes.c_int64
     lib.spike_lists.argtypes, lib.spike_lists.restype = [p, i64, i64, i64, p, p, p, p, p], i64
-    lib.pack_weight.argtypes, lib.pack_weight.restype = [p, p, i64, i64, ctypes.c_float], None
+    lib.pack_weight.argtypes, lib.pack_weight.restype = [p, p, p, i64, i64], None
     lib.spike_matmul.argtypes, lib.spike_matmul.restype = [p, p, p, p, p, p, p, p, i64, i64, i64, i64], None
     lib.spike_matmul_grad_weight.argtypes = [p, p, p, p, p, p, p, i64, i64, i64, i64]
     lib.spike_matmul_grad_weight.restype = None
@@ -234,10 +235,10 @@ class SpikeIndex:
         return self.listed / max(1, self.rows * self.cols)
 
 
-def packed_weight(w: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """scale · w [N, K] in the kernels' slab layout (CHUNK output columns per slab).
+def packed_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(w [N, K] in the kernels' slab layout (CHUNK output columns per slab), its row sums W·1 [N]).
 
-    Packed on every call (~30 µs for 256 x 256) rather than cached: a fused optimiser step
+    Packed on every call (~10 µs for 256 x 256) rather than cached: a fused optimiser step
     updates the weights without bumping their version counter, so no cheap test could tell a
     stale copy from a fresh one."""
     lib = library()
@@ -245,8 +246,9 @@ def packed_weight(w: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     n, k = w.shape
     wc = w.detach().contiguous()
     packed = torch.empty(((n + CHUNK - 1) // CHUNK) * k * CHUNK, dtype=torch.float32)
-    lib.pack_weight(_ptr(wc), _ptr(packed), k, n, scale)
-    return packed
+    rowsum = torch.empty(n, dtype=torch.float32)
+    lib.pack_weight(_ptr(wc), _ptr(packed), _ptr(rowsum), k, n)
+    return packed, rowsum
 
 
 def spike_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, step: int = 0
@@ -268,9 +270,9 @@ def spike_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, step: int = 
     index = SpikeIndex(x, step)
     if not index.binary or index.work > DENSE_ABOVE:
         return torch.addmm(b, x, w.t()), None
-    wd, bd = w.detach(), b.detach().contiguous()
-    bias_all = bd + wd.sum(1)  # b + W·1, where silent-listed rows start
-    slabs = packed_weight(wd)  # held in a name: a temporary would be freed before the kernel reads it
+    bd = b.detach().contiguous()
+    slabs, rowsum = packed_weight(w)  # held in names: a temporary would be freed before the kernel reads it
+    bias_all = rowsum.add_(bd)  # b + W·1, where silent-listed rows start
     out = torch.empty(x.shape[0], w.shape[0], dtype=torch.float32)
     lib.spike_matmul(_ptr(index.idx), _ptr(index.cnt), _ptr(index.mode), _ptr(index.order), _ptr(slabs),
                      _ptr(bd), _ptr(bias_all), _ptr(out), index.rows, index.cols, w.shape[0], index.step)
@@ -324,28 +326,40 @@ def popsan_lif_backward(v: torch.Tensor, o: torch.Tensor, grad_o: torch.Tensor) 
     return g
 
 
-def popsan_act(obs: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, weights: list[torch.Tensor],
-               biases: list[torch.Tensor], dec_w: torch.Tensor, dec_b: torch.Tensor, act_limit: float,
+_ACT_PLANS: dict[tuple, tuple] = {}
+"""popsan_act's ctypes argument arrays and scratch, keyed by the tensors' addresses and shapes: they
+only hold pointers, so a key that matches is always right (even for another net at the same addresses)."""
+
+
+def popsan_act(obs: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, weights: Sequence[torch.Tensor],
+               biases: Sequence[torch.Tensor], dec_w: torch.Tensor, dec_b: torch.Tensor, act_limit: float,
                timesteps: int) -> torch.Tensor:
     """The whole deterministic-encoding PopSAN actor for a few normalised observations [B, D] in one
     kernel call (acting at batch 1 is otherwise ~30 small torch ops and kernel calls, each
-    costing more in dispatch than in arithmetic). No gradient. Action [B, A]."""
+    costing more in dispatch than in arithmetic). No gradient: call it under torch.no_grad().
+    Action [B, A]."""
     lib = library()
     assert lib is not None
-    keep = [t.detach().contiguous() for t in (obs, mean, std, dec_w, dec_b, *weights, *biases)]
-    obs_c, mean_c, std_c, dw, db = keep[:5]
-    ws, bs = keep[5:5 + len(weights)], keep[5 + len(weights):]
-    B, D = obs_c.shape
-    P = mean_c.numel() // D
-    sizes = [D * P] + [w.shape[0] for w in ws]
-    A = dw.shape[0]
-    widest = max(sizes[1:])
-    scratch = torch.empty(timesteps * (max(sizes[0], widest) + 2 * widest) + sizes[0], dtype=torch.float32)
-    out = torch.empty(B, A, dtype=torch.float32)
-    n = len(ws)
-    c_sizes = (ctypes.c_int64 * (n + 1))(*sizes)
-    c_w = (ctypes.c_void_p * n)(*[_ptr(w) for w in ws])
-    c_b = (ctypes.c_void_p * n)(*[_ptr(b) for b in bs])
-    lib.popsan_act(_ptr(obs_c), B, D, P, timesteps, _ptr(mean_c), _ptr(std_c), n, c_sizes, c_w, c_b, _ptr(dw),
-                   _ptr(db), act_limit, _ptr(scratch), _ptr(out))
+    tensors = (obs, mean, std, dec_w, dec_b, *weights, *biases)
+    if not all(t.is_contiguous() for t in tensors):
+        tensors = tuple(t.contiguous() for t in tensors)  # (kept alive in this tuple while the kernel runs)
+    key = (timesteps, *(t.data_ptr() for t in tensors[1:]), *(t.shape for t in tensors))
+    plan = _ACT_PLANS.get(key)
+    if plan is None:
+        ws, bs = tensors[5:5 + len(weights)], tensors[5 + len(weights):]
+        d = tensors[0].shape[1]
+        sizes = [tensors[1].numel()] + [w.shape[0] for w in ws]
+        widest = max(sizes[1:])
+        n = len(ws)
+        plan = (d, tensors[1].numel() // d, n, (ctypes.c_int64 * (n + 1))(*sizes),
+                (ctypes.c_void_p * n)(*[_ptr(w) for w in ws]), (ctypes.c_void_p * n)(*[_ptr(b) for b in bs]),
+                torch.empty(timesteps * (max(sizes[0], widest) + 2 * widest) + sizes[0], dtype=torch.float32))
+        if len(_ACT_PLANS) >= 8:
+            _ACT_PLANS.pop(next(iter(_ACT_PLANS)))
+        _ACT_PLANS[key] = plan
+    d, pop, n, c_sizes, c_w, c_b, scratch = plan
+    obs_c = tensors[0]
+    out = torch.empty(obs_c.shape[0], tensors[3].shape[0], dtype=torch.float32)
+    lib.popsan_act(_ptr(obs_c), obs_c.shape[0], d, pop, timesteps, _ptr(tensors[1]), _ptr(tensors[2]), n, c_sizes,
+                   c_w, c_b, _ptr(tensors[3]), _ptr(tensors[4]), act_limit, _ptr(scratch), _ptr(out))
     return out

@@ -126,6 +126,19 @@ def test_changed_lists_halve_the_work_on_persistent_spikes():
 
 
 @needs_native
+@pytest.mark.parametrize("n,k", [(256, 256), (60, 256), (7, 23), (17, 9), (256, 170)])
+def test_packed_weight_is_the_slab_layout_with_row_sums(n, k):
+    w = torch.randn(n, k)
+    packed, rowsum = native.packed_weight(w)
+    chunks = -(-n // native.CHUNK)
+    padded = torch.zeros(chunks * native.CHUNK, k)
+    padded[:n] = w
+    expected = padded.view(chunks, native.CHUNK, k).transpose(1, 2).reshape(-1)  # [c][k][j] = w[c·CHUNK + j, k]
+    assert torch.equal(packed, expected)
+    torch.testing.assert_close(rowsum, w.sum(1), rtol=1e-6, atol=1e-5)
+
+
+@needs_native
 def test_spike_index_rejects_values_other_than_0_and_1():
     x = _spikes(8, 24, 0.5)
     x[3, 17] = 0.5

@@ -15,7 +15,8 @@
 #include <immintrin.h>
 #endif
 
-#define CHUNK 16 /* output columns per packed weight slab: two AVX2 registers */
+#define CHUNK 32 /* output columns per packed weight slab: four AVX2 registers */
+#define GCHUNK 16 /* output columns per pass of the weight-gradient scatter: two AVX2 registers */
 
 #if defined(__AVX2__)
 static int32_t compact_lut[256][8]; /* for each 8-bit mask, the positions of its set bits, in order */
@@ -147,23 +148,54 @@ int64_t spike_lists(const float* restrict x, int64_t R, int64_t K, int64_t step,
     return total;
 }
 
-/* Repacks nn.Linear's weight w [N, K], times `scale` (1 or -1), into slabs
- * packed[c][k][j] = scale * w[c*CHUNK + j][k], zero past N, so the CHUNK weights that one input adds
- * to one slab of outputs are contiguous. Rows of w are read in order; each slab (K*CHUNK floats,
- * 16 KiB for K = 256) stays in L1 while it is filled. */
-void pack_weight(const float* restrict w, float* restrict packed, int64_t K, int64_t N, float scale) {
+/* Repacks nn.Linear's weight w [N, K] into slabs packed[c][k][j] = w[c*CHUNK + j][k], zero past N,
+ * so the CHUNK weights that one input adds to one slab of outputs are contiguous, and writes
+ * rowsum[n] = sum_k w[n][k] (W·1, where silent-listed rows start). Full 8 x 8 blocks are
+ * transposed in registers; the edges go one element at a time. */
+void pack_weight(const float* restrict w, float* restrict packed, float* restrict rowsum, int64_t K, int64_t N) {
     int64_t chunks = (N + CHUNK - 1) / CHUNK;
     for (int64_t c = 0; c < chunks; c++) {
         float* slab = packed + c * K * CHUNK;
-        for (int64_t j = 0; j < CHUNK; j++) {
-            int64_t n = c * CHUNK + j;
-            if (n < N) {
-                const float* row = w + n * K;
-                for (int64_t k = 0; k < K; k++) slab[k * CHUNK + j] = scale * row[k];
-            } else {
-                for (int64_t k = 0; k < K; k++) slab[k * CHUNK + j] = 0.0f;
+        for (int64_t j0 = 0; j0 < CHUNK; j0 += 8) {
+            int64_t n0 = c * CHUNK + j0, k = 0;
+#if defined(__AVX2__)
+            if (n0 + 8 <= N) {
+                for (; k + 8 <= K; k += 8) {
+                    __m256 r0 = _mm256_loadu_ps(w + (n0 + 0) * K + k), r1 = _mm256_loadu_ps(w + (n0 + 1) * K + k);
+                    __m256 r2 = _mm256_loadu_ps(w + (n0 + 2) * K + k), r3 = _mm256_loadu_ps(w + (n0 + 3) * K + k);
+                    __m256 r4 = _mm256_loadu_ps(w + (n0 + 4) * K + k), r5 = _mm256_loadu_ps(w + (n0 + 5) * K + k);
+                    __m256 r6 = _mm256_loadu_ps(w + (n0 + 6) * K + k), r7 = _mm256_loadu_ps(w + (n0 + 7) * K + k);
+                    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+                    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+                    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+                    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+                    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+                    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+                    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+                    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+                    float* dst = slab + k * CHUNK + j0;
+                    _mm256_storeu_ps(dst + 0 * CHUNK, _mm256_permute2f128_ps(u0, u4, 0x20));
+                    _mm256_storeu_ps(dst + 1 * CHUNK, _mm256_permute2f128_ps(u1, u5, 0x20));
+                    _mm256_storeu_ps(dst + 2 * CHUNK, _mm256_permute2f128_ps(u2, u6, 0x20));
+                    _mm256_storeu_ps(dst + 3 * CHUNK, _mm256_permute2f128_ps(u3, u7, 0x20));
+                    _mm256_storeu_ps(dst + 4 * CHUNK, _mm256_permute2f128_ps(u0, u4, 0x31));
+                    _mm256_storeu_ps(dst + 5 * CHUNK, _mm256_permute2f128_ps(u1, u5, 0x31));
+                    _mm256_storeu_ps(dst + 6 * CHUNK, _mm256_permute2f128_ps(u2, u6, 0x31));
+                    _mm256_storeu_ps(dst + 7 * CHUNK, _mm256_permute2f128_ps(u3, u7, 0x31));
+                }
+            }
+#endif
+            for (int64_t j = j0; j < j0 + 8; j++) {
+                int64_t n = c * CHUNK + j;
+                for (int64_t kk = k; kk < K; kk++) slab[kk * CHUNK + j] = n < N ? w[n * K + kk] : 0.0f;
             }
         }
+    }
+    for (int64_t n = 0; n < N; n++) {
+        const float* row = w + n * K;
+        float sum = 0.0f;
+        for (int64_t k = 0; k < K; k++) sum += row[k];
+        rowsum[n] = sum;
     }
 }
 
@@ -172,33 +204,61 @@ static void store_chunk(float* dst, const float* src, int64_t width) {
 }
 
 #if defined(__AVX2__)
-/* acc ± the slab rows listed in ir[from .. to) (what is left of one row's list in spike_matmul) */
-static inline void add_listed(const float* slab, const int32_t* ir, int32_t from, int32_t to, __m256* lo, __m256* hi) {
-    __m256 a = *lo, b = *hi;
+/* acc[0..3] ± the slab rows listed in ir[from .. to) */
+static inline void add_listed(const float* slab, const int32_t* ir, int32_t from, int32_t to, __m256* acc) {
+    __m256 a = acc[0], b = acc[1], c = acc[2], d = acc[3];
     for (int32_t p = from; p < to; p++) {
         const float* w = slab + (int64_t)ir[p] * CHUNK;
         a = _mm256_add_ps(a, _mm256_loadu_ps(w));
         b = _mm256_add_ps(b, _mm256_loadu_ps(w + 8));
+        c = _mm256_add_ps(c, _mm256_loadu_ps(w + 16));
+        d = _mm256_add_ps(d, _mm256_loadu_ps(w + 24));
     }
-    *lo = a;
-    *hi = b;
+    acc[0] = a; acc[1] = b; acc[2] = c; acc[3] = d;
 }
 
-static inline void sub_listed(const float* slab, const int32_t* ir, int32_t from, int32_t to, __m256* lo, __m256* hi) {
-    __m256 a = *lo, b = *hi;
+static inline void sub_listed(const float* slab, const int32_t* ir, int32_t from, int32_t to, __m256* acc) {
+    __m256 a = acc[0], b = acc[1], c = acc[2], d = acc[3];
     for (int32_t p = from; p < to; p++) {
         const float* w = slab + (int64_t)ir[p] * CHUNK;
         a = _mm256_sub_ps(a, _mm256_loadu_ps(w));
         b = _mm256_sub_ps(b, _mm256_loadu_ps(w + 8));
+        c = _mm256_sub_ps(c, _mm256_loadu_ps(w + 16));
+        d = _mm256_sub_ps(d, _mm256_loadu_ps(w + 24));
     }
-    *lo = a;
-    *hi = b;
+    acc[0] = a; acc[1] = b; acc[2] = c; acc[3] = d;
 }
 
-static inline int32_t min4(int32_t a, int32_t b, int32_t c, int32_t d) {
-    int32_t m = a < b ? a : b;
-    m = m < c ? m : c;
-    return m < d ? m : d;
+/* two rows' lists in lockstep (eight independent accumulator chains), then what is left of each */
+static inline void add_listed2(const float* slab, const int32_t* i0, int32_t m0, const int32_t* i1, int32_t m1,
+                               __m256* x, __m256* y, int sub) {
+    __m256 a0 = x[0], a1 = x[1], a2 = x[2], a3 = x[3], c0 = y[0], c1 = y[1], c2 = y[2], c3 = y[3];
+    int32_t q = 0, both = m0 < m1 ? m0 : m1;
+    if (sub) {
+        for (; q < both; q++) {
+            const float *w0 = slab + (int64_t)i0[q] * CHUNK, *w1 = slab + (int64_t)i1[q] * CHUNK;
+            a0 = _mm256_sub_ps(a0, _mm256_loadu_ps(w0));      c0 = _mm256_sub_ps(c0, _mm256_loadu_ps(w1));
+            a1 = _mm256_sub_ps(a1, _mm256_loadu_ps(w0 + 8));  c1 = _mm256_sub_ps(c1, _mm256_loadu_ps(w1 + 8));
+            a2 = _mm256_sub_ps(a2, _mm256_loadu_ps(w0 + 16)); c2 = _mm256_sub_ps(c2, _mm256_loadu_ps(w1 + 16));
+            a3 = _mm256_sub_ps(a3, _mm256_loadu_ps(w0 + 24)); c3 = _mm256_sub_ps(c3, _mm256_loadu_ps(w1 + 24));
+        }
+    } else {
+        for (; q < both; q++) {
+            const float *w0 = slab + (int64_t)i0[q] * CHUNK, *w1 = slab + (int64_t)i1[q] * CHUNK;
+            a0 = _mm256_add_ps(a0, _mm256_loadu_ps(w0));      c0 = _mm256_add_ps(c0, _mm256_loadu_ps(w1));
+            a1 = _mm256_add_ps(a1, _mm256_loadu_ps(w0 + 8));  c1 = _mm256_add_ps(c1, _mm256_loadu_ps(w1 + 8));
+            a2 = _mm256_add_ps(a2, _mm256_loadu_ps(w0 + 16)); c2 = _mm256_add_ps(c2, _mm256_loadu_ps(w1 + 16));
+            a3 = _mm256_add_ps(a3, _mm256_loadu_ps(w0 + 24)); c3 = _mm256_add_ps(c3, _mm256_loadu_ps(w1 + 24));
+        }
+    }
+    x[0] = a0; x[1] = a1; x[2] = a2; x[3] = a3; y[0] = c0; y[1] = c1; y[2] = c2; y[3] = c3;
+    if (sub) {
+        sub_listed(slab, i0, q, m0, x);
+        sub_listed(slab, i1, q, m1, y);
+    } else {
+        add_listed(slab, i0, q, m0, x);
+        add_listed(slab, i1, q, m1, y);
+    }
 }
 #endif
 
@@ -214,108 +274,69 @@ static inline const float* row_base(int8_t mode, const float* bias, const float*
 }
 
 /* out[r, n] = b[n] + Σ_k w[n, k] x[r, k] for a 0/1 x, from spike_lists' lists: each row starts at
- * b (active list), at b + W·1 = bias_all (silent list) or at out[r − step] (changed list), adds the
+ * b (active list), at b + W·1 = b_all (silent list) or at out[r − step] (changed list), adds the
  * weight columns of its plus entries and subtracts those of its minus entries. With spikes at
  * density d this does about min(d, 1 − d, changed share)·K adds per output instead of K
  * multiply-adds. Rows are computed in `order`, timestep by timestep (blocks of `step` rows, or all
- * R when step is 0), four rows of a block at a time per slab pass: that keeps eight independent
- * accumulator chains in flight, and a changed-list row's predecessor is always finished. */
+ * R when step is 0), two rows of a block at a time per 32-column slab: that keeps eight
+ * independent accumulator chains in flight and loads one index per four vectors, and a
+ * changed-list row's predecessor is always finished. */
 void spike_matmul(const int32_t* idx, const int32_t* cnt, const int8_t* mode, const int32_t* order,
                   const float* packed, const float* b, const float* b_all, float* out,
                   int64_t R, int64_t K, int64_t N, int64_t step) {
     int64_t chunks = (N + CHUNK - 1) / CHUNK;
+    const int64_t block = step > 0 ? step : R;  /* a changed-list row's predecessor is in an earlier block */
     for (int64_t c = 0; c < chunks; c++) {
         const float* slab = packed + c * K * CHUNK;
         int64_t n0 = c * CHUNK, width = N - n0 < CHUNK ? N - n0 : CHUNK;
-        float bias[CHUNK] = {0}, bias_all[CHUNK] = {0}, tmp[4][CHUNK];
+        float bias[CHUNK] = {0}, bias_all[CHUNK] = {0}, tmp[2][CHUNK];
         memcpy(bias, b + n0, (size_t)width * sizeof(float));
         memcpy(bias_all, b_all + n0, (size_t)width * sizeof(float));
-        const int64_t block = step > 0 ? step : R;  /* a changed-list row's predecessor is in an earlier block */
         for (int64_t qb = 0; qb < R; qb += block) {
-        const int64_t qe = qb + block < R ? qb + block : R;
-        int64_t q0 = qb;
+            const int64_t qe = qb + block < R ? qb + block : R;
+            int64_t q0 = qb;
 #if defined(__AVX2__)
-        for (; q0 + 4 <= qe; q0 += 4) {
-            const int64_t r0 = order[q0], r1 = order[q0 + 1], r2 = order[q0 + 2], r3 = order[q0 + 3];
-            const float* s0 = row_base(mode[r0], bias, bias_all, out, r0, step, N, n0, width, tmp[0]);
-            const float* s1 = row_base(mode[r1], bias, bias_all, out, r1, step, N, n0, width, tmp[1]);
-            const float* s2 = row_base(mode[r2], bias, bias_all, out, r2, step, N, n0, width, tmp[2]);
-            const float* s3 = row_base(mode[r3], bias, bias_all, out, r3, step, N, n0, width, tmp[3]);
-            __m256 a00 = _mm256_loadu_ps(s0), a01 = _mm256_loadu_ps(s0 + 8);
-            __m256 a10 = _mm256_loadu_ps(s1), a11 = _mm256_loadu_ps(s1 + 8);
-            __m256 a20 = _mm256_loadu_ps(s2), a21 = _mm256_loadu_ps(s2 + 8);
-            __m256 a30 = _mm256_loadu_ps(s3), a31 = _mm256_loadu_ps(s3 + 8);
-            const int32_t *i0 = idx + r0 * K, *i1 = idx + r1 * K, *i2 = idx + r2 * K, *i3 = idx + r3 * K;
-            int32_t p0 = cnt[2 * r0], p1 = cnt[2 * r1], p2 = cnt[2 * r2], p3 = cnt[2 * r3];
-            int32_t q = 0, both = min4(p0, p1, p2, p3);
-            for (; q < both; q++) {
-                const float *w0 = slab + (int64_t)i0[q] * CHUNK, *w1 = slab + (int64_t)i1[q] * CHUNK;
-                const float *w2 = slab + (int64_t)i2[q] * CHUNK, *w3 = slab + (int64_t)i3[q] * CHUNK;
-                a00 = _mm256_add_ps(a00, _mm256_loadu_ps(w0));
-                a01 = _mm256_add_ps(a01, _mm256_loadu_ps(w0 + 8));
-                a10 = _mm256_add_ps(a10, _mm256_loadu_ps(w1));
-                a11 = _mm256_add_ps(a11, _mm256_loadu_ps(w1 + 8));
-                a20 = _mm256_add_ps(a20, _mm256_loadu_ps(w2));
-                a21 = _mm256_add_ps(a21, _mm256_loadu_ps(w2 + 8));
-                a30 = _mm256_add_ps(a30, _mm256_loadu_ps(w3));
-                a31 = _mm256_add_ps(a31, _mm256_loadu_ps(w3 + 8));
+            for (; q0 + 2 <= qe; q0 += 2) {
+                const int64_t r0 = order[q0], r1 = order[q0 + 1];
+                const float* s0 = row_base(mode[r0], bias, bias_all, out, r0, step, N, n0, width, tmp[0]);
+                const float* s1 = row_base(mode[r1], bias, bias_all, out, r1, step, N, n0, width, tmp[1]);
+                __m256 x[4], y[4];
+                for (int v = 0; v < 4; v++) {
+                    x[v] = _mm256_loadu_ps(s0 + 8 * v);
+                    y[v] = _mm256_loadu_ps(s1 + 8 * v);
+                }
+                const int32_t *i0 = idx + r0 * K, *i1 = idx + r1 * K;
+                const int32_t p0 = cnt[2 * r0], p1 = cnt[2 * r1];
+                add_listed2(slab, i0, p0, i1, p1, x, y, 0);
+                add_listed2(slab, i0 + p0, cnt[2 * r0 + 1], i1 + p1, cnt[2 * r1 + 1], x, y, 1);  /* minus entries */
+                float* o0 = width == CHUNK ? out + r0 * N + n0 : tmp[0];
+                float* o1 = width == CHUNK ? out + r1 * N + n0 : tmp[1];
+                for (int v = 0; v < 4; v++) {
+                    _mm256_storeu_ps(o0 + 8 * v, x[v]);
+                    _mm256_storeu_ps(o1 + 8 * v, y[v]);
+                }
+                if (width < CHUNK) {
+                    store_chunk(out + r0 * N + n0, tmp[0], width);
+                    store_chunk(out + r1 * N + n0, tmp[1], width);
+                }
             }
-            add_listed(slab, i0, q, p0, &a00, &a01);
-            add_listed(slab, i1, q, p1, &a10, &a11);
-            add_listed(slab, i2, q, p2, &a20, &a21);
-            add_listed(slab, i3, q, p3, &a30, &a31);
-            i0 += p0; i1 += p1; i2 += p2; i3 += p3;  /* the minus entries follow the plus entries */
-            p0 = cnt[2 * r0 + 1]; p1 = cnt[2 * r1 + 1]; p2 = cnt[2 * r2 + 1]; p3 = cnt[2 * r3 + 1];
-            both = min4(p0, p1, p2, p3);
-            for (q = 0; q < both; q++) {
-                const float *w0 = slab + (int64_t)i0[q] * CHUNK, *w1 = slab + (int64_t)i1[q] * CHUNK;
-                const float *w2 = slab + (int64_t)i2[q] * CHUNK, *w3 = slab + (int64_t)i3[q] * CHUNK;
-                a00 = _mm256_sub_ps(a00, _mm256_loadu_ps(w0));
-                a01 = _mm256_sub_ps(a01, _mm256_loadu_ps(w0 + 8));
-                a10 = _mm256_sub_ps(a10, _mm256_loadu_ps(w1));
-                a11 = _mm256_sub_ps(a11, _mm256_loadu_ps(w1 + 8));
-                a20 = _mm256_sub_ps(a20, _mm256_loadu_ps(w2));
-                a21 = _mm256_sub_ps(a21, _mm256_loadu_ps(w2 + 8));
-                a30 = _mm256_sub_ps(a30, _mm256_loadu_ps(w3));
-                a31 = _mm256_sub_ps(a31, _mm256_loadu_ps(w3 + 8));
-            }
-            sub_listed(slab, i0, q, p0, &a00, &a01);
-            sub_listed(slab, i1, q, p1, &a10, &a11);
-            sub_listed(slab, i2, q, p2, &a20, &a21);
-            sub_listed(slab, i3, q, p3, &a30, &a31);
-            if (width == CHUNK) {
-                _mm256_storeu_ps(out + r0 * N + n0, a00); _mm256_storeu_ps(out + r0 * N + n0 + 8, a01);
-                _mm256_storeu_ps(out + r1 * N + n0, a10); _mm256_storeu_ps(out + r1 * N + n0 + 8, a11);
-                _mm256_storeu_ps(out + r2 * N + n0, a20); _mm256_storeu_ps(out + r2 * N + n0 + 8, a21);
-                _mm256_storeu_ps(out + r3 * N + n0, a30); _mm256_storeu_ps(out + r3 * N + n0 + 8, a31);
-            } else {
-                _mm256_storeu_ps(tmp[0], a00); _mm256_storeu_ps(tmp[0] + 8, a01);
-                _mm256_storeu_ps(tmp[1], a10); _mm256_storeu_ps(tmp[1] + 8, a11);
-                _mm256_storeu_ps(tmp[2], a20); _mm256_storeu_ps(tmp[2] + 8, a21);
-                _mm256_storeu_ps(tmp[3], a30); _mm256_storeu_ps(tmp[3] + 8, a31);
-                store_chunk(out + r0 * N + n0, tmp[0], width);
-                store_chunk(out + r1 * N + n0, tmp[1], width);
-                store_chunk(out + r2 * N + n0, tmp[2], width);
-                store_chunk(out + r3 * N + n0, tmp[3], width);
-            }
-        }
 #endif
-        for (; q0 < qe; q0++) {
-            const int64_t r = order[q0];
-            const int32_t* ir = idx + r * K;
-            float acc[CHUNK];
-            memcpy(acc, row_base(mode[r], bias, bias_all, out, r, step, N, n0, width, tmp[0]), sizeof(acc));
-            int32_t plus = cnt[2 * r], minus = cnt[2 * r + 1];
-            for (int32_t q = 0; q < plus; q++) {
-                const float* w = slab + (int64_t)ir[q] * CHUNK;
-                for (int j = 0; j < CHUNK; j++) acc[j] += w[j];
+            for (; q0 < qe; q0++) {
+                const int64_t r = order[q0];
+                const int32_t* ir = idx + r * K;
+                float acc[CHUNK];
+                memcpy(acc, row_base(mode[r], bias, bias_all, out, r, step, N, n0, width, tmp[0]), sizeof(acc));
+                int32_t plus = cnt[2 * r], minus = cnt[2 * r + 1];
+                for (int32_t q = 0; q < plus; q++) {
+                    const float* w = slab + (int64_t)ir[q] * CHUNK;
+                    for (int j = 0; j < CHUNK; j++) acc[j] += w[j];
+                }
+                for (int32_t q = plus; q < plus + minus; q++) {
+                    const float* w = slab + (int64_t)ir[q] * CHUNK;
+                    for (int j = 0; j < CHUNK; j++) acc[j] -= w[j];
+                }
+                store_chunk(out + r * N + n0, acc, width);
             }
-            for (int32_t q = plus; q < plus + minus; q++) {
-                const float* w = slab + (int64_t)ir[q] * CHUNK;
-                for (int j = 0; j < CHUNK; j++) acc[j] -= w[j];
-            }
-            store_chunk(out + r * N + n0, acc, width);
-        }
         }
     }
 }
@@ -324,7 +345,7 @@ void spike_matmul(const int32_t* idx, const int32_t* cnt, const int8_t* mode, co
  * A changed-list row's input is x_{r−step} plus its own list, so unrolling the chains,
  *     gᵀ·x = Σ_r h_rᵀ·(plus_r − minus_r) + (Σ over silent-list rows of h_r)ᵀ·1,
  * where h_r = g_r + h_{r+step} if row r + step is a changed-list row, else g_r (h [R, N] is
- * scratch). Each slab of CHUNK output columns is accumulated in scratch [K][CHUNK] (16 KiB for
+ * scratch). Each slab of GCHUNK output columns is accumulated in scratch [K][GCHUNK] (16 KiB for
  * K = 256: it stays in L1), then transposed into gw. */
 void spike_matmul_grad_weight(const int32_t* restrict idx, const int32_t* restrict cnt, const int8_t* restrict mode,
                               const float* restrict g, float* restrict h, float* restrict gw, float* restrict scratch,
@@ -336,44 +357,44 @@ void spike_matmul_grad_weight(const int32_t* restrict idx, const int32_t* restri
             const float* hr = h + r * N;
             for (int64_t n = 0; n < N; n++) hp[n] += hr[n];
         }
-    int64_t chunks = (N + CHUNK - 1) / CHUNK;
+    int64_t chunks = (N + GCHUNK - 1) / GCHUNK;
     for (int64_t c = 0; c < chunks; c++) {
-        int64_t n0 = c * CHUNK, width = N - n0 < CHUNK ? N - n0 : CHUNK;
-        float ones[CHUNK] = {0};  /* Σ over silent-list rows of h_r: added to every input's column */
+        int64_t n0 = c * GCHUNK, width = N - n0 < GCHUNK ? N - n0 : GCHUNK;
+        float ones[GCHUNK] = {0};  /* Σ over silent-list rows of h_r: added to every input's column */
         for (int64_t r = 0; r < R; r++)
             if (mode[r] == LIST_SILENT)
                 for (int64_t j = 0; j < width; j++) ones[j] += h[r * N + n0 + j];
-        for (int64_t k = 0; k < K; k++) memcpy(scratch + k * CHUNK, ones, sizeof(ones));
+        for (int64_t k = 0; k < K; k++) memcpy(scratch + k * GCHUNK, ones, sizeof(ones));
         for (int64_t r = 0; r < R; r++) {
             const int32_t* ir = idx + r * K;
             const int32_t plus = cnt[2 * r], minus = cnt[2 * r + 1];
-            float row[CHUNK] = {0};
+            float row[GCHUNK] = {0};
             memcpy(row, h + r * N + n0, (size_t)width * sizeof(float));
             int32_t q = 0;
 #if defined(__AVX2__)
             __m256 g0 = _mm256_loadu_ps(row), g1 = _mm256_loadu_ps(row + 8);
             for (; q < plus; q++) {
-                float* s = scratch + (int64_t)ir[q] * CHUNK;
+                float* s = scratch + (int64_t)ir[q] * GCHUNK;
                 _mm256_storeu_ps(s, _mm256_add_ps(_mm256_loadu_ps(s), g0));
                 _mm256_storeu_ps(s + 8, _mm256_add_ps(_mm256_loadu_ps(s + 8), g1));
             }
             for (; q < plus + minus; q++) {
-                float* s = scratch + (int64_t)ir[q] * CHUNK;
+                float* s = scratch + (int64_t)ir[q] * GCHUNK;
                 _mm256_storeu_ps(s, _mm256_sub_ps(_mm256_loadu_ps(s), g0));
                 _mm256_storeu_ps(s + 8, _mm256_sub_ps(_mm256_loadu_ps(s + 8), g1));
             }
 #endif
             for (; q < plus; q++) {
-                float* s = scratch + (int64_t)ir[q] * CHUNK;
-                for (int j = 0; j < CHUNK; j++) s[j] += row[j];
+                float* s = scratch + (int64_t)ir[q] * GCHUNK;
+                for (int j = 0; j < GCHUNK; j++) s[j] += row[j];
             }
             for (; q < plus + minus; q++) {
-                float* s = scratch + (int64_t)ir[q] * CHUNK;
-                for (int j = 0; j < CHUNK; j++) s[j] -= row[j];
+                float* s = scratch + (int64_t)ir[q] * GCHUNK;
+                for (int j = 0; j < GCHUNK; j++) s[j] -= row[j];
             }
         }
         for (int64_t j = 0; j < width; j++)
-            for (int64_t k = 0; k < K; k++) gw[(n0 + j) * K + k] = scratch[k * CHUNK + j];
+            for (int64_t k = 0; k < K; k++) gw[(n0 + j) * K + k] = scratch[k * GCHUNK + j];
     }
 }
 
