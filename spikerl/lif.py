@@ -242,14 +242,22 @@ def state_precision(i: torch.Tensor) -> torch.Tensor:
     return i.float() if i.dtype in (torch.bfloat16, torch.float16) else i
 
 
-def _native_layer_forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, record: bool
-                          ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, native.SpikeIndex | None]:
-    """(o, v if record, x as [T·B, K], its spike lists) for spikes x [T, B, K] on the native kernels."""
+def _native_layer_forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, record: bool,
+                          x_bits: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, native.SpikeIndex | None,
+                                     torch.Tensor]:
+    """(o, v if record, x as [T·B, K], its spike lists, o's bit masks) for spikes x [T, B, K] on the
+    native kernels. `x_bits`: x's bit masks, if the layer before wrote them; o's are empty (numel 0)
+    where the kernel cannot write them."""
     T, B, K = x.shape
     x2 = x.reshape(T * B, K).contiguous()
-    i, index = native.spike_linear(x2, w, b, step=B)
-    o, v = native.popsan_lif_forward(i.view(T, B, -1), record=record)
-    return o, v, x2, index
+    i, index = native.spike_linear(x2, w, b, step=B, bits=x_bits)
+    o_bits = native.spike_bits_like(T * B, w.shape[0])
+    o, v = native.popsan_lif_forward(i.view(T, B, -1), record=record, bits=o_bits)
+    return o, v, x2, index, o_bits if o_bits is not None else _NO_BITS
+
+
+_NO_BITS = torch.empty(0, dtype=torch.int64)
 
 
 def _native_layer_backward(ctx, grad_o: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None,
@@ -274,17 +282,19 @@ class _NativePopSANLayer(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        o, v, x2, ctx.index = _native_layer_forward(x, w, b, record=True)
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,  # type: ignore[override]
+                x_bits: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        o, v, x2, ctx.index, o_bits = _native_layer_forward(x, w, b, record=True, x_bits=x_bits)
         ctx.save_for_backward(x2, w, v, o)
-        return o
+        ctx.mark_non_differentiable(o_bits)
+        return o, o_bits
 
     @staticmethod
-    def backward(ctx, grad_o: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx, grad_o: torch.Tensor, _: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         g, gw, gb = _native_layer_backward(ctx, grad_o)
         w = ctx.saved_tensors[1]
         gx = (g.view(-1, g.shape[-1]) @ w).view(*g.shape[:2], -1) if ctx.needs_input_grad[0] else None
-        return gx, gw, gb
+        return gx, gw, gb, None
 
 
 class _NativeEncodedPopSANLayer(torch.autograd.Function):
@@ -298,13 +308,14 @@ class _NativeEncodedPopSANLayer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, w: torch.Tensor, b: torch.Tensor, s: torch.Tensor,  # type: ignore[override]
-                gains: torch.Tensor) -> torch.Tensor:
-        o, v, s2, ctx.index = _native_layer_forward(s, w, b, record=True)
+                gains: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        o, v, s2, ctx.index, o_bits = _native_layer_forward(s, w, b, record=True)
         ctx.save_for_backward(s2, w, v, o, gains)
-        return o
+        ctx.mark_non_differentiable(o_bits)
+        return o, o_bits
 
     @staticmethod
-    def backward(ctx, grad_o: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx, grad_o: torch.Tensor, _: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         g, gw, gb = _native_layer_backward(ctx, grad_o)
         w, gains = ctx.saved_tensors[1], ctx.saved_tensors[4]
         T, B = g.shape[:2]
@@ -313,18 +324,24 @@ class _NativeEncodedPopSANLayer(torch.autograd.Function):
 
 
 def native_encoded_popsan_layer(a: torch.Tensor, s: torch.Tensor, gains: torch.Tensor, w: torch.Tensor,
-                                b: torch.Tensor) -> torch.Tensor:
-    """PopSAN spikes [T, B, N] of fc(s) where s are the encoder's spikes of stimulation a."""
+                                b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(PopSAN spikes [T, B, N] of fc(s), their bit masks or None) where s are the encoder's spikes of
+    stimulation a."""
     if torch.is_grad_enabled() and (a.requires_grad or w.requires_grad or b.requires_grad):
-        return _NativeEncodedPopSANLayer.apply(a, w, b, s, gains)
+        o, bits = _NativeEncodedPopSANLayer.apply(a, w, b, s, gains)
+        return o, bits if bits.numel() else None
     return native_popsan_layer(s, w, b)
 
 
-def native_popsan_layer(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """PopSAN spikes [T, B, N] of fc(x) on the native kernels; callers check `native.usable` first."""
+def native_popsan_layer(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, x_bits: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(PopSAN spikes [T, B, N] of fc(x), their bit masks or None) on the native kernels; callers
+    check `native.usable` first. `x_bits`: x's bit masks, from the layer that made x."""
     if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or b.requires_grad):
-        return _NativePopSANLayer.apply(x, w, b)
-    return _native_layer_forward(x, w, b, record=False)[0]
+        o, bits = _NativePopSANLayer.apply(x, w, b, x_bits)
+    else:
+        o, _, _, _, bits = _native_layer_forward(x, w, b, record=False, x_bits=x_bits)
+    return o, bits if bits.numel() else None
 
 
 class PopSANLIFLayer(nn.Module):
@@ -340,7 +357,7 @@ class PopSANLIFLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if native.usable(x, self.fc.weight):
-            return native_popsan_layer(x, self.fc.weight, self.fc.bias)
+            return native_popsan_layer(x, self.fc.weight, self.fc.bias)[0]
         T, B = x.shape[0], x.shape[1]
         i = state_precision(self.fc(x.reshape(T * B, x.shape[2]))).view(T, B, -1)
         return popsan_lif(i)

@@ -110,14 +110,14 @@ def _build(cc: str) -> Path:
 
 def _declare(lib: ctypes.CDLL) -> None:
     p, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.spike_lists.argtypes, lib.spike_lists.restype = [p, i64, i64, i64, p, p, p, p, p], i64
+    lib.spike_lists.argtypes, lib.spike_lists.restype = [p, i64, i64, i64, p, p, p, p, p, ctypes.c_int32], i64
     lib.pack_weight.argtypes, lib.pack_weight.restype = [p, p, p, i64, i64], None
     lib.spike_matmul.argtypes, lib.spike_matmul.restype = [p, p, p, p, p, p, p, p, i64, i64, i64, i64], None
     lib.spike_matmul_grad_weight.argtypes = [p, p, p, p, p, p, p, i64, i64, i64, i64]
     lib.spike_matmul_grad_weight.restype = None
     lib.linear_rows.argtypes, lib.linear_rows.restype = [p, p, p, p, i64, i64, i64], None
     lib.regular_spikes.argtypes, lib.regular_spikes.restype = [p, p, i64, i64], None
-    lib.popsan_lif_forward.argtypes, lib.popsan_lif_forward.restype = [p, p, p, i64, i64], None
+    lib.popsan_lif_forward.argtypes, lib.popsan_lif_forward.restype = [p, p, p, i64, i64, p, i64], None
     lib.popsan_lif_backward.argtypes, lib.popsan_lif_backward.restype = [p, p, p, p, i64, i64], None
     lib.popsan_act.argtypes = [p, i64, i64, i64, i64, p, p, i64, p, p, p, p, p, ctypes.c_float, p, p]
     lib.popsan_act.restype = None
@@ -205,12 +205,13 @@ class SpikeIndex:
     `step`, the rows per timestep) the inputs that switched on or off since row r − step. A
     spiking layer's inputs mostly repeat from one timestep to the next, so in training the third
     list is often half as long as the other two. `binary` is False when x holds anything but 0
-    and 1 (nothing is listed then).
+    and 1 (nothing is listed then). `bits`, if given, are x's rows as bit masks
+    (`spike_bits_like`, filled by `popsan_lif_forward`): x itself is then not read.
     """
 
     __slots__ = ("idx", "cnt", "mode", "order", "listed", "rows", "cols", "step", "binary")
 
-    def __init__(self, x: torch.Tensor, step: int = 0):
+    def __init__(self, x: torch.Tensor, step: int = 0, bits: torch.Tensor | None = None):
         lib = library()
         assert lib is not None and x.is_contiguous() and x.dim() == 2
         self.rows, self.cols = x.shape
@@ -219,13 +220,16 @@ class SpikeIndex:
         self.listed = 0
         if not self.binary:
             return
-        bits = torch.empty(self.rows * ((self.cols + 63) // 64), dtype=torch.int64)
+        have_bits = bits is not None
+        if bits is None:
+            bits = torch.empty(self.rows * ((self.cols + 63) // 64), dtype=torch.int64)
+        assert bits.numel() == self.rows * ((self.cols + 63) // 64)
         self.idx = torch.empty(x.numel() + 8, dtype=torch.int32)  # the kernel stores 8 at a time
         self.cnt = torch.empty(2 * self.rows, dtype=torch.int32)
         self.mode = torch.empty(self.rows, dtype=torch.int8)
         self.order = torch.empty(self.rows, dtype=torch.int32)
         listed = int(lib.spike_lists(_ptr(x), self.rows, self.cols, self.step, _ptr(bits), _ptr(self.idx),
-                                     _ptr(self.cnt), _ptr(self.mode), _ptr(self.order)))
+                                     _ptr(self.cnt), _ptr(self.mode), _ptr(self.order), int(have_bits)))
         self.binary = listed >= 0
         self.listed = max(listed, 0)
 
@@ -251,12 +255,13 @@ def packed_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return packed, rowsum
 
 
-def spike_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, step: int = 0
+def spike_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, step: int = 0, bits: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, SpikeIndex | None]:
     """x [R, K] (0/1) → (x·wᵀ + b [R, N], the input lists or None).
 
     `step` is the number of rows per timestep when x stacks T timesteps ([T·B, K], t-major): row r
-    may then be computed from row r − step plus what changed. The column-sum kernel runs on 0/1
+    may then be computed from row r − step plus what changed. `bits`: x's rows as bit masks, when
+    the kernel that made x wrote them (x is then known to be 0/1). The column-sum kernel runs on 0/1
     spikes unless more than DENSE_ABOVE of the entries would be listed; BLAS runs otherwise (None
     is returned then, and `linear_grad_weight` is dense too)."""
     lib = library()
@@ -267,7 +272,7 @@ def spike_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, step: int = 
         wc, bc = w.detach().contiguous(), b.detach().contiguous()  # named: a temporary copy would be freed early
         lib.linear_rows(_ptr(x), _ptr(wc), _ptr(bc), _ptr(out), x.shape[0], x.shape[1], w.shape[0])
         return out, None
-    index = SpikeIndex(x, step)
+    index = SpikeIndex(x, step, bits)
     if not index.binary or index.work > DENSE_ABOVE:
         return torch.addmm(b, x, w.t()), None
     bd = b.detach().contiguous()
@@ -306,13 +311,26 @@ def regular_spikes(a: torch.Tensor, timesteps: int) -> torch.Tensor:
     return o
 
 
-def popsan_lif_forward(i: torch.Tensor, record: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Spikes o [T, ...] (and the membrane v when `record`) from contiguous fp32 currents i [T, ...]."""
+def spike_bits_like(rows: int, neurons: int) -> torch.Tensor | None:
+    """A buffer for `popsan_lif_forward` to write its spikes into as bit masks (one row of
+    ceil(neurons/64) words per sample and timestep), or None where the kernel cannot (neurons not
+    a multiple of 8, or too many to list)."""
+    if neurons % 8 or neurons > MAX_LISTED_INPUTS:
+        return None
+    return torch.empty(rows * ((neurons + 63) // 64), dtype=torch.int64)
+
+
+def popsan_lif_forward(i: torch.Tensor, record: bool, bits: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Spikes o [T, ...] (and the membrane v when `record`) from contiguous fp32 currents i [T, ...].
+    `bits` (from `spike_bits_like(T·B, N)` for i [T, B, N]) also receives the spikes as bit masks."""
     lib = library()
     assert lib is not None and i.is_contiguous()
     o = torch.empty_like(i)
     v = torch.empty_like(i) if record else None
-    lib.popsan_lif_forward(_ptr(i), _ptr(o), _ptr(v) if v is not None else None, i.shape[0], i[0].numel())
+    n = i.shape[-1]
+    lib.popsan_lif_forward(_ptr(i), _ptr(o), _ptr(v) if v is not None else None, i.shape[0], i[0].numel(),
+                           _ptr(bits) if bits is not None else None, n)
     return o, v
 
 

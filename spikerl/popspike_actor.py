@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from spikerl import native
-from spikerl.lif import PopSANLIFLayer, native_encoded_popsan_layer
+from spikerl.lif import PopSANLIFLayer, native_encoded_popsan_layer, native_popsan_layer
 from spikerl.population import Encoding, PopulationDecoder, PopulationEncoder
 
 
@@ -49,10 +49,12 @@ class PopSpikingActor(nn.Module):
             # the encoder's gradient is folded into the first layer (one matmul, not T)
             a = self.encoder.stimulation(obs_norm)
             s = self.encoder.spike_trains(a)
-            o = native_encoded_popsan_layer(a, s, self.encoder.spike_gains(a.dtype, a.device), first.fc.weight,
-                                            first.fc.bias)
-        else:
-            o = first(self.encoder(obs_norm))
+            o, bits = native_encoded_popsan_layer(a, s, self.encoder.spike_gains(a.dtype, a.device),
+                                                  first.fc.weight, first.fc.bias)
+            for layer in rest:  # each kernel hands its spikes to the next as bit masks too
+                o, bits = native_popsan_layer(o, layer.fc.weight, layer.fc.bias, bits)
+            return self.decoder(o)
+        o = first(self.encoder(obs_norm))
         for layer in rest:
             o = layer(o)
         return self.decoder(o)

@@ -120,6 +120,27 @@ def test_spike_lists_pick_each_rows_shortest_list(density, persist, step):
 
 
 @needs_native
+@pytest.mark.parametrize("n", [256, 72, 60])
+def test_lif_kernel_bit_masks_give_the_same_lists_as_the_spikes(n):
+    T, B = 5, 37
+    i = torch.randn(T, B, n) * 0.8 + 0.4
+    i[2, 3, 5] = float("nan")  # a NaN membrane spikes, in the masks too
+    bits = native.spike_bits_like(T * B, n)
+    o, _ = native.popsan_lif_forward(i, record=False, bits=bits)
+    if n % 8:
+        assert bits is None  # the caller lists from the spikes themselves
+        return
+    x = o.view(T * B, n)
+    from_bits, from_floats = native.SpikeIndex(x, B, bits), native.SpikeIndex(x, B)
+    for name in ("cnt", "mode", "order"):
+        assert torch.equal(getattr(from_bits, name), getattr(from_floats, name)), name
+    for r in range(T * B):
+        used = int(from_floats.cnt[2 * r] + from_floats.cnt[2 * r + 1])
+        assert torch.equal(from_bits.idx[r * n: r * n + used], from_floats.idx[r * n: r * n + used])
+    assert from_floats.listed > 0
+
+
+@needs_native
 def test_changed_lists_halve_the_work_on_persistent_spikes():
     x = _spike_trains(5, 100, 256, 0.4, 0.85)
     assert native.SpikeIndex(x, 100).work < 0.6 * native.SpikeIndex(x, 0).work

@@ -69,17 +69,20 @@ static int32_t emit_bits(const uint64_t* words, int64_t nwords, int32_t* out) {
 /* Lists the rows of x [R, K] for spike_matmul: mode[r], cnt[2r], cnt[2r + 1], and the entries at
  * idx[r*K ...] (room for R*K + 8 entries: the LUT stores 8 at a time). Rows r >= step may list
  * what changed since row r − step (step = rows per timestep, or 0 for none). K <= 4096.
- * bits is scratch for R * ceil(K/64) words.
+ * bits holds R * ceil(K/64) words: each row's 1-inputs as a bit mask, bit k of word k/64. With
+ * have_bits the caller filled it (popsan_lif_forward does, for the spikes it writes) and x is not
+ * read; otherwise it is scratch, built from x.
  * order receives the rows in the order spike_matmul should compute them: timestep by timestep
  * (a changed-list row needs its predecessor), and within a timestep grouped by mode, so that
  * the four rows computed together have lists of the same kind.
  * Returns the number of entries listed, or -1 if some entry is neither 0 nor 1 (the caller then
  * multiplies densely; nothing else is written). */
 int64_t spike_lists(const float* restrict x, int64_t R, int64_t K, int64_t step, uint64_t* restrict bits,
-                    int32_t* restrict idx, int32_t* restrict cnt, int8_t* restrict mode, int32_t* restrict order) {
+                    int32_t* restrict idx, int32_t* restrict cnt, int8_t* restrict mode, int32_t* restrict order,
+                    int32_t have_bits) {
     const int64_t nw = (K + 63) / 64;
     int other = 0;
-    for (int64_t r = 0; r < R; r++) {
+    for (int64_t r = 0; r < R && !have_bits; r++) {
         const float* xr = x + r * K;
         uint64_t* br = bits + r * nw;
         for (int64_t w = 0; w < nw; w++) br[w] = 0;
@@ -191,10 +194,17 @@ void pack_weight(const float* restrict w, float* restrict packed, float* restric
             }
         }
     }
-    for (int64_t n = 0; n < N; n++) {
+    for (int64_t n = 0; n < N; n++) {  /* eight partial sums per row: a single chain would be latency-bound */
         const float* row = w + n * K;
-        float sum = 0.0f;
-        for (int64_t k = 0; k < K; k++) sum += row[k];
+        float part[8] = {0}, sum = 0.0f;
+        int64_t k = 0;
+#if defined(__AVX2__)
+        __m256 acc = _mm256_setzero_ps();
+        for (; k + 8 <= K; k += 8) acc = _mm256_add_ps(acc, _mm256_loadu_ps(row + k));
+        _mm256_storeu_ps(part, acc);
+#endif
+        for (int j = 0; j < 8; j++) sum += part[j];
+        for (; k < K; k++) sum += row[k];
         rowsum[n] = sum;
     }
 }
@@ -475,15 +485,22 @@ void regular_spikes(const float* restrict a, float* restrict o, int64_t T, int64
 /* PopSAN LIF over currents i [T, M] (M = batch x neurons), zero initial state:
  *   c_t = i_t + 0.5 c_{t-1};  v_t = c_t + (0.75 v_{t-1}) keep_{t-1};  keep_t = [v_t <= 0.5];  o_t = 1 - keep_t
  * Writes o [T, M] and, when v_rec is not NULL, v [T, M] (the membrane compared with the threshold).
+ * When bits is not NULL (N neurons per row, N % 8 == 0), also each row's spikes as the bit masks
+ * spike_lists reads: T*(M/N) rows of ceil(N/64) words.
  * Same operations in the same order as spikerl.lif._popsan_forward (a NaN membrane spikes in both). */
-void popsan_lif_forward(const float* restrict i, float* restrict o, float* restrict v_rec, int64_t T, int64_t M) {
+void popsan_lif_forward(const float* restrict i, float* restrict o, float* restrict v_rec, int64_t T, int64_t M,
+                        uint64_t* restrict bits, int64_t N) {
     float c[BLOCK], v[BLOCK], keep[BLOCK];
+    const int64_t nw = (N + 63) / 64, B = bits ? M / N : 0;
+    if (bits) memset(bits, 0, (size_t)(T * B * nw) * sizeof(uint64_t));
     for (int64_t e0 = 0; e0 < M; e0 += BLOCK) {
         int64_t n = M - e0 < BLOCK ? M - e0 : BLOCK, e;
         for (int64_t t = 0; t < T; t++) {
             const float* it = i + t * M + e0;
             float* ot = o + t * M + e0;
             e = 0;
+            /* where element e0 + e sits in the bit masks: row t*B + row_in, column col (no division per vector) */
+            int64_t row_in = bits ? e0 / N : 0, col = bits ? e0 % N : 0;
 #if defined(__AVX2__)
             const __m256 half = _mm256_set1_ps(0.5f), decay = _mm256_set1_ps(0.75f), one = _mm256_set1_ps(1.0f);
             for (; e + 8 <= n; e += 8) {
@@ -500,6 +517,15 @@ void popsan_lif_forward(const float* restrict i, float* restrict o, float* restr
                 _mm256_storeu_ps(v + e, ve);
                 _mm256_storeu_ps(keep + e, ke);
                 _mm256_storeu_ps(ot + e, _mm256_sub_ps(one, ke));
+                if (bits) {  /* N % 8 == 0: these eight neurons are in one row */
+                    unsigned fired = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(ve, half, _CMP_NLE_UQ));
+                    bits[(t * B + row_in) * nw + (col >> 6)] |= (uint64_t)fired << (col & 63);
+                    col += 8;
+                    if (col == N) {
+                        col = 0;
+                        row_in++;
+                    }
+                }
             }
 #endif
             for (; e < n; e++) {
@@ -512,6 +538,13 @@ void popsan_lif_forward(const float* restrict i, float* restrict o, float* restr
                 }
                 keep[e] = (float)(v[e] <= 0.5f);
                 ot[e] = 1.0f - keep[e];
+                if (bits) {
+                    if (ot[e] != 0.0f) bits[(t * B + row_in) * nw + (col >> 6)] |= (uint64_t)1 << (col & 63);
+                    if (++col == N) {
+                        col = 0;
+                        row_in++;
+                    }
+                }
             }
             if (v_rec) memcpy(v_rec + t * M + e0, v, (size_t)n * sizeof(float));
         }
@@ -593,7 +626,7 @@ void popsan_act(const float* restrict obs, int64_t B, int64_t D, int64_t P, int6
         regular_spikes(a, x, T, K0);
         for (int64_t l = 0; l < L; l++) {
             linear_rows(x, w[l], b[l], cur, T, sizes[l], sizes[l + 1]);
-            popsan_lif_forward(cur, spk, NULL, T, sizes[l + 1]);
+            popsan_lif_forward(cur, spk, NULL, T, sizes[l + 1], NULL, sizes[l + 1]);
             memcpy(x, spk, (size_t)(T * sizes[l + 1]) * sizeof(float));
         }
         for (int64_t q = 0; q < A; q++) {
