@@ -38,33 +38,42 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     checks: list[tuple[int, float, float]] = []
-    real_update = TD3.update
+    real_update_many = TD3.update_many
 
-    def update(self: TD3, batch) -> None:
-        if self.updates and self.updates % args.every == 0:
-            obs, next_obs = self.normalizer(batch.obs), self.normalizer(batch.next_obs)
+    def check(self: TD3, batch) -> None:
+        obs, next_obs = self.normalizer(batch.obs), self.normalizer(batch.next_obs)
 
-            def actor_grad():
-                loss = -self.critic.q1(obs, self.actor(obs)).mean()
-                return torch.autograd.grad(loss, self.actor_params)
+        def actor_grad():
+            loss = -self.critic.q1(obs, self.actor(obs)).mean()
+            return torch.autograd.grad(loss, self.actor_params)
 
+        with torch.no_grad():
+            a_native = self.actor_target(next_obs)
+        g_native = actor_grad()
+        with mock.patch.object(native, "usable", lambda *t: False):
             with torch.no_grad():
-                a_native = self.actor_target(next_obs)
-            g_native = actor_grad()
-            with mock.patch.object(native, "usable", lambda *t: False):
-                with torch.no_grad():
-                    a_torch = self.actor_target(next_obs)
-                g_torch = actor_grad()
-            rel = max(((a - b).abs().max() / b.abs().max().clamp(min=1e-30)).item() for a, b in zip(g_native, g_torch))
-            checks.append((self.updates, rel, (a_native - a_torch).abs().max().item()))
-            print(f"update {self.updates:6d}  actor grad rel diff {rel:.1e}  target action max diff {checks[-1][2]:.1e}",
-                  flush=True)
-        real_update(self, batch)
+                a_torch = self.actor_target(next_obs)
+            g_torch = actor_grad()
+        rel = max(((a - b).abs().max() / b.abs().max().clamp(min=1e-30)).item() for a, b in zip(g_native, g_torch))
+        checks.append((self.updates, rel, (a_native - a_torch).abs().max().item()))
+        print(f"update {self.updates:6d}  actor grad rel diff {rel:.1e}  target action max diff {checks[-1][2]:.1e}",
+              flush=True)
+
+    def update_many(self: TD3, batches) -> None:
+        # the training loop's bursts, split where a check falls: each check sees the state before its update
+        first, start = self.updates, 0
+        for i, batch in enumerate(batches):
+            done = first + i  # updates finished before this batch's
+            if done and done % args.every == 0:
+                real_update_many(self, batches[start:i])
+                start = i
+                check(self, batch)
+        real_update_many(self, batches[start:])
 
     spec = get_method(args.method)
     d = {**TD3Config().to_dict(), **spec.td3_params(args.env)}
     d.update(total_steps=args.steps, eval_every=10 * args.steps, eval_episodes=1, checkpoint_every=0)
-    with mock.patch.object(TD3, "update", update):
+    with mock.patch.object(TD3, "update_many", update_many):
         train(spec, args.env, args.seed, TD3Config.from_dict(d))
     rels = sorted(c[1] for c in checks)
     print(f"{len(checks)} checks: median grad rel diff {statistics.median(rels):.1e}, "

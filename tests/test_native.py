@@ -314,3 +314,16 @@ def test_native_path_only_for_fp32_cpu_outside_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not native.usable(x, w)
 
+
+
+@needs_native
+def test_native_check_shadows_a_short_training_run(capsys):
+    from bench import native_check
+
+    assert native_check.main(["--steps", "1400", "--every", "40", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("update ")]
+    # bursts of 50 updates at steps 1000, 1050, ..., 1400: 450 updates, a check before every 40th
+    assert [int(line.split()[1]) for line in lines] == list(range(40, 441, 40))
+    rels = sorted(float(line.split("rel diff")[1].split()[0]) for line in lines)
+    assert rels[len(rels) // 2] < 1e-5  # gradients agree with the torch path to rounding
