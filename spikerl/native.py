@@ -344,6 +344,23 @@ def popsan_lif_backward(v: torch.Tensor, o: torch.Tensor, grad_o: torch.Tensor) 
     return g
 
 
+def _check_act_shapes(obs: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, ws: Sequence[torch.Tensor],
+                      bs: Sequence[torch.Tensor], dec_w: torch.Tensor, dec_b: torch.Tensor) -> None:
+    """The checks the torch path's ops would make, before the kernel trusts the shapes (once per plan)."""
+    tensors = (obs, mean, std, dec_w, dec_b, *ws, *bs)
+    if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in tensors):
+        raise TypeError("popsan_act: every tensor must be fp32 on the CPU")
+    if obs.dim() != 2 or mean.dim() != 2 or std.shape != mean.shape or obs.shape[1] != mean.shape[0] or not ws:
+        raise ValueError(f"popsan_act: observations {tuple(obs.shape)} do not match the encoder {tuple(mean.shape)}")
+    pop, width = mean.shape[1], mean.numel()
+    for w, b in zip(ws, bs):
+        if w.dim() != 2 or w.shape[1] != width or b.shape != (w.shape[0],):
+            raise ValueError(f"popsan_act: layer weight {tuple(w.shape)} / bias {tuple(b.shape)} after width {width}")
+        width = w.shape[0]
+    if dec_w.shape != (width // pop, pop) or width % pop or dec_b.shape != (dec_w.shape[0],):
+        raise ValueError(f"popsan_act: decoder {tuple(dec_w.shape)} after {width} outputs of populations of {pop}")
+
+
 _ACT_PLANS: dict[tuple, tuple] = {}
 """popsan_act's ctypes argument arrays and scratch, keyed by the tensors' addresses and shapes: they
 only hold pointers, so a key that matches is always right (even for another net at the same addresses)."""
@@ -365,6 +382,7 @@ def popsan_act(obs: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, weights
     plan = _ACT_PLANS.get(key)
     if plan is None:
         ws, bs = tensors[5:5 + len(weights)], tensors[5 + len(weights):]
+        _check_act_shapes(tensors[0], mean, std, ws, bs, dec_w, dec_b)
         d = tensors[0].shape[1]
         sizes = [tensors[1].numel()] + [w.shape[0] for w in ws]
         widest = max(sizes[1:])

@@ -32,7 +32,6 @@ class PopSpikingActor(nn.Module):
         sizes = [obs_dim * pop_dim, *(int(h) for h in hidden), act_dim * pop_dim]
         self.layers = nn.ModuleList(PopSANLIFLayer(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
         self.decoder = PopulationDecoder(act_dim, act_limit, pop_dim)
-        self._act_params: tuple[list[nn.Parameter], list[nn.Parameter]] | None = None
 
     def forward(self, obs_norm: torch.Tensor) -> torch.Tensor:
         """Normalised obs [B, obs_dim] → action [B, act_dim] in [−act_limit, act_limit]."""
@@ -40,11 +39,10 @@ class PopSpikingActor(nn.Module):
         if (obs_norm.shape[0] * self.timesteps < native.SPARSE_MIN_ROWS and not torch.is_grad_enabled()
                 and self.encoder.encoding is Encoding.DETERMINISTIC and native.usable(obs_norm, first.fc.weight)):
             # acting: the whole net in one kernel call
-            if self._act_params is None:  # Parameter objects stay the same through load_state_dict and .to()
-                self._act_params = ([m.fc.weight for m in self.layers], [m.fc.bias for m in self.layers])
+            fcs = [m.fc for m in self.layers]
             enc, dec = self.encoder, self.decoder
-            return native.popsan_act(obs_norm, enc.mean, enc.std, *self._act_params, dec.weight, dec.bias,
-                                     self.act_limit, self.timesteps)
+            return native.popsan_act(obs_norm, enc.mean, enc.std, [f.weight for f in fcs], [f.bias for f in fcs],
+                                     dec.weight, dec.bias, self.act_limit, self.timesteps)
         if native.usable(obs_norm, first.fc.weight):
             # the encoder's gradient is folded into the first layer (one matmul, not T)
             a = self.encoder.stimulation(obs_norm)

@@ -327,3 +327,16 @@ def test_native_check_shadows_a_short_training_run(capsys):
     assert [int(line.split()[1]) for line in lines] == list(range(40, 441, 40))
     rels = sorted(float(line.split("rel diff")[1].split()[0]) for line in lines)
     assert rels[len(rels) // 2] < 1e-5  # gradients agree with the torch path to rounding
+
+
+@needs_native
+def test_acting_kernel_rejects_mismatched_shapes_and_follows_replaced_parameters():
+    actor = PopSpikingActor(3, 2, act_limit=1.0, hidden=(16,))
+    other = PopSpikingActor(3, 2, act_limit=1.0, hidden=(16,))
+    obs = torch.randn(1, 3)
+    with torch.no_grad():
+        actor(obs)
+        with pytest.raises(ValueError, match="do not match the encoder"):
+            actor(torch.randn(1, 4))  # the torch path raises here too; the kernel must not guess
+        actor.load_state_dict(other.state_dict(), assign=True)  # new Parameter objects
+        torch.testing.assert_close(actor(obs), other(obs), rtol=0, atol=1e-6)
