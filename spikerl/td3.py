@@ -83,9 +83,11 @@ class TD3:
         The target nets change only after an actor step, so the updates up to and including the
         next actor step bootstrap from the same target nets: their targets are computed in one
         pass over all their batches (one spiking forward over 2·B samples instead of two over B).
-        Each batch draws its own target-policy noise in turn, as one-at-a-time updates do, so with
-        deterministic spike encoding the result is the same to the bit; Poisson encoding draws the
-        target actor's spikes for the group at once, which orders the RNG stream differently.
+        Each batch draws its own target-policy noise in turn, as one-at-a-time updates do. On the
+        pure-torch path with deterministic spike encoding the result is the same to the bit
+        (tested); the native kernels choose sparse or dense products from all stacked rows at
+        once, which can change fp32 summation order. Poisson encoding draws the target actor's
+        spikes for the group at once, which orders the RNG stream differently.
         """
         n = len(batches)
         if n == 0:
