@@ -7,7 +7,7 @@ multiply-adds. `csrc/spike_kernels.c` does both jobs in a few plain loops:
   from the shortest of its active inputs, its silent ones, or what changed since the previous
   timestep (cost ∝ that share, ≤ min(d, 1 − d) at spike density d), and
   `spike_matmul_grad_weight`, its weight gradient from the same lists;
-- `linear_rows`: plain dot products for the few rows of acting at batch 1;
+- `linear_rows`: plain dot products for a few rows; `popsan_act`: the whole actor for acting;
 - `popsan_lif_forward` / `popsan_lif_backward`: the whole PopSAN recurrence over T and its BPTT;
 - `regular_spikes`: PopSAN's deterministic encoder.
 
@@ -39,15 +39,19 @@ CHUNK = 32
 """Output columns per packed weight slab (spike_kernels.c's CHUNK)."""
 FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC", "-std=c99"]
 DENSE_ABOVE = 0.45
-"""Above this share of listed inputs a BLAS matmul beats the column-sum kernel (measured on a
-2-core AVX2 EPYC, 1 thread, [500, 256] x [256, 256]: 0.49 vs 0.72 ms at 0.33, 0.65 vs 0.72 ms at 0.45)."""
+"""Above this share of listed inputs a BLAS matmul is used instead of the column-sum kernel. On a
+2-core AVX2 EPYC, 1 thread, [500, 256] x [256, 256], lists + packing + kernel took 0.25 / 0.40 /
+0.56 ms at 0.15 / 0.30 / 0.45 listed against 0.70 ms for BLAS; a CPU with a faster BLAS (AVX-512)
+moves the crossover down, so the threshold stays below the 0.5 that per-row lists can reach."""
 
 SPARSE_MIN_ROWS = 32
-"""Fewer rows than this (acting at batch 1: T rows) take plain dot products (`linear_rows`):
-packing the weights would cost more, and BLAS spends ~25 µs on setup for a [5, 256] x [256, 256]."""
+"""Fewer rows than this (a few samples × T) take plain dot products (`linear_rows`): packing the
+weights would cost more, and BLAS spends ~25 µs on setup for a [5, 256] x [256, 256]. Acting with
+deterministic encoding runs the whole actor in one call instead (`popsan_act`, built on the same
+dot products)."""
 SCATTER_BELOW = 0.3
-"""The weight gradient's scatter-add beats BLAS below this share of listed inputs (same machine:
-0.28 vs 0.57 ms at 0.15, 0.80 vs 0.74 ms at 0.37)."""
+"""The weight gradient's scatter-add beats BLAS below this share of listed inputs (same machine and
+shapes: 0.40 vs 0.72 ms at 0.15, 0.71 vs 0.72 ms at 0.30, 0.77 vs 0.72 ms at 0.37)."""
 
 _lib: ctypes.CDLL | None = None
 _tried = False
