@@ -214,61 +214,41 @@ static void store_chunk(float* dst, const float* src, int64_t width) {
 }
 
 #if defined(__AVX2__)
-/* acc[0..3] ± the slab rows listed in ir[from .. to) */
-static inline void add_listed(const float* slab, const int32_t* ir, int32_t from, int32_t to, __m256* acc) {
-    __m256 a = acc[0], b = acc[1], c = acc[2], d = acc[3];
-    for (int32_t p = from; p < to; p++) {
-        const float* w = slab + (int64_t)ir[p] * CHUNK;
-        a = _mm256_add_ps(a, _mm256_loadu_ps(w));
-        b = _mm256_add_ps(b, _mm256_loadu_ps(w + 8));
-        c = _mm256_add_ps(c, _mm256_loadu_ps(w + 16));
-        d = _mm256_add_ps(d, _mm256_loadu_ps(w + 24));
-    }
-    acc[0] = a; acc[1] = b; acc[2] = c; acc[3] = d;
+#define INLINE static inline __attribute__((always_inline))
+
+/* a + w, or a − w: `sub` is a constant at every call, so each loop below compiles to one kind */
+INLINE __m256 acc_op(__m256 a, const float* w, int sub) {
+    return sub ? _mm256_sub_ps(a, _mm256_loadu_ps(w)) : _mm256_add_ps(a, _mm256_loadu_ps(w));
 }
 
-static inline void sub_listed(const float* slab, const int32_t* ir, int32_t from, int32_t to, __m256* acc) {
+/* acc[0..3] ± the slab rows listed in ir[from .. to) (what is left of one row's list) */
+INLINE void listed_tail(const float* slab, const int32_t* ir, int32_t from, int32_t to, __m256* acc, int sub) {
     __m256 a = acc[0], b = acc[1], c = acc[2], d = acc[3];
     for (int32_t p = from; p < to; p++) {
         const float* w = slab + (int64_t)ir[p] * CHUNK;
-        a = _mm256_sub_ps(a, _mm256_loadu_ps(w));
-        b = _mm256_sub_ps(b, _mm256_loadu_ps(w + 8));
-        c = _mm256_sub_ps(c, _mm256_loadu_ps(w + 16));
-        d = _mm256_sub_ps(d, _mm256_loadu_ps(w + 24));
+        a = acc_op(a, w, sub);
+        b = acc_op(b, w + 8, sub);
+        c = acc_op(c, w + 16, sub);
+        d = acc_op(d, w + 24, sub);
     }
     acc[0] = a; acc[1] = b; acc[2] = c; acc[3] = d;
 }
 
 /* two rows' lists in lockstep (eight independent accumulator chains), then what is left of each */
-static inline void add_listed2(const float* slab, const int32_t* i0, int32_t m0, const int32_t* i1, int32_t m1,
-                               __m256* x, __m256* y, int sub) {
+INLINE void listed_pair(const float* slab, const int32_t* i0, int32_t m0, const int32_t* i1, int32_t m1,
+                        __m256* x, __m256* y, int sub) {
     __m256 a0 = x[0], a1 = x[1], a2 = x[2], a3 = x[3], c0 = y[0], c1 = y[1], c2 = y[2], c3 = y[3];
     int32_t q = 0, both = m0 < m1 ? m0 : m1;
-    if (sub) {
-        for (; q < both; q++) {
-            const float *w0 = slab + (int64_t)i0[q] * CHUNK, *w1 = slab + (int64_t)i1[q] * CHUNK;
-            a0 = _mm256_sub_ps(a0, _mm256_loadu_ps(w0));      c0 = _mm256_sub_ps(c0, _mm256_loadu_ps(w1));
-            a1 = _mm256_sub_ps(a1, _mm256_loadu_ps(w0 + 8));  c1 = _mm256_sub_ps(c1, _mm256_loadu_ps(w1 + 8));
-            a2 = _mm256_sub_ps(a2, _mm256_loadu_ps(w0 + 16)); c2 = _mm256_sub_ps(c2, _mm256_loadu_ps(w1 + 16));
-            a3 = _mm256_sub_ps(a3, _mm256_loadu_ps(w0 + 24)); c3 = _mm256_sub_ps(c3, _mm256_loadu_ps(w1 + 24));
-        }
-    } else {
-        for (; q < both; q++) {
-            const float *w0 = slab + (int64_t)i0[q] * CHUNK, *w1 = slab + (int64_t)i1[q] * CHUNK;
-            a0 = _mm256_add_ps(a0, _mm256_loadu_ps(w0));      c0 = _mm256_add_ps(c0, _mm256_loadu_ps(w1));
-            a1 = _mm256_add_ps(a1, _mm256_loadu_ps(w0 + 8));  c1 = _mm256_add_ps(c1, _mm256_loadu_ps(w1 + 8));
-            a2 = _mm256_add_ps(a2, _mm256_loadu_ps(w0 + 16)); c2 = _mm256_add_ps(c2, _mm256_loadu_ps(w1 + 16));
-            a3 = _mm256_add_ps(a3, _mm256_loadu_ps(w0 + 24)); c3 = _mm256_add_ps(c3, _mm256_loadu_ps(w1 + 24));
-        }
+    for (; q < both; q++) {
+        const float *w0 = slab + (int64_t)i0[q] * CHUNK, *w1 = slab + (int64_t)i1[q] * CHUNK;
+        a0 = acc_op(a0, w0, sub);      c0 = acc_op(c0, w1, sub);
+        a1 = acc_op(a1, w0 + 8, sub);  c1 = acc_op(c1, w1 + 8, sub);
+        a2 = acc_op(a2, w0 + 16, sub); c2 = acc_op(c2, w1 + 16, sub);
+        a3 = acc_op(a3, w0 + 24, sub); c3 = acc_op(c3, w1 + 24, sub);
     }
     x[0] = a0; x[1] = a1; x[2] = a2; x[3] = a3; y[0] = c0; y[1] = c1; y[2] = c2; y[3] = c3;
-    if (sub) {
-        sub_listed(slab, i0, q, m0, x);
-        sub_listed(slab, i1, q, m1, y);
-    } else {
-        add_listed(slab, i0, q, m0, x);
-        add_listed(slab, i1, q, m1, y);
-    }
+    listed_tail(slab, i0, q, m0, x, sub);
+    listed_tail(slab, i1, q, m1, y, sub);
 }
 #endif
 
@@ -317,8 +297,8 @@ void spike_matmul(const int32_t* idx, const int32_t* cnt, const int8_t* mode, co
                 }
                 const int32_t *i0 = idx + r0 * K, *i1 = idx + r1 * K;
                 const int32_t p0 = cnt[2 * r0], p1 = cnt[2 * r1];
-                add_listed2(slab, i0, p0, i1, p1, x, y, 0);
-                add_listed2(slab, i0 + p0, cnt[2 * r0 + 1], i1 + p1, cnt[2 * r1 + 1], x, y, 1);  /* minus entries */
+                listed_pair(slab, i0, p0, i1, p1, x, y, 0);
+                listed_pair(slab, i0 + p0, cnt[2 * r0 + 1], i1 + p1, cnt[2 * r1 + 1], x, y, 1);  /* minus entries */
                 float* o0 = width == CHUNK ? out + r0 * N + n0 : tmp[0];
                 float* o1 = width == CHUNK ? out + r1 * N + n0 : tmp[1];
                 for (int v = 0; v < 4; v++) {
