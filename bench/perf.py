@@ -111,13 +111,12 @@ def update_and_action_ms(method: str, env_id: str, precision: str | None, repeat
     return _time_update_and_action(td3, agent, replay, cfg, dev, x, repeats)
 
 
-def checkpoint_update_and_action_ms(path: str, precision: str | None, repeats: int = 100
-                                    ) -> tuple[str, str, float, float]:
-    """(method, env, update ms, action ms) of the net, normaliser and replay in a one-process
-    checkpoint: a trained spiking net fires more than a fresh one, and the kernels' cost follows."""
+def load_checkpoint_agent(path: str, precision: str | None = None
+                          ) -> tuple[str, str, TD3Config, Any, TD3, ReplayBuffer]:
+    """(method, env, config, agent, TD3, replay) restored from a one-process checkpoint, on the CPU."""
     state = load_checkpoint(Path(path))
     if state.get("world_size") != 1:
-        raise CheckpointError(f"{path}: perf needs a one-process checkpoint (checkpoint.pt), "
+        raise CheckpointError(f"{path}: needs a one-process checkpoint (checkpoint.pt), "
                               f"not one rank of {state.get('world_size')}")
     method, env_id = state["method"], state["env_id"]
     spec = get_method(method)
@@ -135,8 +134,16 @@ def checkpoint_update_and_action_ms(path: str, precision: str | None, repeats: i
     agent.normalizer.load_state_dict(state["normalizer"])
     replay = ReplayBuffer(obs_dim, act_dim, cfg.replay_size, seed=0, device=dev)
     replay.load_state_dict(state["replay"])
+    return method, env_id, cfg, agent, td3, replay
+
+
+def checkpoint_update_and_action_ms(path: str, precision: str | None, repeats: int = 100
+                                    ) -> tuple[str, str, float, float]:
+    """(method, env, update ms, action ms) of the net, normaliser and replay in a one-process
+    checkpoint: a trained spiking net fires more than a fresh one, and the kernels' cost follows."""
+    method, env_id, cfg, agent, td3, replay = load_checkpoint_agent(path, precision)
     x = torch.from_numpy(replay.obs[: 1]).float()
-    upd, act = _time_update_and_action(td3, agent, replay, cfg, dev, x, repeats)
+    upd, act = _time_update_and_action(td3, agent, replay, cfg, torch.device("cpu"), x, repeats)
     return method, env_id, upd, act
 
 

@@ -111,3 +111,16 @@ def test_perf_times_a_trained_checkpoint_and_rejects_bad_ones(capsys, tmp_path):
     assert line["spiking_kernels"]  # which path ran is recorded
     code, err = run_cli(capsys, "perf", "--checkpoint", str(tmp_path / "none.pt"))
     assert code == 2 and len(err) == 1 and "no checkpoint" in err[0]
+
+    from bench import kernel_profile
+    from spikerl import native
+
+    if native.library() is not None:  # the same checkpoint's spike lists, layer by layer
+        assert kernel_profile.main(["--checkpoint", str(ckpt), "--batch", "20"]) == 0
+        layers = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("layer")]
+        assert len(layers) == 3
+        for line in layers:
+            plain = float(line.split("listed ")[1].split()[0])
+            changed = float(line.split("-> ")[2].split()[0])
+            assert 0 <= changed <= plain <= 0.5  # each row takes the shortest of its lists
+        assert kernel_profile.main(["--checkpoint", str(tmp_path / "none.pt")]) == 2

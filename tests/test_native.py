@@ -340,3 +340,17 @@ def test_acting_kernel_rejects_mismatched_shapes_and_follows_replaced_parameters
             actor(torch.randn(1, 4))  # the torch path raises here too; the kernel must not guess
         actor.load_state_dict(other.state_dict(), assign=True)  # new Parameter objects
         torch.testing.assert_close(actor(obs), other(obs), rtol=0, atol=1e-6)
+
+
+@needs_native
+def test_kernel_profile_times_every_kernel_in_the_training_loop(capsys):
+    from bench import kernel_profile
+
+    assert kernel_profile.main(["--method", "popsan", "--loop-steps", "200"]) == 0
+    out = capsys.readouterr().out
+    per_kernel = {line.split()[0]: float(line.split()[1]) for line in out.splitlines()
+                  if line.startswith("  ") and "ms/update" in line and not line.strip().startswith("all")}
+    for name in ("spike_lists", "spike_matmul", "popsan_lif_forward", "popsan_lif_backward", "popsan_act"):
+        assert per_kernel.get(name, 0) > 0, name  # every kernel of the native path ran and was timed
+    update_ms = float(out.split(" update ")[1].split()[0])
+    assert sum(per_kernel.values()) < update_ms + per_kernel["popsan_act"]  # parts of the whole
