@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import statistics
 import sys
 import time
 from typing import Any
@@ -25,7 +24,7 @@ from unittest import mock
 import torch
 
 from baselines.registry import METHODS
-from bench.perf import load_checkpoint_agent, training_loop_sps
+from bench.perf import load_checkpoint_agent, median_ms, training_loop_sps
 from spikerl import native
 from spikerl.checkpoint import CheckpointError
 from spikerl.lif import native_popsan_layer
@@ -80,17 +79,6 @@ def profile_loop(method: str, env_id: str, loop_steps: int) -> int:
     return 0
 
 
-def _median_ms(fn: Any, repeats: int = 200) -> float:
-    for _ in range(repeats // 10):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(samples)
-
-
 @torch.no_grad()
 def list_shares(path: str, batch: int) -> int:
     if native.library() is None:
@@ -111,8 +99,8 @@ def list_shares(path: str, batch: int) -> int:
         x2 = x.reshape(T * B, -1).contiguous()
         plain, changed = native.SpikeIndex(x2, 0), native.SpikeIndex(x2, B)
         modes = torch.bincount(changed.mode.long(), minlength=3).tolist()
-        kernel = _median_ms(lambda: native.spike_linear(x2, w, b, step=B))
-        blas = _median_ms(lambda: torch.addmm(b, x2, w.t()))
+        kernel = median_ms(lambda: native.spike_linear(x2, w, b, step=B), 200, 20)
+        blas = median_ms(lambda: torch.addmm(b, x2, w.t()), 200, 20)
         print(f"  layer {k} ({x2.shape[1]} -> {w.shape[0]}): density {x2.mean().item():.3f}, listed "
               f"{plain.work:.3f} active/silent -> {changed.work:.3f} with changed lists "
               f"(rows active/silent/changed {modes[0]}/{modes[1]}/{modes[2]}); "

@@ -56,7 +56,7 @@ def raw_env_sps(env_id: str, steps: int = 20_000, seed: int = 0) -> float:
     return steps / (time.perf_counter() - t0)
 
 
-def _median_ms(fn, repeats: int, warmup: int) -> float:
+def median_ms(fn, repeats: int, warmup: int) -> float:
     for _ in range(warmup):
         fn()
     samples = []
@@ -72,18 +72,18 @@ def _time_update_and_action(td3: TD3, agent, replay: ReplayBuffer, cfg: TD3Confi
     # Two updates per measurement so the delayed actor step is included once, and through
     # update_many, as the training loop runs them (their targets computed in one pass).
     def two_updates() -> None:
-        td3.update_many([replay.sample(100), replay.sample(100)])
+        td3.update_many(replay.sample_many(2, 100))
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    update_ms = _median_ms(two_updates, repeats, max(1, repeats // 10)) / 2
+    update_ms = median_ms(two_updates, repeats, max(1, repeats // 10)) / 2
 
     @torch.no_grad()
     def act() -> None:  # what the loop does per env step: host obs in, host action out
         with autocast(cfg.precision, dev):
             agent.actor(agent.normalizer(x.to(dev))).float().cpu().numpy()
 
-    action_ms = _median_ms(act, 5 * repeats, max(1, repeats // 2))
+    action_ms = median_ms(act, 5 * repeats, max(1, repeats // 2))
     return update_ms, action_ms
 
 

@@ -100,13 +100,9 @@ class TD3:
         while i < n:
             j = min(n, i + delay - self.updates % delay)  # the updates until the next actor step
             group = batches[i:j]
-            if j - i == 1:
-                ys = [self.target(group[0].rew, next_obs[i], group[0].terminated)]
-            else:
-                y = self.target(torch.cat([b.rew for b in group]), torch.cat(next_obs[i:j]),
-                                torch.cat([b.terminated for b in group]), batch_sizes=sizes[i:j])
-                ys = list(y.split(sizes[i:j]))
-            for b, o, y in zip(group, obs[i:j], ys):
+            y = self.target(torch.cat([b.rew for b in group]), torch.cat(next_obs[i:j]),
+                            torch.cat([b.terminated for b in group]), batch_sizes=sizes[i:j])
+            for b, o, y in zip(group, obs[i:j], y.split(sizes[i:j])):
                 self._critic_step(o, b.act, y)
                 if self.updates % delay == 0:
                     self._actor_step(o)
@@ -149,10 +145,8 @@ class TD3:
         cfg, lim = self.cfg, self.act_limit
         with autocast(cfg.precision, self.device):
             next_act = self.actor_target(next_obs).float()
-            if batch_sizes is None or len(batch_sizes) == 1:
-                eps = torch.randn_like(next_act)
-            else:
-                eps = torch.cat([torch.randn_like(a) for a in next_act.split(list(batch_sizes))])
+            sizes = list(batch_sizes) if batch_sizes else [next_act.shape[0]]
+            eps = torch.cat([torch.randn_like(a) for a in next_act.split(sizes)])
             eps.mul_(cfg.target_noise * lim).clamp_(-cfg.noise_clip * lim, cfg.noise_clip * lim)
             next_act = (next_act + eps).clamp_(-lim, lim)
             q_next = self.critic_target(next_obs, next_act).float().min(dim=0).values
