@@ -215,12 +215,12 @@ def gpsup_tables(run: RunFolder, baseline: str) -> tuple[pd.DataFrame, pd.DataFr
             per_seed = gpsup.add_gpsup_columns(done.drop(
                 columns=["speedup", "powerup", "greenup", "gpsup_category"], errors="ignore"), baseline)
             agg = gpsup.aggregate_gpsup(done, baseline)
-            note = f"computed by bench.gpsup from result.json wall_s and energy_j (complete seeds), baseline {baseline}"
+            note = f"computed by bench.metrics.gpsup from result.json wall_s and energy_j (complete seeds), baseline {baseline}"
             return per_seed, _ensure(agg, cols), note
         except Exception as exc:  # noqa: BLE001 - degrade to summary.csv, and say so
-            fallback = f"bench.gpsup failed ({type(exc).__name__}: {exc}); "
+            fallback = f"bench.metrics.gpsup failed ({type(exc).__name__}: {exc}); "
     else:
-        fallback = "bench.gpsup not available; "
+        fallback = "bench.metrics.gpsup not available; "
     # Fallback: the columns `spikerl-bench run` wrote into summary.csv.
     if plan_base and plan_base != baseline:
         empty = done.assign(speedup=np.nan, powerup=np.nan, greenup=np.nan, gpsup_category=np.nan)
@@ -306,11 +306,11 @@ def equivalents_frame(run: RunFolder) -> tuple[pd.DataFrame, str]:
                 row[name + "_total"] = colt.sum() if len(colt.dropna()) else np.nan
         rows.append(row)
     if len(funcs) == len(EQUIV_COLUMNS):
-        note = "converted by bench.equivalents (US EPA figures via CodeCarbon)"
+        note = "converted by bench.metrics.equivalents (US EPA figures via CodeCarbon)"
     elif funcs:
-        note = "partly converted by bench.equivalents; the rest from summary.csv columns"
+        note = "partly converted by bench.metrics.equivalents; the rest from summary.csv columns"
     else:
-        note = "bench.equivalents not available; equivalents from summary.csv columns"
+        note = "bench.metrics.equivalents not available; equivalents from summary.csv columns"
     return pd.DataFrame(rows), note
 
 

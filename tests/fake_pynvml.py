@@ -1,7 +1,7 @@
 """A stand-in for `pynvml` (nvidia-ml-py) with the real names and deterministic counters.
 
-Patch it in where bench.power.nvml imported pynvml:
-    monkeypatch.setattr(bench.power.nvml, "pynvml", fake_pynvml)
+Patch it in where bench.energy.nvml imported pynvml:
+    monkeypatch.setattr(bench.energy.nvml, "pynvml", fake_pynvml)
 and configure devices with `reset(...)`. Counters advance only through `advance(seconds)`,
 so energy = power × time exactly.
 """

@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from bench.carbon import (CarbonTracker, carbon_intensity_g_per_kwh, parse_emissions_csv,
+from bench.energy.carbon import (CarbonTracker, carbon_intensity_g_per_kwh, parse_emissions_csv,
                           validate_country)
-from bench.energy_callback import EnergyCallback
-from bench.power import PowerMeter
-from bench.power.estimate import EstimateSource
+from bench.energy.callback import EnergyCallback
+from bench.energy import PowerMeter
+from bench.energy.estimate import EstimateSource
 from spikerl.callbacks import EndEvent, EvalEvent, RunInfo
 
 

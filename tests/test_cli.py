@@ -112,7 +112,7 @@ def test_perf_times_a_trained_checkpoint_and_rejects_bad_ones(capsys, tmp_path):
     code, err = run_cli(capsys, "perf", "--checkpoint", str(tmp_path / "none.pt"))
     assert code == 2 and len(err) == 1 and "no checkpoint" in err[0]
 
-    from bench import kernel_profile
+    from tools import kernel_profile
     from spikerl import native
 
     if native.library() is not None:  # the same checkpoint's spike lists, layer by layer

@@ -14,7 +14,7 @@ import torch
 import torch.multiprocessing as mp
 
 import dist_workers as W
-from bench.launch import free_port
+from bench.run.launch import free_port
 from baselines.registry import get_method
 from spikerl.checkpoint import load_checkpoint
 from spikerl.distributed import detect_launch, first_slurm_host, split_budget

@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from bench.cli_energy import add_carbon_parser
-from bench.equivalents import (DEFAULT_TABLE, EquivalenceTable, add_equivalent_columns, car_miles, equivalents,
+from bench.cli.calculators import add_carbon_parser
+from bench.metrics.equivalents import (DEFAULT_TABLE, EquivalenceTable, add_equivalent_columns, car_miles, equivalents,
                                household_week_pct, tv_hours)
 
 

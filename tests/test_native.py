@@ -318,7 +318,7 @@ def test_native_path_only_for_fp32_cpu_outside_autocast():
 
 @needs_native
 def test_native_check_shadows_a_short_training_run(capsys):
-    from bench import native_check
+    from tools import native_check
 
     assert native_check.main(["--steps", "1400", "--every", "40", "--seed", "3"]) == 0
     out = capsys.readouterr().out
@@ -344,7 +344,7 @@ def test_acting_kernel_rejects_mismatched_shapes_and_follows_replaced_parameters
 
 @needs_native
 def test_kernel_profile_times_every_kernel_in_the_training_loop(capsys):
-    from bench import kernel_profile
+    from tools import kernel_profile
 
     assert kernel_profile.main(["--method", "popsan", "--loop-steps", "200"]) == 0
     out = capsys.readouterr().out

@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import bench.power.nvml as nvml_mod
-from bench.energy_callback import RESULT_FIELDS, EnergyCallback
-from bench.power import POWER_CSV_COLUMNS, EnergySource, EnergySourceError, Measurement, PowerMeter
-from bench.power.base import PowerIntegrator
-from bench.power.estimate import CpuLoad, EstimateSource, load_power_w, lookup_tdp
-from bench.power.nvml import NvmlCounterSource, NvmlSampledSource, open_nvml
-from bench.power.rapl import RaplSource, find_package_zones, open_rapl, wrapped_delta_uj
+import bench.energy.nvml as nvml_mod
+from bench.energy.callback import EnergyCallback
+from bench.schema import ENERGY_COLUMNS, POWER_COLUMNS
+from bench.energy import EnergySource, EnergySourceError, Measurement, PowerMeter
+from bench.energy.base import PowerIntegrator
+from bench.energy.estimate import CpuLoad, EstimateSource, load_power_w, lookup_tdp
+from bench.energy.nvml import NvmlCounterSource, NvmlSampledSource, open_nvml
+from bench.energy.rapl import RaplSource, find_package_zones, open_rapl, wrapped_delta_uj
 from spikerl.callbacks import EndEvent, EvalEvent, RunInfo
 from tests import fake_pynvml
 from tests.fake_pynvml import FakeGpu
@@ -381,7 +382,7 @@ def test_sampler_thread_writes_batched_power_csv(tmp_path):
     meter = PowerMeter([src], interval_s=0.02, csv_path=path, flush_every_s=60.0, t_offset_s=100.0)
     meter.start()
     time.sleep(0.3)
-    assert path.read_text().strip() == ",".join(POWER_CSV_COLUMNS)  # rows wait for a batch
+    assert path.read_text().strip() == ",".join(POWER_COLUMNS)  # rows wait for a batch
     meter.stop()
     with path.open() as f:
         rows = list(csv.DictReader(f))
@@ -406,7 +407,7 @@ def test_power_csv_with_old_header_is_backed_up(tmp_path, clock):
     meter.sample()
     meter.stop()
     assert (tmp_path / "power.csv.bak1").read_text() == "time,watts\n1,2\n"
-    assert path.read_text().splitlines()[0] == ",".join(POWER_CSV_COLUMNS)
+    assert path.read_text().splitlines()[0] == ",".join(POWER_COLUMNS)
     assert any("another header" in e for e in meter.errors)
 
 
@@ -442,7 +443,7 @@ def test_energy_callback_accounts_train_eval_and_resume(tmp_path, clock):
     state = cb.state_dict()
     cb.on_train_end(EndEvent(step=1000, wall_s=10.0, status="complete"))
     r = cb.result_fields()
-    assert tuple(r) == RESULT_FIELDS
+    assert tuple(r) == ENERGY_COLUMNS
     assert (r["energy_j"], r["train_energy_j"], r["eval_energy_j"]) == pytest.approx((100.0, 90.0, 10.0))
     assert r["cpu_energy_j"] == pytest.approx(100.0) and r["gpu_energy_j"] == 0.0
     assert r["avg_power_w"] == pytest.approx(10.0)
@@ -485,7 +486,7 @@ def test_energy_callback_real_meter_writes_power_csv(tmp_path, monkeypatch):
     assert r["energy_j"] > 0 and r["estimated"] is True  # no RAPL or GPU on this test: labelled estimate
     assert "estimate" in r["energy_source"]
     header = (tmp_path / "power.csv").read_text().splitlines()[0]
-    assert header == ",".join(POWER_CSV_COLUMNS)
+    assert header == ",".join(POWER_COLUMNS)
 
 
 def test_energy_callback_rejects_bad_country():

@@ -19,13 +19,14 @@ from spikerl.loop import TrainResult, train
 from spikerl.method import MethodSpec
 from spikerl.precision import resolve_precision
 
-from . import store
-from .energy_callback import EnergyCallback
-from .environment_info import collect_environment
-from .equivalents import add_equivalent_columns
-from .gpsup import add_gpsup_columns, add_target_columns
-from .profiles import PROFILES
-from .recorder import CsvRecorder, ProgressDisplay
+from bench import schema
+from bench.run import store
+from bench.energy.callback import EnergyCallback
+from bench.run.environment import collect_environment
+from bench.metrics.equivalents import add_equivalent_columns
+from bench.metrics.gpsup import add_gpsup_columns, add_target_columns
+from bench.run.profiles import PROFILES
+from bench.run.recorder import CsvRecorder, ProgressDisplay
 
 
 class UsageError(ValueError):
@@ -177,8 +178,8 @@ def create_run_folder(run_dir: Path, plan: Plan) -> None:
             resolve_config(get_method(m), e, plan)  # reject bad overrides before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     apply_threads(plan)
-    store.write_json(run_dir / store.PLAN, plan.to_json())
-    store.write_json(run_dir / store.ENVIRONMENT, collect_environment())
+    store.write_json(run_dir / schema.PLAN, plan.to_json())
+    store.write_json(run_dir / schema.ENVIRONMENT, collect_environment())
 
 
 def extra_callbacks(plan: Plan, run_dir: Path) -> tuple[list[Callback], Any]:
@@ -192,8 +193,8 @@ def run_one(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, resu
     ctx = ctx or DistContext(device=torch.device(resolve_device(plan.device)))
     spec = get_method(method)
     folder = store.seed_dir(run_dir, method, env_id, seed)
-    if resume and (folder / store.CONFIG).exists():
-        saved = store.read_json(folder / store.CONFIG)
+    if resume and (folder / schema.CONFIG).exists():
+        saved = store.read_json(folder / schema.CONFIG)
         config, actor_params = TD3Config.from_dict(saved["td3"]), saved["actor"]
     else:
         config, actor_params = resolve_config(spec, env_id, plan)
@@ -202,7 +203,7 @@ def run_one(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, resu
             "precision": config.precision, "device": device.type}
     if ctx.is_main:
         folder.mkdir(parents=True, exist_ok=True)
-        store.write_json(folder / store.CONFIG, {
+        store.write_json(folder / schema.CONFIG, {
             **base, "precision_reason": precision_note(spec, env_id, plan), "threads": torch.get_num_threads(),
             "td3": config.to_dict(), "actor": actor_params, "summary": spec.summary,
         })
@@ -239,7 +240,7 @@ def _write_result(folder: Path, base: dict[str, Any], fields: dict[str, Any],
         if hasattr(m, "result_fields"):
             result.update(m.result_fields())  # type: ignore[attr-defined]
     if ctx.is_main:
-        store.write_json(folder / store.RESULT, result)
+        store.write_json(folder / schema.RESULT, result)
     return result
 
 
@@ -248,7 +249,7 @@ def _last_progress(folder: Path) -> dict[str, Any]:
     import csv
 
     try:
-        with open(folder / store.PROGRESS, newline="") as f:
+        with open(folder / schema.PROGRESS, newline="") as f:
             rows = list(csv.DictReader(f))
     except OSError:
         return {"steps": 0, "wall_s": None}
@@ -260,7 +261,7 @@ def _last_progress(folder: Path) -> dict[str, Any]:
 def collect_results(run_dir: Path, plan: Plan) -> list[dict[str, Any]]:
     rows = []
     for method, env_id, seed in plan.runs():
-        path = store.seed_dir(run_dir, method, env_id, seed) / store.RESULT
+        path = store.seed_dir(run_dir, method, env_id, seed) / schema.RESULT
         if path.exists():
             try:
                 rows.append(store.read_json(path))
@@ -276,12 +277,12 @@ def collect_results(run_dir: Path, plan: Plan) -> list[dict[str, Any]]:
 def write_summary(run_dir: Path, plan: Plan) -> Path:
     rows = collect_results(run_dir, plan)
     rows = enrich_summary(rows, plan, run_dir)
-    columns: list[str] = list(store.RESULT_FIELDS)
+    columns: list[str] = list(schema.RESULT_COLUMNS)
     for r in rows:
         for k in r:
             if k not in columns and not isinstance(r[k], (list, dict)):
                 columns.append(k)
-    path = run_dir / store.SUMMARY
+    path = run_dir / schema.SUMMARY
     store.write_csv(path, columns, rows)
     return path
 
@@ -302,7 +303,7 @@ def enrich_summary(rows: list[dict[str, Any]], plan: Plan, run_dir: Path) -> lis
     df = add_gpsup_columns(finished, plan.baseline).assign(wall_s=df["wall_s"], energy_j=df["energy_j"])
     evals = {}
     for method, env_id, seed in plan.runs():
-        path = store.seed_dir(run_dir, method, env_id, seed) / store.EVALS
+        path = store.seed_dir(run_dir, method, env_id, seed) / schema.EVALS
         try:
             evals[(method, env_id, seed)] = pd.read_csv(path)
         except (OSError, ValueError, pd.errors.EmptyDataError):
@@ -321,7 +322,7 @@ def _isnan(v: Any) -> bool:
 
 def is_complete(folder: Path) -> bool:
     try:
-        return store.read_json(folder / store.RESULT).get("status") == "complete"
+        return store.read_json(folder / schema.RESULT).get("status") == "complete"
     except (store.RunFolderError, AttributeError):
         return False
 
@@ -388,10 +389,10 @@ def check_resumable(run_dir: Path, plan: Plan, world_size: int = 1) -> None:
         folder = store.seed_dir(run_dir, method, env_id, seed)
         if is_complete(folder):
             continue
-        if (folder / store.CONFIG).exists():
-            saved = store.read_json(folder / store.CONFIG)
+        if (folder / schema.CONFIG).exists():
+            saved = store.read_json(folder / schema.CONFIG)
             if not isinstance(saved, dict) or "td3" not in saved or "actor" not in saved:
-                raise store.RunFolderError(f"{folder / store.CONFIG} lacks the td3/actor settings")
+                raise store.RunFolderError(f"{folder / schema.CONFIG} lacks the td3/actor settings")
         step = complete_checkpoint_step(folder, world_size) if folder.exists() else None
         if step is not None:
             for rank in range(world_size):

@@ -3,7 +3,7 @@
 #   1. SpikeRL with NCCL at world size 1 (torchrun) and bf16 autocast on CUDA;
 #   2. the same budget with 2 Gloo ranks sharing the one GPU (spikerl-bench run --nproc 2);
 #   3. fp32 vs bf16 TD3 update time on CUDA for every method.
-# Prints env steps/s and whether the ranks stayed in sync. Usage: bash bench/gpu_check_distributed.sh [OUT_DIR]
+# Prints env steps/s and whether the ranks stayed in sync. Usage: bash tools/gpu_check_distributed.sh [OUT_DIR]
 set -euo pipefail
 out="${1:-$(mktemp -d)}"
 steps="${STEPS:-6000}"

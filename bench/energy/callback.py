@@ -20,17 +20,14 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.distributed as dist
 
-from bench.carbon import DEFAULT_COUNTRY, CarbonResult, CarbonTracker, validate_country
-from bench.power.base import EnergySourceError
-from bench.power.meter import PowerMeter
-from bench.power.nvml import DeviceId, nvml_ids_for_cuda
+from bench.energy.carbon import DEFAULT_COUNTRY, CarbonResult, CarbonTracker, validate_country
+from bench.energy.base import EnergySourceError
+from bench.energy.meter import PowerMeter
+from bench.energy.nvml import DeviceId, nvml_ids_for_cuda
 from spikerl.callbacks import Callback, EndEvent, EvalEvent, RunInfo
 
 log = logging.getLogger(__name__)
 
-RESULT_FIELDS = ("energy_j", "energy_source", "estimated", "avg_power_w", "gpu_energy_j", "cpu_energy_j",
-                 "train_energy_j", "eval_energy_j", "emissions_kg", "codecarbon_energy_kwh",
-                 "emissions_error", "meter_errors")
 _LOCAL_SIZE_VARS = ("LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE")
 
 
@@ -297,7 +294,7 @@ class EnergyCallback(Callback):
         return None if cur is None else cur.energy_j
 
     def result_fields(self) -> dict[str, Any]:
-        """The per-run accounting for result.json / summary.csv (exactly RESULT_FIELDS)."""
+        """The per-run accounting for result.json / summary.csv (exactly bench.schema.ENERGY_COLUMNS)."""
         cur = self._current() or EnergyTotals(emissions_kg=None, codecarbon_energy_kwh=None)
         wall_s = self._wall_s
         energy_j = cur.energy_j

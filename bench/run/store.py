@@ -1,8 +1,4 @@
-"""The run folder: paths, atomic writes, and reading it back.
-
-    RUN/plan.json, RUN/environment.json, RUN/summary.csv
-    RUN/<method>/<env>/seed<k>/{config.json, progress.csv, evals.csv, result.json, power.csv,
-                                emissions.csv, checkpoint.pt}
+"""The run folder on disk: paths, atomic writes, and reading it back (names in bench.schema).
 
 Every whole-file write goes to a temporary file in the same folder and is renamed over the
 target, so a reader (or a crash) never sees half a file. CSV logs are appended line by line and
@@ -16,20 +12,9 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from bench.schema import PLAN, SEED_DIR_PREFIX
 from spikerl.atomic import atomic_open
 
-PLAN = "plan.json"
-ENVIRONMENT = "environment.json"
-SUMMARY = "summary.csv"
-CONFIG = "config.json"
-PROGRESS = "progress.csv"
-EVALS = "evals.csv"
-RESULT = "result.json"
-
-PROGRESS_COLUMNS = ("step", "wall_s", "episodes", "train_return", "sps", "updates", "loss_q", "loss_pi", "energy_j")
-EVAL_COLUMNS = ("step", "wall_s", "return_mean", "return_std", "episodes", "energy_j")
-RESULT_FIELDS = ("method", "env", "seed", "status", "error", "steps", "wall_s", "final_return_mean",
-                 "best_return_mean", "world_size", "backend", "precision", "device", "updates")
 
 
 class RunFolderError(ValueError):
@@ -37,7 +22,7 @@ class RunFolderError(ValueError):
 
 
 def seed_dir(run_dir: Path, method: str, env_id: str, seed: int) -> Path:
-    return Path(run_dir) / method / env_id / f"seed{seed}"
+    return Path(run_dir) / method / env_id / f"{SEED_DIR_PREFIX}{seed}"
 
 
 def atomic_write_text(path: Path, text: str) -> None:

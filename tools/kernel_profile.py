@@ -1,7 +1,7 @@
 """Where the native spiking kernels spend a training step, and how short their spike lists are.
 
-    python -m bench.kernel_profile --method popsan --loop-steps 3000
-    python -m bench.kernel_profile --checkpoint RUN/popsan/HalfCheetah-v4/seed0/checkpoint.pt
+    python -m tools.kernel_profile --method popsan --loop-steps 3000
+    python -m tools.kernel_profile --checkpoint RUN/popsan/HalfCheetah-v4/seed0/checkpoint.pt
 
 Default: runs the training loop behind `spikerl-bench perf`'s loop/raw (same settings, one
 process, 1 thread) with every kernel call timed in place, and prints each kernel's ms per TD3

@@ -5,7 +5,7 @@
    (speedup / N). Each rank gets `--threads` torch threads.
 2. TD3 update time at batch 100 in fp32 and in bf16 for every method, in this process.
 
-    python -m bench.scaling --methods spikerl,popsan --steps 6000 --nproc 2
+    python -m tools.scaling --methods spikerl,popsan --steps 6000 --nproc 2
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .perf import update_and_action_ms
+from bench.perf import update_and_action_ms
 
 
 def run_once(method: str, env_id: str, steps: int, nproc: int, threads: int, device: str, out: Path) -> dict:

@@ -3,14 +3,14 @@
 #   1. energy: NVML counter vs integrated sampled power vs CodeCarbon on a ~30 s load;
 #   2. distributed: NCCL world size 1 + bf16 autocast on CUDA, 2 Gloo ranks sharing the GPU, update ms;
 #   3. meters in a real run: `spikerl-bench run --device cuda` records NVML energy in result.json.
-# Usage: bash bench/gpu_check_all.sh OUT_DIR   (each part is independent; a failing part is reported)
+# Usage: bash tools/gpu_check_all.sh OUT_DIR   (each part is independent; a failing part is reported)
 set -uo pipefail
 out="${1:?usage: gpu_check_all.sh OUT_DIR}"
 mkdir -p "$out"
 echo "== 1. energy counters" | tee "$out/energy.txt"
-timeout 150 python3 -m bench.gpu_check_energy --seconds 30 2>&1 | tee -a "$out/energy.txt" || echo "energy check failed: $?"
+timeout 150 python3 -m tools.gpu_check_energy --seconds 30 2>&1 | tee -a "$out/energy.txt" || echo "energy check failed: $?"
 echo "== 2. distributed + bf16" | tee "$out/distributed.txt"
-STEPS=4000 timeout 240 bash bench/gpu_check_distributed.sh "$out/dist" 2>&1 | grep -v '^\[' | tee -a "$out/distributed.txt" \
+STEPS=4000 timeout 240 bash tools/gpu_check_distributed.sh "$out/dist" 2>&1 | grep -v '^\[' | tee -a "$out/distributed.txt" \
   || echo "distributed check failed: $?"
 echo "== 3. meters in a real CUDA run" | tee "$out/meter.txt"
 timeout 150 python3 -m bench.cli run --methods spikerl,popsan --total-steps 3000 --device cuda --profile smoke \

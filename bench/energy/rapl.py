@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.power.base import Clock, EnergySource, EnergySourceError, TraceAverage
+from bench.energy.base import Clock, EnergySource, EnergySourceError, TraceAverage
 
 log = logging.getLogger(__name__)
 

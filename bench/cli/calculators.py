@@ -11,8 +11,8 @@ import math
 import sys
 from typing import Any
 
-from bench.equivalents import DEFAULT_TABLE
-from bench.gpsup import REL_TOL, gpsup
+from bench.metrics.equivalents import DEFAULT_TABLE
+from bench.metrics.gpsup import REL_TOL, gpsup
 
 EXIT_USAGE = 2
 
@@ -106,7 +106,7 @@ def add_carbon_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_carbon(args: argparse.Namespace) -> int:
-    from bench.equivalents import equivalents
+    from bench.metrics.equivalents import equivalents
 
     try:
         kg = _number("KG", args.kg, allow_zero=True)

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 import psutil
 
-from bench.power.base import Clock, EnergySource, PowerIntegrator, TraceAverage
+from bench.energy.base import Clock, EnergySource, PowerIntegrator, TraceAverage
 
 log = logging.getLogger(__name__)
 

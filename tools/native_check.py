@@ -6,7 +6,7 @@ prints the relative gradient difference and the largest action difference of eve
 Rounding-level agreement (~1e-7) is expected; now and then a spike sits within an ulp of
 threshold and flips, which shows as one large outlier, as between any two BLAS orderings.
 
-    python -m bench.native_check --method popsan --steps 12000 --every 97
+    python -m tools.native_check --method popsan --steps 12000 --every 97
 """
 from __future__ import annotations
 

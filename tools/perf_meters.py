@@ -1,6 +1,6 @@
 """How much do the meters slow training down? Goal: ≤ 1 % of wall time at the 0.1 s interval.
 
-    python -m bench.perf_meters --method mlp --env HalfCheetah-v4 --steps 2000 --repeats 3
+    python -m tools.perf_meters --method mlp --env HalfCheetah-v4 --steps 2000 --repeats 3
 
 Runs the real training loop in ONE process, meters off and on interleaved (the order
 alternates every repeat so that drift in machine load cancels), and compares steady-state
@@ -26,8 +26,8 @@ import psutil
 import torch
 
 from baselines.registry import get_method
-from bench.energy_callback import EnergyCallback
-from bench.power import PowerMeter
+from bench.energy.callback import EnergyCallback
+from bench.energy import PowerMeter
 from spikerl.callbacks import Callback, ProgressEvent, RunInfo
 from spikerl.config import TD3Config
 from spikerl.loop import train

@@ -15,7 +15,7 @@ import os
 import time
 from typing import Any, Callable, Sequence
 
-from bench.power.base import (
+from bench.energy.base import (
     Clock,
     EnergySource,
     EnergySourceError,

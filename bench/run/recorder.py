@@ -6,7 +6,8 @@ from typing import Callable, TextIO
 
 from spikerl.callbacks import Callback, EndEvent, EvalEvent, ProgressEvent, RunInfo
 
-from .store import EVAL_COLUMNS, EVALS, PROGRESS, PROGRESS_COLUMNS, CsvLog
+from bench.run.store import CsvLog
+from bench.schema import EVAL_COLUMNS, EVALS, PROGRESS, PROGRESS_COLUMNS
 
 EnergyProbe = Callable[[], "float | None"]
 """Returns cumulative energy in joules so far (including before a resume), or None if unmeasured."""

@@ -6,7 +6,7 @@
 The counter and integrated power should agree within a few percent on a steady load; prints
 all three, the ratios, and the NVML power trace summary. Needs a CUDA GPU and NVML.
 
-    python -m bench.gpu_check_energy --seconds 30
+    python -m tools.gpu_check_energy --seconds 30
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import pynvml
 
-    from .carbon import CarbonTracker
+    from bench.energy.carbon import CarbonTracker
 
     pynvml.nvmlInit()
     handle = pynvml.nvmlDeviceGetHandleByIndex(args.gpu)

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import store
-from .profiles import PROFILES
-from .launch import launch_local
-from .runner import Plan, UsageError, create_run_folder, default_run_dir, execute, parse_set_options, \
+from bench.run import store
+from bench.run.profiles import PROFILES
+from bench.run.launch import launch_local
+from bench.run.runner import Plan, UsageError, create_run_folder, default_run_dir, execute, parse_set_options, \
     resolve_device, validate_names
 
 EXIT_USAGE = 2
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     perf = sub.add_parser("perf", help="throughput benchmark (env steps/s, update and action ms)",
                           description="Measure raw env speed, TD3 update and action time, and training-loop "
                                       "throughput of every method in one process.")
-    from .perf import add_perf_arguments
+    from bench.perf import add_perf_arguments
 
     add_perf_arguments(perf)
     perf.set_defaults(func=cmd_perf)
@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _optional_registrars():
     from importlib.metadata import entry_points
 
-    from .cli_energy import add_carbon_parser, add_gpsup_parser
+    from bench.cli.calculators import add_carbon_parser, add_gpsup_parser
 
     regs = [add_gpsup_parser, add_carbon_parser]
     # Presenting layers (reports/) register their subcommands here; bench never imports them.
@@ -254,7 +254,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
     from baselines.registry import METHODS
     from spikerl.config import TD3Config
 
-    from .runner import validate_names
+    from bench.run.runner import validate_names
 
     validate_names([], [args.env])
     base = TD3Config().to_dict()
@@ -268,7 +268,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
-    from .perf import run_perf
+    from bench.perf import run_perf
 
     return run_perf(args)
 

@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from bench.power.base import Clock, EnergySource, EnergySourceError, Measurement
-from bench.power.estimate import EstimateSource
-from bench.power.nvml import DeviceId, open_nvml
-from bench.power.rapl import POWERCAP_ROOT, open_rapl
+from bench.energy.base import Clock, EnergySource, EnergySourceError, Measurement
+from bench.energy.estimate import EstimateSource
+from bench.energy.nvml import DeviceId, open_nvml
+from bench.energy.rapl import POWERCAP_ROOT, open_rapl
+from bench.schema import POWER_COLUMNS
 
 log = logging.getLogger(__name__)
 
-POWER_CSV_COLUMNS = ("t_s", "device", "power_w", "energy_j", "source", "estimated")
 CPU_CHOICES = ("auto", "rapl", "estimate", "none")
 
 
@@ -353,7 +353,7 @@ class PowerMeter:
 
     def _open_csv(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        header = ",".join(POWER_CSV_COLUMNS)
+        header = ",".join(POWER_COLUMNS)
         if path.exists() and path.stat().st_size > 0:
             with path.open(encoding="utf-8") as f:
                 first = f.readline().strip()
@@ -368,7 +368,7 @@ class PowerMeter:
         self._csv_file = path.open("a", newline="", encoding="utf-8")
         self._csv_writer = csv.writer(self._csv_file)
         if new:
-            self._csv_writer.writerow(POWER_CSV_COLUMNS)
+            self._csv_writer.writerow(POWER_COLUMNS)
             self._csv_file.flush()
 
     def flush(self) -> None:

@@ -1,0 +1,136 @@
+"""The run folder's schema: every file name, every CSV column and result field with its unit, and
+the run statuses. Every writer (bench) and every reader (reports) imports it from here, so adding
+a column is one line in this file.
+
+    RUN/plan.json, RUN/environment.json, RUN/summary.csv
+    RUN/<method>/<env>/seed<k>/{config.json, progress.csv, evals.csv, power.csv,
+                                result.json, emissions.csv, checkpoint.pt}
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+# ---- file names
+PLAN = "plan.json"
+ENVIRONMENT = "environment.json"
+SUMMARY = "summary.csv"
+CONFIG = "config.json"
+PROGRESS = "progress.csv"
+EVALS = "evals.csv"
+RESULT = "result.json"
+POWER = "power.csv"
+EMISSIONS = "emissions.csv"  # written by CodeCarbon itself; parsed by column name
+SEED_DIR_PREFIX = "seed"
+
+
+class Status(str, Enum):
+    """A run's state. result.json holds the first three; summary.csv adds the others for runs
+    whose result.json is absent (running, pending) or unreadable (corrupt)."""
+
+    COMPLETE = "complete"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+    RUNNING = "running"
+    PENDING = "pending"
+    CORRUPT = "corrupt"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+FINAL_STATUSES = (Status.COMPLETE, Status.INTERRUPTED, Status.FAILED)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One CSV column or result field: its name, unit ('' for none) and kind."""
+
+    name: str
+    unit: str = ""
+    kind: str = "float"  # float | int | str | bool
+    doc: str = ""
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind in ("float", "int")
+
+
+def _names(fields: tuple[Field, ...]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields)
+
+
+# ---- progress.csv: one row every log_every env steps
+PROGRESS_FIELDS = (
+    Field("step", "env steps", "int", "env steps done so far by all ranks together"),
+    Field("wall_s", "s", doc="seconds of training since the run started (pauses excluded)"),
+    Field("episodes", "", "int", "finished training episodes, all ranks"),
+    Field("train_return", "", doc="return of the last finished training episode"),
+    Field("sps", "env steps/s", doc="env steps per second since the previous row"),
+    Field("updates", "", "int", "TD3 gradient steps so far"),
+    Field("loss_q", "", doc="twin-critic loss of the last update"),
+    Field("loss_pi", "", doc="actor loss of the last policy update"),
+    Field("energy_j", "J", doc="cumulative measured (or estimated) energy"),
+)
+
+# ---- evals.csv: one row per evaluation
+EVAL_FIELDS = (
+    Field("step", "env steps", "int"),
+    Field("wall_s", "s"),
+    Field("return_mean", "", doc="mean return of the deterministic evaluation episodes"),
+    Field("return_std", ""),
+    Field("episodes", "", "int"),
+    Field("energy_j", "J", doc="cumulative energy at the evaluation's end"),
+)
+
+# ---- power.csv: the sampler's trace, one row per device per sample
+POWER_FIELDS = (
+    Field("t_s", "s", doc="seconds since the meter started (continues across a resume)"),
+    Field("device", "", "str", doc="gpu:<index>, cpu:<package> or cpu:estimate"),
+    Field("power_w", "W"),
+    Field("energy_j", "J", doc="cumulative energy of this device"),
+    Field("source", "", "str", doc="nvml-counter, nvml-sampled, rapl or estimate"),
+    Field("estimated", "", "bool"),
+)
+
+# ---- result.json of one run (and its row of summary.csv)
+RUN_FIELDS = (
+    Field("method", kind="str"), Field("env", kind="str"), Field("seed", kind="int"),
+    Field("status", kind="str", doc="a Status"), Field("error", kind="str"),
+    Field("steps", "env steps", "int"), Field("wall_s", "s"),
+    Field("final_return_mean"), Field("best_return_mean"),
+    Field("world_size", kind="int"), Field("backend", kind="str"), Field("precision", kind="str"),
+    Field("device", kind="str"), Field("updates", kind="int"),
+)
+ENERGY_FIELDS = (
+    Field("energy_j", "J", doc="train + eval energy of the run"),
+    Field("energy_source", kind="str"), Field("estimated", kind="bool"),
+    Field("avg_power_w", "W"), Field("gpu_energy_j", "J"), Field("cpu_energy_j", "J"),
+    Field("train_energy_j", "J"), Field("eval_energy_j", "J"),
+    Field("emissions_kg", "kg CO2e"), Field("codecarbon_energy_kwh", "kWh"),
+    Field("emissions_error", kind="str"), Field("meter_errors", kind="str"),
+)
+# ---- columns summary.csv adds across runs (bench.metrics)
+TARGET_FIELDS = (Field("target_return"), Field("energy_to_target_j", "J"), Field("time_to_target_s", "s"))
+GPSUP_FIELDS = (Field("speedup", "x"), Field("powerup", "x"), Field("greenup", "x"),
+                Field("gpsup_category", kind="int"))
+EQUIVALENT_FIELDS = (Field("car_miles", "mi"), Field("tv_hours", "h"), Field("household_week_pct", "%"))
+
+RESULT_FIELDS = RUN_FIELDS + ENERGY_FIELDS
+SUMMARY_FIELDS = RESULT_FIELDS + GPSUP_FIELDS + TARGET_FIELDS + EQUIVALENT_FIELDS
+
+PROGRESS_COLUMNS = _names(PROGRESS_FIELDS)
+EVAL_COLUMNS = _names(EVAL_FIELDS)
+POWER_COLUMNS = _names(POWER_FIELDS)
+RESULT_COLUMNS = _names(RESULT_FIELDS)
+ENERGY_COLUMNS = _names(ENERGY_FIELDS)
+SUMMARY_COLUMNS = _names(SUMMARY_FIELDS)
+NUMERIC_SUMMARY_COLUMNS = tuple(f.name for f in SUMMARY_FIELDS if f.numeric and f.name != "seed")
+UNITS = {f.name: f.unit for f in SUMMARY_FIELDS}
+
+# The columns a reader cannot do without, per CSV.
+REQUIRED_COLUMNS = {
+    PROGRESS: ("step", "wall_s"),
+    EVALS: ("step", "return_mean"),
+    POWER: ("t_s", "device", "power_w"),
+}
