@@ -35,3 +35,17 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not a spikerl-bench checkpoint (format {FORMAT_VERSION})")
     return state
+
+
+def resume_step(run_dir, world_size, *, method, env_id, load=True):  # TEMP until the harness branch lands
+    from .loop import checkpoint_path, complete_checkpoint_step
+    step = complete_checkpoint_step(run_dir, world_size)
+    if step is None:
+        if any(run_dir.glob("checkpoint*.pt")):
+            raise CheckpointError(f"{run_dir} holds checkpoints of another world size than {world_size} "
+                                  "(or an incomplete set); resume with the world size that wrote them")
+        return None
+    if load:
+        for rank in range(world_size):
+            load_checkpoint(checkpoint_path(run_dir, rank, world_size, step))
+    return step

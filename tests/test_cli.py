@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from bench.cli import main, seed_list, step_count
+from bench.cli import main
+from bench.cli.args import seed_list, step_count
 
 
 def run_cli(capsys, *argv):

@@ -21,7 +21,17 @@ class RunFolderError(ValueError):
     """A folder that is not (or no longer) a readable run folder."""
 
 
+def is_simple_name(x: object) -> bool:
+    """A single path component of ordinary characters: no separator, no '..', nothing hidden."""
+    return isinstance(x, str) and 0 < len(x) <= 128 and not x.startswith(".") and \
+        all(c.isalnum() or c in "-_." for c in x)
+
+
 def seed_dir(run_dir: Path, method: str, env_id: str, seed: int) -> Path:
+    """RUN/<method>/<env>/seed<k>. Its parts may come from a run folder's own files, so each
+    must be one plain path component: the result never leaves the run folder."""
+    if not (is_simple_name(method) and is_simple_name(env_id) and type(seed) is int and seed >= 0):
+        raise RunFolderError(f"refusing a run folder path from {method!r}/{env_id!r}/seed {seed!r}")
     return Path(run_dir) / method / env_id / f"{SEED_DIR_PREFIX}{seed}"
 
 
@@ -53,8 +63,10 @@ def read_json(path: Path) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunFolderError(f"missing {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunFolderError(f"corrupt {path}: {exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise RunFolderError(f"corrupt {path}: {type(exc).__name__}: {str(exc)[:120]}") from None
+    except OSError as exc:
+        raise RunFolderError(f"unreadable {path}: {exc.strerror or exc}") from None
 
 
 def write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:

@@ -1,0 +1,120 @@
+"""`spikerl-bench run`: a new plan, a resume, or one rank of a data-parallel job."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+from bench import schema
+from bench.cli.args import EXIT_USAGE
+from bench.run import store
+from bench.run.launch import launch_local
+from bench.run.plan import Plan, UsageError, default_run_dir, parse_set_options, validate_names
+from bench.run.profiles import PROFILES
+from bench.run.resolve import resolve_device
+from bench.run.runner import create_run_folder, execute
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from spikerl.distributed import detect_launch
+
+    launch = detect_launch()
+    if launch is not None:
+        exit_rank(run_as_rank(args, launch))
+    if args.resume is not None:
+        plan = resume_plan(args)
+        if plan.nproc > 1:
+            return launch_local(args.resume, plan.nproc, args.plain)
+        return execute(args.resume, plan, resume=True, plain=args.plain)
+    plan = new_plan(args)
+    run_dir = args.out or default_run_dir(plan)
+    create_run_folder(run_dir, plan)
+    print(f"run folder: {run_dir}", file=sys.stderr)
+    if plan.baseline not in plan.methods:
+        print(f"note: baseline {plan.baseline!r} is not among the methods; GPS-UP columns stay empty",
+              file=sys.stderr)
+    if plan.nproc > 1:
+        return launch_local(run_dir, plan.nproc, args.plain)
+    return execute(run_dir, plan, resume=False, plain=args.plain)
+
+
+def exit_rank(code: int) -> None:
+    """End a finished rank without interpreter finalisation. Its process group is already
+    destroyed and every file written; Gloo's worker threads can still hold tensors whose
+    destruction during finalisation aborts the process (SIGABRT, 'terminate called without an
+    active exception'), which would turn a finished job into a failed one."""
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def resume_plan(args: argparse.Namespace) -> Plan:
+    conflicting = [f for f in ("methods", "envs", "seeds", "total_steps", "out", "precision", "nproc")
+                   if getattr(args, f) is not None] + (["set"] if args.settings else [])
+    if conflicting:
+        raise UsageError(f"--resume takes the plan from the run folder; drop --{conflicting[0].replace('_', '-')}")
+    plan = Plan.from_json(store.load_plan(args.resume), args.resume / schema.PLAN)
+    validate_names(plan.methods, plan.envs)
+    return plan
+
+
+def run_as_rank(args: argparse.Namespace, launch) -> int:  # noqa: ANN001
+    """One rank of a torchrun / mpirun / srun / --nproc job: rank 0 makes the folder, all train."""
+    from spikerl.distributed import DistributedSetupError, init_distributed, shutdown_distributed
+
+    if args.resume is not None:
+        plan = resume_plan(args)
+    else:
+        plan = new_plan(args)
+    device = resolve_device(plan.device)
+    backend = args.backend or plan.backend
+    try:
+        ctx = init_distributed(launch, backend, device)
+    except DistributedSetupError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        run_dir = args.resume
+        if run_dir is None:
+            outcome: object = None
+            if ctx.is_main:
+                try:
+                    run_dir = args.out or default_run_dir(plan)
+                    create_run_folder(run_dir, plan)
+                    outcome = str(run_dir)
+                    print(f"run folder: {run_dir} ({ctx.world_size} ranks, {ctx.backend})", file=sys.stderr)
+                except (UsageError, OSError) as exc:
+                    outcome = exc
+            outcome = ctx.broadcast_object(outcome)
+            if isinstance(outcome, BaseException):
+                raise UsageError(str(outcome)) if ctx.is_main else SystemExit(EXIT_USAGE)
+            run_dir = Path(str(outcome))
+        return execute(run_dir, plan, resume=args.resume is not None, plain=args.plain, ctx=ctx)
+    finally:
+        shutdown_distributed()
+
+
+def new_plan(args: argparse.Namespace) -> Plan:
+    profile = PROFILES[args.profile]
+    td3_overrides, actor_overrides = parse_set_options(args.settings)
+    if args.threads is not None and args.threads <= 0:
+        raise UsageError(f"--threads must be positive, got {args.threads}")
+    if args.nproc is not None and args.nproc <= 0:
+        raise UsageError(f"--nproc must be positive, got {args.nproc}")
+    if len(args.country) != 3 or not args.country.isalpha():
+        raise UsageError(f"--country must be an ISO-3 code such as USA, FRA or DEU, got {args.country!r}")
+    methods = args.methods or profile.methods
+    envs = args.envs or profile.envs
+    validate_names(methods, envs)
+    resolve_device(args.device)
+    return Plan(
+        methods=tuple(methods), envs=tuple(envs), seeds=args.seeds or profile.seeds, profile=profile.name,
+        total_steps=args.total_steps or int(profile.td3.get("total_steps", 1_000_000)), device=args.device,
+        td3_overrides=td3_overrides, actor_overrides=actor_overrides, precision=args.precision,
+        baseline=args.baseline, country=args.country.upper(), power_interval_s=args.power_interval,
+        target_return=args.target_return, nproc=args.nproc or 1, backend=args.backend or "auto",
+        threads=args.threads, argv=tuple(sys.argv[1:]),
+        created_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )

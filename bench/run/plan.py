@@ -1,0 +1,155 @@
+"""What `spikerl-bench run` was asked to do (RUN/plan.json), and the parsing of its user inputs."""
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from baselines.registry import METHODS
+from bench.run.store import RunFolderError, is_simple_name
+from spikerl.config import TD3Config, coerce_value
+from spikerl.envs import make_env
+
+MAX_SEED = 2**32 - 1  # numpy's SeedSequence and gymnasium's reset(seed=) accept up to this
+
+
+class UsageError(ValueError):
+    """Bad user input: reported as one line with exit code 2."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything `spikerl-bench run` was asked to do; stored as RUN/plan.json."""
+
+    methods: tuple[str, ...]
+    envs: tuple[str, ...]
+    seeds: tuple[int, ...]
+    profile: str
+    total_steps: int
+    device: str
+    td3_overrides: dict[str, Any] = field(default_factory=dict)
+    actor_overrides: dict[str, Any] = field(default_factory=dict)
+    precision: str | None = None
+    baseline: str = "popsan"
+    country: str = "USA"
+    power_interval_s: float = 0.1
+    target_return: float | None = None
+    nproc: int = 1
+    backend: str = "auto"
+    threads: int | None = None
+    argv: tuple[str, ...] = ()
+    created_utc: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["command"] = " ".join(["spikerl-bench", *self.argv])
+        d["overrides"] = {"td3": self.td3_overrides, "actor": self.actor_overrides, "precision": self.precision}
+        return d
+
+    @classmethod
+    def from_json(cls, d: Any, source: Path | str = "plan.json") -> "Plan":
+        """A plan read back from a run folder: nothing in it is trusted. Method and env names
+        and seeds become folder names, so a wrong type or an unknown name is refused here,
+        before any path is built from it."""
+        if not isinstance(d, dict):
+            raise RunFolderError(f"{source}: expected a JSON object")
+        kw = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        for key, check in _PLAN_CHECKS.items():
+            if key in kw and not check(kw[key]):
+                raise RunFolderError(f"{source}: {key} has an invalid value {_short(kw[key])}")
+        for key in ("methods", "envs", "seeds"):
+            if key not in kw:
+                raise RunFolderError(f"{source}: lacks {key}")
+        for key in ("methods", "envs", "seeds", "argv"):
+            kw[key] = tuple(kw.get(key, ()))
+        return cls(**kw)
+
+    def runs(self) -> list[tuple[str, str, int]]:
+        return [(m, e, s) for e in self.envs for s in self.seeds for m in self.methods]
+
+
+def _is_seed(x: Any) -> bool:
+    return type(x) is int and 0 <= x <= MAX_SEED
+
+
+def _is_number(x: Any, lo: float = -math.inf) -> bool:
+    return type(x) in (int, float) and math.isfinite(x) and x > lo
+
+
+def _unique_list(check):  # noqa: ANN001, ANN202
+    return lambda v: isinstance(v, (list, tuple)) and 0 < len(v) <= 10_000 and all(map(check, v)) and \
+        len(set(v)) == len(v)
+
+
+_PLAN_CHECKS = {
+    "methods": _unique_list(is_simple_name),
+    "envs": _unique_list(is_simple_name),
+    "seeds": _unique_list(_is_seed),
+    "profile": lambda v: isinstance(v, str),
+    "total_steps": lambda v: type(v) is int and 0 < v <= 10**12,
+    "device": lambda v: v in ("auto", "cpu", "cuda"),
+    "td3_overrides": lambda v: isinstance(v, dict),
+    "actor_overrides": lambda v: isinstance(v, dict),
+    "precision": lambda v: v in (None, "fp32", "bf16"),
+    "baseline": lambda v: isinstance(v, str),
+    "country": lambda v: isinstance(v, str) and len(v) == 3 and v.isalpha(),
+    "power_interval_s": lambda v: _is_number(v, 0.0),
+    "target_return": lambda v: v is None or _is_number(v),
+    "nproc": lambda v: type(v) is int and 0 < v <= 4096,
+    "backend": lambda v: v in ("auto", "nccl", "gloo", "mpi"),
+    "threads": lambda v: v is None or (type(v) is int and 0 < v <= 4096),
+    "argv": lambda v: isinstance(v, (list, tuple)) and all(isinstance(a, str) for a in v),
+    "created_utc": lambda v: isinstance(v, str),
+}
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def validate_names(methods: Sequence[str], envs: Sequence[str]) -> None:
+    for m in methods:
+        if m not in METHODS:
+            raise UsageError(f"unknown method {m!r}; known methods: {', '.join(METHODS)}")
+    for e in envs:
+        try:
+            make_env(e).close()  # also rejects discrete or asymmetric action spaces
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+
+def parse_set_options(items: Sequence[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """`--set key=value` items into (TD3Config overrides, raw actor overrides keyed without 'actor.')."""
+    defaults = TD3Config().to_dict()
+    td3: dict[str, Any] = {}
+    actor: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--set expects key=value, got {item!r}")
+        if key.startswith("actor."):
+            actor[key[len("actor."):]] = value
+        elif key in defaults:
+            try:
+                td3[key] = coerce_value(defaults[key], value)
+            except ValueError as exc:
+                raise UsageError(f"--set {key}: {exc}") from None
+        else:
+            raise UsageError(f"--set: unknown setting {key!r}; TD3 settings: {', '.join(defaults)}; "
+                             "actor settings are written actor.NAME")
+    return td3, actor
+
+
+def default_run_dir(plan: Plan, root: Path = Path("runs")) -> Path:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    tag = "-".join(plan.methods) if len(plan.methods) <= 4 else f"{len(plan.methods)}methods"
+    base = root / f"{stamp}-{plan.profile}-{tag}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = Path(f"{base}-{n}")
+    return path

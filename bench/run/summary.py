@@ -1,0 +1,95 @@
+"""RUN/summary.csv: one row per method × env × seed, with the cross-run metrics added."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench import schema
+from bench.metrics.equivalents import add_equivalent_columns
+from bench.metrics.gpsup import add_gpsup_columns, add_target_columns
+from bench.run import store
+from bench.run.plan import Plan
+from bench.schema import Status
+
+
+def last_progress(folder: Path) -> dict[str, Any]:
+    """Steps and wall time of a run that did not finish, from its last progress row."""
+    try:
+        with open(folder / schema.PROGRESS, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        return {"steps": int(float(rows[-1]["step"])), "wall_s": float(rows[-1]["wall_s"])}
+    except (OSError, IndexError, KeyError, TypeError, ValueError, UnicodeDecodeError, csv.Error):
+        return {"steps": 0, "wall_s": None}
+
+
+def read_result(folder: Path) -> dict[str, Any] | None:
+    """A run's result.json, or None when it has none (or it is unreadable)."""
+    try:
+        result = store.read_json(folder / schema.RESULT)
+    except store.RunFolderError:
+        return None
+    return result if isinstance(result, dict) else None
+
+
+def is_complete(folder: Path) -> bool:
+    result = read_result(folder)
+    return result is not None and result.get("status") == Status.COMPLETE
+
+
+def collect_results(run_dir: Path, plan: Plan) -> list[dict[str, Any]]:
+    rows = []
+    for method, env_id, seed in plan.runs():
+        folder = store.seed_dir(run_dir, method, env_id, seed)
+        key = {"method": method, "env": env_id, "seed": seed}
+        if (folder / schema.RESULT).exists():
+            result = read_result(folder)
+            if result is not None:
+                rows.append({**result, **key})
+            else:
+                rows.append({**key, "status": Status.CORRUPT.value, "error": f"unreadable {schema.RESULT}"})
+            continue
+        status = Status.RUNNING if folder.exists() else Status.PENDING
+        rows.append({**key, "status": status.value, **last_progress(folder)})
+    return rows
+
+
+def write_summary(run_dir: Path, plan: Plan) -> Path:
+    rows = enrich_summary(collect_results(run_dir, plan), plan, run_dir)
+    columns: list[str] = list(schema.SUMMARY_COLUMNS)
+    for r in rows:  # fields a newer writer added that the schema does not list yet still reach the table
+        columns += [k for k, v in r.items() if k not in columns and not isinstance(v, (list, dict))]
+    path = run_dir / schema.SUMMARY
+    store.write_csv(path, columns, rows)
+    return path
+
+
+def enrich_summary(rows: list[dict[str, Any]], plan: Plan, run_dir: Path) -> list[dict[str, Any]]:
+    """Cross-run columns: GPS-UP against the baseline run of the same env and seed, energy and
+    time to the target return, and carbon equivalents of each run's emissions."""
+    df = pd.DataFrame(rows)
+    for col in ("wall_s", "energy_j", "emissions_kg", "final_return_mean"):
+        df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else float("nan")
+    # only finished runs are compared: an interrupted run's time and energy are partial
+    finished = df.copy()
+    finished.loc[df["status"] != Status.COMPLETE.value, ["wall_s", "energy_j"]] = float("nan")
+    df = add_gpsup_columns(finished, plan.baseline).assign(wall_s=df["wall_s"], energy_j=df["energy_j"])
+    evals = {}
+    for method, env_id, seed in plan.runs():
+        path = store.seed_dir(run_dir, method, env_id, seed) / schema.EVALS
+        try:
+            evals[(method, env_id, seed)] = pd.read_csv(path)
+        except (OSError, ValueError, UnicodeDecodeError, pd.errors.EmptyDataError):
+            continue
+    df = add_target_columns(df, evals, plan.baseline, target_return=plan.target_return)
+    df = add_equivalent_columns(df)
+    return [{k: (None if _isnan(v) else v) for k, v in r.items()} for r in df.to_dict("records")]
+
+
+def _isnan(v: Any) -> bool:
+    try:
+        return bool(v != v)  # NaN, NA
+    except (TypeError, ValueError):
+        return False
