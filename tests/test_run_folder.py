@@ -92,3 +92,20 @@ def test_csv_log_writes_the_schema_header_and_cuts_back(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / schema.PROGRESS)))
     assert tuple(rows[0]) == schema.PROGRESS_COLUMNS
     assert [int(r["step"]) for r in rows] == [100, 200]
+
+
+def test_resume_drops_half_written_and_garbage_rows(tmp_path):
+    path = tmp_path / schema.EVALS
+    path.write_text("step,wall_s,return_mean,return_std,episodes,energy_j\n"
+                    "500,1.0,-3.0,0.5,2,10.0\n"
+                    "750,1.5,,,2,\n"          # return_mean missing: cut short
+                    "x,1.7,1.0,0.0,2,11.0\n"  # garbage step
+                    "1000,2.0,-2.0,0.5,2,20.0\n"
+                    "1500,4")                 # killed mid-write: no newline
+    log = store.CsvLog(path, schema.EVAL_COLUMNS, schema.REQUIRED_COLUMNS[schema.EVALS])
+    log.open(resume_step=1500)
+    log.append({"step": 1500, "wall_s": 3.0, "return_mean": -1.0})
+    log.close()
+    rows = list(csv.DictReader(open(path)))
+    assert [r["step"] for r in rows] == ["500", "1000", "1500"]
+    assert rows[-1]["return_mean"] == "-1.0"

@@ -7,7 +7,7 @@ from typing import Callable, TextIO
 from spikerl.callbacks import Callback, EndEvent, EvalEvent, ProgressEvent, RunInfo
 
 from bench.run.store import CsvLog
-from bench.schema import EVAL_COLUMNS, EVALS, PROGRESS, PROGRESS_COLUMNS
+from bench.schema import EVAL_COLUMNS, EVALS, PROGRESS, PROGRESS_COLUMNS, REQUIRED_COLUMNS
 
 EnergyProbe = Callable[[], "float | None"]
 """Returns cumulative energy in joules so far (including before a resume), or None if unmeasured."""
@@ -30,8 +30,8 @@ class CsvRecorder(Callback):
         if info.rank != 0 or info.run_dir is None:
             return
         resume_step = info.start_step if info.resumed else None
-        self.progress = CsvLog(info.run_dir / PROGRESS, PROGRESS_COLUMNS)
-        self.evals = CsvLog(info.run_dir / EVALS, EVAL_COLUMNS)
+        self.progress = CsvLog(info.run_dir / PROGRESS, PROGRESS_COLUMNS, REQUIRED_COLUMNS[PROGRESS])
+        self.evals = CsvLog(info.run_dir / EVALS, EVAL_COLUMNS, REQUIRED_COLUMNS[EVALS])
         self.progress.open(resume_step)
         self.evals.open(resume_step)
 

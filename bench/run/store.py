@@ -7,6 +7,7 @@ flushed, and on resume cut back to the checkpoint's step so no row is lost or re
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -70,14 +71,21 @@ def read_json(path: Path) -> Any:
 
 
 def write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
-    import io
-
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for row in rows:
         w.writerow({k: _cell(row.get(k)) for k in columns})
     atomic_write_text(path, buf.getvalue())
+
+
+def _finite_float(text: str) -> float:
+    """The number in a CSV cell, or NaN (which compares False with everything) if there is none."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return math.nan
+    return value if math.isfinite(value) else math.nan
 
 
 def _cell(value: Any) -> Any:
@@ -91,25 +99,37 @@ def _cell(value: Any) -> Any:
 class CsvLog:
     """An append-only CSV log with a fixed header, flushed after every row.
 
-    `truncate_after(step)` rewrites the file (atomically) keeping only rows with step <= step:
-    on resume from a checkpoint taken at that step, the rows written after it are redone."""
+    `open(resume_step)` on resume rewrites the file (atomically) keeping only whole rows with
+    step <= resume_step: the rows written after the checkpoint are redone, and a row cut short
+    by a kill (or one that does not parse) is dropped rather than carried into the resumed log."""
 
-    def __init__(self, path: Path, columns: Sequence[str]):
-        self.path, self.columns = Path(path), list(columns)
+    def __init__(self, path: Path, columns: Sequence[str], required: Sequence[str] = ("step",)):
+        self.path, self.columns, self.required = Path(path), list(columns), tuple(required)
         self._f = None
 
     def open(self, resume_step: int | None) -> None:
         if resume_step is None or not self.path.exists():
             write_csv(self.path, self.columns, [])
         else:
-            with open(self.path, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                if reader.fieldnames != self.columns:
-                    raise RunFolderError(f"{self.path}: header {reader.fieldnames} does not match {self.columns}")
-                kept = [r for r in reader if r.get("step") and int(float(r["step"])) <= resume_step]
-            write_csv(self.path, self.columns, kept)
+            write_csv(self.path, self.columns, self._rows_up_to(resume_step))
         self._f = open(self.path, "a", newline="", encoding="utf-8")
         self._w = csv.DictWriter(self._f, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n")
+
+    def _rows_up_to(self, step: int) -> list[dict[str, Any]]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RunFolderError(f"unreadable {self.path}: {exc}") from None
+        if not text.endswith("\n"):  # the last line was cut off mid-write
+            text = text[:text.rfind("\n") + 1]
+        reader = csv.DictReader(io.StringIO(text))
+        if reader.fieldnames != self.columns:
+            raise RunFolderError(f"{self.path}: header {reader.fieldnames} does not match {self.columns}")
+        return [r for r in reader if self._whole(r) and _finite_float(r["step"]) <= step]
+
+    def _whole(self, row: dict[str | None, Any]) -> bool:
+        return None not in row and all(v is not None for v in row.values()) and \
+            not any(math.isnan(_finite_float(row[c])) for c in self.required)
 
     def append(self, row: dict[str, Any]) -> None:
         assert self._f is not None, "CsvLog.open() first"
