@@ -142,6 +142,40 @@ def test_rapl_in_meter_window(powercap, clock):
     assert m.avg_power_w == pytest.approx(11.0)
 
 
+def test_rapl_dram_zones_only_on_request(powercap, clock):
+    default, _ = open_rapl(powercap, clock=clock)
+    assert default is not None and default.devices == ["cpu-package-0", "cpu-package-1"]
+    os.symlink(powercap / "intel-rapl:0/intel-rapl:0:2", powercap / "intel-rapl:0:2")  # as the kernel lists it
+    src, _ = open_rapl(str(powercap), clock=clock, dram=True)
+    assert src is not None and src.devices == ["cpu-package-0", "cpu-package-1", "ram-dram-0"]
+    clock.advance(1.0)
+    _set_uj(powercap, "intel-rapl:0/intel-rapl:0:2", 9_000_000)
+    assert src.read_energy_j()["ram-dram-0"] == pytest.approx(2.0)
+    # result.json has no RAM column yet, so the harness's meter leaves DRAM out.
+    meter = PowerMeter.create(cpu="rapl", rapl_root=powercap, interval_s=None, clock=clock)
+    assert set(meter.energy_j_by_device()) == {"cpu-package-0", "cpu-package-1"}
+    meter.stop()
+    # An unreadable DRAM zone costs the RAM figure only, never the CPU one.
+    dram_uj = powercap / "intel-rapl:0/intel-rapl:0:2/energy_uj"
+    dram_uj.unlink()
+    dram_uj.mkdir()
+    src, reason = open_rapl(powercap, clock=clock, dram=True)
+    assert reason is None and src is not None and src.devices == ["cpu-package-0", "cpu-package-1"]
+
+
+def test_meter_takes_str_paths(powercap, clock):
+    meter = PowerMeter.create(cpu="rapl", rapl_root=str(powercap), interval_s=None, clock=clock,
+                              csv_path="seed0/power.csv")  # relative to the test's folder
+    clock.advance(1.0)
+    _set_uj(powercap, "intel-rapl:1", 13_000_000)
+    meter.sample()
+    meter.stop()
+    with Path("seed0/power.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == POWER_COLUMNS
+    assert {r["device"]: float(r["energy_j"]) for r in rows} == {"cpu-package-0": 0.0, "cpu-package-1": 3.0}
+
+
 def test_rapl_unreadable_is_reported_with_a_fix(powercap, monkeypatch, clock):
     real_read_text = Path.read_text
 

@@ -1,8 +1,8 @@
 """The one small interface every energy source implements, and the measurement it feeds.
 
-Device keys are strings that start with ``gpu`` (NVML, ``gpu0``) or ``cpu`` (RAPL
-``cpu-package-0``, the estimate ``cpu``), so a measurement can split GPU from CPU energy
-without knowing which vendor produced it.
+Device keys are strings that start with ``gpu`` (NVML, ``gpu0``), ``cpu`` (RAPL
+``cpu-package-0``, the estimate ``cpu``) or ``ram`` (RAPL ``ram-dram-0``), so a measurement
+can split energy by component without knowing which vendor produced it.
 """
 from __future__ import annotations
 
@@ -15,6 +15,12 @@ from typing import Callable, Mapping
 Clock = Callable[[], float]
 
 SOURCE_LABELS = ("nvml-counter", "nvml-sampled", "rapl", "estimate")
+COMPONENTS = ("gpu", "cpu", "ram")
+
+
+def component_of(device: str) -> str | None:
+    """'gpu', 'cpu' or 'ram' for a device key (see the module docstring), None if foreign."""
+    return next((c for c in COMPONENTS if device.startswith(c)), None)
 
 
 class EnergySourceError(RuntimeError):
@@ -132,6 +138,18 @@ class TraceAverage:
             return {}
         self._mark = (t_s, dict(energy_j))
         return {d: (e - e0_j.get(d, 0.0)) / dt_s for d, e in energy_j.items()}
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A span in which a source could not be read (t_s on the power.csv clock)."""
+
+    source: str
+    start_s: float
+    end_s: float
+    error: str
+    recovered: bool
+    """True if reads resumed (a counter's energy over the gap is still counted)."""
 
 
 @dataclass(frozen=True)

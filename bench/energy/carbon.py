@@ -9,6 +9,7 @@ return None; we turn every failure into `CarbonResult.error` and leave emissions
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -22,7 +23,9 @@ EMISSIONS_CSV = "emissions.csv"
 _ISO3 = re.compile(r"^[A-Z]{3}$")
 
 
+@functools.lru_cache(maxsize=1)
 def _energy_mix() -> dict[str, Any] | None:
+    # Cached: CodeCarbon parses its JSON on every call, and country checks ask more than once.
     try:
         from codecarbon.input import DataSource
 

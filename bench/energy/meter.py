@@ -14,35 +14,22 @@ raises into training: its failure and the time gap are recorded in `errors` and 
 """
 from __future__ import annotations
 
-import csv
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
-from bench.energy.base import Clock, EnergySource, EnergySourceError, Measurement
+from bench.energy.base import Clock, EnergySource, EnergySourceError, Gap, Measurement
 from bench.energy.estimate import EstimateSource
 from bench.energy.nvml import DeviceId, open_nvml
+from bench.energy.power_csv import PowerCsv, PowerRow
 from bench.energy.rapl import POWERCAP_ROOT, open_rapl
-from bench.schema import POWER_COLUMNS
 
 log = logging.getLogger(__name__)
 
 CPU_CHOICES = ("auto", "rapl", "estimate", "none")
-
-
-@dataclass(frozen=True)
-class Gap:
-    """A span in which a source could not be read (t_s on the power.csv clock)."""
-
-    source: str
-    start_s: float
-    end_s: float
-    error: str
-    recovered: bool
-    """True if reads resumed (a counter's energy over the gap is then still counted)."""
 
 
 @dataclass
@@ -61,7 +48,8 @@ class _SourceState:
 
 class PowerMeter:
     def __init__(self, sources: Sequence[EnergySource], *, interval_s: float | None = 0.1,
-                 csv_path: Path | None = None, t_offset_s: float = 0.0, clock: Clock = time.monotonic,
+                 csv_path: str | os.PathLike[str] | None = None, t_offset_s: float = 0.0,
+                 clock: Clock = time.monotonic,
                  fallback: Callable[[], EnergySource] | None = None, max_failures: int = 5,
                  flush_every_s: float = 5.0, sync_fn: Callable[[], None] | None = None,
                  notes: Sequence[str] = (), energy_offset_j: Mapping[str, float] | None = None):
@@ -91,10 +79,8 @@ class PowerMeter:
         self._windows: dict[str, _Window] = {}
         self.errors: list[str] = list(notes)
         self.gaps: list[Gap] = []
-        self._rows: list[tuple] = []
-        self._csv_path = csv_path
-        self._csv_file = None
-        self._csv_writer = None
+        self._rows: list[PowerRow] = []
+        self._csv = PowerCsv(csv_path, self.errors) if csv_path is not None else None
         self._last_flush_t = self._t0
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
@@ -106,14 +92,18 @@ class PowerMeter:
     # ------------------------------------------------------------------ construction
     @classmethod
     def create(cls, *, gpu_ids: Sequence[DeviceId] = (), cpu: str = "auto",
-               rapl_root: Path = POWERCAP_ROOT, interval_s: float | None = 0.1,
-               csv_path: Path | None = None, t_offset_s: float = 0.0,
+               rapl_root: str | os.PathLike[str] = POWERCAP_ROOT, interval_s: float | None = 0.1,
+               csv_path: str | os.PathLike[str] | None = None, t_offset_s: float = 0.0,
                sync_fn: Callable[[], None] | None = None, clock: Clock = time.monotonic,
-               tdp_w: float | None = None, energy_offset_j: Mapping[str, float] | None = None
-               ) -> "PowerMeter":
+               tdp_w: float | None = None, energy_offset_j: Mapping[str, float] | None = None,
+               dram: bool = False) -> "PowerMeter":
         """Pick sources: NVML for `gpu_ids` (NVML indices or UUIDs), and for the CPU
         RAPL if readable, else the estimate (`cpu='auto'`); `cpu='rapl'` raises if RAPL is
-        unusable, `'estimate'` forces the estimate, `'none'` measures no CPU."""
+        unusable, `'estimate'` forces the estimate, `'none'` measures no CPU.
+
+        `dram=True` also meters RAPL's DRAM zones (devices `ram-dram-N`) when RAPL is used.
+        Off by default because result.json has no RAM column yet: its energy would enter
+        energy_j without a component to show it under."""
         if cpu not in CPU_CHOICES:
             raise ValueError(f"cpu must be one of {CPU_CHOICES}, got {cpu!r}")
         sources: list[EnergySource] = []
@@ -123,7 +113,7 @@ class PowerMeter:
             sources += gpu_sources
             notes += problems
         if cpu in ("auto", "rapl"):
-            rapl, reason = open_rapl(rapl_root, clock=clock)
+            rapl, reason = open_rapl(rapl_root, clock=clock, dram=dram)
             if rapl is not None:
                 sources.append(rapl)
             elif cpu == "rapl":
@@ -219,7 +209,7 @@ class PowerMeter:
             if self._stopped:
                 return
             t = self._poll()
-            if self._csv_path is None:
+            if self._csv is None:
                 return  # no trace wanted: polling keeps counters from wrapping unseen
             t_s = self._t_s(t)
             for src in self._sources:
@@ -270,7 +260,7 @@ class PowerMeter:
     def _measure(self, win: _Window, t: float) -> Measurement:
         by_dev = {d: e - win.energy_j.get(d, 0.0) for d, e in self._energy_j.items()}
         return Measurement(duration_s=max(0.0, t - win.start_t), energy_j_by_device=by_dev,
-                           source=self._label(by_dev), estimated=self._estimated(by_dev))
+                           source=self.source_label(by_dev), estimated=self.is_estimated(by_dev))
 
     def read_window(self, name: str) -> Measurement:
         """What an open window has measured so far, leaving it open."""
@@ -313,26 +303,27 @@ class PowerMeter:
     def total_energy_j(self) -> float:
         return float(sum(self.energy_j_by_device().values()))
 
-    def _label(self, devices: Sequence[str] | dict) -> str:
+    def source_label(self, devices: Iterable[str]) -> str:
+        """Source labels of these devices joined with '+', GPUs first (e.g. one component's)."""
         labels = [self._device_source[d][0] for d in sorted(devices, key=lambda d: (not d.startswith("gpu"), d))
                   if d in self._device_source]
         return "+".join(dict.fromkeys(labels)) or "none"
 
-    def _estimated(self, devices: Sequence[str] | dict) -> bool:
+    def is_estimated(self, devices: Iterable[str]) -> bool:
         return any(self._device_source[d][1] for d in devices if d in self._device_source)
 
     @property
     def source(self) -> str:
-        return self._label(self._energy_j)
+        return self.source_label(self._energy_j)
 
     @property
     def estimated(self) -> bool:
-        return self._estimated(self._energy_j)
+        return self.is_estimated(self._energy_j)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        if self._csv_path is not None and self._csv_writer is None:
-            self._open_csv(self._csv_path)
+        if self._csv is not None:
+            self._csv.open()
         if self.interval_s is None or self._thread is not None:
             return
         self._thread = threading.Thread(target=self._run, name="power-sampler", daemon=True)
@@ -351,40 +342,13 @@ class PowerMeter:
             if self._clock() > next_t:  # fell behind (suspended, overloaded): skip, don't burst
                 next_t = self._clock() + self.interval_s
 
-    def _open_csv(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        header = ",".join(POWER_COLUMNS)
-        if path.exists() and path.stat().st_size > 0:
-            with path.open(encoding="utf-8") as f:
-                first = f.readline().strip()
-            if first != header:
-                # Never mix schemas in one file (a resume with an older version).
-                n = 1
-                while path.with_name(f"{path.name}.bak{n}").exists():
-                    n += 1
-                path.rename(path.with_name(f"{path.name}.bak{n}"))
-                self.errors.append(f"{path.name} had another header; moved to {path.name}.bak{n}")
-        new = not path.exists() or path.stat().st_size == 0
-        self._csv_file = path.open("a", newline="", encoding="utf-8")
-        self._csv_writer = csv.writer(self._csv_file)
-        if new:
-            self._csv_writer.writerow(POWER_COLUMNS)
-            self._csv_file.flush()
-
     def flush(self) -> None:
         """Write the queued power rows (done in batches, every `flush_every_s`)."""
         with self._lock:
             rows, self._rows = self._rows, []
             self._last_flush_t = self._clock()
-            writer, f = self._csv_writer, self._csv_file
-        if writer is None or f is None or not rows:
-            return
-        try:
-            writer.writerows(rows)
-            f.flush()
-        except OSError as exc:
-            with self._lock:
-                self.errors.append(f"power.csv: {exc}")
+        if self._csv is not None:
+            self._csv.write(rows)  # outside the lock: a slow disk must not hold up window reads
 
     def stop(self) -> None:
         """Stop the sampler, write the last rows, release the sources. Idempotent."""
@@ -403,9 +367,8 @@ class PowerMeter:
                     self.gaps.append(Gap(src.source, self._t_s(st.gap_start_t), self._t_s(self._stop_t),
                                          st.gap_error, False))
         self.flush()
-        if self._csv_file is not None:
-            self._csv_file.close()
-            self._csv_file = self._csv_writer = None
+        if self._csv is not None:
+            self._csv.close()
         for src in self._sources:
             try:
                 src.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -69,6 +70,55 @@ def nvml_ids_for_cuda(cuda_indices: Sequence[int]) -> list[DeviceId]:
         else:
             out.append(int(i))
     return out
+
+
+def visible_gpu_ids() -> list[DeviceId]:
+    """NVML identities of every GPU this process may use; empty when there are none.
+
+    CUDA's view when torch sees GPUs (UUIDs, so the CUDA/NVML orderings can't be confused),
+    else the CUDA_VISIBLE_DEVICES entries, else every GPU NVML lists.
+    """
+    if (n_cuda := _torch_cuda_count()) > 0:
+        return nvml_ids_for_cuda(range(n_cuda))
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        entries: list[str] = []
+        for v in (v.strip() for v in visible.split(",")):
+            if not (v.isdigit() or v.startswith(("GPU-", "MIG-"))):
+                break  # CUDA ignores everything from the first invalid entry on ('-1' hides all)
+            entries.append(v)
+        return nvml_ids_for_cuda(range(len(entries)))
+    count, reason = nvml_device_count()
+    if reason:
+        log.info("no GPUs to meter: %s", reason)
+    return list(range(count))
+
+
+def nvml_device_count() -> tuple[int, str | None]:
+    """How many GPUs NVML lists, or 0 and the reason it cannot tell (no package, no driver)."""
+    try:
+        _call("nvmlInit")
+    except EnergySourceError as exc:
+        return 0, str(exc)
+    try:
+        return int(_call("nvmlDeviceGetCount")), None
+    except EnergySourceError as exc:
+        return 0, str(exc)
+    finally:
+        try:
+            _call("nvmlShutdown")
+        except EnergySourceError:
+            pass
+
+
+def _torch_cuda_count() -> int:
+    # Only ask a torch that is already imported: importing it costs a second, and a process
+    # that hasn't yet is served as well by CUDA_VISIBLE_DEVICES or NVML's list.
+    torch = sys.modules.get("torch")
+    try:
+        return torch.cuda.device_count() if torch is not None and torch.cuda.is_available() else 0
+    except Exception:  # a broken driver: ask NVML instead
+        return 0
 
 
 def _torch_uuid(cuda_index: int) -> str | None:

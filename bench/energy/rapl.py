@@ -1,14 +1,16 @@
 """CPU package energy from Linux RAPL (powercap sysfs).
 
-Only the top-level package zones (`intel-rapl:N`, named `package-N`) are summed: psys
-contains the packages, and the core/uncore/dram subzones (`intel-rapl:N:M`) sit inside
-or beside them, so adding any of them would count energy twice. AMD CPUs expose the
-same tree.
+CPU energy sums the top-level package zones (`intel-rapl:N`, named `package-N`) only:
+psys contains the packages, and the core/uncore subzones (`intel-rapl:N:M`) sit inside
+them, so adding any of those would count energy twice. The dram subzone is the exception:
+memory is powered beside the package, not from it, so it is a component of its own (RAM)
+and is read on request. AMD CPUs expose the same tree, usually without dram.
 """
 from __future__ import annotations
 
 import logging
 import re
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ log = logging.getLogger(__name__)
 
 POWERCAP_ROOT = Path("/sys/class/powercap")
 _PACKAGE_ZONE = re.compile(r"^intel-rapl:(\d+)$")
+_SUB_ZONE = re.compile(r"^intel-rapl:\d+:\d+$")
 
 
 class RaplPermissionError(EnergySourceError):
@@ -37,12 +40,10 @@ class RaplPermissionError(EnergySourceError):
 class RaplZone:
     path: Path
     name: str
-    """The zone's own name, e.g. 'package-0'."""
+    """The zone's own name, e.g. 'package-0' or 'dram'."""
     max_energy_range_uj: int
-
-    @property
-    def device(self) -> str:
-        return f"cpu-{self.name}"
+    device: str
+    """Device key: 'cpu-package-0', or 'ram-dram-0' for the DRAM beside package 0."""
 
 
 def _read_int(path: Path) -> int:
@@ -54,8 +55,9 @@ def _read_int(path: Path) -> int:
         raise EnergySourceError(f"cannot read RAPL file {path}: {exc}") from exc
 
 
-def find_package_zones(root: Path = POWERCAP_ROOT) -> list[RaplZone]:
+def find_package_zones(root: str | os.PathLike[str] = POWERCAP_ROOT) -> list[RaplZone]:
     """Package zones under `root`; raises RaplPermissionError if one is unreadable."""
+    root = Path(root)
     zones: list[RaplZone] = []
     if not root.is_dir():
         return zones
@@ -69,7 +71,29 @@ def find_package_zones(root: Path = POWERCAP_ROOT) -> list[RaplZone]:
         if not name.startswith("package"):
             continue  # psys and friends overlap the packages
         _read_int(zone_dir / "energy_uj")  # probe readability now, not mid-run
-        zones.append(RaplZone(zone_dir, name, _read_int(zone_dir / "max_energy_range_uj")))
+        zones.append(RaplZone(zone_dir, name, _read_int(zone_dir / "max_energy_range_uj"), f"cpu-{name}"))
+    return zones
+
+
+def find_dram_zones(root: str | os.PathLike[str] = POWERCAP_ROOT) -> list[RaplZone]:
+    """DRAM subzones under `root`, one per package. Skips (and logs) unreadable ones: RAM is
+    an extra, and a missing extra must not cost the CPU measurement."""
+    root = Path(root)
+    # The kernel lists a subzone both inside its package and, as a link, at the top level.
+    candidates = [*root.glob("intel-rapl:*/intel-rapl:*:*"), *root.glob("intel-rapl:*:*")]
+    by_name = {p.name: p for p in candidates if _SUB_ZONE.match(p.name) and p.is_dir()}
+    zones: list[RaplZone] = []
+    for zone_name, zone_dir in sorted(by_name.items()):
+        try:
+            if (zone_dir / "name").read_text().strip() != "dram":
+                continue
+            _read_int(zone_dir / "energy_uj")
+            max_uj = _read_int(zone_dir / "max_energy_range_uj")
+        except (OSError, EnergySourceError) as exc:
+            log.info("RAPL DRAM zone %s skipped: %s", zone_dir, exc)
+            continue
+        package = zone_name.split(":")[1]  # intel-rapl:<package>:<subzone>
+        zones.append(RaplZone(zone_dir, "dram", max_uj, f"ram-dram-{package}"))
     return zones
 
 
@@ -81,8 +105,8 @@ def wrapped_delta_uj(previous_uj: int, current_uj: int, max_energy_range_uj: int
 
 
 class RaplSource(EnergySource):
-    """Cumulative package energy. Read at least once per wrap period (minutes at full load);
-    the meter's sampler does so every interval."""
+    """Cumulative energy of package (and optionally DRAM) zones. Read at least once per wrap
+    period (minutes at full load); the meter's sampler does so every interval."""
 
     name = "rapl"
     source = "rapl"
@@ -90,7 +114,7 @@ class RaplSource(EnergySource):
 
     def __init__(self, zones: list[RaplZone], clock: Clock = time.monotonic):
         if not zones:
-            raise ValueError("RaplSource needs at least one package zone")
+            raise ValueError("RaplSource needs at least one zone")
         self._zones = zones
         self._clock = clock
         self._lock = threading.Lock()
@@ -118,15 +142,18 @@ class RaplSource(EnergySource):
             return self._trace.update(self._last_t_s, self._energy_j)
 
 
-def open_rapl(root: Path = POWERCAP_ROOT, clock: Clock = time.monotonic
-              ) -> tuple[RaplSource | None, str | None]:
-    """A RAPL source, or None and the reason (absent, unreadable) it cannot be used."""
+def open_rapl(root: str | os.PathLike[str] = POWERCAP_ROOT, clock: Clock = time.monotonic,
+              dram: bool = False) -> tuple[RaplSource | None, str | None]:
+    """A RAPL source, or None and the reason (absent, unreadable) it cannot be used.
+    `dram=True` adds the DRAM zones where the machine has readable ones."""
     try:
         zones = find_package_zones(root)
     except EnergySourceError as exc:
         return None, str(exc)
     if not zones:
         return None, f"no RAPL package zones under {root} (common in VMs and on non-x86 CPUs)"
+    if dram:
+        zones += find_dram_zones(root)
     try:
         return RaplSource(zones, clock=clock), None
     except EnergySourceError as exc:
