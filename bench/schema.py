@@ -86,7 +86,7 @@ EVAL_FIELDS = (
 # ---- power.csv: the sampler's trace, one row per device per sample
 POWER_FIELDS = (
     Field("t_s", "s", doc="seconds since the meter started (continues across a resume)"),
-    Field("device", "", "str", doc="gpu:<index>, cpu:<package> or cpu:estimate"),
+    Field("device", "", "str", doc="gpu<index>, cpu-package-<n>, ram-dram-<n> or cpu (the estimate)"),
     Field("power_w", "W"),
     Field("energy_j", "J", doc="cumulative energy of this device"),
     Field("source", "", "str", doc="nvml-counter, nvml-sampled, rapl or estimate"),
