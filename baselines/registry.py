@@ -4,8 +4,8 @@ from __future__ import annotations
 from baselines.dsrl import DSRL
 from baselines.mlp import MLP
 from baselines.popsan import POPSAN
+from baselines.spikerl import SPIKERL
 from spikerl.method import MethodSpec
-from spikerl.spikerl_method import SPIKERL
 
 METHODS: dict[str, MethodSpec] = {
     SPIKERL.name: SPIKERL,
