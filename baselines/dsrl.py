@@ -28,9 +28,10 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
-from spikerl.lif import dsrl_lif, state_precision
+from spikerl.lif import dsrl_lif
 from spikerl.method import ActorContext, MethodSpec
 from spikerl.normalizers import MaxAbsNormalizer, ObsNormalizer
+from spikerl.precision import state_precision
 
 THRESHOLDS = {"HalfCheetah": 0.8, "Hopper": 2.0, "Ant": 2.5, "Walker2d": 2.0}
 """θ per env family. Walker2d: no published value, 2.0 by our choice."""

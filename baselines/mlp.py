@@ -6,9 +6,9 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
-from spikerl.lif import state_precision
 from spikerl.method import ActorContext, MethodSpec
 from spikerl.normalizers import IdentityNormalizer, ObsNormalizer
+from spikerl.precision import state_precision
 
 
 class MLPActor(nn.Module):
@@ -51,5 +51,4 @@ MLP = MethodSpec(
     build_normalizer=build_normalizer,
     actor_params=actor_params,
     td3_params=td3_params,
-    spiking=False,
 )

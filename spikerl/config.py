@@ -93,20 +93,6 @@ class TD3Config:
         return cls(**data)
 
 
-def field_docs() -> dict[str, str]:
-    """Field name -> one-line description, read from the docstrings under each field."""
-    import ast
-    import inspect
-
-    tree = ast.parse(inspect.getsource(TD3Config))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-            docs[node.target.id] = str(nxt.value.value)  # type: ignore[attr-defined]
-    return docs
-
-
 def coerce_value(current: Any, text: str) -> Any:
     """Parse a `--set key=value` string into the type of the field's current value."""
     if isinstance(current, bool):

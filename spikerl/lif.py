@@ -45,6 +45,7 @@ import torch
 import torch.nn as nn
 
 from spikerl import native
+from spikerl.precision import state_precision
 from spikerl.surrogate import POPSAN_V_TH, fast_sigmoid_grad_, rect_grad
 
 POPSAN_C_DECAY = 0.5
@@ -235,11 +236,6 @@ def dsrl_lif_trace(i: torch.Tensor, theta: float, timesteps: int | None = None) 
     currents: list[torch.Tensor] = []
     s, u = _dsrl_forward(i, float(theta), steps, record=True, currents=currents)
     return DSRLTrace(torch.stack(currents), u, s)  # type: ignore[arg-type]
-
-
-def state_precision(i: torch.Tensor) -> torch.Tensor:
-    """Casts a matmul output from autocast's bf16/fp16 to fp32 for the recurrence (fp64 stays fp64)."""
-    return i.float() if i.dtype in (torch.bfloat16, torch.float16) else i
 
 
 def _native_layer_forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, record: bool,

@@ -1,7 +1,8 @@
 """Precision policy: fp32, or bf16 autocast over forward passes with fp32 master weights.
 
 bf16 has fp32's exponent range, so no loss scaling is needed; float16 is never used.
-Parameters and optimiser state stay fp32 because autocast casts only inside the forward.
+Parameters and optimiser state stay fp32 because autocast casts only inside the forward; actors
+bring bf16 matmul outputs back to fp32 with `state_precision` before any state or squashing.
 """
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ def autocast(precision: str, device: torch.device) -> ContextManager:
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     raise ValueError(f"unknown precision {precision!r} (expected 'fp32' or 'bf16')")
+
+
+def state_precision(i: torch.Tensor) -> torch.Tensor:
+    """Casts a matmul output from autocast's bf16/fp16 to fp32 for the recurrence (fp64 stays fp64)."""
+    return i.float() if i.dtype in (torch.bfloat16, torch.float16) else i
 
 
 def native_bf16(device: torch.device) -> bool:

@@ -1,4 +1,4 @@
-"""Surrogate spike functions: a Heaviside step forward, a smooth stand-in derivative backward.
+"""Surrogate gradients and thresholds of the spike functions (a Heaviside step forward).
 
 A spike o = H(x) has zero derivative almost everywhere, so training an SNN by backpropagation
 replaces dH/dx by a surrogate in the backward pass only (DESIGN §3):
@@ -8,8 +8,9 @@ replaces dH/dx by a surrogate in the backward pass only (DESIGN §3):
 - Encoders (straight-through):                   d spike / d input = 1.
 
 H(0) = 0 everywhere (a spike needs the input strictly above threshold), as in both originals.
-The `*_grad` helpers are the single definition of each surrogate; the fused LIF kernels in
-`spikerl.lif` call them so that the fast path and these reference Functions cannot drift apart.
+The `*_grad` helpers are the single definition of each surrogate: the fused LIF recurrences in
+`spikerl.lif` call them, and so do the step-by-step test references (tests/snn_reference.py),
+so the fast path and its reference cannot drift apart.
 """
 from __future__ import annotations
 
@@ -30,73 +31,7 @@ def rect_grad(v: torch.Tensor) -> torch.Tensor:
     return (v - POPSAN_V_TH).abs_().lt_(POPSAN_WINDOW)  # in place: a float 0/1 mask, no bool round trip
 
 
-def fast_sigmoid_grad(x: torch.Tensor, slope: float = DSRL_SLOPE) -> torch.Tensor:
-    """DSRL surrogate derivative at x = U − θ: 1 / (slope·|x| + 1)² (snntorch's fast_sigmoid)."""
-    return fast_sigmoid_grad_(x.clone(), slope)
-
-
 def fast_sigmoid_grad_(x: torch.Tensor, slope: float = DSRL_SLOPE) -> torch.Tensor:
-    """fast_sigmoid_grad computed in place in x (the same operations, so the same rounding)."""
+    """DSRL surrogate derivative at x = U − θ: 1 / (slope·|x| + 1)² (snntorch's fast_sigmoid),
+    computed in place in x: the backward pass owns a fresh U − θ buffer, so no copy is needed."""
     return x.abs_().mul_(slope).add_(1.0).square_().reciprocal_()
-
-
-class RectSpike(torch.autograd.Function):
-    """o = H(v − 0.5) with PopSAN's rectangular surrogate gradient."""
-
-    @staticmethod
-    def forward(ctx, v: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(v)
-        return (v > POPSAN_V_TH).to(v.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_o: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        (v,) = ctx.saved_tensors
-        return grad_o * rect_grad(v)
-
-
-class FastSigmoidSpike(torch.autograd.Function):
-    """S = H(x) for x = U − θ, with DSRL's fast-sigmoid surrogate gradient."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x)
-        return (x > 0).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_s: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        (x,) = ctx.saved_tensors
-        return grad_s * fast_sigmoid_grad(x)
-
-
-class StraightThroughThreshold(torch.autograd.Function):
-    """spike = H(v − threshold) forward, identity backward (PopSAN's regular-spike encoder)."""
-
-    @staticmethod
-    def forward(ctx, v: torch.Tensor, threshold: float = ENCODER_V_TH) -> torch.Tensor:  # type: ignore[override]
-        return (v > threshold).to(v.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        return grad, None
-
-
-class StraightThroughBernoulli(torch.autograd.Function):
-    """spike ~ Bernoulli(p) forward, identity backward (PopSAN's Poisson encoder).
-
-    Sampled as U[0, 1) < p from torch's global RNG, like the fast encoder, so both draw the same
-    spikes from the same seed.
-    """
-
-    @staticmethod
-    def forward(ctx, p: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return torch.rand_like(p).lt_(p)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return grad
-
-
-rect_spike = RectSpike.apply
-fast_sigmoid_spike = FastSigmoidSpike.apply
-straight_through_threshold = StraightThroughThreshold.apply
-straight_through_bernoulli = StraightThroughBernoulli.apply

@@ -2,8 +2,9 @@
 
 Each one is a direct transcription of the equations in DESIGN §3 (and of the original PopSAN /
 snntorch-style code): a Python loop over timesteps, one small op per equation term, per-step
-matmuls, and plain autograd through the surrogate Functions of `spikerl.surrogate`. They read the
-parameters of the fast modules, so a fast model and its reference compute the same function.
+matmuls, and plain autograd through the spike Functions below, whose backward passes use the
+surrogate derivatives of `spikerl.surrogate`. They read the parameters of the fast modules, so a
+fast model and its reference compute the same function.
 """
 from __future__ import annotations
 
@@ -12,8 +13,69 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from spikerl.surrogate import (fast_sigmoid_spike, rect_spike, straight_through_bernoulli,
-                               straight_through_threshold)
+from spikerl.surrogate import ENCODER_V_TH, POPSAN_V_TH, fast_sigmoid_grad_, rect_grad
+
+
+class RectSpike(torch.autograd.Function):
+    """o = H(v − 0.5) with PopSAN's rectangular surrogate gradient."""
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(v)
+        return (v > POPSAN_V_TH).to(v.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_o: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (v,) = ctx.saved_tensors
+        return grad_o * rect_grad(v)
+
+
+class FastSigmoidSpike(torch.autograd.Function):
+    """S = H(x) for x = U − θ, with DSRL's fast-sigmoid surrogate gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_s: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad_s * fast_sigmoid_grad_(x.clone())  # a copy: the helper works in place, x is saved state
+
+
+class StraightThroughThreshold(torch.autograd.Function):
+    """spike = H(v − threshold) forward, identity backward (PopSAN's regular-spike encoder)."""
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, threshold: float = ENCODER_V_TH) -> torch.Tensor:  # type: ignore[override]
+        return (v > threshold).to(v.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return grad, None
+
+
+class StraightThroughBernoulli(torch.autograd.Function):
+    """spike ~ Bernoulli(p) forward, identity backward (PopSAN's Poisson encoder).
+
+    Sampled as U[0, 1) < p from torch's global RNG, like the fast encoder, so both draw the same
+    spikes from the same seed.
+    """
+
+    @staticmethod
+    def forward(ctx, p: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return torch.rand_like(p).lt_(p)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return grad
+
+
+rect_spike = RectSpike.apply
+fast_sigmoid_spike = FastSigmoidSpike.apply
+straight_through_threshold = StraightThroughThreshold.apply
+straight_through_bernoulli = StraightThroughBernoulli.apply
 
 
 @dataclass

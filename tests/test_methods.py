@@ -16,6 +16,7 @@ to 1e-4 of their scale and the exactness is pinned in fp64.
 from __future__ import annotations
 
 import dataclasses
+import pickle
 
 import pytest
 import torch
@@ -26,7 +27,7 @@ import spikerl.lif as lif_module
 from baselines.dsrl import DSRLActor, threshold_for
 from baselines.registry import METHODS, get_method
 from spikerl.config import TD3Config
-from spikerl.method import ActorContext
+from spikerl.method import ActorContext, WorldSize
 from spikerl.popspike_actor import PopSpikingActor
 
 try:  # tests/ may or may not be a package, depending on how pytest is run
@@ -166,11 +167,38 @@ def test_method_recipes():
     assert get_method("dsrl").td3_params("Ant-v4")["replay_size"] == 1_000_000
     assert [threshold_for(e) for e in ("HalfCheetah-v4", "Hopper-v4", "Ant-v4", "Walker2d-v4", "Swimmer-v4")] \
         == [0.8, 2.0, 2.5, 2.0, 2.0]
-    assert get_method("mlp").spiking is False
-    assert all(get_method(n).spiking for n in ("spikerl", "popsan", "dsrl"))
     for name, spec in METHODS.items():
         assert spec.name == name and spec.summary
         assert dataclasses.is_dataclass(spec)
+
+
+@pytest.mark.parametrize("env_id", ["HalfCheetah-v4", "Hopper-v4", "Walker2d-v4", "Ant-v4"])
+def test_spikerl_is_popsan_with_its_recipe(env_id):
+    spikerl, popsan = get_method("spikerl"), get_method("popsan")
+    assert spikerl.build_actor is popsan.build_actor and spikerl.build_normalizer is popsan.build_normalizer
+    # only the recipe differs, and the keys keep PopSAN's order (the `methods` listing shows them)
+    assert spikerl.actor_params(env_id) == {**popsan.actor_params(env_id), "encoding": "deterministic"}
+    assert list(spikerl.actor_params(env_id)) == list(popsan.actor_params(env_id))
+    assert spikerl.td3_params(env_id) == {**popsan.td3_params(env_id), "precision": "bf16"}
+    assert list(spikerl.td3_params(env_id)) == list(popsan.td3_params(env_id))
+    assert spikerl.world_size is WorldSize.LOCAL_GPUS
+    assert all(get_method(n).world_size is WorldSize.ONE for n in ("popsan", "dsrl", "mlp"))
+
+
+def test_world_size_resolves_to_local_gpus(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert WorldSize.LOCAL_GPUS.resolve() == 4 and WorldSize.ONE.resolve() == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert WorldSize.LOCAL_GPUS.resolve() == 1
+
+
+def test_derived_spec_pickles_and_hashes():
+    spikerl = get_method("spikerl")
+    # a derived spec stays as picklable and hashable as a hand-written one (a closure would not pickle)
+    again = pickle.loads(pickle.dumps(spikerl))
+    assert again == spikerl and hash(again) == hash(spikerl)
+    assert again.actor_params("Hopper-v4") == spikerl.actor_params("Hopper-v4")
 
 
 def test_popsan_actor_architecture():
