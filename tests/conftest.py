@@ -1,4 +1,3 @@
-import os
 import warnings
 
 import pytest
@@ -6,7 +5,6 @@ import torch
 
 # Tests compare numbers across runs: pin the thread count so CPU kernels pick one code path.
 torch.set_num_threads(1)
-os.environ.setdefault("SPIKERL_BENCH_TESTING", "1")
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 

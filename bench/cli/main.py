@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -97,6 +98,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
         print(f"{name}: {spec.summary}")
         print(f"  actor ({args.env}): " + ", ".join(f"{k}={v}" for k, v in spec.actor_params(args.env).items()))
         print("  td3 recipe: " + ", ".join(f"{k}={v}" for k, v in changed.items()))
+        print(f"  world size: {spec.world_size.value} ({spec.world_size.resolve()} here)")
     return 0
 
 
@@ -122,6 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("spikerl-bench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a reader that stopped early (e.g. `| head`)
+        sys.stdout = open(os.devnull, "w")
+        return 0
 
 
 if __name__ == "__main__":

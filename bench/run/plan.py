@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from baselines.registry import METHODS
+from baselines.registry import get_method
 from bench.run.store import RunFolderError, is_simple_name
 from spikerl.config import TD3Config, coerce_value
 from spikerl.envs import make_env
@@ -112,8 +112,10 @@ def _short(v: Any) -> str:
 
 def validate_names(methods: Sequence[str], envs: Sequence[str]) -> None:
     for m in methods:
-        if m not in METHODS:
-            raise UsageError(f"unknown method {m!r}; known methods: {', '.join(METHODS)}")
+        try:
+            get_method(m)  # its message names a plugin that was skipped, and why
+        except KeyError as exc:
+            raise UsageError(exc.args[0]) from None
     for e in envs:
         try:
             make_env(e).close()  # also rejects discrete or asymmetric action spaces
