@@ -11,10 +11,12 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from reports.charts import Chart, make_charts
-from reports.content import ReportError, build_content
+from reports.charts import make_charts
+from reports.content import build_content
+from reports.figure import Chart
 from reports.html import render_html
 from reports.load import load_run
+from reports.model import ReportError
 from reports.pdf import write_pdf
 
 FORMATS = ("html", "pdf")
@@ -61,7 +63,7 @@ def build_report(run_dir: str | Path, formats: Sequence[str] | str = FORMATS,
     Writes OUT/report.html and/or OUT/report.pdf, and OUT/figures/<key>.svg, where OUT is
     `out_dir` or the run folder. (Each figure is also a vector page of report.pdf.)
     Raises reports.load.NotARunFolder if `run_dir` is not a run folder and
-    reports.content.ReportError for an unknown format or baseline, before writing anything.
+    reports.model.ReportError for an unknown format or baseline, before writing anything.
     """
     fmts = parse_formats(formats)
     run = load_run(run_dir)
@@ -69,7 +71,7 @@ def build_report(run_dir: str | Path, formats: Sequence[str] | str = FORMATS,
     out = Path(out_dir) if out_dir is not None else Path(run_dir)
     if out.exists() and not out.is_dir():
         raise ReportError(f"{out}: exists and is not a folder")
-    charts = make_charts(run, report)
+    charts = make_charts(report)
     flat: list[Chart] = [c for cs in charts.values() for c in cs]
     staged: list[tuple[Path, Path]] = []
     try:

@@ -11,8 +11,8 @@ import sys
 from typing import Sequence
 
 from reports.build import FORMATS, build_report, parse_formats
-from reports.content import ReportError
 from reports.load import NotARunFolder
+from reports.model import ReportError
 
 PROG = "spikerl-bench report"
 EXAMPLES = """\

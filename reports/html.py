@@ -14,8 +14,8 @@ from typing import Mapping, Sequence
 import jinja2
 from markupsafe import Markup
 
-from reports.charts import Chart
-from reports.content import Report
+from reports.figure import Chart
+from reports.model import Report
 
 TEMPLATES = Path(__file__).parent / "templates"
 EXTERNAL = re.compile(r"""<link\b|<script\b|<iframe\b|<img\b|<object\b|<embed\b|@import""",

@@ -2,13 +2,8 @@
 
 The loader never crashes on a corrupt or missing file: it records a `Problem` and carries on,
 because a report of a partial run (seeds still going, interrupted, failed) is still useful.
-It raises `NotARunFolder` only when the folder is not a run folder at all.
-
-Layout read (written by `spikerl-bench run`):
-
-    RUN/plan.json, RUN/environment.json, RUN/summary.csv
-    RUN/<method>/<env>/seed<k>/{config.json, progress.csv, evals.csv, power.csv,
-                                result.json, emissions.csv}
+It raises `NotARunFolder` only when the folder is not a run folder at all. File names, columns
+and statuses are bench.schema's, the layout `spikerl-bench run` writes.
 """
 from __future__ import annotations
 
@@ -21,25 +16,17 @@ from typing import Any
 
 import pandas as pd
 
-STATUSES = ("complete", "interrupted", "failed", "running", "missing")
-"""Seed status: the four of result.json, plus 'missing' (a summary row with no seed folder)."""
+from bench import schema
+from bench.schema import Status
 
-PROGRESS_COLUMNS = ("step", "wall_s", "episodes", "train_return", "sps", "energy_j")
-EVALS_COLUMNS = ("step", "wall_s", "return_mean", "return_std", "episodes", "energy_j")
-POWER_COLUMNS = ("t_s", "device", "power_w", "energy_j", "source", "estimated")
-REQUIRED = {
-    "progress.csv": ("step", "wall_s"),
-    "evals.csv": ("step", "return_mean"),
-    "power.csv": ("t_s", "device", "power_w"),
-}
-NUMERIC_RESULT_FIELDS = (
-    "steps", "wall_s", "final_return_mean", "best_return_mean", "world_size",
-    "energy_j", "avg_power_w", "gpu_energy_j", "cpu_energy_j", "train_energy_j", "eval_energy_j",
-    "emissions_kg", "codecarbon_energy_kwh", "energy_to_target_j", "time_to_target_s",
-    "speedup", "powerup", "greenup", "gpsup_category",
-    "car_miles", "tv_hours", "household_week_pct", "target_return",
-)
-_SEED_DIR = re.compile(r"^seed(-?\d+)$")
+_SEED_DIR = re.compile(rf"^{re.escape(schema.SEED_DIR_PREFIX)}(-?\d+)$")
+_SUMMARY_TEXT_COLUMNS = tuple(f.name for f in schema.SUMMARY_FIELDS if f.kind == "str")
+_SO_FAR_COLUMNS = ("progress_step", "progress_wall_s", "progress_energy_j")
+"""From the last progress.csv row: what a running seed has done so far."""
+
+
+def _numeric(fields: tuple[schema.Field, ...]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields if f.numeric)
 
 
 class NotARunFolder(ValueError):
@@ -66,6 +53,7 @@ class SeedRun:
     seed: int
     rel_dir: str
     status: str
+    """A bench.schema.Status value."""
     config: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
     progress: pd.DataFrame | None = None
@@ -84,7 +72,7 @@ class RunFolder:
 
     `seeds` has one row per method × env × seed: the result.json fields (falling back to
     summary.csv where result.json is absent), the GPS-UP and equivalent columns of
-    summary.csv, a `status`, and `progress_step` / `progress_wall_s` / `progress_energy_j`
+    summary.csv, a `status` (a bench.schema.Status value), and `progress_step` / `progress_wall_s` / `progress_energy_j`
     from the last progress.csv row (what a running seed has done so far).
     """
 
@@ -135,10 +123,17 @@ def _ordered(declared: Any, found: list[str]) -> list[str]:
 # ----------------------------------------------------------------------------- readers
 
 
+def _present(path: Path, rel: str, problems: list[Problem], required: bool) -> bool:
+    """Whether the file is there; an absent required file is a problem, an optional one is not."""
+    if path.is_file():
+        return True
+    if required:
+        problems.append(Problem(rel, "missing"))
+    return False
+
+
 def _read_json(path: Path, rel: str, problems: list[Problem], *, required: bool) -> dict | None:
-    if not path.is_file():
-        if required:
-            problems.append(Problem(rel, "missing"))
+    if not _present(path, rel, problems, required):
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -153,9 +148,7 @@ def _read_json(path: Path, rel: str, problems: list[Problem], *, required: bool)
 
 def _read_csv(path: Path, rel: str, problems: list[Problem], *, required: bool,
               numeric: tuple[str, ...] = (), must_have: tuple[str, ...] = ()) -> pd.DataFrame | None:
-    if not path.is_file():
-        if required:
-            problems.append(Problem(rel, "missing"))
+    if not _present(path, rel, problems, required):
         return None
     try:
         df = pd.read_csv(path, on_bad_lines="skip", skipinitialspace=True)
@@ -202,9 +195,9 @@ def _to_bool(value: Any) -> bool | None:
 
 
 def _looks_like_run(path: Path) -> bool:
-    if any((path / name).is_file() for name in ("plan.json", "summary.csv", "environment.json")):
+    if any((path / name).is_file() for name in (schema.PLAN, schema.SUMMARY, schema.ENVIRONMENT)):
         return True
-    return any(True for _ in path.glob("*/*/seed*/"))
+    return any(True for _ in path.glob(f"*/*/{schema.SEED_DIR_PREFIX}*/"))
 
 
 def load_run(run_dir: str | Path) -> RunFolder:
@@ -216,33 +209,38 @@ def load_run(run_dir: str | Path) -> RunFolder:
         raise NotARunFolder(f"{path}: not a folder")
     if not _looks_like_run(path):
         raise NotARunFolder(
-            f"{path}: not a run folder (no plan.json, summary.csv or <method>/<env>/seed<k>/ inside); "
+            f"{path}: not a run folder (no {schema.PLAN}, {schema.SUMMARY} or "
+            f"<method>/<env>/{schema.SEED_DIR_PREFIX}<k>/ inside); "
             "pass the folder that `spikerl-bench run` created")
     problems: list[Problem] = []
-    plan = _read_json(path / "plan.json", "plan.json", problems, required=True)
-    environment = _read_json(path / "environment.json", "environment.json", problems, required=True)
-    summary = _read_csv(path / "summary.csv", "summary.csv", problems, required=False,
-                        numeric=NUMERIC_RESULT_FIELDS + ("seed",))
-    if summary is not None:
-        if not {"method", "env", "seed"} <= set(summary.columns):
-            problems.append(Problem("summary.csv", "lacks method/env/seed columns; ignored"))
-            summary = None
-        else:
-            summary = summary.dropna(subset=["seed"]).copy()
-            summary["method"] = summary["method"].astype(str)
-            summary["env"] = summary["env"].astype(str)
-            summary["seed"] = summary["seed"].astype(int)
-
+    plan = _read_json(path / schema.PLAN, schema.PLAN, problems, required=True)
+    environment = _read_json(path / schema.ENVIRONMENT, schema.ENVIRONMENT, problems, required=True)
+    summary = _read_summary(path, problems)
     runs = [_load_seed(path, d, problems) for d in _seed_dirs(path)]
-    _expect_planned(plan, runs, summary, problems)
+    _expect_planned(plan, runs, problems)
     seeds = _seed_table(runs, summary, problems)
     return RunFolder(path=path, plan=plan, environment=environment, summary=summary,
                      seeds=seeds, runs=runs, problems=problems)
 
 
+def _read_summary(path: Path, problems: list[Problem]) -> pd.DataFrame | None:
+    summary = _read_csv(path / schema.SUMMARY, schema.SUMMARY, problems, required=False,
+                        numeric=schema.NUMERIC_SUMMARY_COLUMNS + ("seed",))
+    if summary is None:
+        return None
+    if not {"method", "env", "seed"} <= set(summary.columns):
+        problems.append(Problem(schema.SUMMARY, "lacks method/env/seed columns; ignored"))
+        return None
+    summary = summary.dropna(subset=["seed"]).copy()
+    summary["method"] = summary["method"].astype(str)
+    summary["env"] = summary["env"].astype(str)
+    summary["seed"] = summary["seed"].astype(int)
+    return summary
+
+
 def _seed_dirs(path: Path) -> list[Path]:
     out = []
-    for d in sorted(path.glob("*/*/seed*")):
+    for d in sorted(path.glob(f"*/*/{schema.SEED_DIR_PREFIX}*")):
         if d.is_dir() and _SEED_DIR.match(d.name) and not d.parts[-3].startswith((".", "_")):
             out.append(d)
     return out
@@ -252,35 +250,49 @@ def _load_seed(root: Path, d: Path, problems: list[Problem]) -> SeedRun:
     method, env = d.parent.parent.name, d.parent.name
     seed = int(_SEED_DIR.match(d.name).group(1))  # type: ignore[union-attr]
     rel = d.relative_to(root).as_posix()
-    config = _read_json(d / "config.json", f"{rel}/config.json", problems, required=True)
-    result = _read_json(d / "result.json", f"{rel}/result.json", problems, required=False)
-    progress = _read_csv(d / "progress.csv", f"{rel}/progress.csv", problems, required=True,
-                         numeric=PROGRESS_COLUMNS, must_have=REQUIRED["progress.csv"])
-    evals = _read_csv(d / "evals.csv", f"{rel}/evals.csv", problems, required=True,
-                      numeric=EVALS_COLUMNS, must_have=REQUIRED["evals.csv"])
-    power = _read_csv(d / "power.csv", f"{rel}/power.csv", problems, required=True,
-                      numeric=("t_s", "power_w", "energy_j"), must_have=REQUIRED["power.csv"])
+
+    def read_log(name: str, fields: tuple[schema.Field, ...]) -> pd.DataFrame | None:
+        return _read_csv(d / name, f"{rel}/{name}", problems, required=True, numeric=_numeric(fields),
+                         must_have=schema.REQUIRED_COLUMNS[name])
+
+    config = _read_json(d / schema.CONFIG, f"{rel}/{schema.CONFIG}", problems, required=True)
+    result = _read_json(d / schema.RESULT, f"{rel}/{schema.RESULT}", problems, required=False)
+    power = read_log(schema.POWER, schema.POWER_FIELDS)
     if power is not None:
         power["device"] = power["device"].astype(str)
         if "estimated" in power.columns:
             power["estimated"] = power["estimated"].map(_to_bool)
         if "source" in power.columns:
             power["source"] = power["source"].fillna("").astype(str)
-    emissions = _read_csv(d / "emissions.csv", f"{rel}/emissions.csv", problems, required=False)
-    if result is not None:
-        status = str(result.get("status") or "complete")
-        if status not in STATUSES:
-            problems.append(Problem(f"{rel}/result.json", f"unknown status {status!r}"))
-    else:
-        status = "running"
-        problems.append(Problem(f"{rel}/result.json",
-                                "absent: seed still running (or killed before it finished)"))
+    status = _seed_status(result, (d / schema.RESULT).is_file(), f"{rel}/{schema.RESULT}", problems)
     return SeedRun(method=method, env=env, seed=seed, rel_dir=rel, status=status, config=config,
-                   result=result, progress=progress, evals=evals, power=power, emissions=emissions)
+                   result=result, progress=read_log(schema.PROGRESS, schema.PROGRESS_FIELDS),
+                   evals=read_log(schema.EVALS, schema.EVAL_FIELDS), power=power,
+                   emissions=_read_csv(d / schema.EMISSIONS, f"{rel}/{schema.EMISSIONS}", problems,
+                                       required=False))
 
 
-def _expect_planned(plan: dict | None, runs: list[SeedRun], summary: pd.DataFrame | None,
-                    problems: list[Problem]) -> None:
+def _seed_status(result: dict | None, result_exists: bool, rel: str, problems: list[Problem]) -> str:
+    """The seed's Status, decided as bench decides it for summary.csv: no result.json means
+    still running, an unreadable one (already named as a problem) means corrupt."""
+    if result is None:
+        if result_exists:
+            return Status.CORRUPT.value
+        problems.append(Problem(rel, "absent: seed still running (or killed before it finished)"))
+        return Status.RUNNING.value
+    # result.json written before statuses existed meant a finished run.
+    return _parse_status(result.get("status") or Status.COMPLETE.value, rel, problems)
+
+
+def _parse_status(raw: Any, rel: str, problems: list[Problem]) -> str:
+    try:
+        return Status(raw).value
+    except ValueError:
+        problems.append(Problem(rel, f"unknown status {raw!r}; shown as {Status.CORRUPT.value}"))
+        return Status.CORRUPT.value
+
+
+def _expect_planned(plan: dict | None, runs: list[SeedRun], problems: list[Problem]) -> None:
     """Name planned seed folders that do not exist."""
     if not plan:
         return
@@ -288,12 +300,13 @@ def _expect_planned(plan: dict | None, runs: list[SeedRun], summary: pd.DataFram
         keys = [(str(m), str(e), int(s)) for m in plan.get("methods", [])
                 for e in plan.get("envs", []) for s in plan.get("seeds", [])]
     except (TypeError, ValueError):
-        problems.append(Problem("plan.json", "methods/envs/seeds are not lists of names and ints"))
+        problems.append(Problem(schema.PLAN, "methods/envs/seeds are not lists of names and ints"))
         return
     have = {r.key for r in runs}
     for m, e, s in keys:
         if (m, e, s) not in have:
-            problems.append(Problem(f"{m}/{e}/seed{s}/", "planned but no folder (not started yet?)"))
+            problems.append(Problem(f"{m}/{e}/{schema.SEED_DIR_PREFIX}{s}/",
+                                    "planned but no folder (not started yet?)"))
 
 
 def _seed_table(runs: list[SeedRun], summary: pd.DataFrame | None,
@@ -301,58 +314,64 @@ def _seed_table(runs: list[SeedRun], summary: pd.DataFrame | None,
     rows: dict[tuple[str, str, int], dict[str, Any]] = {}
     if summary is not None:
         for rec in summary.to_dict("records"):
-            key = (rec["method"], rec["env"], int(rec["seed"]))
-            rows[key] = {k: v for k, v in rec.items()}
-            rows[key]["from_summary"] = True
+            rows[(rec["method"], rec["env"], int(rec["seed"]))] = {**rec, "from_summary": True}
     for r in runs:
         row = rows.setdefault(r.key, {"method": r.method, "env": r.env, "seed": r.seed,
                                       "from_summary": False})
-        if r.result is not None:
-            for k, v in r.result.items():
-                if k in ("method", "env", "seed"):
-                    continue
-                if isinstance(v, (dict, list)):
-                    continue
-                row[k] = v
-        row["status"] = r.status
-        row["rel_dir"] = r.rel_dir
-        if r.progress is not None and not r.progress.empty:
-            last = r.progress.iloc[-1]
-            row["progress_step"] = last.get("step")
-            row["progress_wall_s"] = last.get("wall_s")
-            row["progress_energy_j"] = last.get("energy_j", float("nan"))
-        if r.power is not None and "estimated" in r.power.columns and "estimated" not in row:
-            est = r.power["estimated"].dropna()
-            if len(est):
-                row["estimated"] = bool(est.any())
-        if (r.power is not None and "source" in r.power.columns
-                and not row.get("energy_source")):
-            srcs = sorted({s for s in r.power["source"] if s})
-            if srcs:
-                row["energy_source"] = "+".join(srcs)
+        _merge_seed_files(row, r)
     have_dirs = {r.key for r in runs}
     for key, row in rows.items():
         row["folder_missing"] = key not in have_dirs
         if key not in have_dirs:
-            if not isinstance(row.get("status"), str) or row["status"] not in STATUSES:
-                row["status"] = "missing"
-            row["rel_dir"] = f"{key[0]}/{key[1]}/seed{key[2]}"
-            problems.append(Problem(row["rel_dir"] + "/", "in summary.csv but the folder is missing"))
+            _summary_only(row, key, problems)
         if _to_bool(row.get("estimated")) is None and "estimate" in str(row.get("energy_source") or ""):
             row["estimated"] = True
-    columns = ["method", "env", "seed", "status", "rel_dir"]
-    df = pd.DataFrame(list(rows.values()))
+    return _typed_seed_frame(list(rows.values()))
+
+
+def _merge_seed_files(row: dict[str, Any], r: SeedRun) -> None:
+    """Overlay what the seed folder says on its summary.csv row: the folder is newer."""
+    if r.result is not None:
+        for k, v in r.result.items():
+            if k not in ("method", "env", "seed") and not isinstance(v, (dict, list)):
+                row[k] = v
+    row["status"] = r.status
+    row["rel_dir"] = r.rel_dir
+    if r.progress is not None and not r.progress.empty:
+        last = r.progress.iloc[-1]
+        row["progress_step"] = last.get("step")
+        row["progress_wall_s"] = last.get("wall_s")
+        row["progress_energy_j"] = last.get("energy_j", float("nan"))
+    if r.power is not None and "estimated" in r.power.columns and "estimated" not in row:
+        est = r.power["estimated"].dropna()
+        if len(est):
+            row["estimated"] = bool(est.any())
+    if r.power is not None and "source" in r.power.columns and not row.get("energy_source"):
+        srcs = sorted({s for s in r.power["source"] if s})
+        if srcs:
+            row["energy_source"] = "+".join(srcs)
+
+
+def _summary_only(row: dict[str, Any], key: tuple[str, str, int], problems: list[Problem]) -> None:
+    """A summary.csv row whose seed folder does not exist: keep its status, name the folder."""
+    row["rel_dir"] = f"{key[0]}/{key[1]}/{schema.SEED_DIR_PREFIX}{key[2]}"
+    row["status"] = _parse_status(row.get("status"), f"{schema.SUMMARY} row {row['rel_dir']}", problems)
+    # bench writes 'pending' exactly when the folder does not exist yet: nothing is missing.
+    if row["status"] != Status.PENDING:
+        problems.append(Problem(row["rel_dir"] + "/", f"in {schema.SUMMARY} but the folder is missing"))
+
+
+def _typed_seed_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Every schema column present (NaN or None where no file gave it), numbers as floats."""
+    df = pd.DataFrame(rows)
     if df.empty:
-        df = pd.DataFrame(columns=columns)
-    for col in NUMERIC_RESULT_FIELDS + ("progress_step", "progress_wall_s", "progress_energy_j"):
-        if col in df.columns:
-            df[col] = pd.to_numeric(df[col], errors="coerce")
-        else:
-            df[col] = float("nan")
+        df = pd.DataFrame(columns=["method", "env", "seed", "status", "rel_dir"])
+    for col in schema.NUMERIC_SUMMARY_COLUMNS + _SO_FAR_COLUMNS:
+        df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else float("nan")
     df["estimated"] = df["estimated"].map(_to_bool) if "estimated" in df.columns else None
-    for col in ("energy_source", "error", "backend", "precision", "emissions_error"):
+    for col in _SUMMARY_TEXT_COLUMNS:
         if col not in df.columns:
             df[col] = None
     df["seed"] = df["seed"].astype(int)
-    df["status"] = df["status"].fillna("running").astype(str)
+    df["status"] = df["status"].astype(str)
     return df.sort_values(["env", "method", "seed"], kind="stable").reset_index(drop=True)

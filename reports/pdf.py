@@ -18,13 +18,15 @@ matplotlib.use("Agg")
 from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from reports.charts import RC, Chart  # noqa: E402
-from reports.content import Report, Table  # noqa: E402
+from bench.schema import Status  # noqa: E402
+from reports.figure import RC, Chart  # noqa: E402
+from reports.model import Cell, Report, Table  # noqa: E402
 
 PAGE = (11.0, 8.5)
 MARGIN_X, TOP, BOTTOM = 0.045, 0.9, 0.1
-STATUS_COLORS = {"complete": "#dafbe1", "running": "#ddf4ff", "interrupted": "#fff8c5",
-                 "failed": "#ffebe9", "missing": "#eff2f5"}
+STATUS_COLORS = {Status.COMPLETE.value: "#dafbe1", Status.RUNNING.value: "#ddf4ff",
+                 Status.PENDING.value: "#eff2f5", Status.INTERRUPTED.value: "#fff8c5",
+                 Status.FAILED.value: "#ffebe9", Status.CORRUPT.value: "#ffebe9"}
 TEXT_COLORS = {"green": "#1a7f37", "red": "#b42318", "est": "#7d4e00"}
 
 
@@ -40,6 +42,32 @@ def _page(title: str | None = None, subtitle: str | None = None) -> Figure:
 def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width=width, break_long_words=True,
                                    break_on_hyphens=False) or [""])
+
+
+def _paginate(row_heights: list[float], header_h: float) -> list[list[int]]:
+    """Row indices per page, each page starting with the header; heights in axes fractions."""
+    pages: list[list[int]] = [[]]
+    used = header_h
+    for i, h in enumerate(row_heights):
+        if pages[-1] and used + h > 1.0:
+            pages.append([])
+            used = header_h
+        pages[-1].append(i)
+        used += h
+    return pages
+
+
+def _style_cell(cell: Any, src: Cell) -> None:
+    """The HTML's cell classes in PDF terms: status colours, green/red/estimate text, numbers right."""
+    if src.cls.startswith("status-"):
+        cell.set_facecolor(STATUS_COLORS.get(src.cls[7:], "white"))
+        cell.get_text().set_fontweight("bold")
+    elif src.cls in TEXT_COLORS:
+        cell.get_text().set_color(TEXT_COLORS[src.cls])
+        cell.get_text().set_fontweight("bold")
+    if src.cls == "num":
+        cell.get_text().set_horizontalalignment("right")
+        cell._loc = "right"
 
 
 def table_pages(table: Table, subtitle: str = "") -> list[Figure]:
@@ -68,15 +96,7 @@ def table_pages(table: Table, subtitle: str = "") -> list[Figure]:
         return (max(c.count("\n") + 1 for c in cells) + 0.7) * line_h
 
     header_h = height(headers)
-    pages: list[list[int]] = [[]]
-    used = header_h
-    for i, row in enumerate(body):
-        h = height(row)
-        if pages[-1] and used + h > 1.0:
-            pages.append([])
-            used = header_h
-        pages[-1].append(i)
-        used += h
+    pages = _paginate([height(row) for row in body], header_h)
     figs = []
     for k, idx in enumerate(pages):
         title = table.title + (f" (page {k + 1} of {len(pages)})" if len(pages) > 1 else "")
@@ -99,17 +119,8 @@ def table_pages(table: Table, subtitle: str = "") -> list[Figure]:
                 cell.get_text().set_fontweight("bold")
                 continue
             cell.set_height(height(rows[r - 1]))
-            src = table.rows[idx[r - 1]][c] if idx else None
-            if src is not None:
-                if src.cls.startswith("status-"):
-                    cell.set_facecolor(STATUS_COLORS.get(src.cls[7:], "white"))
-                    cell.get_text().set_fontweight("bold")
-                elif src.cls in TEXT_COLORS:
-                    cell.get_text().set_color(TEXT_COLORS[src.cls])
-                    cell.get_text().set_fontweight("bold")
-                if src.cls == "num":
-                    cell.get_text().set_horizontalalignment("right")
-                    cell._loc = "right"
+            if idx:
+                _style_cell(cell, table.rows[idx[r - 1]][c])
         used = header_h + sum(height(r) for r in rows)
         ax_bottom, ax_h = BOTTOM + 0.06, TOP - BOTTOM - 0.06
         foot = [_wrap(n, 190) for n in table.notes] + [_wrap(table.source, 190)]

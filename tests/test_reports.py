@@ -21,10 +21,11 @@ import pytest
 
 from reports import stats
 from reports.build import build_report
-from reports.charts import gpsup_chart
 from reports.cli import main as report_main
-from reports.content import ReportError, fmt_num
+from reports.format import fmt_num
 from reports.load import NotARunFolder, load_run
+from reports.model import ReportError
+from reports.quadrant import gpsup_chart
 from tests.report_fixtures import DEFAULT_STATUSES, fixture_run_dir, make_fixture_run  # noqa: F401
 
 CHROMIUM = Path("/usr/bin/chromium")

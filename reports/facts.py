@@ -1,0 +1,118 @@
+"""The report's prose: the headline (how the energy was obtained, whether the run is partial),
+what was run, one finding per candidate method × env, and each method's config."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from bench.schema import Status
+from reports.format import DASH, finite, fmt_num, fmt_ratio, plain
+from reports.load import RunFolder
+
+
+def _hardware(env: dict) -> str:
+    gpus = env.get("gpus")
+    hardware = [str(env.get("cpu_model") or "CPU model unknown")]
+    if env.get("cpu_count"):
+        hardware.append(f"{env['cpu_count']} CPU threads")
+    hardware.append(f"GPUs: {plain(gpus)}" if gpus else "no GPU")
+    return "; ".join(hardware)
+
+
+def facts(run: RunFolder, baseline: str) -> list[tuple[str, str]]:
+    """What was run, where, with which settings."""
+    plan = run.plan or {}
+    env = run.environment or {}
+    configs = [r.config for r in run.runs if r.config]
+    world = sorted({str(c.get("world_size")) for c in configs if c.get("world_size") is not None}
+                   | {str(int(x)) for x in run.seeds["world_size"].dropna()})
+    precision = sorted({str(c.get("precision")) for c in configs if c.get("precision")}
+                       | {str(x) for x in run.seeds["precision"].dropna()})
+    per_method: dict[str, set[str]] = {}
+    for r in run.runs:
+        if r.config:
+            per_method.setdefault(r.method, set()).add(
+                f"{r.config.get('precision', '?')} × {r.config.get('world_size', '?')}")
+    return [
+        ("Methods", ", ".join(run.methods) or DASH),
+        ("Baseline (GPS-UP)", baseline),
+        ("Environments", ", ".join(run.envs) or DASH),
+        ("Seeds", ", ".join(str(s) for s in plan.get("seeds", [])) or
+         ", ".join(str(s) for s in sorted(set(run.seeds["seed"])))),
+        ("Env-step budget per seed", fmt_num(plan.get("total_steps"), 9)
+         + (f" (profile {plan['profile']})" if plan.get("profile") else "")),
+        ("Device", plain(plan.get("device"))),
+        ("Hardware", _hardware(env)),
+        ("World size", ", ".join(world) or plain(plan.get("nproc"))),
+        ("Precision", ", ".join(precision) or DASH),
+        ("Precision × world size per method",
+         "; ".join(f"{m}: {', '.join(sorted(v))}" for m, v in per_method.items()) or DASH),
+        ("Carbon intensity country", plain(plan.get("country"))),
+        ("Started (UTC)", plain(plan.get("created_utc"))),
+        ("Git commit", plain(env.get("git_commit")) + (" (dirty tree)" if env.get("git_dirty") else "")),
+    ]
+
+
+def headline(seeds: pd.DataFrame, counts: dict[str, int]) -> tuple[bool, list[str]]:
+    """(any energy estimated, key messages): the estimated-energy warning first of all."""
+    known = seeds[seeds["estimated"].notna()]
+    n_est = int(known["estimated"].astype(bool).sum())
+    estimated = n_est > 0
+    lines = []
+    if estimated:
+        srcs = sorted({str(s) for s in known[known["estimated"].astype(bool)]["energy_source"].dropna()})
+        lines.append(
+            f"Energy is ESTIMATED (no NVML/RAPL) for {n_est} of {len(seeds)} seeds"
+            f" (source: {', '.join(srcs) or 'estimate'}): energy, power, emissions, powerup, greenup "
+            "and the carbon equivalents of those seeds come from CodeCarbon's power model, not a "
+            "measurement, and are labelled estimated wherever they appear.")
+    elif len(known):
+        srcs = sorted({str(s) for s in known["energy_source"].dropna()})
+        lines.append(f"Energy measured ({', '.join(srcs) or 'NVML/RAPL'}) for every seed that reported it.")
+    else:
+        lines.append("No seed has reported its energy yet.")
+    partial = {s: n for s, n in counts.items() if s != Status.COMPLETE and n}
+    if partial:
+        lines.append("Partial run: " + ", ".join(f"{n} {s}" for s, n in partial.items())
+                     + f" of {sum(counts.values())} seeds; aggregates use the "
+                       f"{counts.get(Status.COMPLETE, 0)} complete seed(s) only.")
+    return estimated, lines
+
+
+def findings(points: pd.DataFrame, baseline: str) -> list[str]:
+    """One line per candidate method × env: its GPS-UP against the baseline, in words."""
+    out = []
+    for rec in points.to_dict("records"):
+        if rec["method"] == baseline or not finite(rec["speedup"]):
+            continue
+        g = rec["greenup"]
+        verdict = ("uses less energy" if finite(g) and g > 1 else
+                   "uses more energy" if finite(g) and g < 1 else "uses the same energy")
+        est = " (energy estimated)" if rec["estimated"] else ""
+        cat = f", category {int(rec['gpsup_category'])}" if finite(rec["gpsup_category"]) else ""
+        out.append(f"{rec['method']} vs {baseline} on {rec['env']}: speedup {fmt_ratio(rec['speedup'])}, "
+                   f"powerup {fmt_ratio(rec['powerup'])}, greenup {fmt_ratio(rec['greenup'])}{cat} — "
+                   f"{verdict}{est} ({rec['n_seeds']} complete seed(s)).")
+    return out
+
+
+def configs(run: RunFolder) -> list[tuple[str, str]]:
+    """(title, pretty JSON) of the first seed's config.json per method × env; the title says
+    which keys the other seeds change, so one config stands for all."""
+    out = []
+    for m in run.methods:
+        for e in run.envs:
+            rs = [r for r in run.runs_of(m, e) if r.config]
+            if not rs:
+                continue
+            first = rs[0].config or {}
+            diffs = {k for r in rs[1:] for k in set(first) | set(r.config or {})
+                     if k != "seed" and first.get(k) != (r.config or {}).get(k)}
+            title = f"{m} / {e} — config.json of seed {rs[0].seed}"
+            if len(rs) > 1:
+                others = ", ".join(str(r.seed) for r in rs[1:])
+                title += (f" (seeds {others} differ in: {', '.join(sorted(diffs))})" if diffs
+                          else f" (seeds {others}: identical apart from the seed)")
+            out.append((title, json.dumps(first, indent=2, sort_keys=True, default=str)))
+    return out
