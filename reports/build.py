@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from bench.run.store import FILE_MODE
 from reports.charts import make_charts
 from reports.content import build_content
 from reports.figure import Chart
@@ -33,17 +34,11 @@ def parse_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
     return out
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _temp_beside(path: Path) -> Path:
     """An empty temporary file next to `path`, with the permissions a plain open() would give."""
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(name, 0o666 & ~_umask())
+    os.chmod(name, FILE_MODE)
     return Path(name)
 
 

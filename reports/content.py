@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+from bench.run.profiles import DEFAULT_BASELINE
 from reports import aggregates, facts, series, tables
 from reports.format import DASH, SEED_FILES
 from reports.load import RunFolder
@@ -13,8 +14,7 @@ from reports.model import STATUS_ORDER, Report, ReportError
 
 
 def resolve_baseline(run: RunFolder, baseline: str | None) -> str:
-    """The asked-for baseline, else the plan's, else popsan (the suite's reference), else the
-    first method."""
+    """The asked-for baseline, else the plan's, else the suite's default, else the first method."""
     methods = run.methods
     if baseline:
         if baseline not in methods:
@@ -23,8 +23,8 @@ def resolve_baseline(run: RunFolder, baseline: str | None) -> str:
         return baseline
     if run.baseline and run.baseline in methods:
         return run.baseline
-    if "popsan" in methods:
-        return "popsan"
+    if DEFAULT_BASELINE in methods:
+        return DEFAULT_BASELINE
     if not methods:
         raise ReportError("the run folder holds no method")
     return methods[0]

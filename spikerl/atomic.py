@@ -11,6 +11,10 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
+# mkstemp makes 0600; results should read like any file. Set outright rather than derived from
+# the umask, because reading the umask means changing it for every thread of the process.
+FILE_MODE = 0o644
+
 
 @contextlib.contextmanager
 def atomic_open(path: Path, mode: str = "w") -> Iterator[IO]:
@@ -26,15 +30,10 @@ def atomic_open(path: Path, mode: str = "w") -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results should read like any file
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
 
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

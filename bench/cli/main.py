@@ -11,7 +11,7 @@ from bench.cli.args import EXIT_USAGE, OneLineParser, csv_list, positive_float, 
 from bench.cli.run import cmd_run
 from bench.run import store
 from bench.run.plan import UsageError, validate_names
-from bench.run.profiles import PROFILES
+from bench.run.profiles import DEFAULT_BASELINE, PROFILES
 
 RUN_EXAMPLES = """examples:
   spikerl-bench run                                    # quick profile: every method on HalfCheetah-v4
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--precision", choices=("fp32", "bf16"), help="override every method's precision")
     run.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                      help="override a TD3 setting (e.g. batch_size=256) or an actor one (actor.timesteps=4)")
-    run.add_argument("--baseline", default="popsan", help="method the GPS-UP metrics compare against")
+    run.add_argument("--baseline", default=DEFAULT_BASELINE, help="method the GPS-UP metrics compare against")
     run.add_argument("--country", default="USA", help="ISO-3 country code of the grid for CodeCarbon")
     run.add_argument("--power-interval", type=positive_float, default=0.1, help="power sampling period in s")
     run.add_argument("--target-return", type=float, help="return for energy/time-to-target (default: 90%% "

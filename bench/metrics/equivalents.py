@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
+from bench.schema import EQUIVALENT_FIELDS
+
 
 @dataclass(frozen=True)
 class EquivalenceTable:
@@ -40,7 +42,7 @@ class EquivalenceTable:
 
 
 DEFAULT_TABLE = EquivalenceTable()
-EQUIVALENT_COLUMNS = ("car_miles", "tv_hours", "household_week_pct")
+EQUIVALENT_COLUMNS = tuple(f.name for f in EQUIVALENT_FIELDS)
 
 
 def car_miles(emissions_kg: float, table: EquivalenceTable = DEFAULT_TABLE) -> float:

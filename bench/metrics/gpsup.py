@@ -20,6 +20,8 @@ from typing import Mapping
 
 import pandas as pd
 
+from bench.schema import GPSUP_FIELDS
+
 REL_TOL = 0.01
 GREEN_CATEGORIES = (1, 2, 3, 4)
 RED_CATEGORIES = (5, 6, 7, 8)
@@ -86,7 +88,7 @@ def _gpsup_or_none(base_time_s: float, base_energy_j: float, time_s: float, ener
         return None
 
 
-GPSUP_COLUMNS = ("speedup", "powerup", "greenup", "gpsup_category")
+GPSUP_COLUMNS = tuple(f.name for f in GPSUP_FIELDS)
 
 
 def _fill(out: pd.DataFrame, idx: object, g: GpsUp | None, is_baseline: bool) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from baselines.registry import get_method
+from bench.run.profiles import DEFAULT_BASELINE
 from bench.run.store import RunFolderError, is_simple_name
 from spikerl.config import TD3Config, coerce_value
 from spikerl.envs import make_env
@@ -32,7 +33,7 @@ class Plan:
     td3_overrides: dict[str, Any] = field(default_factory=dict)
     actor_overrides: dict[str, Any] = field(default_factory=dict)
     precision: str | None = None
-    baseline: str = "popsan"
+    baseline: str = DEFAULT_BASELINE
     country: str = "USA"
     power_interval_s: float = 0.1
     target_return: float | None = None

@@ -17,6 +17,7 @@ class Profile:
 
 
 ALL_METHODS = ("spikerl", "popsan", "dsrl", "mlp")
+DEFAULT_BASELINE = "popsan"  # the published method SpikeRL is measured against
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(

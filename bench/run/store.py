@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from bench.schema import PLAN, SEED_DIR_PREFIX
-from spikerl.atomic import atomic_open
+from spikerl.atomic import FILE_MODE, atomic_open  # noqa: F401  (FILE_MODE: for writers outside bench)
 
 
 
