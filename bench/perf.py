@@ -27,7 +27,7 @@ from spikerl.envs import act_limit_of, make_env
 from spikerl.loop import build_agent, train
 from spikerl.precision import autocast
 from spikerl.replay import ReplayBuffer
-from spikerl.td3 import TD3
+from spikerl.td3 import TD3, UpdateHook
 
 
 def add_perf_arguments(p: argparse.ArgumentParser) -> None:
@@ -158,8 +158,10 @@ class _SpsProbe(Callback):
             self.rows.append(event.sps)
 
 
-def training_loop_sps(method: str, env_id: str, loop_steps: int, precision: str | None) -> float:
-    """Env steps/s of the real loop in its learning phase, one update per env step on average."""
+def training_loop_sps(method: str, env_id: str, loop_steps: int, precision: str | None,
+                      update_hook: UpdateHook | None = None) -> float:
+    """Env steps/s of the real loop in its learning phase, one update per env step on average.
+    `update_hook`: diagnostics of the loop's updates (tools/kernel_profile)."""
     warm = 1_000
     spec = get_method(method)
     d = {**TD3Config().to_dict(), **spec.td3_params(env_id)}
@@ -170,7 +172,7 @@ def training_loop_sps(method: str, env_id: str, loop_steps: int, precision: str 
     # The first quarter after the warm-up still pays for allocator and cache warm-up: it is dropped.
     probe = _SpsProbe(after_step=warm + loop_steps // 4)
     cfg = TD3Config.from_dict(d)
-    train(spec, env_id, 0, cfg, callbacks=[probe])
+    train(spec, env_id, 0, cfg, callbacks=[probe], update_hook=update_hook)
     return statistics.mean(probe.rows)
 
 

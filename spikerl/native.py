@@ -19,6 +19,7 @@ the tests compare the two). Only fp32 CPU tensors outside autocast take the nati
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import logging
@@ -27,8 +28,9 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -56,6 +58,11 @@ shapes: 0.40 vs 0.72 ms at 0.15, 0.71 vs 0.72 ms at 0.30, 0.77 vs 0.72 ms at 0.3
 _lib: ctypes.CDLL | None = None
 _tried = False
 _reason = ""
+
+KernelObserver = Callable[[str, float], None]
+"""Told each kernel call's name and wall seconds (`observe_kernels`)."""
+_observed: _ObservedLibrary | None = None
+_torch_only = False
 
 
 def _compiler() -> str | None:
@@ -131,7 +138,7 @@ def library() -> ctypes.CDLL | None:
     """The loaded kernels, or None (the reason is in `unavailable_reason()`)."""
     global _lib, _tried, _reason
     if _tried:
-        return _lib
+        return _lib if _observed is None else _observed  # type: ignore[return-value]
     _tried = True
     if os.environ.get("SPIKERL_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
         _reason = "disabled by SPIKERL_NATIVE=0"
@@ -157,6 +164,51 @@ def library() -> ctypes.CDLL | None:
     return _lib
 
 
+class _ObservedLibrary:
+    """The kernels' library with every call reported to an observer."""
+
+    def __init__(self, lib: ctypes.CDLL, observer: KernelObserver):
+        self._lib, self._observer = lib, observer
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        kernel = getattr(self._lib, name)
+
+        def timed(*args: Any) -> Any:
+            t0 = time.perf_counter()
+            out = kernel(*args)
+            self._observer(name, time.perf_counter() - t0)
+            return out
+
+        return timed
+
+
+@contextlib.contextmanager
+def observe_kernels(observer: KernelObserver) -> Iterator[None]:
+    """Report every kernel call in this block to `observer(name, seconds)` (tools/kernel_profile).
+    Outside such a block, kernel calls go straight to the library."""
+    global _observed
+    lib = library()
+    if lib is None:
+        raise RuntimeError(f"native kernels unavailable: {unavailable_reason()}")
+    outer, _observed = _observed, _ObservedLibrary(lib, observer)
+    try:
+        yield
+    finally:
+        _observed = outer
+
+
+@contextlib.contextmanager
+def torch_path() -> Iterator[None]:
+    """Run this block on the pure-torch path even where the kernels are usable (comparisons
+    against the kernels: tools/native_check, tests)."""
+    global _torch_only
+    outer, _torch_only = _torch_only, True
+    try:
+        yield
+    finally:
+        _torch_only = outer
+
+
 def _reset() -> None:
     """Forget the loaded library, so the next call builds or loads it again (tests)."""
     global _lib, _tried, _reason
@@ -174,7 +226,10 @@ def status() -> str:
 
 
 def usable(*tensors: torch.Tensor) -> bool:
-    """Whether these tensors may take the native path: fp32, CPU, contiguous-able, outside autocast."""
+    """Whether these tensors may take the native path: fp32, CPU, contiguous-able, outside autocast
+    and outside `torch_path()`."""
+    if _torch_only:
+        return False
     for t in tensors:
         if t.dtype != torch.float32 or t.device.type != "cpu":
             return False

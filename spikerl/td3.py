@@ -5,12 +5,14 @@ through it with its own actor and normaliser.
 from __future__ import annotations
 
 import copy
+import time
 from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .adam import adam_step, make_adam
 from .config import TD3Config
 from .critic import TwinCritic
 from .precision import autocast
@@ -20,47 +22,23 @@ GradSync = Callable[[Sequence[torch.Tensor]], None]
 """Averages gradients across data-parallel ranks in place (a no-op for one process)."""
 
 
-def make_adam(params, lr: float) -> torch.optim.Adam:
-    # The fused kernel updates every tensor in one call; it exists on CPU and CUDA in torch >= 2.4.
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr, foreach=True)
+class UpdateHook:
+    """Diagnostics attached to TD3 (tools/native_check, tools/kernel_profile). Both hooks do
+    nothing by default; a TD3 without a hook calls neither."""
 
+    def before_update(self, td3: TD3, batch: ReplayBatch) -> None:
+        """Called before each update with the parameters it starts from and the batch it will use
+        (the normalised observations are `td3.normalizer(batch.obs)`: the normaliser is fixed
+        during updates)."""
 
-def adam_step(opt: torch.optim.Adam) -> None:
-    """opt.step() for a plain fused Adam, calling the fused kernel directly.
-
-    Optimizer.step's Python bookkeeping (hooks, grouping by device, state checks) costs about
-    0.2 ms per call, as much as the update itself for these small nets. The kernel and its
-    arguments are the ones opt.step() uses, so the result is bit-identical (tested), and the state
-    stays in `opt`, so its state_dict is unchanged. Anything else (first step, amsgrad, weight
-    decay, several groups, tensor lr) goes through opt.step().
-    """
-    groups = opt.param_groups
-    g = groups[0]
-    if (len(groups) != 1 or not g.get("fused") or g["amsgrad"] or g["weight_decay"] or g["maximize"]
-            or g.get("decoupled_weight_decay") or isinstance(g["lr"], torch.Tensor) or opt._optimizer_step_pre_hooks
-            or opt._optimizer_step_post_hooks):
-        opt.step()
-        return
-    params = [p for p in g["params"] if p.grad is not None]
-    state = opt.state
-    if not params or any(p not in state for p in params):
-        opt.step()  # initialises the state
-        return
-    sts = [state[p] for p in params]
-    steps = [s["step"] for s in sts]
-    beta1, beta2 = g["betas"]
-    torch._foreach_add_(steps, 1)
-    torch._fused_adam_(params, [p.grad for p in params], [s["exp_avg"] for s in sts], [s["exp_avg_sq"] for s in sts],
-                       [], steps, amsgrad=False, lr=float(g["lr"]), beta1=float(beta1), beta2=float(beta2),
-                       weight_decay=0.0, eps=float(g["eps"]), maximize=False)
+    def after_updates(self, td3: TD3, n_updates: int, seconds: float) -> None:
+        """Called when `update_many` returns: how many updates it ran and their wall seconds."""
 
 
 class TD3:
     def __init__(self, actor: nn.Module, critic: TwinCritic, normalizer: nn.Module, config: TD3Config,
-                 act_limit: float, device: torch.device, grad_sync: GradSync | None = None):
+                 act_limit: float, device: torch.device, grad_sync: GradSync | None = None,
+                 hook: UpdateHook | None = None):
         self.actor, self.critic, self.normalizer = actor, critic, normalizer
         self.actor_target = copy.deepcopy(actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(critic).requires_grad_(False)
@@ -69,7 +47,7 @@ class TD3:
         self.critic_params = list(critic.parameters())
         self.actor_opt = make_adam(self.actor_params, config.lr_actor)
         self.critic_opt = make_adam(self.critic_params, config.lr_critic)
-        self.grad_sync = grad_sync
+        self.grad_sync, self.hook = grad_sync, hook
         self.updates = 0
         self.last_losses: dict[str, torch.Tensor] = {}
 
@@ -92,6 +70,7 @@ class TD3:
         n = len(batches)
         if n == 0:
             return
+        t0 = time.perf_counter()
         # the normaliser is fixed during updates and works row by row: one call for every row
         sizes = [b.obs.shape[0] for b in batches]
         normed = self.normalizer(torch.cat([b.obs for b in batches] + [b.next_obs for b in batches]))
@@ -103,10 +82,14 @@ class TD3:
             y = self.target(torch.cat([b.rew for b in group]), torch.cat(next_obs[i:j]),
                             torch.cat([b.terminated for b in group]), batch_sizes=sizes[i:j])
             for b, o, y in zip(group, obs[i:j], y.split(sizes[i:j])):
+                if self.hook is not None:
+                    self.hook.before_update(self, b)
                 self._critic_step(o, b.act, y)
                 if self.updates % delay == 0:
                     self._actor_step(o)
             i = j
+        if self.hook is not None:
+            self.hook.after_updates(self, n, time.perf_counter() - t0)
 
     def _critic_step(self, obs: torch.Tensor, act: torch.Tensor, y: torch.Tensor) -> None:
         with autocast(self.cfg.precision, self.device):

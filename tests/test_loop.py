@@ -85,6 +85,13 @@ def test_corrupt_checkpoint_is_refused(tmp_path):
         train(MLP, "HalfCheetah-v4", 0, tiny_config(), {"hidden": (32, 32)}, run_dir=tmp_path, resume=True)
 
 
+def test_resume_refuses_another_methods_checkpoint(tmp_path):
+    cfg = tiny_config(total_steps=400, checkpoint_every=400, eval_every=400)
+    train(get_method("popsan"), "HalfCheetah-v4", 0, cfg, run_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="written by popsan/HalfCheetah-v4 at world size 1, not mlp"):
+        train(MLP, "HalfCheetah-v4", 0, cfg, {"hidden": (32, 32)}, run_dir=tmp_path, resume=True)
+
+
 def test_evaluation_uses_fixed_seeds():
     assert eval_episode_seeds(0, 3) == eval_episode_seeds(0, 3)
     assert eval_episode_seeds(0, 3) != eval_episode_seeds(1, 3)

@@ -16,7 +16,7 @@ from spikerl import native
 from spikerl.lif import PopSANLIFLayer, _popsan_forward, _PopSANLIF
 from spikerl.popspike_actor import PopSpikingActor
 from spikerl.population import _regular_spikes
-from spikerl.td3 import adam_step, make_adam
+from spikerl.adam import adam_step, make_adam
 
 needs_native = pytest.mark.skipif(native.library() is None, reason=f"native kernels: {native.unavailable_reason()}")
 
@@ -249,8 +249,8 @@ def test_native_actor_equals_the_torch_path(monkeypatch, batch):
 
     y_native, g_native = run()
     assert len(calls) == 3  # every layer went through the kernels
-    monkeypatch.setattr(native, "usable", lambda *t: False)
-    y_torch, g_torch = run()
+    with native.torch_path():
+        y_torch, g_torch = run()
     assert len(calls) == 3
     torch.testing.assert_close(y_native, y_torch, rtol=0, atol=1e-6)
     for name in g_torch:
@@ -270,8 +270,8 @@ def test_acting_kernel_equals_the_torch_path(monkeypatch, batch):
     with torch.no_grad():
         fused = actor(obs)
         assert calls == [1]  # the whole net in one call
-        monkeypatch.setattr(native, "usable", lambda *t: False)
-        reference = actor(obs)
+        with native.torch_path():
+            reference = actor(obs)
     assert calls == [1]
     torch.testing.assert_close(fused, reference, rtol=0, atol=1e-6)
     # with a gradient, or Poisson encoding, or more rows, the layer-by-layer path runs
@@ -298,21 +298,43 @@ def test_weights_changed_by_a_fused_optimiser_step_are_used_at_once():
         adam_step(opt)
     with torch.no_grad():
         after = actor(obs)
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(native, "usable", lambda *t: False)
+        with native.torch_path():
             reference = actor(obs)
     assert not torch.equal(before, after)
     torch.testing.assert_close(after, reference, rtol=0, atol=1e-6)
 
 
 @needs_native
-def test_native_path_only_for_fp32_cpu_outside_autocast():
+def test_native_path_only_for_fp32_cpu_outside_autocast_and_torch_path():
     x = torch.zeros(3, 2, 8)
     w = torch.zeros(4, 8)
     assert native.usable(x, w)
     assert not native.usable(x.double(), w.double())
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not native.usable(x, w)
+    with native.torch_path():
+        assert not native.usable(x, w)
+        with native.torch_path():
+            pass
+        assert not native.usable(x, w)  # a nested block does not end the outer one
+    assert native.usable(x, w)
+
+
+@needs_native
+def test_kernel_observer_sees_every_call_in_its_block_only():
+    actor = PopSpikingActor(17, 6, act_limit=1.0)
+    seen = []
+    with native.observe_kernels(lambda name, seconds: seen.append((name, seconds))):
+        with torch.no_grad():
+            actor(torch.randn(1, 17))
+        actor(torch.randn(100, 17)).sum().backward()
+    names = {name for name, _ in seen}
+    assert {"popsan_act", "spike_lists", "spike_matmul", "popsan_lif_forward", "popsan_lif_backward"} <= names
+    assert all(seconds >= 0 for _, seconds in seen)
+    count = len(seen)
+    with torch.no_grad():
+        actor(torch.randn(1, 17))
+    assert len(seen) == count and native.library() is native._lib  # unobserved calls go straight to the library
 
 
 

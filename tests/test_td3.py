@@ -10,7 +10,7 @@ from spikerl.config import TD3Config
 from spikerl.critic import TwinCritic
 from spikerl.normalizers import IdentityNormalizer
 from spikerl.replay import ReplayBatch, ReplayBuffer
-from spikerl.td3 import TD3, adam_step, make_adam, polyak_
+from spikerl.td3 import TD3, UpdateHook, polyak_
 
 
 class ConstActor(nn.Module):
@@ -134,37 +134,6 @@ def test_replay_state_roundtrip_continues_sampling():
     assert torch.equal(buf.sample(20).rew, other.sample(20).rew)
 
 
-def test_adam_step_is_bit_identical_to_optimizer_step():
-    torch.manual_seed(0)
-    a = [torch.randn(5, 3, requires_grad=True), torch.randn(3, requires_grad=True)]
-    b = [t.detach().clone().requires_grad_() for t in a]
-    opt_a, opt_b = make_adam(a, 1e-3), make_adam(b, 1e-3)
-    for _ in range(4):
-        grads = [torch.randn_like(t) for t in a]
-        for t, g in zip(a, grads):
-            t.grad = g.clone()
-        for t, g in zip(b, grads):
-            t.grad = g.clone()
-        opt_a.step()
-        adam_step(opt_b)
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
-    sa, sb = opt_a.state_dict()["state"], opt_b.state_dict()["state"]
-    for i in sa:
-        for key in ("step", "exp_avg", "exp_avg_sq"):
-            assert torch.equal(sa[i][key], sb[i][key]), key
-    # after loading a state dict the kernel must use the loaded tensors
-    opt_c = make_adam([t.detach().clone().requires_grad_() for t in b], 1e-3)
-    opt_c.load_state_dict(copy.deepcopy(opt_b.state_dict()))  # as from a checkpoint: no shared tensors
-    c = opt_c.param_groups[0]["params"]
-    for t, g in zip(c, [torch.ones(5, 3), torch.ones(3)]):
-        t.grad = g
-    for t, g in zip(b, [torch.ones(5, 3), torch.ones(3)]):
-        t.grad = g.clone()
-    adam_step(opt_c)
-    opt_b.step()
-    assert all(torch.equal(x, y) for x, y in zip(b, c))
-
-
 def _popsan_td3(seed: int, encoding: str = "deterministic") -> TD3:
     from spikerl.normalizers import ZScoreNormalizer
     from spikerl.popspike_actor import PopSpikingActor
@@ -270,3 +239,28 @@ def test_sample_many_draws_the_same_batches_as_repeated_sample(size):
         for x, y in zip(a, b):
             assert torch.equal(x, y) and y.is_contiguous()
     assert torch.equal(one.sample(5).obs, many.sample(5).obs)  # the generators stay in step
+
+
+class Recorder(UpdateHook):
+    def __init__(self):
+        self.before, self.after = [], []
+
+    def before_update(self, td3, batch):
+        self.before.append((td3.updates, batch))
+
+    def after_updates(self, td3, n_updates, seconds):
+        self.after.append((td3.updates, n_updates, seconds))
+
+
+def test_update_hook_sees_each_update_before_it_runs_and_changes_nothing():
+    batches = _batches(5)
+    plain, hooked = _popsan_td3(0), _popsan_td3(0)
+    hooked.hook = rec = Recorder()
+    for td3 in (plain, hooked):
+        torch.manual_seed(3)
+        td3.update_many(batches[:2])
+        td3.update_many(batches[2:])
+    assert [(n, b is batches[n]) for n, b in rec.before] == [(n, True) for n in range(5)]
+    assert [(done, n) for done, n, _ in rec.after] == [(2, 2), (5, 3)]
+    assert all(s > 0 for _, _, s in rec.after)
+    assert all(torch.equal(a, b) for a, b in zip(_params(plain), _params(hooked)))

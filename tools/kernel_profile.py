@@ -17,9 +17,6 @@ from __future__ import annotations
 import argparse
 import collections
 import sys
-import time
-from typing import Any
-from unittest import mock
 
 import torch
 
@@ -29,53 +26,40 @@ from spikerl import native
 from spikerl.checkpoint import CheckpointError
 from spikerl.lif import native_popsan_layer
 from spikerl.popspike_actor import PopSpikingActor
-from spikerl.td3 import TD3
+from spikerl.td3 import TD3, UpdateHook
 
 
-class _TimedLibrary:
-    """The kernels' ctypes library with every call timed (seconds and calls per kernel name)."""
+class UpdateTimer(UpdateHook):
+    """Wall seconds and count of the loop's TD3 updates."""
 
-    def __init__(self, lib: Any):
-        self._lib = lib
-        self.seconds: dict[str, float] = collections.defaultdict(float)
-        self.calls: collections.Counter[str] = collections.Counter()
+    def __init__(self) -> None:
+        self.seconds, self.updates = 0.0, 0
 
-    def __getattr__(self, name: str) -> Any:
-        fn = getattr(self._lib, name)
-
-        def timed(*args: Any) -> Any:
-            t0 = time.perf_counter()
-            out = fn(*args)
-            self.seconds[name] += time.perf_counter() - t0
-            self.calls[name] += 1
-            return out
-
-        return timed
+    def after_updates(self, td3: TD3, n_updates: int, seconds: float) -> None:
+        self.seconds += seconds
+        self.updates += n_updates
 
 
 def profile_loop(method: str, env_id: str, loop_steps: int) -> int:
-    lib = native.library()
-    if lib is None:
+    if native.library() is None:
         print(f"native kernels unavailable: {native.unavailable_reason()}", file=sys.stderr)
         return 2
-    timed = _TimedLibrary(lib)
-    update = {"seconds": 0.0, "n": 0}
-    real = TD3.update_many
+    kernel_s: dict[str, float] = collections.defaultdict(float)
+    calls: collections.Counter[str] = collections.Counter()
 
-    def update_many(self: TD3, batches: Any) -> None:
-        t0 = time.perf_counter()
-        real(self, batches)
-        update["seconds"] += time.perf_counter() - t0
-        update["n"] += len(batches)
+    def observe(name: str, seconds: float) -> None:
+        kernel_s[name] += seconds
+        calls[name] += 1
 
-    with mock.patch.object(native, "_lib", timed), mock.patch.object(TD3, "update_many", update_many):
-        sps = training_loop_sps(method, env_id, loop_steps, "fp32")
-    n = max(1, update["n"])
-    print(f"{method} on {env_id}: loop {sps:.1f} env steps/s, {update['n']} updates, "
-          f"update {1e3 * update['seconds'] / n:.3f} ms (all phases of the loop, warm-up included)")
-    for name, sec in sorted(timed.seconds.items(), key=lambda kv: -kv[1]):
-        print(f"  {name:26s} {1e3 * sec / n:7.3f} ms/update  ({timed.calls[name]} calls)")
-    print(f"  {'all kernels':26s} {1e3 * sum(timed.seconds.values()) / n:7.3f} ms/update")
+    timer = UpdateTimer()
+    with native.observe_kernels(observe):
+        sps = training_loop_sps(method, env_id, loop_steps, "fp32", update_hook=timer)
+    n = max(1, timer.updates)
+    print(f"{method} on {env_id}: loop {sps:.1f} env steps/s, {timer.updates} updates, "
+          f"update {1e3 * timer.seconds / n:.3f} ms (all phases of the loop, warm-up included)")
+    for name, sec in sorted(kernel_s.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:26s} {1e3 * sec / n:7.3f} ms/update  ({calls[name]} calls)")
+    print(f"  {'all kernels':26s} {1e3 * sum(kernel_s.values()) / n:7.3f} ms/update")
     return 0
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from unittest import mock
 
 import torch
 
@@ -21,7 +20,40 @@ from baselines.registry import get_method
 from spikerl import native
 from spikerl.config import TD3Config
 from spikerl.loop import train
-from spikerl.td3 import TD3
+from spikerl.replay import ReplayBatch
+from spikerl.td3 import TD3, UpdateHook
+
+
+class ShadowCheck(UpdateHook):
+    """Before every `every`-th update, the actor gradient and target actions on both paths."""
+
+    def __init__(self, every: int):
+        self.every = every
+        self.checks: list[tuple[int, float, float]] = []
+        """(updates done, actor gradient's largest relative difference, target action's largest difference)"""
+
+    def before_update(self, td3: TD3, batch: ReplayBatch) -> None:
+        if td3.updates and td3.updates % self.every == 0:
+            self.check(td3, batch)
+
+    def check(self, td3: TD3, batch: ReplayBatch) -> None:
+        obs, next_obs = td3.normalizer(batch.obs), td3.normalizer(batch.next_obs)
+
+        def actor_grad() -> tuple[torch.Tensor, ...]:
+            loss = -td3.critic.q1(obs, td3.actor(obs)).mean()
+            return torch.autograd.grad(loss, td3.actor_params)
+
+        with torch.no_grad():
+            a_native = td3.actor_target(next_obs)
+        g_native = actor_grad()
+        with native.torch_path():
+            with torch.no_grad():
+                a_torch = td3.actor_target(next_obs)
+            g_torch = actor_grad()
+        rel = max(((a - b).abs().max() / b.abs().max().clamp(min=1e-30)).item() for a, b in zip(g_native, g_torch))
+        self.checks.append((td3.updates, rel, (a_native - a_torch).abs().max().item()))
+        print(f"update {td3.updates:6d}  actor grad rel diff {rel:.1e}  target action max diff "
+              f"{self.checks[-1][2]:.1e}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,48 +69,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"native kernels unavailable: {native.unavailable_reason()}", file=sys.stderr)
         return 2
 
-    checks: list[tuple[int, float, float]] = []
-    real_update_many = TD3.update_many
-
-    def check(self: TD3, batch) -> None:
-        obs, next_obs = self.normalizer(batch.obs), self.normalizer(batch.next_obs)
-
-        def actor_grad():
-            loss = -self.critic.q1(obs, self.actor(obs)).mean()
-            return torch.autograd.grad(loss, self.actor_params)
-
-        with torch.no_grad():
-            a_native = self.actor_target(next_obs)
-        g_native = actor_grad()
-        with mock.patch.object(native, "usable", lambda *t: False):
-            with torch.no_grad():
-                a_torch = self.actor_target(next_obs)
-            g_torch = actor_grad()
-        rel = max(((a - b).abs().max() / b.abs().max().clamp(min=1e-30)).item() for a, b in zip(g_native, g_torch))
-        checks.append((self.updates, rel, (a_native - a_torch).abs().max().item()))
-        print(f"update {self.updates:6d}  actor grad rel diff {rel:.1e}  target action max diff {checks[-1][2]:.1e}",
-              flush=True)
-
-    def update_many(self: TD3, batches) -> None:
-        # the training loop's bursts, split where a check falls: each check sees the state before its update
-        first, start = self.updates, 0
-        for i, batch in enumerate(batches):
-            done = first + i  # updates finished before this batch's
-            if done and done % args.every == 0:
-                real_update_many(self, batches[start:i])
-                start = i
-                check(self, batch)
-        real_update_many(self, batches[start:])
-
     spec = get_method(args.method)
     d = {**TD3Config().to_dict(), **spec.td3_params(args.env)}
     d.update(total_steps=args.steps, eval_every=10 * args.steps, eval_episodes=1, checkpoint_every=0)
-    with mock.patch.object(TD3, "update_many", update_many):
-        train(spec, args.env, args.seed, TD3Config.from_dict(d))
-    rels = sorted(c[1] for c in checks)
-    print(f"{len(checks)} checks: median grad rel diff {statistics.median(rels):.1e}, "
+    shadow = ShadowCheck(args.every)
+    train(spec, args.env, args.seed, TD3Config.from_dict(d), update_hook=shadow)
+    rels = sorted(c[1] for c in shadow.checks)
+    print(f"{len(shadow.checks)} checks: median grad rel diff {statistics.median(rels):.1e}, "
           f"{sum(r <= 1e-6 for r in rels)} within 1e-6; target actions equal in "
-          f"{sum(c[2] == 0.0 for c in checks)}")
+          f"{sum(c[2] == 0.0 for c in shadow.checks)}")
     return 0
 
 
