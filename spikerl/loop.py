@@ -18,8 +18,7 @@ import numpy as np
 import torch
 
 from .callbacks import Callback, CallbackList, EndEvent, EvalEvent, ProgressEvent, RunInfo
-from .checkpoint import (checkpoint_path, complete_checkpoint_step, load_run_checkpoint, prune_checkpoints,
-                         resume_step, save_checkpoint)
+from .checkpoint import checkpoint_path, load_run_checkpoint, prune_checkpoints, resume_step, save_checkpoint
 from .config import TD3Config
 from .critic import TwinCritic
 from .distributed import DistContext, global_steps, split_budget
@@ -32,9 +31,7 @@ from .replay import ReplayBuffer
 from .seeding import capture_rng, restore_rng, seed_everything
 from .td3 import TD3, UpdateHook
 
-__all__ = ["Agent", "TrainResult", "build_agent", "params_sha256", "train",
-           # the runner's resume check imports these from here until it calls checkpoint.resume_step
-           "checkpoint_path", "complete_checkpoint_step"]
+__all__ = ["Agent", "TrainResult", "build_agent", "params_sha256", "train"]
 
 
 @dataclass
