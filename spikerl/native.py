@@ -11,41 +11,29 @@ multiply-adds. `csrc/spike_kernels.c` does both jobs in a few plain loops:
 - `popsan_lif_forward` / `popsan_lif_backward`: the whole PopSAN recurrence over T and its BPTT;
 - `regular_spikes`: PopSAN's deterministic encoder.
 
-Building needs a C compiler (`$CC`, else `cc`/`gcc`/`clang`). The library is cached under
-`$SPIKERL_CACHE_DIR` (default `~/.cache/spikerl-bench`), keyed by the source, the compiler and
-the CPU's flags, because it is built with -march=native. Without a compiler, or with
-`SPIKERL_NATIVE=0`, everything runs on the pure-torch path in `spikerl.lif` (same equations;
+The library is built and loaded by `spikerl.native_lib`; without it (no compiler,
+`SPIKERL_NATIVE=0`) everything runs on the pure-torch path in `spikerl.lif` (same equations;
 the tests compare the two). Only fp32 CPU tensors outside autocast take the native path.
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import hashlib
-import logging
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
-import time
-from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Sequence
 
 import torch
 
-log = logging.getLogger(__name__)
+from .native_lib import library, observe_kernels, status, torch_only, torch_path, unavailable_reason
+from .native_lib import reset as _reset
 
-SOURCE = Path(__file__).with_name("csrc") / "spike_kernels.c"
+__all__ = ["library", "observe_kernels", "status", "torch_path", "unavailable_reason", "_reset"]
+
 CHUNK = 32
 """Output columns per packed weight slab (spike_kernels.c's CHUNK)."""
-FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC", "-std=c99"]
 DENSE_ABOVE = 0.45
 """Above this share of listed inputs a BLAS matmul is used instead of the column-sum kernel. On a
 2-core AVX2 EPYC, 1 thread, [500, 256] x [256, 256], lists + packing + kernel took 0.25 / 0.40 /
 0.56 ms at 0.15 / 0.30 / 0.45 listed against 0.70 ms for BLAS; a CPU with a faster BLAS (AVX-512)
 moves the crossover down, so the threshold stays below the 0.5 that per-row lists can reach."""
-
 SPARSE_MIN_ROWS = 32
 """Fewer rows than this (a few samples × T) take plain dot products (`linear_rows`): packing the
 weights would cost more, and BLAS spends ~25 µs on setup for a [5, 256] x [256, 256]. Acting with
@@ -55,180 +43,11 @@ SCATTER_BELOW = 0.3
 """The weight gradient's scatter-add beats BLAS below this share of listed inputs (same machine and
 shapes: 0.40 vs 0.72 ms at 0.15, 0.71 vs 0.72 ms at 0.30, 0.77 vs 0.72 ms at 0.37)."""
 
-_lib: ctypes.CDLL | None = None
-_tried = False
-_reason = ""
-
-KernelObserver = Callable[[str, float], None]
-"""Told each kernel call's name and wall seconds (`observe_kernels`)."""
-_observed: _ObservedLibrary | None = None
-_torch_only = False
-
-
-def _compiler() -> str | None:
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if name and shutil.which(name):
-            return name
-    return None
-
-
-def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("SPIKERL_CACHE_DIR")
-    return Path(root) if root else Path.home() / ".cache" / "spikerl-bench"
-
-
-def _build(cc: str) -> Path:
-    source = SOURCE.read_bytes()
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256(source + version.encode() + _cpu_flags().encode() + " ".join(FLAGS).encode()).hexdigest()
-    for out_dir in (_cache_dir(), Path(tempfile.gettempdir()) / f"spikerl-bench-{os.getuid()}"):
-        target = out_dir / f"spike_kernels-{key[:16]}.so"
-        if target.exists():
-            return target
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
-            break
-        except OSError:  # a read-only home: build in the temp dir instead
-            continue
-    else:
-        raise RuntimeError(f"no writable cache directory ({_cache_dir()})")
-    os.close(fd)
-    try:
-        last = None
-        for arch in (["-march=native"], []):  # some compilers (or CPUs) have no -march=native
-            proc = subprocess.run([cc, *FLAGS, *arch, str(SOURCE), "-o", tmp], capture_output=True, text=True,
-                                  timeout=120)
-            if proc.returncode == 0:
-                os.replace(tmp, target)  # atomic: ranks building at once all end with one whole file
-                return target
-            last = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
-        raise RuntimeError(f"{cc} failed: {last[0] if last else ''}")
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _declare(lib: ctypes.CDLL) -> None:
-    p, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.spike_lists.argtypes, lib.spike_lists.restype = [p, i64, i64, i64, p, p, p, p, p, ctypes.c_int32], i64
-    lib.pack_weight.argtypes, lib.pack_weight.restype = [p, p, p, i64, i64], None
-    lib.spike_matmul.argtypes, lib.spike_matmul.restype = [p, p, p, p, p, p, p, p, i64, i64, i64, i64], None
-    lib.spike_matmul_grad_weight.argtypes = [p, p, p, p, p, p, p, i64, i64, i64, i64]
-    lib.spike_matmul_grad_weight.restype = None
-    lib.linear_rows.argtypes, lib.linear_rows.restype = [p, p, p, p, i64, i64, i64], None
-    lib.regular_spikes.argtypes, lib.regular_spikes.restype = [p, p, i64, i64], None
-    lib.popsan_lif_forward.argtypes, lib.popsan_lif_forward.restype = [p, p, p, i64, i64, p, i64], None
-    lib.popsan_lif_backward.argtypes, lib.popsan_lif_backward.restype = [p, p, p, p, i64, i64], None
-    lib.popsan_act.argtypes = [p, i64, i64, i64, i64, p, p, i64, p, p, p, p, p, ctypes.c_float, p, p]
-    lib.popsan_act.restype = None
-
-
-def library() -> ctypes.CDLL | None:
-    """The loaded kernels, or None (the reason is in `unavailable_reason()`)."""
-    global _lib, _tried, _reason
-    if _tried:
-        return _lib if _observed is None else _observed  # type: ignore[return-value]
-    _tried = True
-    if os.environ.get("SPIKERL_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
-        _reason = "disabled by SPIKERL_NATIVE=0"
-        return None
-    cc = _compiler()
-    if cc is None:
-        _reason = "no C compiler found (set CC)"
-        log.warning("spikerl: native CPU kernels unavailable: %s; using the pure-torch path", _reason)
-        return None
-    try:
-        path = _build(cc)
-        try:
-            lib = ctypes.CDLL(str(path))
-        except OSError:  # a truncated or foreign file in the cache: build it again, once
-            path.unlink(missing_ok=True)
-            lib = ctypes.CDLL(str(_build(cc)))
-        _declare(lib)
-    except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as exc:
-        _reason = f"build failed: {exc}"
-        log.warning("spikerl: native CPU kernels unavailable: %s; using the pure-torch path", _reason)
-        return None
-    _lib = lib
-    return _lib
-
-
-class _ObservedLibrary:
-    """The kernels' library with every call reported to an observer."""
-
-    def __init__(self, lib: ctypes.CDLL, observer: KernelObserver):
-        self._lib, self._observer = lib, observer
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        kernel = getattr(self._lib, name)
-
-        def timed(*args: Any) -> Any:
-            t0 = time.perf_counter()
-            out = kernel(*args)
-            self._observer(name, time.perf_counter() - t0)
-            return out
-
-        return timed
-
-
-@contextlib.contextmanager
-def observe_kernels(observer: KernelObserver) -> Iterator[None]:
-    """Report every kernel call in this block to `observer(name, seconds)` (tools/kernel_profile).
-    Outside such a block, kernel calls go straight to the library."""
-    global _observed
-    lib = library()
-    if lib is None:
-        raise RuntimeError(f"native kernels unavailable: {unavailable_reason()}")
-    outer, _observed = _observed, _ObservedLibrary(lib, observer)
-    try:
-        yield
-    finally:
-        _observed = outer
-
-
-@contextlib.contextmanager
-def torch_path() -> Iterator[None]:
-    """Run this block on the pure-torch path even where the kernels are usable (comparisons
-    against the kernels: tools/native_check, tests)."""
-    global _torch_only
-    outer, _torch_only = _torch_only, True
-    try:
-        yield
-    finally:
-        _torch_only = outer
-
-
-def _reset() -> None:
-    """Forget the loaded library, so the next call builds or loads it again (tests)."""
-    global _lib, _tried, _reason
-    _lib, _tried, _reason = None, False, ""
-
-
-def unavailable_reason() -> str:
-    library()
-    return _reason
-
-
-def status() -> str:
-    """'native' or 'torch (<why>)': recorded with benchmark and run metadata."""
-    return "native" if library() is not None else f"torch ({unavailable_reason()})"
-
 
 def usable(*tensors: torch.Tensor) -> bool:
     """Whether these tensors may take the native path: fp32, CPU, contiguous-able, outside autocast
     and outside `torch_path()`."""
-    if _torch_only:
+    if torch_only():
         return False
     for t in tensors:
         if t.dtype != torch.float32 or t.device.type != "cpu":

@@ -12,7 +12,7 @@ import shutil
 import pytest
 import torch
 
-from spikerl import native
+from spikerl import native, native_lib
 from spikerl.lif import PopSANLIFLayer, _popsan_forward, _PopSANLIF
 from spikerl.popspike_actor import PopSpikingActor
 from spikerl.population import _regular_spikes
@@ -334,7 +334,7 @@ def test_kernel_observer_sees_every_call_in_its_block_only():
     count = len(seen)
     with torch.no_grad():
         actor(torch.randn(1, 17))
-    assert len(seen) == count and native.library() is native._lib  # unobserved calls go straight to the library
+    assert len(seen) == count and native.library() is native_lib._lib  # unobserved calls go straight to the library
 
 
 
