@@ -1,7 +1,6 @@
 """The shared training loop: schedule, bootstrapping, reproducibility, checkpoint and resume."""
 import numpy as np
 import pytest
-import torch
 
 from baselines.registry import get_method
 from spikerl.callbacks import Callback

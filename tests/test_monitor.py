@@ -16,6 +16,7 @@ from bench.energy.carbon import carbon_intensity_g_per_kwh
 from bench.schema import POWER_COLUMNS
 from tests import fake_pynvml
 from tests.fake_pynvml import FakeGpu
+from tests.fake_rapl import make_zone, set_energy_uj
 
 
 @pytest.fixture
@@ -146,43 +147,27 @@ def test_named_gpus_that_cannot_be_metered_fail_at_start_and_leave_no_thread(fak
 # ----------------------------------------------------------------------------- RAPL, faked
 
 
-def _zone(root: Path, name: str, label: str, energy_uj: int, max_uj: int = 262_143_328_850) -> Path:
-    d = root / name
-    d.mkdir(parents=True)
-    (d / "name").write_text(label + "\n")
-    (d / "energy_uj").write_text(f"{energy_uj}\n")
-    (d / "max_energy_range_uj").write_text(f"{max_uj}\n")
-    return d
-
-
-def _set_uj(zone: Path, value: int) -> None:
-    # Atomic, like sysfs: the sampler thread reads concurrently and must never see a half-written file.
-    tmp = zone / "energy_uj.tmp"
-    tmp.write_text(f"{value}\n")
-    os.replace(tmp, zone / "energy_uj")
-
-
 @pytest.fixture
 def powercap(tmp_path: Path) -> Path:
     root = tmp_path / "powercap"
-    _zone(root, "intel-rapl:0", "package-0", 999_000_000, max_uj=1_000_000_000)
-    _zone(root, "intel-rapl:0/intel-rapl:0:0", "core", 5_000_000)
-    _zone(root, "intel-rapl:0/intel-rapl:0:2", "dram", 7_000_000)
+    make_zone(root, "intel-rapl:0", "package-0", 999_000_000, max_uj=1_000_000_000)
+    make_zone(root, "intel-rapl:0/intel-rapl:0:0", "core", 5_000_000)
+    make_zone(root, "intel-rapl:0/intel-rapl:0:2", "dram", 7_000_000)
     os.symlink(root / "intel-rapl:0/intel-rapl:0:2", root / "intel-rapl:0:2")  # the kernel's top-level link
-    _zone(root, "intel-rapl:1", "package-1", 10_000_000)
-    _zone(root, "intel-rapl:2", "psys", 50_000_000)
+    make_zone(root, "intel-rapl:1", "package-1", 10_000_000)
+    make_zone(root, "intel-rapl:2", "psys", 50_000_000)
     return root
 
 
 def test_rapl_gives_exact_cpu_energy_through_a_wrap_and_dram_as_ram(powercap):
     with EnergyMonitor(gpu_ids=[], cpu="rapl", rapl_root=str(powercap), interval_s=0.005) as m:
-        _set_uj(powercap / "intel-rapl:0", 999_500_000)       # +0.5 J
-        _set_uj(powercap / "intel-rapl:1", 16_000_000)        # +6 J
+        set_energy_uj(powercap / "intel-rapl:0", 999_500_000)       # +0.5 J
+        set_energy_uj(powercap / "intel-rapl:1", 16_000_000)        # +6 J
         time.sleep(0.05)
-        _set_uj(powercap / "intel-rapl:0", 3_000_000)         # wrapped: 1e9 - 999.5e6 + 3e6 uJ = +3.5 J
-        _set_uj(powercap / "intel-rapl:0/intel-rapl:0:2", 9_500_000)  # DRAM +2.5 J
-        _set_uj(powercap / "intel-rapl:0/intel-rapl:0:0", 9_000_000)  # core: inside the package
-        _set_uj(powercap / "intel-rapl:2", 90_000_000)        # psys: contains the packages
+        set_energy_uj(powercap / "intel-rapl:0", 3_000_000)         # wrapped: 1e9 - 999.5e6 + 3e6 uJ = +3.5 J
+        set_energy_uj(powercap / "intel-rapl:0/intel-rapl:0:2", 9_500_000)  # DRAM +2.5 J
+        set_energy_uj(powercap / "intel-rapl:0/intel-rapl:0:0", 9_000_000)  # core: inside the package
+        set_energy_uj(powercap / "intel-rapl:2", 90_000_000)        # psys: contains the packages
     r = m.result
     assert r.energy_j_by_device == {"cpu-package-0": 4.0, "cpu-package-1": 6.0, "ram-dram-0": 2.5}
     assert r.cpu == ComponentEnergy(10.0, "rapl", False)
@@ -196,13 +181,13 @@ def test_rapl_without_dram_reports_ram_as_none(powercap):
     (powercap / "intel-rapl:0:2").unlink()
     (powercap / "intel-rapl:0/intel-rapl:0:2/name").write_text("dram-not\n")
     with EnergyMonitor(gpu_ids=[], cpu="rapl", rapl_root=powercap, interval_s=0.01) as m:
-        _set_uj(powercap / "intel-rapl:1", 11_000_000)
+        set_energy_uj(powercap / "intel-rapl:1", 11_000_000)
     assert m.ram is None and m.ram_energy_j is None and m.cpu_energy_j == 1.0
 
 
 def test_rapl_that_breaks_mid_block_is_replaced_by_the_estimate_and_the_gap_kept(powercap):
     with EnergyMonitor(gpu_ids=[], cpu="auto", rapl_root=powercap, interval_s=0.005, tdp_w=10.0) as m:
-        _set_uj(powercap / "intel-rapl:1", 12_000_000)  # +2 J, read before the failure
+        set_energy_uj(powercap / "intel-rapl:1", 12_000_000)  # +2 J, read before the failure
         time.sleep(0.2)
         (powercap / "intel-rapl:1" / "energy_uj").unlink()  # the zone goes away for good
         time.sleep(0.5)

@@ -21,6 +21,7 @@ from bench.energy.rapl import RaplSource, find_package_zones, open_rapl, wrapped
 from spikerl.callbacks import EndEvent, EvalEvent, RunInfo
 from tests import fake_pynvml
 from tests.fake_pynvml import FakeGpu
+from tests.fake_rapl import make_zone
 
 
 class FakeClock:
@@ -80,25 +81,16 @@ def fake_nvml(monkeypatch):
 # ----------------------------------------------------------------------------- RAPL
 
 
-def _zone(root: Path, name: str, label: str, energy_uj: int, max_uj: int = 262_143_328_850) -> Path:
-    d = root / name
-    d.mkdir(parents=True)
-    (d / "name").write_text(label + "\n")
-    (d / "energy_uj").write_text(f"{energy_uj}\n")
-    (d / "max_energy_range_uj").write_text(f"{max_uj}\n")
-    return d
-
-
 @pytest.fixture
 def powercap(tmp_path: Path) -> Path:
     root = tmp_path / "powercap"
-    _zone(root, "intel-rapl:0", "package-0", 999_000_000, max_uj=1_000_000_000)
-    _zone(root, "intel-rapl:0/intel-rapl:0:0", "core", 5_000_000)
-    _zone(root, "intel-rapl:0/intel-rapl:0:2", "dram", 7_000_000)
-    _zone(root, "intel-rapl:0:1", "uncore", 8_000_000)  # some kernels flatten subzones as links
-    _zone(root, "intel-rapl:1", "package-1", 10_000_000)
-    _zone(root, "intel-rapl:2", "psys", 50_000_000)
-    _zone(root, "intel-rapl-mmio:0", "package-0", 1_000)
+    make_zone(root, "intel-rapl:0", "package-0", 999_000_000, max_uj=1_000_000_000)
+    make_zone(root, "intel-rapl:0/intel-rapl:0:0", "core", 5_000_000)
+    make_zone(root, "intel-rapl:0/intel-rapl:0:2", "dram", 7_000_000)
+    make_zone(root, "intel-rapl:0:1", "uncore", 8_000_000)  # some kernels flatten subzones as links
+    make_zone(root, "intel-rapl:1", "package-1", 10_000_000)
+    make_zone(root, "intel-rapl:2", "psys", 50_000_000)
+    make_zone(root, "intel-rapl-mmio:0", "package-0", 1_000)
     return root
 
 

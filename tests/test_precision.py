@@ -1,5 +1,4 @@
 """bfloat16 mixed precision: bf16 matmuls, fp32 state, weights and optimiser, no float16 anywhere."""
-import numpy as np
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
