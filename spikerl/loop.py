@@ -146,6 +146,7 @@ class _Run:
         self.lockstep_total = cfg.total_steps // self.W
         self.finished = False
         self.evals: list[EvalEvent] = []
+        self.log_step, self.log_time = 0, 0.0  # where the last progress row's steps/s counts from
 
         # identical start weights on every rank
         seed_everything(seed)

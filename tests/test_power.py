@@ -21,7 +21,7 @@ from bench.energy.rapl import RaplSource, find_package_zones, open_rapl, wrapped
 from spikerl.callbacks import EndEvent, EvalEvent, RunInfo
 from tests import fake_pynvml
 from tests.fake_pynvml import FakeGpu
-from tests.fake_rapl import make_zone
+from tests.fake_rapl import make_zone, set_energy_uj
 
 
 class FakeClock:
@@ -94,10 +94,6 @@ def powercap(tmp_path: Path) -> Path:
     return root
 
 
-def _set_uj(root: Path, zone: str, value: int) -> None:
-    (root / zone / "energy_uj").write_text(f"{value}\n")
-
-
 def test_rapl_finds_package_zones_only(powercap):
     zones = find_package_zones(powercap)
     assert [z.name for z in zones] == ["package-0", "package-1"]
@@ -114,9 +110,9 @@ def test_rapl_wraparound_arithmetic():
 def test_rapl_source_counts_through_a_wrap(powercap, clock):
     src = RaplSource(find_package_zones(powercap), clock=clock)
     clock.advance(1.0)
-    _set_uj(powercap, "intel-rapl:0", 3_000_000)   # wrapped: 1e9 - 999e6 + 3e6 = 4e6 uJ = 4 J
-    _set_uj(powercap, "intel-rapl:1", 16_000_000)  # +6 J
-    _set_uj(powercap, "intel-rapl:2", 90_000_000)  # psys must not count
+    set_energy_uj(powercap / "intel-rapl:0", 3_000_000)   # wrapped: 1e9 - 999e6 + 3e6 = 4e6 uJ = 4 J
+    set_energy_uj(powercap / "intel-rapl:1", 16_000_000)  # +6 J
+    set_energy_uj(powercap / "intel-rapl:2", 90_000_000)  # psys must not count
     assert src.read_energy_j() == pytest.approx({"cpu-package-0": 4.0, "cpu-package-1": 6.0})
     assert src.read_power_w() == pytest.approx({"cpu-package-0": 4.0, "cpu-package-1": 6.0})
 
@@ -125,8 +121,8 @@ def test_rapl_in_meter_window(powercap, clock):
     meter = PowerMeter.create(cpu="rapl", rapl_root=powercap, interval_s=None, clock=clock)
     meter.begin_window("w")
     clock.advance(2.0)
-    _set_uj(powercap, "intel-rapl:0", 1_000_000)  # wrap: 1 J + 1 J
-    _set_uj(powercap, "intel-rapl:1", 30_000_000)  # 20 J
+    set_energy_uj(powercap / "intel-rapl:0", 1_000_000)  # wrap: 1 J + 1 J
+    set_energy_uj(powercap / "intel-rapl:1", 30_000_000)  # 20 J
     m = meter.end_window("w")
     meter.stop()
     assert m.source == "rapl" and not m.estimated
@@ -141,7 +137,7 @@ def test_rapl_dram_zones_only_on_request(powercap, clock):
     src, _ = open_rapl(str(powercap), clock=clock, dram=True)
     assert src is not None and src.devices == ["cpu-package-0", "cpu-package-1", "ram-dram-0"]
     clock.advance(1.0)
-    _set_uj(powercap, "intel-rapl:0/intel-rapl:0:2", 9_000_000)
+    set_energy_uj(powercap / "intel-rapl:0/intel-rapl:0:2", 9_000_000)
     assert src.read_energy_j()["ram-dram-0"] == pytest.approx(2.0)
     # result.json has no RAM column yet, so the harness's meter leaves DRAM out.
     meter = PowerMeter.create(cpu="rapl", rapl_root=powercap, interval_s=None, clock=clock)
@@ -159,7 +155,7 @@ def test_meter_takes_str_paths(powercap, clock):
     meter = PowerMeter.create(cpu="rapl", rapl_root=str(powercap), interval_s=None, clock=clock,
                               csv_path="seed0/power.csv")  # relative to the test's folder
     clock.advance(1.0)
-    _set_uj(powercap, "intel-rapl:1", 13_000_000)
+    set_energy_uj(powercap / "intel-rapl:1", 13_000_000)
     meter.sample()
     meter.stop()
     with Path("seed0/power.csv").open(newline="") as f:
