@@ -86,11 +86,18 @@ def actor_params(env_id: str) -> dict[str, Any]:
 
 
 def td3_params(env_id: str) -> dict[str, Any]:
+    """The original code's TD3 settings. Its warm-up is 1,000 steps of N(0, 0.1) actions (not
+    TD3's 10,000 uniform ones), after which it learns at once; all four MuJoCo tasks have
+    act_limit 1, so N(0, 0.1·act_limit) is the same draw."""
     return {
         "lr_actor": 1e-3,
         "lr_critic": 1e-3,
         "critic_hidden": (400, 300),
         "replay_size": 200_000 if env_family(env_id) == "HalfCheetah" else 1_000_000,
+        "start_steps": 1_000,
+        "start_actions": "gaussian",
+        "start_noise": 0.1,
+        "update_after": 1_000,
         "precision": "fp32",
     }
 
@@ -106,7 +113,8 @@ def build_normalizer(ctx: ActorContext) -> ObsNormalizer:
 DSRL = MethodSpec(
     name="dsrl",
     summary="DSRL (Akl et al., Front. Neurorobot. 2023): deep LIF actor with sign-split analog input, "
-            "max-abs normalisation, per-env threshold; TD3 lr 1e-3, critics 400-300, fp32",
+            "max-abs normalisation, per-env threshold; TD3 lr 1e-3, critics 400-300, fp32, "
+            "warm-up 1,000 steps of N(0, 0.1) actions (original code)",
     build_actor=build_actor,
     build_normalizer=build_normalizer,
     actor_params=actor_params,

@@ -51,4 +51,5 @@ MLP = MethodSpec(
     build_normalizer=build_normalizer,
     actor_params=actor_params,
     td3_params=td3_params,
+    spiking=False,
 )

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 
 from baselines.registry import METHODS, get_method
+from bench.run.plan import UsageError
 from spikerl.callbacks import Callback, ProgressEvent
 from spikerl.checkpoint import CheckpointError, load_checkpoint
 from spikerl.config import TD3Config
-from spikerl import native
+from spikerl import native, native_lib
 from spikerl.envs import act_limit_of, make_env
 from spikerl.loop import build_agent, train
 from spikerl.precision import autocast
@@ -37,6 +38,9 @@ def add_perf_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loop-steps", type=int, default=2_000, help="measured training-loop steps per method")
     p.add_argument("--precision", choices=("fp32", "bf16", "method"), default="fp32",
                    help="precision of the update timings (default fp32; 'method' uses each recipe's)")
+    p.add_argument("--engines", default="native",
+                   help="comma-separated engines of the spiking layers to time side by side: native, torch "
+                        "(default native; e.g. native,torch compares them method by method)")
     p.add_argument("--json", action="store_true", help="also print one JSON line with every number")
     p.add_argument("--checkpoint", metavar="CKPT",
                    help="time update and action on the net, normaliser and replay of this checkpoint.pt "
@@ -183,6 +187,12 @@ def run_perf(args: argparse.Namespace) -> int:
         if m not in METHODS:
             raise ValueError(f"unknown method {m!r}")
     precision = None if args.precision == "method" else args.precision
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    for e in engines:
+        try:
+            native_lib.resolve_engine(e, "cpu", "fp32")
+        except ValueError as exc:
+            raise UsageError(f"--engines: {exc}") from None
     header: dict[str, Any] = {
         "env": args.env, "torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "torch": torch.__version__, "cpu": platform.processor() or platform.machine(), "precision": args.precision,
@@ -200,17 +210,20 @@ def run_perf(args: argparse.Namespace) -> int:
     raw = raw_env_sps(args.env)
     print(f"raw env: {raw:,.0f} steps/s (random actions, same process)", flush=True)
     rows = []
-    print(f"{'method':8s} {'update ms (b=100)':>18s} {'action ms (b=1)':>16s} {'loop steps/s':>13s} "
+    print(f"{'method':8s} {'engine':7s} {'update ms (b=100)':>18s} {'action ms (b=1)':>16s} {'loop steps/s':>13s} "
           f"{'loop/raw':>9s}", flush=True)
     for m in methods:
-        upd, act = update_and_action_ms(m, args.env, precision)
-        sps = training_loop_sps(m, args.env, args.loop_steps, precision)
-        raw_again = raw_env_sps(args.env, steps=5_000)
-        raw_mid = statistics.mean([raw, raw_again])  # the machine is shared: re-measure beside each method
-        row = {"method": m, "update_ms": upd, "action_ms": act, "loop_sps": sps, "raw_env_sps": raw_mid,
-               "ratio": sps / raw_mid}
-        rows.append(row)
-        print(f"{m:8s} {upd:18.2f} {act:16.3f} {sps:13.1f} {row['ratio']:9.4f}", flush=True)
+        # engines alternate within each method, so both see the same state of a shared machine
+        for engine in engines if get_method(m).spiking else ["torch"]:
+            with native_lib.engine(engine):
+                upd, act = update_and_action_ms(m, args.env, precision)
+                sps = training_loop_sps(m, args.env, args.loop_steps, precision)
+            raw_again = raw_env_sps(args.env, steps=5_000)
+            raw_mid = statistics.mean([raw, raw_again])  # the machine is shared: re-measure beside each method
+            row = {"method": m, "engine": engine, "update_ms": upd, "action_ms": act, "loop_sps": sps,
+                   "raw_env_sps": raw_mid, "ratio": sps / raw_mid}
+            rows.append(row)
+            print(f"{m:8s} {engine:7s} {upd:18.2f} {act:16.3f} {sps:13.1f} {row['ratio']:9.4f}", flush=True)
     print("reference: public SpikeRL code, HalfCheetah-v4, 1 thread: 82 steps/s, 11.0 ms/update, "
           "0.98 ms/action, ratio 0.0044 (goal here: >= 0.009 for popsan and spikerl)")
     if args.json:

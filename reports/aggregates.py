@@ -15,9 +15,10 @@ from bench.metrics.equivalents import EQUIVALENT_COLUMNS, add_equivalent_columns
 from bench.metrics.gpsup import add_gpsup_columns, aggregate_gpsup
 from bench.schema import Status
 from reports import stats
+from reports.fairness import contended
 
 POINT_COLUMNS = ["method", "env", "wall_s", "energy_j", "speedup", "powerup", "greenup", "gpsup_category",
-                 "s_lo", "s_hi", "p_lo", "p_hi", "n_seeds", "estimated", "is_baseline"]
+                 "s_lo", "s_hi", "p_lo", "p_hi", "n_seeds", "estimated", "is_baseline", "contended", "engine"]
 EQUIVALENT_LABELS = {
     "household_week_pct": "US household-week (%)",
     "car_miles": "Gasoline car (miles)",
@@ -46,8 +47,12 @@ def gpsup_points(seeds: pd.DataFrame, baseline: str) -> tuple[pd.DataFrame, str]
         ps = per_seed[(per_seed["method"] == m) & (per_seed["env"] == e)]
         s_lo, s_hi, _ = stats.spread(ps["speedup"])
         p_lo, p_hi, _ = stats.spread(ps["powerup"])
+        base = done[(done["method"] == baseline) & (done["env"] == e)]
         rows.append({**rec, "s_lo": s_lo, "s_hi": s_hi, "p_lo": p_lo, "p_hi": p_hi,
-                     "n_seeds": int(len(ps)), "estimated": _any_estimated(ps), "is_baseline": m == baseline})
+                     "n_seeds": int(len(ps)), "estimated": _any_estimated(ps), "is_baseline": m == baseline,
+                     # a ratio is as contended as either of its two sides
+                     "contended": any(contended(r) for r in pd.concat([ps, base]).to_dict("records")),
+                     "engine": "+".join(sorted({str(x) for x in ps.get("engine", pd.Series(dtype=object)).dropna()}))})
     note = (f"computed by bench.metrics.gpsup from result.json wall_s and energy_j (complete seeds), "
             f"baseline {baseline}")
     return pd.DataFrame(rows, columns=POINT_COLUMNS), note

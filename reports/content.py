@@ -7,7 +7,7 @@ import json
 from datetime import datetime, timezone
 
 from bench.run.profiles import DEFAULT_BASELINE
-from reports import aggregates, facts, series, tables
+from reports import aggregates, facts, fairness, series, tables
 from reports.format import DASH, SEED_FILES
 from reports.load import RunFolder
 from reports.model import STATUS_ORDER, Report, ReportError
@@ -50,10 +50,12 @@ def build_content(run: RunFolder, baseline: str | None = None) -> Report:
         estimated=estimated,
         energy_kind="estimated" if estimated else ("measured" if reported else "none"),
         headline=headline,
+        warnings=fairness.warnings(run, seeds),
         findings=facts.findings(points, base),
         facts=facts.facts(run, base),
         facts_source=f"Source: plan.json, environment.json, {SEED_FILES}config.json.",
         power_sources=tables.power_sources_table(seeds),
+        account=tables.account_table(seeds, run.methods),
         status_counts=counts,
         problems=list(run.problems),
         results=[(env, *tables.results_tables(run, env, base, points))

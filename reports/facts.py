@@ -30,10 +30,15 @@ def facts(run: RunFolder, baseline: str) -> list[tuple[str, str]]:
     precision = sorted({str(c.get("precision")) for c in configs if c.get("precision")}
                        | {str(x) for x in run.seeds["precision"].dropna()})
     per_method: dict[str, set[str]] = {}
+    engines: dict[str, set[str]] = {}
+    reasons: set[str] = set()
     for r in run.runs:
         if r.config:
             per_method.setdefault(r.method, set()).add(
                 f"{r.config.get('precision', '?')} × {r.config.get('world_size', '?')}")
+            engines.setdefault(r.method, set()).add(plain(r.config.get("engine")))
+            if r.config.get("engine_reason") and r.config.get("engine_reason") != "no spiking layers":
+                reasons.add(plain(r.config.get("engine_reason")))
     return [
         ("Methods", ", ".join(run.methods) or DASH),
         ("Baseline (GPS-UP)", baseline),
@@ -48,6 +53,8 @@ def facts(run: RunFolder, baseline: str) -> list[tuple[str, str]]:
         ("Precision", ", ".join(precision) or DASH),
         ("Precision × world size per method",
          "; ".join(f"{m}: {', '.join(sorted(v))}" for m, v in per_method.items()) or DASH),
+        ("Engine of the spiking layers", "; ".join(f"{m}: {', '.join(sorted(v))}" for m, v in engines.items())
+         + (f" ({'; '.join(sorted(reasons))})" if reasons else "") if engines else DASH),
         ("Carbon intensity country", plain(plan.get("country"))),
         ("Started (UTC)", plain(plan.get("created_utc"))),
         ("Git commit", plain(env.get("git_commit")) + (" (dirty tree)" if env.get("git_dirty") else "")),

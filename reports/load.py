@@ -21,6 +21,7 @@ from bench.schema import Status
 
 _SEED_DIR = re.compile(rf"^{re.escape(schema.SEED_DIR_PREFIX)}(-?\d+)$")
 _SUMMARY_TEXT_COLUMNS = tuple(f.name for f in schema.SUMMARY_FIELDS if f.kind == "str")
+_BOOL_COLUMNS = tuple(f.name for f in schema.SUMMARY_FIELDS if f.kind == "bool")
 _SO_FAR_COLUMNS = ("progress_step", "progress_wall_s", "progress_energy_j")
 """From the last progress.csv row: what a running seed has done so far."""
 
@@ -368,7 +369,8 @@ def _typed_seed_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         df = pd.DataFrame(columns=["method", "env", "seed", "status", "rel_dir"])
     for col in schema.NUMERIC_SUMMARY_COLUMNS + _SO_FAR_COLUMNS:
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else float("nan")
-    df["estimated"] = df["estimated"].map(_to_bool) if "estimated" in df.columns else None
+    for col in _BOOL_COLUMNS:
+        df[col] = df[col].map(_to_bool) if col in df.columns else None
     for col in _SUMMARY_TEXT_COLUMNS:
         if col not in df.columns:
             df[col] = None

@@ -94,11 +94,15 @@ class Report:
     """'estimated' (any seed), 'measured' (every seed that reported), or 'none' (no seed did)."""
     headline: list[str]
     """Key messages, shown first (the estimated-energy warning comes first of all)."""
+    warnings: list[str]
+    """What may make a comparison unfair (contention, engines, identical computations, W > 1)."""
     findings: list[str]
     """One line per candidate method × env against the baseline."""
     facts: list[tuple[str, str]]
     facts_source: str
     power_sources: Table
+    account: Table
+    """Our energy account by component against CodeCarbon's."""
     status_counts: dict[str, int]
     """Seeds per status, in STATUS_ORDER."""
     problems: list[Problem]

@@ -185,8 +185,9 @@ def cover_page(report: Report) -> Figure:
     fig = _page(f"{report.title} — {report.run_name}",
                 f"baseline {report.baseline} · generated {report.generated_utc} from the run folder's files only")
     y = 0.88
-    for i, line in enumerate(report.headline):
-        est = i == 0 and report.estimated
+    lines = [(line, i == 0 and report.estimated) for i, line in enumerate(report.headline)]
+    lines[1:1] = [(w, True) for w in report.warnings]  # fairness warnings right after the energy headline
+    for line, est in lines:
         text = _wrap(("⚠ " if est else "") + line, 125)
         n = text.count("\n") + 1
         fig.text(MARGIN_X, y, text, fontsize=10, va="top", fontweight="bold" if est else "normal",
@@ -244,6 +245,7 @@ def write_pdf(path: str | Path, report: Report, charts: Mapping[str, Sequence[Ch
     sub = f"Run folder {report.run_name}"
     pages: list[Figure | Chart] = [cover_page(report)]
     pages += table_pages(report.power_sources, sub)
+    pages += table_pages(report.account, sub)
     for _env, agg, seeds in report.results:
         pages += table_pages(agg, sub)
         pages += table_pages(seeds, sub)

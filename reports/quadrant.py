@@ -116,6 +116,9 @@ def _draw_points(ax: Any, pts: pd.DataFrame, baseline: str, colors: Mapping[str,
     legend handles (one per method) and the labels still to place."""
     handles, seen = [], set()
     labels: list[_PointLabel] = []
+    # name each point's engine when the methods ran on different ones (the comparison is then partly
+    # one of implementations)
+    engines = {str(e) for e in pts.get("engine", pd.Series(dtype=object)).dropna() if e} if len(pts) else set()
     for rec in pts.to_dict("records") if len(pts) else []:
         if rec["method"] == baseline:
             continue
@@ -127,7 +130,8 @@ def _draw_points(ax: Any, pts: pd.DataFrame, baseline: str, colors: Mapping[str,
             yerr = [[max(p - rec["p_lo"], 0)], [max(rec["p_hi"] - p, 0)]]
         ax.errorbar([s], [p], xerr=xerr, yerr=yerr, marker=markers[rec["env"]], ms=9, color=color,
                     mec="white", mew=0.8, ecolor=color, elinewidth=1.3, capsize=3, zorder=5, ls="none")
-        text = mpl_text(rec["method"])
+        text = mpl_text(rec["method"]) + (f" [{rec['engine']}]" if len(engines) > 1 and rec.get("engine") else "")
+        text += " ‡" if rec.get("contended") else ""
         text += f" · {mpl_text(str(rec['env']).split('-')[0])}" if len(markers) > 1 else ""
         text += f"\nG = {rec['greenup']:.2f}×" if np.isfinite(rec.get("greenup", np.nan)) else ""
         labels.append((text, (s, p), color))

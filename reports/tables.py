@@ -14,7 +14,9 @@ import pandas as pd
 from bench.metrics.equivalents import DEFAULT_TABLE
 from bench.schema import Status
 from reports import stats
+from bench.energy.contention import CONTENDED_ABOVE
 from reports.aggregates import EQUIVALENT_LABELS, complete_seeds
+from reports.fairness import CONTENDED_MARK
 from reports.format import (DASH, ENERGY_UNITS, MASS_UNITS, POWER_UNITS, SEED_FILES, Unit, est_header,
                             finite, fmt_in, fmt_num, fmt_ratio, pick_unit, plain, tagged, time_unit)
 from reports.load import RunFolder, SeedRun
@@ -96,6 +98,9 @@ def _aggregate_notes(baseline: str, seed_counts: set[int], target: str | None) -
         notes.append("* Two complete seeds: the bootstrap CI is crude (it can only take a few values).")
     if target is not None:
         notes.append(target)
+    notes.append(f"{CONTENDED_MARK.strip()} contended: other processes used more than "
+                 f"{CONTENDED_ABOVE:.0%} of the CPU time of this method's or the baseline's seeds "
+                 "(result.json foreign_cpu_share), or its GPUs.")
     return notes
 
 
@@ -132,7 +137,7 @@ def _aggregate_table(env: str, methods: list[str], seeds: pd.DataFrame, baseline
         pt = points[(points["method"] == m) & (points["env"] == env)]
         pr = pt.iloc[0].to_dict() if len(pt) else {}
         rows.append([
-            Cell(m + (" (baseline)" if m == baseline else "")),
+            Cell(m + (" (baseline)" if m == baseline else "") + (CONTENDED_MARK if pr.get("contended") else "")),
             _status_cell(list(seeds[seeds["method"] == m]["status"])), Cell(ret, "num"), Cell(iqm, "num"),
             Cell(fmt_in(md["wall_s"].mean(), u.time), "num"),
             Cell(tagged(fmt_in(md["energy_j"].mean(), u.energy), tag), "num"),
@@ -264,22 +269,84 @@ def _which(g: pd.DataFrame, n_all: int) -> str:
     return "; ".join(parts)
 
 
+def _flag(value: Any) -> bool | None:
+    """A bool column as read back from summary.csv or result.json ('True', True, 1.0, ...)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    if isinstance(value, str):
+        return {"true": True, "false": False}.get(value.strip().lower())
+    return bool(value)
+
+
 def power_sources_table(seeds: pd.DataFrame) -> Table:
+    """Per component (GPU, CPU, RAM): where its energy came from, measured or estimated, and the
+    estimate's model (its TDP and where the TDP came from)."""
     n_all = len(seeds)
     rows = []
-    known = seeds[seeds["energy_source"].notna()]
-    for (src, est), g in known.groupby([known["energy_source"].astype(str),
-                                         known["estimated"].fillna(False).astype(bool)], sort=True):
-        rows.append([Cell(src), Cell("estimated" if est else "measured", "est" if est else "green"),
-                     Cell(str(len(g)), "num"), Cell(_which(g, n_all))])
+    for comp in ("gpu", "cpu", "ram"):
+        src_col, est_col = f"{comp}_source", f"{comp}_estimated"
+        if src_col not in seeds.columns:
+            continue
+        known = seeds[seeds[src_col].notna()]
+        model_col = f"{comp}_power_model"
+        for (src, est, model), g in known.groupby(
+                [known[src_col].astype(str), known[est_col].map(_flag).fillna(False).astype(bool),
+                 known[model_col].fillna("").astype(str) if model_col in known.columns
+                 else pd.Series("", index=known.index)], sort=True):
+            rows.append([Cell(comp.upper()), Cell(src), Cell("estimated" if est else "measured", "est" if est else "green"),
+                         Cell(model or DASH), Cell(str(len(g)), "num"), Cell(_which(g, n_all))])
+        missing = seeds[seeds[src_col].isna() & seeds["energy_source"].notna()]
+        if len(missing):
+            rows.append([Cell(comp.upper()), Cell("not metered"), Cell(DASH), Cell(DASH),
+                         Cell(str(len(missing)), "num"), Cell(_which(missing, n_all))])
     unknown = seeds[seeds["energy_source"].isna()]
     if len(unknown):
-        rows.append([Cell("not recorded (no energy_source in result.json, no power.csv)"), Cell(DASH),
-                     Cell(str(len(unknown)), "num"), Cell(_which(unknown, n_all))])
+        rows.append([Cell(DASH), Cell("not recorded (no energy_source in result.json, no power.csv)"), Cell(DASH),
+                     Cell(DASH), Cell(str(len(unknown)), "num"), Cell(_which(unknown, n_all))])
     return Table(key="power-sources", title="Where the energy numbers come from",
-                 headers=["Energy source", "Kind", "Seeds", "Which"], rows=rows,
-                 source=f"Source: {SEED_FILES}result.json energy_source and estimated; "
-                        "power.csv source and estimated where result.json is absent.")
+                 headers=["Component", "Source", "Kind", "Estimate's model", "Seeds", "Which"], rows=rows,
+                 source=f"Source: {SEED_FILES}result.json gpu/cpu/ram_source, _estimated and _power_model.",
+                 notes=["energy_j = GPU + CPU + RAM for every seed. A component that was not metered is "
+                        "left empty, never counted as 0."])
+
+
+def account_table(seeds: pd.DataFrame, methods: list[str]) -> Table:
+    """Per method (mean over complete seeds): our account by component next to CodeCarbon's
+    independent figures, and the emissions identity emissions = energy × intensity."""
+    done = complete_seeds(seeds)
+    e_unit = pick_unit(list(done["energy_j"]) + list(done["codecarbon_energy_kwh"] * 3.6e6), ENERGY_UNITS)
+    m_unit = pick_unit(list(done["emissions_kg"]) + list(done["codecarbon_emissions_kg"]), MASS_UNITS)
+    headers = ["Method", f"GPU ({e_unit.label})", f"CPU ({e_unit.label})", f"RAM ({e_unit.label})",
+               f"Total, ours ({e_unit.label})", f"CodeCarbon ({e_unit.label})", "CodeCarbon / ours",
+               "Intensity (g/kWh)", f"Emissions, ours ({m_unit.label})", f"CodeCarbon ({m_unit.label})"]
+    rows = []
+    for m in methods:
+        md = done[done["method"] == m]
+        if md.empty:
+            continue
+
+        def mean(col: str, scale: float = 1.0) -> float:
+            return md[col].mean() * scale if md[col].notna().any() else float("nan")
+
+        est = {c: any(_flag(x) for x in md.get(f"{c}_estimated", [])) for c in ("gpu", "cpu", "ram")}
+        rows.append([Cell(m)]
+                    + [Cell(tagged(fmt_in(mean(f"{c}_energy_j"), e_unit), " (est.)" if est[c] else ""), "num")
+                       for c in ("gpu", "cpu", "ram")]
+                    + [Cell(fmt_in(mean("energy_j"), e_unit), "num"),
+                       Cell(fmt_in(mean("codecarbon_energy_kwh", 3.6e6), e_unit), "num"),
+                       Cell(fmt_ratio(mean("codecarbon_energy_ratio")), "num"),
+                       Cell(fmt_num(mean("carbon_intensity_g_per_kwh"), 4), "num"),
+                       Cell(fmt_in(mean("emissions_kg"), m_unit), "num"),
+                       Cell(fmt_in(mean("codecarbon_emissions_kg"), m_unit), "num")])
+    return Table(
+        key="energy-account", title="Energy account: ours against CodeCarbon's", headers=headers, rows=rows,
+        source=(f"Source: {SEED_FILES}result.json gpu/cpu/ram_energy_j, energy_j, codecarbon_energy_kwh, "
+                "codecarbon_energy_ratio, carbon_intensity_g_per_kwh, emissions_kg, codecarbon_emissions_kg "
+                "(means over complete seeds)."),
+        notes=["Every reported energy, power, GPS-UP and emission comes from our account: emissions = "
+               "energy_j / 3.6e6 × intensity / 1000, with CodeCarbon's intensity for the plan's country.",
+               "CodeCarbon tracks the same runs independently (its own CPU and RAM models, sampled every "
+               "15 s); its figures are shown only as a cross-check."])
 
 
 def environment_table(environment: dict[str, Any] | None) -> Table:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 PRECISIONS = ("fp32", "bf16")
+START_ACTIONS = ("uniform", "gaussian")
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,11 @@ class TD3Config:
     replay_size: int = 1_000_000
     """Replay buffer capacity in transitions (per rank)."""
     start_steps: int = 10_000
-    """Env steps of uniform-random actions before the actor acts."""
+    """Env steps of warm-up actions (`start_actions`) before the actor acts."""
+    start_actions: str = "uniform"
+    """Warm-up actions: 'uniform' over the action box, or 'gaussian': N(0, start_noise), clipped."""
+    start_noise: float = 0.1
+    """Std of 'gaussian' warm-up actions, in units of act_limit."""
     update_after: int = 1_000
     """Env steps before the first gradient step."""
     update_every: int = 50
@@ -64,6 +69,10 @@ class TD3Config:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.start_actions not in START_ACTIONS:
+            raise ValueError(f"start_actions must be one of {START_ACTIONS}, got {self.start_actions!r}")
+        if not 0.0 < self.start_noise < float("inf"):
+            raise ValueError(f"start_noise must be positive and finite, got {self.start_noise!r}")
         for name in ("total_steps", "batch_size", "replay_size", "update_every", "policy_delay",
                      "eval_every", "eval_episodes", "max_ep_len", "log_every", "obs_norm_every"):
             if getattr(self, name) <= 0:

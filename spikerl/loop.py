@@ -261,11 +261,13 @@ class _Run:
     # ---- one env step, and what the loop does between them
 
     def collect_step(self) -> None:
-        """Act (uniformly at random before start_steps, then the actor plus Gaussian noise), step
+        """Act (warm-up actions before start_steps, then the actor plus Gaussian noise), step
         the env, store the transition and record a finished episode."""
         s, cfg, lim = self.s, self.cfg, self.lim
-        if self.gstep() < cfg.start_steps:
+        if self.gstep() < cfg.start_steps and cfg.start_actions == "uniform":
             action = self.env.action_space.sample()
+        elif self.gstep() < cfg.start_steps:
+            action = np.clip(s.explore_rng.normal(0.0, cfg.start_noise * lim, size=self.agent.act_dim), -lim, lim)
         else:
             action = self.act_deterministic(s.obs)
             action = np.clip(action + s.explore_rng.normal(0.0, cfg.expl_noise * lim, size=self.agent.act_dim),

@@ -72,6 +72,8 @@ class MethodSpec:
     """Overrides of TD3Config defaults for an env id (learning rates, critic sizes, precision...)."""
     world_size: WorldSize = WorldSize.ONE
     """Data-parallel ranks when the user does not choose (a launcher setting, not a TD3 one)."""
+    spiking: bool = True
+    """Whether the actor has spiking layers (which run on the chosen engine; see spikerl.native_lib)."""
 
     def with_recipe(self, name: str, summary: str, *, actor: Mapping[str, Any] | None = None,
                     td3: Mapping[str, Any] | None = None, world_size: WorldSize | None = None) -> MethodSpec:

@@ -277,3 +277,46 @@ def status() -> str:
 def torch_only() -> bool:
     """Whether a `torch_path()` block is open."""
     return _torch_only
+
+
+ENGINES = ("native", "torch")
+"""How spiking layers execute: 'native' (this module's CPU kernels, fp32) or 'torch' (pure torch,
+any device and precision). `resolve_engine('auto', ...)` picks native wherever it can run."""
+
+
+def native_unusable_reason(device_type: str, precision: str) -> str | None:
+    """Why the native kernels cannot run a job on this device in this precision, or None."""
+    if device_type != "cpu":
+        return f"the native kernels run on the CPU only (device {device_type})"
+    if precision != "fp32":
+        return f"the native kernels run in fp32 only ({precision} runs on the torch path)"
+    if library() is None:
+        return unavailable_reason()
+    return None
+
+
+def resolve_engine(requested: str, device_type: str, precision: str) -> str:
+    """The engine a run uses: `requested` ('auto', 'native' or 'torch') on this device and
+    precision. ValueError when 'native' is asked for where it cannot run."""
+    if requested not in ("auto", *ENGINES):
+        raise ValueError(f"engine must be auto, native or torch, got {requested!r}")
+    if requested == "torch":
+        return "torch"
+    reason = native_unusable_reason(device_type, precision)
+    if reason is None:
+        return "native"
+    if requested == "native":
+        raise ValueError(f"--engine native: {reason}")
+    return "torch"
+
+
+@contextlib.contextmanager
+def engine(name: str) -> Iterator[None]:
+    """Run this block on engine `name` ('native' leaves the kernels usable; 'torch' disables them)."""
+    if name not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {name!r}")
+    if name == "torch":
+        with torch_path():
+            yield
+    else:
+        yield

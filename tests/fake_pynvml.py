@@ -48,6 +48,8 @@ class FakeGpu:
     energy_mj: int = 1_000_000  # counters start wherever the driver left them
     fail_reads: int = 0
     """The next N energy/power reads raise GPU_IS_LOST."""
+    process_ids: tuple[int, ...] = ()
+    """PIDs of the compute processes NVML lists on this GPU."""
 
 
 class _Handle:
@@ -157,3 +159,14 @@ def nvmlDeviceGetPowerUsage(handle: _Handle) -> int:
         raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
     _maybe_fail(gpu)
     return int(round(gpu.power_w * 1000))
+
+
+class _ProcessInfo:
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.usedGpuMemory = 1 << 30
+
+
+def nvmlDeviceGetComputeRunningProcesses(handle: _Handle) -> list[_ProcessInfo]:
+    gpu = _gpu(handle)
+    return [_ProcessInfo(pid) for pid in gpu.process_ids]

@@ -50,6 +50,18 @@ def test_termination_is_stored_as_terminal(tmp_path):
     assert term.sum().item() >= 2
 
 
+@pytest.mark.parametrize("kind, std", [("gaussian", 0.1), ("uniform", 1 / np.sqrt(3))])
+def test_warm_up_actions_follow_the_recipe(tmp_path, kind, std):
+    # DSRL's original code warms up with N(0, 0.1) actions; TD3's default is uniform over [-1, 1]
+    cfg = tiny_config(total_steps=400, start_steps=400, update_after=400, checkpoint_every=400, eval_every=400,
+                      start_actions=kind)
+    train(MLP, "HalfCheetah-v4", 0, cfg, {"hidden": (32, 32)}, run_dir=tmp_path)
+    actions = load_checkpoint(tmp_path / "checkpoint.pt")["replay"]["act"][:400].numpy()
+    assert actions.shape == (400, 6)
+    assert abs(actions.mean()) < 0.03 * std * 10 and actions.std() == pytest.approx(std, rel=0.06)
+    assert np.abs(actions).max() <= 1.0
+
+
 class CrashAt(Callback):
     key = "crash"
 

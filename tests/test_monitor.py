@@ -13,6 +13,7 @@ import torch
 import bench.energy.nvml as nvml_mod
 from bench.energy import ComponentEnergy, EnergyMonitor, EnergyReport, EnergySourceError
 from bench.energy.carbon import carbon_intensity_g_per_kwh
+from bench.energy.estimate import lookup_ram_power
 from bench.schema import POWER_COLUMNS
 from tests import fake_pynvml
 from tests.fake_pynvml import FakeGpu
@@ -44,7 +45,7 @@ def _busy(seconds: float) -> None:
 @pytest.mark.parametrize("as_str", [True, False], ids=["str", "Path"])
 def test_estimate_path_measures_a_busy_loop_and_writes_power_csv(tmp_path, as_str):
     path: str | Path = "out/power.csv" if as_str else tmp_path / "out" / "power.csv"
-    m = EnergyMonitor(country="FRA", power_csv=path, gpu_ids=[], cpu="estimate", interval_s=0.02, tdp_w=40.0)
+    m = EnergyMonitor(ram="none", country="FRA", power_csv=path, gpu_ids=[], cpu="estimate", interval_s=0.02, tdp_w=40.0)
     t0 = time.perf_counter()
     with m:
         _busy(0.3)
@@ -79,7 +80,7 @@ def test_estimate_path_measures_a_busy_loop_and_writes_power_csv(tmp_path, as_st
 
 
 def test_report_to_dict_is_flat_and_says_none_for_what_was_not_metered():
-    with EnergyMonitor(country="usa", gpu_ids=[], cpu="estimate", tdp_w=10.0) as m:
+    with EnergyMonitor(ram="none", country="usa", gpu_ids=[], cpu="estimate", tdp_w=10.0) as m:
         pass
     d = m.to_dict()
     assert d["country"] == "USA" and d["carbon_intensity_g_per_kwh"] == carbon_intensity_g_per_kwh("USA")
@@ -93,7 +94,7 @@ def test_report_to_dict_is_flat_and_says_none_for_what_was_not_metered():
 
 
 def test_nvml_counters_give_exact_gpu_energy_for_every_visible_gpu(fake_nvml):
-    with EnergyMonitor(country="DEU", cpu="none", interval_s=0.01) as m:  # gpu_ids=None: all GPUs
+    with EnergyMonitor(ram="none", country="DEU", cpu="none", interval_s=0.01) as m:  # gpu_ids=None: all GPUs
         fake_nvml.advance(2.0)
         time.sleep(0.05)  # let the sampler poll between the reads too
         fake_nvml.advance(1.0)
@@ -107,23 +108,23 @@ def test_nvml_counters_give_exact_gpu_energy_for_every_visible_gpu(fake_nvml):
 
 
 def test_gpu_ids_and_cuda_visible_devices_choose_the_gpus(fake_nvml, monkeypatch):
-    with EnergyMonitor(gpu_ids=["GPU-bbbb"], cpu="none", interval_s=0.01) as by_uuid:
+    with EnergyMonitor(ram="none", gpu_ids=["GPU-bbbb"], cpu="none", interval_s=0.01) as by_uuid:
         fake_nvml.advance(1.0)
     assert by_uuid.energy_j_by_device == {"gpu1": pytest.approx(100.0, abs=1e-9)}
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,-1,0")  # CUDA stops at the first invalid entry
-    with EnergyMonitor(cpu="none", interval_s=0.01) as visible:
+    with EnergyMonitor(ram="none", cpu="none", interval_s=0.01) as visible:
         fake_nvml.advance(1.0)
     assert visible.energy_j_by_device == {"gpu1": pytest.approx(100.0, abs=1e-9)}
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    with EnergyMonitor(cpu="estimate", tdp_w=10.0, interval_s=0.01) as hidden:
+    with EnergyMonitor(ram="none", cpu="estimate", tdp_w=10.0, interval_s=0.01) as hidden:
         fake_nvml.advance(1.0)
     assert hidden.gpu is None and hidden.cpu is not None
 
 
 def test_a_gpu_read_failure_is_a_recovered_gap_and_its_energy_still_counts(fake_nvml):
-    with EnergyMonitor(cpu="none", interval_s=0.01) as m:
+    with EnergyMonitor(ram="none", cpu="none", interval_s=0.01) as m:
         fake_nvml.advance(1.0)
         fake_nvml.devices[0].fail_reads = 1
         deadline = time.monotonic() + 5.0
@@ -140,7 +141,7 @@ def test_a_gpu_read_failure_is_a_recovered_gap_and_its_energy_still_counts(fake_
 def test_named_gpus_that_cannot_be_metered_fail_at_start_and_leave_no_thread(fake_nvml):
     before = _samplers()
     with pytest.raises(EnergySourceError, match="GPU 5"):
-        EnergyMonitor(gpu_ids=[0, 5], cpu="estimate", tdp_w=10.0).start()
+        EnergyMonitor(ram="none", gpu_ids=[0, 5], cpu="estimate", tdp_w=10.0).start()
     assert not any(t.is_alive() for t in _samplers() - before)
 
 
@@ -177,16 +178,25 @@ def test_rapl_gives_exact_cpu_energy_through_a_wrap_and_dram_as_ram(powercap):
     assert r.avg_power_w == 12.5 / r.duration_s
 
 
-def test_rapl_without_dram_reports_ram_as_none(powercap):
+def test_rapl_without_dram_estimates_ram_or_reports_it_as_none(powercap):
     (powercap / "intel-rapl:0:2").unlink()
     (powercap / "intel-rapl:0/intel-rapl:0:2/name").write_text("dram-not\n")
-    with EnergyMonitor(gpu_ids=[], cpu="rapl", rapl_root=powercap, interval_s=0.01) as m:
+    with EnergyMonitor(ram="none", gpu_ids=[], cpu="rapl", rapl_root=powercap, interval_s=0.01) as m:
         set_energy_uj(powercap / "intel-rapl:1", 11_000_000)
     assert m.ram is None and m.ram_energy_j is None and m.cpu_energy_j == 1.0
+    with EnergyMonitor(gpu_ids=[], cpu="rapl", rapl_root=powercap, interval_s=0.01) as m:  # ram='auto'
+        set_energy_uj(powercap / "intel-rapl:1", 12_000_000)
+        time.sleep(0.05)
+    assert m.ram is not None and m.ram.source == "estimate" and m.ram.estimated and m.estimated
+    ram_w = lookup_ram_power().power_w
+    assert m.ram_energy_j == pytest.approx(ram_w * m.duration_s, rel=0.05)
+    assert m.energy_j == pytest.approx(1.0 + m.ram_energy_j) and m.source == "rapl+estimate"
+    with pytest.raises(EnergySourceError, match="dram"):
+        EnergyMonitor(gpu_ids=[], cpu="rapl", ram="rapl", rapl_root=powercap).start()
 
 
 def test_rapl_that_breaks_mid_block_is_replaced_by_the_estimate_and_the_gap_kept(powercap):
-    with EnergyMonitor(gpu_ids=[], cpu="auto", rapl_root=powercap, interval_s=0.005, tdp_w=10.0) as m:
+    with EnergyMonitor(ram="none", gpu_ids=[], cpu="auto", rapl_root=powercap, interval_s=0.005, tdp_w=10.0) as m:
         set_energy_uj(powercap / "intel-rapl:1", 12_000_000)  # +2 J, read before the failure
         time.sleep(0.2)
         (powercap / "intel-rapl:1" / "energy_uj").unlink()  # the zone goes away for good
@@ -212,7 +222,7 @@ def test_bad_country_fails_at_construction_naming_the_value(bad):
 
 def test_bad_arguments_fail_at_construction():
     with pytest.raises(ValueError, match="cpu must be one of"):
-        EnergyMonitor(cpu="gpu")
+        EnergyMonitor(ram="none", cpu="gpu")
     with pytest.raises(ValueError, match="interval_s"):
         EnergyMonitor(interval_s=0)
 
@@ -220,7 +230,7 @@ def test_bad_arguments_fail_at_construction():
 def test_an_exception_in_the_block_stops_the_sampler_and_still_gives_a_result():
     before = _samplers()
     with pytest.raises(KeyError, match="from the body"):
-        with EnergyMonitor(gpu_ids=[], cpu="estimate", interval_s=0.01, tdp_w=10.0) as m:
+        with EnergyMonitor(ram="none", gpu_ids=[], cpu="estimate", interval_s=0.01, tdp_w=10.0) as m:
             ours = _samplers() - before
             assert len(ours) == 1 and all(t.is_alive() for t in ours)
             _busy(0.05)
@@ -230,7 +240,7 @@ def test_an_exception_in_the_block_stops_the_sampler_and_still_gives_a_result():
 
 
 def test_result_only_after_the_block_and_one_block_per_monitor():
-    m = EnergyMonitor(gpu_ids=[], cpu="estimate", tdp_w=10.0)
+    m = EnergyMonitor(ram="none", gpu_ids=[], cpu="estimate", tdp_w=10.0)
     with pytest.raises(RuntimeError, match="never started"):
         m.stop()
     with m:
@@ -248,6 +258,6 @@ def test_queued_cuda_work_is_synchronised_at_both_ends(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda index: synced.append(index))
-    with EnergyMonitor(gpu_ids=[], cpu="estimate", tdp_w=10.0):
+    with EnergyMonitor(ram="none", gpu_ids=[], cpu="estimate", tdp_w=10.0):
         assert synced == [0, 1]
     assert synced == [0, 1, 0, 1]

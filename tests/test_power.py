@@ -440,13 +440,31 @@ def _info(run_dir: Path | None, **kw) -> RunInfo:
     return RunInfo(run_dir=run_dir, method="popsan", env_id="HalfCheetah-v4", seed=0, total_steps=1000, **kw)
 
 
-def _meter_factory(clock, power_w: float = 10.0, estimated: bool = False):
+def _meter_factory(clock, power_w: float = 10.0, estimated: bool = False, ram_w: float | None = None):
     def make(**kw) -> PowerMeter:
         src = ConstantSource(["cpu-package-0"], power_w, clock, source="estimate" if estimated else "rapl",
                              estimated=estimated)
-        return PowerMeter([src], interval_s=None, csv_path=kw.get("csv_path"), clock=clock,
+        sources = [src]
+        if ram_w is not None:
+            ram = ConstantSource(["ram-estimate"], ram_w, clock, source="estimate", estimated=True)
+            ram.model = "test RAM model"
+            sources.append(ram)
+        return PowerMeter(sources, interval_s=None, csv_path=kw.get("csv_path"), clock=clock,
                           t_offset_s=kw.get("t_offset_s", 0.0), energy_offset_j=kw.get("energy_offset_j"))
     return make
+
+
+class FakeProbe:
+    """A contention probe whose foreign CPU share is set by the test: 25 % of 2 CPUs per sample."""
+
+    def __init__(self, **kw):
+        self.foreign_cpu_s = self.observed_cpu_s = 0.0
+        self.foreign_gpu_processes = 0
+        self.error = None
+
+    def sample(self) -> None:
+        self.observed_cpu_s += 2.0
+        self.foreign_cpu_s += 0.5
 
 
 def _drive(cb: EnergyCallback, clock: FakeClock, run_dir: Path | None, *, start_wall_s: float = 0.0) -> None:
@@ -459,7 +477,8 @@ def _drive(cb: EnergyCallback, clock: FakeClock, run_dir: Path | None, *, start_
 
 
 def test_energy_callback_accounts_train_eval_and_resume(tmp_path, clock):
-    cb = EnergyCallback(codecarbon=False, meter_factory=_meter_factory(clock, 10.0))
+    cb = EnergyCallback(codecarbon=False, country_iso_code="FRA", meter_factory=_meter_factory(clock, 10.0),
+                        probe_factory=FakeProbe)
     _drive(cb, clock, tmp_path)
     assert cb.total_energy_j() == pytest.approx(100.0)
     state = cb.state_dict()
@@ -467,26 +486,52 @@ def test_energy_callback_accounts_train_eval_and_resume(tmp_path, clock):
     r = cb.result_fields()
     assert tuple(r) == ENERGY_COLUMNS
     assert (r["energy_j"], r["train_energy_j"], r["eval_energy_j"]) == pytest.approx((100.0, 90.0, 10.0))
-    assert r["cpu_energy_j"] == pytest.approx(100.0) and r["gpu_energy_j"] == 0.0
+    # absent is empty, never zero: this machine has no GPU and no RAM meter
+    assert r["cpu_energy_j"] == pytest.approx(100.0) and r["gpu_energy_j"] is None and r["ram_energy_j"] is None
+    assert (r["cpu_source"], r["cpu_estimated"], r["gpu_source"], r["gpu_estimated"]) == ("rapl", False, None, None)
     assert r["avg_power_w"] == pytest.approx(10.0)
     assert r["energy_source"] == "rapl" and r["estimated"] is False
-    assert r["emissions_kg"] is None and r["emissions_error"] == "CodeCarbon disabled"
-    assert r["meter_errors"] is None
+    # emissions follow from energy_j and the grid's intensity, CodeCarbon or not
+    intensity = r["carbon_intensity_g_per_kwh"]
+    assert r["country"] == "FRA" and 0 < intensity < 1000
+    assert r["emissions_kg"] == pytest.approx(100.0 / 3.6e6 * intensity / 1000, rel=1e-12)
+    assert r["codecarbon_emissions_kg"] is None and r["codecarbon_error"] == "CodeCarbon disabled"
+    assert r["emissions_error"] is None and r["meter_errors"] is None
+    assert r["foreign_cpu_share"] == pytest.approx(0.25) and r["foreign_gpu_processes"] is None
 
-    resumed = EnergyCallback(codecarbon=False, meter_factory=_meter_factory(clock, 20.0, estimated=True))
+    resumed = EnergyCallback(codecarbon=False, country_iso_code="FRA", probe_factory=FakeProbe,
+                             meter_factory=_meter_factory(clock, 20.0, estimated=True, ram_w=5.0))
     resumed.load_state_dict(state)
     _drive(resumed, clock, tmp_path, start_wall_s=10.0)
-    assert resumed.total_energy_j() == pytest.approx(100.0 + 200.0)
+    assert resumed.total_energy_j() == pytest.approx(100.0 + 250.0)
     resumed.on_train_end(EndEvent(step=2000, wall_s=20.0, status="complete"))
     r2 = resumed.result_fields()
-    assert r2["energy_j"] == pytest.approx(300.0) and r2["eval_energy_j"] == pytest.approx(10.0 + 20.0)
-    assert r2["avg_power_w"] == pytest.approx(15.0)
+    assert r2["energy_j"] == pytest.approx(350.0) and r2["eval_energy_j"] == pytest.approx(10.0 + 25.0)
+    assert r2["energy_j"] == pytest.approx(r2["cpu_energy_j"] + r2["ram_energy_j"])
+    assert (r2["cpu_energy_j"], r2["ram_energy_j"]) == pytest.approx((300.0, 50.0))
+    assert (r2["ram_source"], r2["ram_estimated"], r2["ram_power_model"]) == ("estimate", True, "test RAM model")
+    assert r2["cpu_source"] == "rapl+estimate" and r2["cpu_estimated"] is True
+    assert r2["avg_power_w"] == pytest.approx(17.5)
     assert r2["estimated"] is True and r2["energy_source"] == "rapl+estimate"
+    assert r2["emissions_kg"] == pytest.approx(350.0 / 3.6e6 * intensity / 1000, rel=1e-12)
     with (tmp_path / "power.csv").open() as f:
-        rows = list(csv.DictReader(f))
+        rows = [row for row in csv.DictReader(f) if row["device"] == "cpu-package-0"]
     # the trace continues across the resume: time from start_wall_s, energy from the checkpoint
     assert [float(r["t_s"]) for r in rows] == pytest.approx([10.0, 20.0])
     assert [float(r["energy_j"]) for r in rows] == pytest.approx([100.0, 300.0])
+
+
+def test_checkpoint_state_from_before_one_account_still_loads(tmp_path, clock):
+    old = {"train_energy_j": 9.0, "eval_energy_j": 1.0, "gpu_energy_j": 0.0, "cpu_energy_j": 10.0,
+           "emissions_kg": 2e-6, "codecarbon_energy_kwh": 3e-6, "sources": ["rapl"]}
+    cb = EnergyCallback(codecarbon=False, meter_factory=_meter_factory(clock, 10.0), probe_factory=FakeProbe)
+    cb.load_state_dict(old)
+    cb.on_train_start(_info(tmp_path, start_wall_s=1.0, resumed=True))
+    clock.advance(1.0)
+    cb.on_train_end(EndEvent(step=10, wall_s=2.0, status="complete"))
+    r = cb.result_fields()
+    assert r["energy_j"] == pytest.approx(20.0) and r["cpu_energy_j"] == pytest.approx(20.0)
+    assert r["gpu_energy_j"] is None
 
 
 def test_energy_callback_on_a_non_zero_local_rank_meters_nothing(tmp_path, clock):
@@ -495,7 +540,7 @@ def test_energy_callback_on_a_non_zero_local_rank_meters_nothing(tmp_path, clock
     cb.on_train_start(_info(tmp_path, rank=1, local_rank=1, world_size=2))
     assert made == [] and cb.total_energy_j() is None and cb.state_dict() == {}
     cb.on_train_end(EndEvent(step=10, wall_s=1.0, status="complete"))
-    assert cb.result_fields()["energy_j"] == 0.0
+    assert cb.result_fields()["energy_j"] is None  # this rank metered nothing: empty, not zero
 
 
 def test_energy_callback_real_meter_writes_power_csv(tmp_path, monkeypatch):
@@ -558,3 +603,93 @@ def test_node_totals_are_summed_over_nodes_with_gloo(tmp_path):
         assert r["two_nodes"]["avg_power_w"] == pytest.approx(30.0)
         # only local rank 0 meters its node: rank 1's 20 W meter is never built
         assert r["one_node"]["energy_j"] == pytest.approx(20.0)
+
+
+# ----------------------------------------------------------------------------- failing meters stay quiet and bounded
+
+
+class BrokenLoad:
+    """A CPU-load reader that always fails, as on a machine whose /proc/stat is unreadable."""
+
+    def __call__(self):
+        raise OSError("/proc/stat: permission denied")
+
+
+def test_a_meter_whose_estimate_keeps_failing_records_each_problem_once(clock):
+    def broken_estimate() -> EstimateSource:
+        src = EstimateSource(tdp_w=10.0, load_fn=lambda: 0.5, clock=clock)
+        src._load_fn = BrokenLoad()
+        return src
+
+    meter = PowerMeter([broken_estimate()], interval_s=None, clock=clock, fallback=broken_estimate)
+    for _ in range(3000):  # 5 minutes of sampling at 0.1 s
+        clock.advance(0.1)
+        meter.sample()
+    errors = list(meter.errors)
+    # one line per distinct problem, with its count: not one per failed read
+    assert len(errors) <= 4, errors
+    assert any("permission denied" in e and "(x" in e for e in errors)
+    assert any("no longer metered" in e for e in errors)
+    assert sum(len(e) for e in errors) < 2000
+    meter.stop()
+
+
+def test_error_log_counts_repeats_and_is_bounded():
+    from bench.energy.errors import ErrorLog
+
+    log = ErrorLog(max_distinct=3)
+    assert log.add("rapl: gone", 1.0) is True
+    assert log.add("rapl: gone", 2.5) is False
+    for i in range(10):
+        log.add(f"other {i}")
+    assert log.lines() == ["t=1.0s rapl: gone (x2, last t=2.5s)", "other 0", "other 1",
+                           "8 further problem(s) of other kinds not recorded individually"]
+    assert log.count("rapl: gone") == 2 and len(log) == 4 and bool(log)
+
+
+def test_the_sampler_thread_survives_a_clock_that_raises(tmp_path):
+    calls = {"n": 0}
+
+    def flaky_clock() -> float:
+        calls["n"] += 1
+        if 5 <= calls["n"] < 40:
+            raise RuntimeError("clock went away")
+        return time.monotonic()
+
+    src = EstimateSource(tdp_w=10.0, load_fn=lambda: 0.5)
+    meter = PowerMeter([src], interval_s=0.01, clock=flaky_clock, csv_path=tmp_path / "power.csv")
+    meter.start()
+    deadline = time.monotonic() + 5.0
+    while calls["n"] < 60 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert meter._thread is not None and meter._thread.is_alive()  # still sampling after the failures
+    assert calls["n"] >= 60
+    meter.stop()
+    assert sum("clock went away" in e for e in meter.errors) == 1
+
+
+def test_a_failed_codecarbon_flush_is_recorded_once_with_its_count(tmp_path):
+    from bench.energy.carbon import CarbonTracker
+
+    class Flaky:
+        run_id = "r"
+
+        def start(self):
+            pass
+
+        def flush(self):
+            raise OSError("disk full")
+
+        def stop(self):
+            return 1e-6
+
+    tracker = CarbonTracker(None, tracker_factory=lambda **kw: Flaky())
+    tracker.start()
+    assert tracker.flush() is None and tracker.flush() is None
+    assert list(tracker.errors) == ["CodeCarbon flush failed: OSError: disk full (x2)"]
+    cb = EnergyCallback(meter_factory=_meter_factory(FakeClock()), probe_factory=FakeProbe,
+                        tracker_factory=lambda out, **kw: tracker)
+    cb.on_train_start(_info(tmp_path))
+    cb.state_dict()  # a checkpoint: its flush fails too
+    cb.on_train_end(EndEvent(step=10, wall_s=1.0, status="complete"))
+    assert "CodeCarbon flush failed: OSError: disk full (x3)" in cb.result_fields()["codecarbon_error"]

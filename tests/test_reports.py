@@ -429,3 +429,42 @@ def test_real_run_accounting_is_consistent(real_smoke_run: Path) -> None:
         power = pd.read_csv(seed / "power.csv")
         assert {"t_s", "device", "power_w", "energy_j", "source", "estimated"} <= set(power.columns)
         assert (power["source"] == "estimate").all() and power["estimated"].all()
+
+
+def test_real_run_has_one_energy_account(real_smoke_run: Path):
+    """Every row: emissions follow from energy_j and the grid intensity, energy_j is the sum of its
+    components, CodeCarbon's figures sit beside ours, and the spiking method ran a native engine."""
+    import csv
+
+    with (real_smoke_run / "summary.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows
+    for col in ("ram_energy_j", "carbon_intensity_g_per_kwh", "codecarbon_emissions_kg", "foreign_cpu_share",
+                "engine", "cpu_power_model", "ram_power_model"):
+        assert col in rows[0], col
+
+    def num(r: dict, col: str) -> float | None:
+        return float(r[col]) if r[col] not in ("", None) else None
+
+    for r in rows:
+        energy, intensity = num(r, "energy_j"), num(r, "carbon_intensity_g_per_kwh")
+        assert energy and energy > 0 and intensity and intensity > 0
+        assert num(r, "emissions_kg") == pytest.approx(energy / 3.6e6 * intensity / 1000, rel=1e-9)
+        parts = [num(r, c) for c in ("gpu_energy_j", "cpu_energy_j", "ram_energy_j")]
+        assert parts[0] is None  # no GPU on this machine: empty, never 0
+        assert energy == pytest.approx(sum(p for p in parts if p is not None), rel=1e-9)
+        assert r["ram_source"] in ("rapl", "estimate") and r["cpu_source"] in ("rapl", "estimate")
+        # CodeCarbon's own figures use the same intensity: their ratio is ours
+        cc_kg, cc_kwh = num(r, "codecarbon_emissions_kg"), num(r, "codecarbon_energy_kwh")
+        assert cc_kg and cc_kwh and cc_kg / cc_kwh * 1000 == pytest.approx(intensity, rel=1e-3)
+        assert num(r, "codecarbon_energy_ratio") == pytest.approx(cc_kwh * 3.6e6 / energy, rel=1e-9)
+        assert 0.0 <= num(r, "foreign_cpu_share") <= 1.0
+        assert r["engine"] == ("torch" if r["method"] == "mlp" else "native")
+        # the carbon equivalents derive from the same emissions
+        assert float(r["car_miles"]) == pytest.approx(num(r, "emissions_kg") / 0.409, rel=1e-9)
+
+
+def test_report_shows_the_account_and_component_sources(built: dict):
+    run_section = _section(built["html"], "run")
+    assert "Energy account: ours against CodeCarbon" in run_section
+    assert "Where the energy numbers come from" in run_section and "Component" in run_section

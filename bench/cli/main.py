@@ -48,12 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--target-return", type=float, help="return for energy/time-to-target (default: 90%% "
                      "of the baseline's final return on the same env and seed)")
     run.add_argument("--threads", type=int, help="torch intra-op threads (default: 1)")
+    run.add_argument("--engine", choices=("auto", "native", "torch"), default=None,
+                     help="how spiking layers execute: native CPU kernels (fp32) or pure torch; auto (default) "
+                          "picks native wherever it runs, so every spiking method gets the same engine")
     run.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
-    run.add_argument("--nproc", type=int, help="start N local data-parallel ranks (default 1; under torchrun, "
+    run.add_argument("--nproc", type=int, help="start N local data-parallel ranks for every method (default: each "
+                     "method's own: SpikeRL uses every local GPU with --device cuda, the others 1; under torchrun, "
                      "mpirun or srun the launcher's world size is used)")
     run.add_argument("--backend", choices=("auto", "nccl", "gloo", "mpi"), default=None,
                      help="torch.distributed backend (default auto: NCCL with CUDA, else Gloo)")
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish every unfinished run of RUN_DIR")
+    run.add_argument("--only-methods", type=csv_list, help=argparse.SUPPRESS)  # one world-size group's ranks
     run.set_defaults(func=cmd_run)
 
     methods = sub.add_parser("methods", help="list the methods and their recipes",
@@ -98,6 +103,10 @@ def cmd_methods(args: argparse.Namespace) -> int:
         print(f"{name}: {spec.summary}")
         print(f"  actor ({args.env}): " + ", ".join(f"{k}={v}" for k, v in spec.actor_params(args.env).items()))
         print("  td3 recipe: " + ", ".join(f"{k}={v}" for k, v in changed.items()))
+        actions = ("uniform random" if td3["start_actions"] == "uniform"
+                   else f"Gaussian N(0, {td3['start_noise']:g}·act_limit)")
+        print(f"  warm-up: {td3['start_steps']:,} steps of {actions} actions; "
+              f"gradient steps from step {td3['update_after']:,}")
         print(f"  world size: {spec.world_size.value} ({spec.world_size.resolve()} here)")
     return 0
 

@@ -12,8 +12,9 @@ from bench.run import store
 from bench.run.launch import launch_local
 from bench.run.plan import Plan, UsageError, default_run_dir, parse_set_options, validate_names
 from bench.run.profiles import PROFILES
-from bench.run.resolve import resolve_device
-from bench.run.runner import create_run_folder, execute
+from bench.run.resolve import resolve_device, world_size_groups
+from bench.run.runner import create_run_folder, execute, finish_run_folder
+from bench.run.summary import write_summary
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -22,11 +23,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     launch = detect_launch()
     if launch is not None:
         exit_rank(run_as_rank(args, launch))
+    if args.only_methods is not None:
+        raise UsageError("--only-methods is set by the local launcher for its ranks; use --methods")
     if args.resume is not None:
         plan = resume_plan(args)
-        if plan.nproc > 1:
-            return launch_local(args.resume, plan.nproc, args.plain)
-        return execute(args.resume, plan, resume=True, plain=args.plain)
+        return run_groups(args.resume, plan, resume=True, plain=args.plain)
     plan = new_plan(args)
     run_dir = args.out or default_run_dir(plan)
     create_run_folder(run_dir, plan)
@@ -34,9 +35,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     if plan.baseline not in plan.methods:
         print(f"note: baseline {plan.baseline!r} is not among the methods; GPS-UP columns stay empty",
               file=sys.stderr)
-    if plan.nproc > 1:
-        return launch_local(run_dir, plan.nproc, args.plain)
-    return execute(run_dir, plan, resume=False, plain=args.plain)
+    return run_groups(run_dir, plan, resume=False, plain=args.plain)
+
+
+def run_groups(run_dir: Path, plan: Plan, *, resume: bool, plain: bool) -> int:
+    """Train the plan: each group of methods that share a world size in turn (one group unless
+    methods default to different sizes, as SpikeRL on several GPUs), then finish the folder."""
+    groups = world_size_groups(plan, resolve_device(plan.device))
+    if len(groups) == 1:
+        (world_size, _), = groups.items()
+        if world_size > 1:
+            return launch_local(run_dir, world_size, plain)
+        return execute(run_dir, plan, resume=resume, plain=plain)
+    code = 0
+    for world_size, methods in groups.items():
+        print(f"{', '.join(methods)}: {world_size} rank(s)", file=sys.stderr)
+        if world_size > 1:
+            group_code = launch_local(run_dir, world_size, plain, methods=methods)
+        else:
+            group_code = execute(run_dir, plan, resume=True, plain=plain, methods=methods)
+        if group_code == 130:
+            return 130
+        code = code or group_code
+    write_summary(run_dir, plan)
+    finish_run_folder(run_dir, plan)
+    return code
 
 
 def exit_rank(code: int) -> None:
@@ -52,7 +75,7 @@ def exit_rank(code: int) -> None:
 
 
 def resume_plan(args: argparse.Namespace) -> Plan:
-    conflicting = [f for f in ("methods", "envs", "seeds", "total_steps", "out", "precision", "nproc")
+    conflicting = [f for f in ("methods", "envs", "seeds", "total_steps", "out", "precision", "nproc", "engine")
                    if getattr(args, f) is not None] + (["set"] if args.settings else [])
     if conflicting:
         raise UsageError(f"--resume takes the plan from the run folder; drop --{conflicting[0].replace('_', '-')}")
@@ -69,6 +92,8 @@ def run_as_rank(args: argparse.Namespace, launch) -> int:  # noqa: ANN001
         plan = resume_plan(args)
     else:
         plan = new_plan(args)
+    if args.only_methods is not None and not set(args.only_methods) <= set(plan.methods):
+        raise UsageError(f"--only-methods {','.join(args.only_methods)}: not all in the plan ({','.join(plan.methods)})")
     device = resolve_device(plan.device)
     backend = args.backend or plan.backend
     try:
@@ -91,7 +116,8 @@ def run_as_rank(args: argparse.Namespace, launch) -> int:  # noqa: ANN001
             if isinstance(outcome, BaseException):
                 raise UsageError(str(outcome)) if ctx.is_main else SystemExit(EXIT_USAGE)
             run_dir = Path(str(outcome))
-        return execute(run_dir, plan, resume=args.resume is not None, plain=args.plain, ctx=ctx)
+        return execute(run_dir, plan, resume=args.resume is not None, plain=args.plain, ctx=ctx,
+                       methods=args.only_methods)
     finally:
         shutdown_distributed()
 
@@ -114,7 +140,7 @@ def new_plan(args: argparse.Namespace) -> Plan:
         total_steps=args.total_steps or int(profile.td3.get("total_steps", 1_000_000)), device=args.device,
         td3_overrides=td3_overrides, actor_overrides=actor_overrides, precision=args.precision,
         baseline=args.baseline, country=args.country.upper(), power_interval_s=args.power_interval,
-        target_return=args.target_return, nproc=args.nproc or 1, backend=args.backend or "auto",
-        threads=args.threads, argv=tuple(sys.argv[1:]),
+        target_return=args.target_return, nproc=args.nproc, backend=args.backend or "auto",
+        threads=args.threads, engine=args.engine or "auto", argv=tuple(sys.argv[1:]),
         created_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )

@@ -43,6 +43,8 @@ class EnergySource(ABC):
     source: str = "estimate"
     """One of SOURCE_LABELS: where the energy figures come from."""
     estimated: bool = False
+    model: str = ""
+    """For an estimate, the model behind its figures (shown next to them); '' for a meter."""
     devices: list[str]
 
     @abstractmethod
@@ -173,6 +175,10 @@ class Measurement:
     @property
     def cpu_energy_j(self) -> float:
         return float(sum(e for d, e in self.energy_j_by_device.items() if d.startswith("cpu")))
+
+    @property
+    def ram_energy_j(self) -> float:
+        return float(sum(e for d, e in self.energy_j_by_device.items() if d.startswith("ram")))
 
     @property
     def avg_power_w(self) -> float:

@@ -1,11 +1,19 @@
 """EnergyCallback: the run's time, energy and carbon account, plugged into the harness.
 
+One account per run:
+    energy_j     = gpu_energy_j + cpu_energy_j + ram_energy_j   (each with its own source)
+    emissions_kg = energy_j / 3.6e6 × carbon_intensity_g_per_kwh / 1000
+with the intensity CodeCarbon's bundled data gives for the run's country. CodeCarbon also
+tracks the run independently; its energy and emissions are kept beside ours as a cross-check
+(`codecarbon_energy_kwh`, `codecarbon_emissions_kg`, `codecarbon_energy_ratio`), never mixed in.
+
 One power meter and one CodeCarbon tracker per node, owned by local rank 0 and covering
-that node's GPUs and its CPU. Training and evaluation are separate meter windows, switched
-on one reading so that train + eval is the whole measured energy. Totals before a resume
-come back through `state_dict` / `load_state_dict` (each rank checkpoints its own node's
-totals). At the end of a completed distributed run the node totals are summed over nodes
-with one all_reduce in which only local-rank-0 processes contribute.
+that node's GPUs, its CPU and its RAM. Training and evaluation are separate meter windows,
+switched on one reading so that train + eval is the whole measured energy. A contention probe
+records how much of the node's CPU time went to processes outside the run. Totals before a
+resume come back through `state_dict` / `load_state_dict` (each rank checkpoints its own
+node's totals). At the end of a completed distributed run the node totals are summed over
+nodes with one all_reduce in which only local-rank-0 processes contribute.
 
 Call `total_energy_j()` for the cumulative energy column of progress.csv / evals.csv
 (node-local until the run ends), and `result_fields()` after training for result.json.
@@ -20,31 +28,50 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.distributed as dist
 
-from bench.energy.carbon import DEFAULT_COUNTRY, CarbonResult, CarbonTracker, validate_country
-from bench.energy.base import EnergySourceError
+from bench.energy.base import COMPONENTS, EnergySourceError, component_of
+from bench.energy.carbon import (
+    DEFAULT_COUNTRY,
+    CarbonResult,
+    CarbonTracker,
+    carbon_intensity_g_per_kwh,
+    validate_country,
+)
+from bench.energy.contention import ContentionProbe
 from bench.energy.meter import PowerMeter
 from bench.energy.nvml import DeviceId, nvml_ids_for_cuda
-from spikerl.callbacks import Callback, EndEvent, EvalEvent, RunInfo
+from spikerl.callbacks import Callback, EndEvent, EvalEvent, ProgressEvent, RunInfo
 
 log = logging.getLogger(__name__)
 
 _LOCAL_SIZE_VARS = ("LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE")
+J_PER_KWH = 3.6e6
 
 
 @dataclass
 class EnergyTotals:
-    """One node's (or, after the reduce, all nodes') account. emissions None = missing, not zero."""
+    """One node's (or, after the reduce, all nodes') account. CodeCarbon figures None =
+    missing, not zero; a component absent from `components` was not metered."""
 
     train_energy_j: float = 0.0
     eval_energy_j: float = 0.0
     gpu_energy_j: float = 0.0
     cpu_energy_j: float = 0.0
-    emissions_kg: float | None = 0.0
+    ram_energy_j: float = 0.0
+    components: list[str] = field(default_factory=list)
+    component_sources: dict[str, str] = field(default_factory=dict)
+    component_estimated: dict[str, bool] = field(default_factory=dict)
+    models: dict[str, str] = field(default_factory=dict)
+    """Per estimated component, the model behind its figure."""
+    codecarbon_emissions_kg: float | None = 0.0
     codecarbon_energy_kwh: float | None = 0.0
+    foreign_cpu_s: float = 0.0
+    observed_cpu_s: float = 0.0
+    foreign_gpu_processes: int = 0
     sources: list[str] = field(default_factory=list)
     estimated: bool = False
     meter_errors: list[str] = field(default_factory=list)
     emissions_errors: list[str] = field(default_factory=list)
+    """CodeCarbon's problems (its figures are the cross-check)."""
     energy_j_by_device: dict[str, float] = field(default_factory=dict)
     """This node's devices only: continues power.csv's cumulative column after a resume."""
 
@@ -53,25 +80,46 @@ class EnergyTotals:
         return self.train_energy_j + self.eval_energy_j
 
     def plus(self, other: "EnergyTotals") -> "EnergyTotals":
+        comps = [c for c in COMPONENTS if c in self.components or c in other.components]
         return EnergyTotals(
             train_energy_j=self.train_energy_j + other.train_energy_j,
             eval_energy_j=self.eval_energy_j + other.eval_energy_j,
             gpu_energy_j=self.gpu_energy_j + other.gpu_energy_j,
             cpu_energy_j=self.cpu_energy_j + other.cpu_energy_j,
-            emissions_kg=_add_or_none(self.emissions_kg, other.emissions_kg),
+            ram_energy_j=self.ram_energy_j + other.ram_energy_j,
+            components=comps,
+            component_sources={c: _join(self.component_sources.get(c, ""), other.component_sources.get(c, ""))
+                               for c in comps},
+            component_estimated={c: self.component_estimated.get(c, False) or other.component_estimated.get(c, False)
+                                 for c in comps},
+            models={c: "; ".join(dict.fromkeys(m for m in (self.models.get(c), other.models.get(c)) if m))
+                    for c in {**self.models, **other.models}},
+            codecarbon_emissions_kg=_add_or_none(self.codecarbon_emissions_kg, other.codecarbon_emissions_kg),
             codecarbon_energy_kwh=_add_or_none(self.codecarbon_energy_kwh, other.codecarbon_energy_kwh),
+            foreign_cpu_s=self.foreign_cpu_s + other.foreign_cpu_s,
+            observed_cpu_s=self.observed_cpu_s + other.observed_cpu_s,
+            foreign_gpu_processes=max(self.foreign_gpu_processes, other.foreign_gpu_processes),
             sources=list(dict.fromkeys(self.sources + other.sources)),
             estimated=self.estimated or other.estimated,
-            meter_errors=self.meter_errors + other.meter_errors,
-            emissions_errors=self.emissions_errors + other.emissions_errors,
+            meter_errors=list(dict.fromkeys(self.meter_errors + other.meter_errors)),
+            emissions_errors=list(dict.fromkeys(self.emissions_errors + other.emissions_errors)),
             energy_j_by_device={d: self.energy_j_by_device.get(d, 0.0) + other.energy_j_by_device.get(d, 0.0)
                                 for d in {**self.energy_j_by_device, **other.energy_j_by_device}},
         )
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> "EnergyTotals":
+        state = dict(state)
+        if "emissions_kg" in state and "codecarbon_emissions_kg" not in state:
+            state["codecarbon_emissions_kg"] = state["emissions_kg"]  # checkpoints before one account
+        if "components" not in state:
+            state["components"] = [c for c in COMPONENTS if state.get(f"{c}_energy_j")]
         known = {f.name for f in dc_fields(cls)}
         return cls(**{k: v for k, v in state.items() if k in known})
+
+
+def _join(a: str, b: str) -> str:
+    return "+".join(dict.fromkeys(x for x in (*a.split("+"), *b.split("+")) if x))
 
 
 def _add_or_none(a: float | None, b: float | None) -> float | None:
@@ -90,28 +138,33 @@ class EnergyCallback(Callback):
     key = "energy"
 
     def __init__(self, *, interval_s: float = 0.1, country_iso_code: str = DEFAULT_COUNTRY,
-                 measure_power_secs: float = 15.0, codecarbon: bool = True, cpu: str = "auto",
+                 measure_power_secs: float = 15.0, codecarbon: bool = True, cpu: str = "auto", ram: str = "auto",
                  gpu_ids: Sequence[DeviceId] | None = None, write_power_csv: bool = True,
                  meter_factory: Callable[..., PowerMeter] = PowerMeter.create,
-                 tracker_factory: Callable[..., CarbonTracker] = CarbonTracker):
+                 tracker_factory: Callable[..., CarbonTracker] = CarbonTracker,
+                 probe_factory: Callable[..., ContentionProbe] = ContentionProbe):
         """`gpu_ids`: NVML indices or UUIDs of this node's GPUs; by default local ranks
-        0..LOCAL_WORLD_SIZE-1 are taken to use cuda:0..N-1. `cpu`: 'auto' | 'rapl' |
+        0..LOCAL_WORLD_SIZE-1 are taken to use cuda:0..N-1. `cpu`, `ram`: 'auto' | 'rapl' |
         'estimate' | 'none'. Bad country codes fail here, before training starts."""
         self.interval_s = interval_s
         self.country_iso_code = validate_country(country_iso_code)
+        self.carbon_intensity_g_per_kwh = carbon_intensity_g_per_kwh(self.country_iso_code)
         self.measure_power_secs = measure_power_secs
         self.codecarbon = codecarbon
         self.cpu = cpu
+        self.ram = ram
         self.gpu_ids = list(gpu_ids) if gpu_ids is not None else None
         self.write_power_csv = write_power_csv
         self._meter_factory = meter_factory
         self._tracker_factory = tracker_factory
+        self._probe_factory = probe_factory
         self._prior = EnergyTotals()
         self._node: EnergyTotals | None = None   # this node, final
         self._final: EnergyTotals | None = None  # all nodes, final
         self._wall_s: float | None = None
         self._meter: PowerMeter | None = None
         self._tracker: CarbonTracker | None = None
+        self._probe: ContentionProbe | None = None
         self._phase: str | None = None
         self._done_j: dict[str, float] = {}  # per device, closed windows of this segment
         self._phase_j = {"train": 0.0, "eval": 0.0}
@@ -131,11 +184,12 @@ class EnergyCallback(Callback):
         self._resumed = info.resumed
         if not self._active:
             return
-        gpu_ids, sync_fn = self._gpus(info)
+        gpu_ids, sync_fn, n_local = self._gpus(info)
         csv_path = info.run_dir / "power.csv" if info.run_dir is not None and self.write_power_csv else None
         try:
-            self._meter = self._meter_factory(gpu_ids=gpu_ids, cpu=self.cpu, interval_s=self.interval_s,
-                                              csv_path=csv_path, t_offset_s=info.start_wall_s, sync_fn=sync_fn,
+            self._meter = self._meter_factory(gpu_ids=gpu_ids, cpu=self.cpu, ram=self.ram,
+                                              interval_s=self.interval_s, csv_path=csv_path,
+                                              t_offset_s=info.start_wall_s, sync_fn=sync_fn,
                                               energy_offset_j=self._prior.energy_j_by_device)
         except EnergySourceError:
             raise  # only when the user asked for a source this machine cannot give
@@ -146,6 +200,13 @@ class EnergyCallback(Callback):
             self._meter.start()  # idempotent; factories may hand back an unstarted meter
             self._meter.begin_window("train")
             self._phase = "train"
+        gpu_pids = self._meter.gpu_process_ids if self._meter is not None and gpu_ids else None
+        try:
+            self._probe = self._probe_factory(gpu_pids=gpu_pids, local_ranks=n_local)
+            self._probe.sample()
+        except Exception as exc:
+            self._probe = None
+            self._notes.append(f"contention probe failed to start: {type(exc).__name__}: {exc}")
         if self.codecarbon:
             try:
                 self._tracker = self._tracker_factory(
@@ -156,17 +217,18 @@ class EnergyCallback(Callback):
                 self._tracker = None
                 self._carbon_setup_error = f"CodeCarbon could not be set up: {type(exc).__name__}: {exc}"
 
-    def _gpus(self, info: RunInfo) -> tuple[list[DeviceId], Callable[[], None] | None]:
+    def _gpus(self, info: RunInfo) -> tuple[list[DeviceId], Callable[[], None] | None, int]:
+        """(this node's GPUs to meter, a device sync, the node's rank count)."""
+        n_local = _local_world_size(info.world_size)
         if info.device.type != "cuda":
-            return (list(self.gpu_ids or []), None)
+            return list(self.gpu_ids or []), None, n_local or 1
         device = info.device
 
         def sync() -> None:
             torch.cuda.synchronize(device)
 
         if self.gpu_ids is not None:
-            return list(self.gpu_ids), sync
-        n_local = _local_world_size(info.world_size)
+            return list(self.gpu_ids), sync, n_local or 1
         if n_local is None:
             n_local = 1
             self._notes.append("local world size unknown (no LOCAL_WORLD_SIZE): only this rank's GPU is "
@@ -176,9 +238,10 @@ class EnergyCallback(Callback):
         count = max(1, torch.cuda.device_count())
         cuda = sorted({r % count for r in range(n_local)}) if n_local > 1 else \
             [device.index if device.index is not None else torch.cuda.current_device()]
-        return nvml_ids_for_cuda(cuda), sync
+        return nvml_ids_for_cuda(cuda), sync, n_local
 
     def _switch(self, phase: str) -> None:
+        self._sample_probe()
         if self._meter is None or self._phase is None or self._phase == phase:
             return
         m = self._meter.switch_window(self._phase, phase)
@@ -191,6 +254,14 @@ class EnergyCallback(Callback):
             self._done_j[d] = self._done_j.get(d, 0.0) + e
         self._phase_j[self._phase] += sum(by_dev.values())
 
+    def _sample_probe(self) -> None:
+        if self._probe is not None:
+            self._probe.sample()
+
+    def on_progress(self, event: ProgressEvent) -> bool | None:
+        self._sample_probe()
+        return None
+
     def on_eval_start(self, step: int, wall_s: float) -> None:
         self._switch("eval")
 
@@ -201,6 +272,7 @@ class EnergyCallback(Callback):
         if self._final is not None:
             return
         self._wall_s = event.wall_s
+        self._sample_probe()
         carbon: CarbonResult | None = None
         if self._meter is not None:
             try:
@@ -225,25 +297,41 @@ class EnergyCallback(Callback):
             for d, e in m.energy_j_by_device.items():
                 done[d] = done.get(d, 0.0) + e
             phase_j[self._phase] += m.total_energy_j
+        by_comp: dict[str, list[str]] = {}
+        for d in done:
+            comp = component_of(d)
+            if comp is not None:
+                by_comp.setdefault(comp, []).append(d)
+        meter = self._meter
+        probe = self._probe
         seg = EnergyTotals(
             train_energy_j=phase_j["train"], eval_energy_j=phase_j["eval"],
-            gpu_energy_j=sum(e for d, e in done.items() if d.startswith("gpu")),
-            cpu_energy_j=sum(e for d, e in done.items() if d.startswith("cpu")),
+            **{f"{c}_energy_j": sum(done[d] for d in by_comp.get(c, [])) for c in COMPONENTS},
+            components=[c for c in COMPONENTS if c in by_comp],
+            component_sources={c: meter.source_label(devs) for c, devs in by_comp.items()} if meter else {},
+            component_estimated={c: meter.is_estimated(devs) for c, devs in by_comp.items()} if meter else {},
+            models={c: m for c, m in meter.models().items() if c in by_comp} if meter else {},
+            foreign_cpu_s=probe.foreign_cpu_s if probe else 0.0,
+            observed_cpu_s=probe.observed_cpu_s if probe else 0.0,
+            foreign_gpu_processes=probe.foreign_gpu_processes if probe else 0,
             energy_j_by_device=done,
-            sources=[self._meter.source] if self._meter is not None else [],
-            estimated=self._meter.estimated if self._meter is not None else False,
-            meter_errors=list(self._notes) + (list(self._meter.errors) if self._meter is not None else []),
+            sources=[meter.source] if meter is not None else [],
+            estimated=meter.estimated if meter is not None else False,
+            meter_errors=list(self._notes) + (list(meter.errors) if meter is not None else [])
+            + ([probe.error] if probe is not None and probe.error else []),
         )
         if not self.codecarbon:
-            seg.emissions_kg = seg.codecarbon_energy_kwh = None
+            seg.codecarbon_emissions_kg = seg.codecarbon_energy_kwh = None
             seg.emissions_errors = ["CodeCarbon disabled"]
         elif carbon is None:
-            seg.emissions_kg = seg.codecarbon_energy_kwh = None
+            seg.codecarbon_emissions_kg = seg.codecarbon_energy_kwh = None
             seg.emissions_errors = [self._carbon_setup_error or "CodeCarbon has not reported yet"]
         else:
-            seg.emissions_kg = carbon.emissions_kg
+            seg.codecarbon_emissions_kg = carbon.emissions_kg
             seg.codecarbon_energy_kwh = carbon.energy_kwh if carbon.emissions_kg is not None else None
             seg.emissions_errors = [carbon.error] if carbon.error else []
+        if self._tracker is not None:
+            seg.emissions_errors += list(self._tracker.errors)
         return seg
 
     def _reduce(self, node: EnergyTotals, status: str) -> EnergyTotals:
@@ -255,16 +343,18 @@ class EnergyCallback(Callback):
             out.meter_errors = node.meter_errors + [f"run {status}: totals cover this node only"]
             return out
         active = 1.0 if self._active else 0.0
-        vec = [node.train_energy_j, node.eval_energy_j, node.gpu_energy_j, node.cpu_energy_j,
-               node.emissions_kg or 0.0, node.codecarbon_energy_kwh or 0.0,
-               active * (node.emissions_kg is None), active * node.estimated, active,
-               active * bool(node.meter_errors), active * bool(node.emissions_errors)]
+        vec = [node.train_energy_j, node.eval_energy_j, node.gpu_energy_j, node.cpu_energy_j, node.ram_energy_j,
+               node.codecarbon_emissions_kg or 0.0, node.codecarbon_energy_kwh or 0.0,
+               node.foreign_cpu_s, node.observed_cpu_s, float(node.foreign_gpu_processes),
+               active * (node.codecarbon_emissions_kg is None), active * node.estimated, active,
+               active * bool(node.meter_errors), active * bool(node.emissions_errors),
+               *(active * (c in node.components) for c in COMPONENTS)]
         backend = str(dist.get_backend())
         device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
         t = torch.tensor(vec, dtype=torch.float64, device=device)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        (train_j, eval_j, gpu_j, cpu_j, kg, kwh, n_missing, n_est, n_nodes,
-         n_meter_err, n_cc_err) = t.cpu().tolist()
+        (train_j, eval_j, gpu_j, cpu_j, ram_j, kg, kwh, foreign_s, observed_s, foreign_gpu, n_missing, n_est,
+         n_nodes, n_meter_err, n_cc_err, *n_comp) = t.cpu().tolist()
         meter_errors = list(node.meter_errors)
         emissions_errors = list(node.emissions_errors)
         others_meter = int(n_meter_err) - int(active * bool(node.meter_errors))
@@ -276,8 +366,12 @@ class EnergyCallback(Callback):
         if self._resumed and n_nodes > 1:
             meter_errors.append("resumed multi-node run: each node's pre-resume energy came from its own checkpoint")
         return EnergyTotals(
-            train_energy_j=train_j, eval_energy_j=eval_j, gpu_energy_j=gpu_j, cpu_energy_j=cpu_j,
-            emissions_kg=None if n_missing > 0 else kg, codecarbon_energy_kwh=None if n_missing > 0 else kwh,
+            train_energy_j=train_j, eval_energy_j=eval_j, gpu_energy_j=gpu_j, cpu_energy_j=cpu_j, ram_energy_j=ram_j,
+            components=[c for c, n in zip(COMPONENTS, n_comp) if n > 0],
+            component_sources=node.component_sources, component_estimated=node.component_estimated,
+            models=node.models,
+            codecarbon_emissions_kg=None if n_missing > 0 else kg, codecarbon_energy_kwh=None if n_missing > 0 else kwh,
+            foreign_cpu_s=foreign_s, observed_cpu_s=observed_s, foreign_gpu_processes=int(foreign_gpu),
             sources=node.sources, estimated=n_est > 0, meter_errors=meter_errors,
             emissions_errors=emissions_errors, energy_j_by_device=dict(node.energy_j_by_device))
 
@@ -294,37 +388,58 @@ class EnergyCallback(Callback):
         return None if cur is None else cur.energy_j
 
     def result_fields(self) -> dict[str, Any]:
-        """The per-run accounting for result.json / summary.csv (exactly bench.schema.ENERGY_COLUMNS)."""
-        cur = self._current() or EnergyTotals(emissions_kg=None, codecarbon_energy_kwh=None)
+        """The per-run account for result.json / summary.csv (exactly bench.schema.ENERGY_COLUMNS)."""
+        cur = self._current() or EnergyTotals(codecarbon_emissions_kg=None, codecarbon_energy_kwh=None)
         wall_s = self._wall_s
-        energy_j = cur.energy_j
-        return {
+        energy_j = cur.energy_j if cur.components else None
+        intensity = self.carbon_intensity_g_per_kwh
+        emissions_kg = energy_j / J_PER_KWH * intensity / 1000.0 if energy_j is not None and intensity else None
+        cc_kwh = cur.codecarbon_energy_kwh
+        out: dict[str, Any] = {
             "energy_j": energy_j,
             "energy_source": "+".join(dict.fromkeys(s for src in cur.sources for s in src.split("+"))) or "none",
             "estimated": bool(cur.estimated),
-            "avg_power_w": energy_j / wall_s if wall_s and wall_s > 0 else None,
-            "gpu_energy_j": cur.gpu_energy_j,
-            "cpu_energy_j": cur.cpu_energy_j,
+            "avg_power_w": energy_j / wall_s if energy_j is not None and wall_s and wall_s > 0 else None,
+        }
+        for c in COMPONENTS:
+            metered = c in cur.components
+            out[f"{c}_energy_j"] = getattr(cur, f"{c}_energy_j") if metered else None
+            out[f"{c}_source"] = cur.component_sources.get(c) if metered else None
+            out[f"{c}_estimated"] = bool(cur.component_estimated.get(c)) if metered else None
+        out.update({
+            "cpu_power_model": cur.models.get("cpu"),
+            "ram_power_model": cur.models.get("ram"),
             "train_energy_j": cur.train_energy_j,
             "eval_energy_j": cur.eval_energy_j,
-            "emissions_kg": cur.emissions_kg,
-            "codecarbon_energy_kwh": cur.codecarbon_energy_kwh,
-            "emissions_error": "; ".join(cur.emissions_errors) or None,
+            "country": self.country_iso_code,
+            "carbon_intensity_g_per_kwh": intensity,
+            "emissions_kg": emissions_kg,
+            "codecarbon_energy_kwh": cc_kwh,
+            "codecarbon_emissions_kg": cur.codecarbon_emissions_kg,
+            "codecarbon_energy_ratio": cc_kwh * J_PER_KWH / energy_j if cc_kwh is not None and energy_j else None,
+            "foreign_cpu_share": cur.foreign_cpu_s / cur.observed_cpu_s if cur.observed_cpu_s > 0 else None,
+            "foreign_gpu_processes": cur.foreign_gpu_processes if "gpu" in cur.components else None,
+            "emissions_error": None if emissions_kg is not None or energy_j is None
+            else f"no carbon intensity for {self.country_iso_code} (CodeCarbon's data unavailable)",
+            "codecarbon_error": "; ".join(cur.emissions_errors) or None,
             "meter_errors": "; ".join(cur.meter_errors) or None,
-        }
+        })
+        return out
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
-        """This node's totals so far (CodeCarbon is flushed so emissions survive a crash)."""
+        """This node's totals so far (CodeCarbon is flushed so its figures survive a crash)."""
         if self._node is not None:
             return asdict(self._node)
         if not self._active:
             return {}
+        self._sample_probe()
         flush = getattr(self._tracker, "flush", None)
         carbon = flush() if flush is not None else None
         seg = self._segment(carbon)
         if self.codecarbon and carbon is None:
-            seg.emissions_errors = ["CodeCarbon could not report at the checkpoint"]
+            seg.emissions_errors.append("CodeCarbon could not report at a checkpoint: its figures before it are "
+                                        "missing after a resume")
         return asdict(self._prior.plus(seg))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from bench.energy.errors import ErrorLog
+
 log = logging.getLogger(__name__)
 
 DEFAULT_COUNTRY = "USA"
@@ -152,6 +154,8 @@ class CarbonTracker:
         self._tracker: Any = None
         self._error: str | None = None
         self.result: CarbonResult | None = None
+        self.errors = ErrorLog()
+        """Problems while tracking (failed flushes), each recorded once with a count."""
 
     def start(self) -> None:
         if self._tracker is not None:
@@ -209,7 +213,8 @@ class CarbonTracker:
         try:
             kg = _float(self._tracker.flush())
         except Exception as exc:
-            log.debug("CodeCarbon flush failed: %s", exc)
+            if self.errors.add(f"CodeCarbon flush failed: {type(exc).__name__}: {exc}"):
+                log.warning("CodeCarbon flush failed: %s", exc)
             return None
         fields = None
         if self.output_dir is not None:

@@ -1,13 +1,16 @@
-"""CPU power where no meter exists: CodeCarbon's load model, always labelled estimated.
+"""CPU and RAM power where no meter exists: CodeCarbon's models, always labelled estimated.
 
-    power_w = TDP_w × (0.1 + 0.9 · load³)
+    CPU: power_w = TDP_w × (0.1 + 0.9 · load³)
+    RAM: power_w = CodeCarbon's DIMM model of the machine's memory size (constant)
 
 `load` is the busy fraction of the CPUs this process may run on (its affinity set),
 measured from /proc/stat deltas between reads rather than psutil.cpu_percent, whose single
 process-wide baseline CodeCarbon's own tracker would keep resetting. TDP comes from
 CodeCarbon's table (codecarbon/data/hardware/cpu_power.csv, matched on the CPU brand
 string) times the socket count, or 4 W per logical CPU when the model is unknown, exactly
-CodeCarbon's fallback.
+CodeCarbon's fallback. RAM power is CodeCarbon's own model (codecarbon/external/ram.py: DIMMs
+guessed from the memory size, about 5 W each on x86), so our RAM figure and CodeCarbon's agree.
+Each source states its model in `model`, which result.json and the report show.
 """
 from __future__ import annotations
 
@@ -39,6 +42,10 @@ class TdpInfo:
     cpu_model: str
     origin: str
     """'codecarbon cpu_power.csv' or '4 W per thread (unknown CPU)'."""
+
+    def describe(self) -> str:
+        return (f"CodeCarbon load model: TDP x (0.1 + 0.9 load^3), TDP {self.tdp_w:g} W from {self.origin} "
+                f"for CPU {self.cpu_model!r}")
 
 
 @functools.lru_cache(maxsize=1)
@@ -72,36 +79,39 @@ def lookup_tdp() -> TdpInfo:
     return TdpInfo(fallback_w, model, f"{DEFAULT_W_PER_THREAD:g} W per thread (unknown CPU)")
 
 
-def _affinity_cpus() -> list[int]:
+def affinity_cpus() -> list[int]:
+    """The CPUs this process may run on."""
     try:
         return sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         return list(range(psutil.cpu_count(logical=True) or 1))
 
 
+def cpu_time_totals(cpus: Sequence[int]) -> tuple[float, float]:
+    """(all CPU seconds, busy CPU seconds) of these CPUs since boot (/proc/stat through psutil)."""
+    per_cpu = psutil.cpu_times(percpu=True)
+    total_s = busy_s = 0.0
+    for i in cpus:
+        if i >= len(per_cpu):
+            continue
+        t = per_cpu[i]
+        # Linux counts guest time inside user time already.
+        all_s = sum(t) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+        total_s += all_s
+        busy_s += all_s - t.idle - getattr(t, "iowait", 0.0)
+    return total_s, busy_s
+
+
 class CpuLoad:
     """Busy fraction of the given CPUs since the previous call (None on the first call)."""
 
     def __init__(self, cpus: Sequence[int] | None = None):
-        self.cpus = list(cpus) if cpus is not None else _affinity_cpus()
+        self.cpus = list(cpus) if cpus is not None else affinity_cpus()
         self._last: tuple[float, float] | None = None
         self.last_load: float | None = None
 
-    def _totals(self) -> tuple[float, float]:
-        per_cpu = psutil.cpu_times(percpu=True)
-        total_s = busy_s = 0.0
-        for i in self.cpus:
-            if i >= len(per_cpu):
-                continue
-            t = per_cpu[i]
-            # Linux counts guest time inside user time already.
-            all_s = sum(t) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
-            total_s += all_s
-            busy_s += all_s - t.idle - getattr(t, "iowait", 0.0)
-        return total_s, busy_s
-
     def __call__(self) -> float | None:
-        total_s, busy_s = self._totals()
+        total_s, busy_s = cpu_time_totals(self.cpus)
         last, self._last = self._last, (total_s, busy_s)
         if last is None or total_s - last[0] <= 0:
             return self.last_load  # /proc/stat ticks are 10 ms: a tiny interval says nothing new
@@ -122,6 +132,7 @@ class EstimateSource(EnergySource):
         if info.tdp_w <= 0:
             raise ValueError(f"tdp_w must be positive, got {info.tdp_w}")
         self.tdp = info
+        self.model = info.describe()
         self.devices = ["cpu"]
         self._load_fn = load_fn if load_fn is not None else CpuLoad()
         self._last_load = 0.0
@@ -142,3 +153,62 @@ class EstimateSource(EnergySource):
 
     def read_power_w(self) -> dict[str, float]:
         return self._trace.update(*self._integrator.snapshot())
+
+
+RAM_W_PER_8_GB = 3.0
+"""CodeCarbon 2's RAM model (3 W per 8 GB), used only when CodeCarbon 3's cannot be loaded."""
+
+
+@dataclass(frozen=True)
+class RamModel:
+    power_w: float
+    memory_gb: float
+    origin: str
+
+    def describe(self) -> str:
+        return f"{self.origin}: {self.power_w:g} W for {self.memory_gb:.1f} GB (constant)"
+
+
+@functools.lru_cache(maxsize=1)
+def lookup_ram_power() -> RamModel:
+    """The machine's RAM power as CodeCarbon would estimate it."""
+    memory_gb = psutil.virtual_memory().total / 2**30  # CodeCarbon's B_TO_GB is 1024**3 too
+    cc_log = logging.getLogger("codecarbon")
+    old_level = cc_log.level
+    try:
+        from codecarbon.external.ram import RAM
+
+        ram = RAM(tracking_mode="machine")
+        memory_gb = float(ram.machine_memory_GB)  # the SLURM allocation where there is one
+        power_w = float(ram._calculate_ram_power(memory_gb))  # private: hence the broad except
+        dimms = int(ram._estimate_dimm_count(memory_gb))
+        return RamModel(power_w, memory_gb, f"CodeCarbon DIMM model ({dimms} DIMMs guessed)")
+    except Exception as exc:
+        log.debug("CodeCarbon RAM model unavailable: %s", exc)
+    finally:
+        cc_log.setLevel(old_level)
+    return RamModel(RAM_W_PER_8_GB * memory_gb / 8.0, memory_gb, f"{RAM_W_PER_8_GB:g} W per 8 GB")
+
+
+class RamEstimateSource(EnergySource):
+    """RAM energy at a constant modelled power; device key 'ram-estimate'."""
+
+    name = "ram-estimate"
+    source = "estimate"
+    estimated = True
+
+    def __init__(self, power_w: float | None = None, clock: Clock = time.monotonic):
+        info = lookup_ram_power() if power_w is None else RamModel(float(power_w), 0.0, "given")
+        if not info.power_w > 0:
+            raise ValueError(f"RAM power must be positive, got {info.power_w}")
+        self.ram = info
+        self.model = info.describe() if power_w is None else f"given: {info.power_w:g} W (constant)"
+        self.devices = ["ram-estimate"]
+        self._integrator = PowerIntegrator(self.devices, mode="hold", clock=clock)
+        self._integrator.add({"ram-estimate": info.power_w})
+
+    def read_energy_j(self) -> dict[str, float]:
+        return self._integrator.add({"ram-estimate": self.ram.power_w})
+
+    def read_power_w(self) -> dict[str, float]:
+        return {"ram-estimate": self.ram.power_w}

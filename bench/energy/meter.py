@@ -21,8 +21,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
-from bench.energy.base import Clock, EnergySource, EnergySourceError, Gap, Measurement
-from bench.energy.estimate import EstimateSource
+from bench.energy.base import Clock, EnergySource, EnergySourceError, Gap, Measurement, component_of
+from bench.energy.errors import ErrorLog
+from bench.energy.estimate import EstimateSource, RamEstimateSource
 from bench.energy.nvml import DeviceId, open_nvml
 from bench.energy.power_csv import PowerCsv, PowerRow
 from bench.energy.rapl import POWERCAP_ROOT, open_rapl
@@ -30,6 +31,9 @@ from bench.energy.rapl import POWERCAP_ROOT, open_rapl
 log = logging.getLogger(__name__)
 
 CPU_CHOICES = ("auto", "rapl", "estimate", "none")
+RAM_CHOICES = CPU_CHOICES
+MAX_FALLBACKS = 3
+"""Replacement estimates per meter: an estimate that itself keeps failing is not restarted forever."""
 
 
 @dataclass
@@ -76,8 +80,10 @@ class PowerMeter:
         self._state: dict[int, _SourceState] = {}
         self._energy_j: dict[str, float] = {}
         self._device_source: dict[str, tuple[str, bool]] = {}
+        self._models: dict[str, list[str]] = {}
         self._windows: dict[str, _Window] = {}
-        self.errors: list[str] = list(notes)
+        self.errors = ErrorLog(notes)
+        self._fallbacks_used = 0
         self.gaps: list[Gap] = []
         self._rows: list[PowerRow] = []
         self._csv = PowerCsv(csv_path, self.errors) if csv_path is not None else None
@@ -96,24 +102,28 @@ class PowerMeter:
                csv_path: str | os.PathLike[str] | None = None, t_offset_s: float = 0.0,
                sync_fn: Callable[[], None] | None = None, clock: Clock = time.monotonic,
                tdp_w: float | None = None, energy_offset_j: Mapping[str, float] | None = None,
-               dram: bool = False) -> "PowerMeter":
+               ram: str = "none", ram_w: float | None = None) -> "PowerMeter":
         """Pick sources: NVML for `gpu_ids` (NVML indices or UUIDs), and for the CPU
         RAPL if readable, else the estimate (`cpu='auto'`); `cpu='rapl'` raises if RAPL is
         unusable, `'estimate'` forces the estimate, `'none'` measures no CPU.
 
-        `dram=True` also meters RAPL's DRAM zones (devices `ram-dram-N`) when RAPL is used.
-        Off by default because result.json has no RAM column yet: its energy would enter
-        energy_j without a component to show it under."""
+        `ram` likewise: 'auto' meters RAPL's DRAM zones (devices `ram-dram-N`) where RAPL is
+        used and has them, else adds the RAM estimate (`ram-estimate`, CodeCarbon's model or
+        `ram_w` watts); 'rapl' raises without DRAM zones; 'none' (the default) meters no RAM."""
         if cpu not in CPU_CHOICES:
             raise ValueError(f"cpu must be one of {CPU_CHOICES}, got {cpu!r}")
+        if ram not in RAM_CHOICES:
+            raise ValueError(f"ram must be one of {RAM_CHOICES}, got {ram!r}")
         sources: list[EnergySource] = []
         notes: list[str] = []
         if gpu_ids:
             gpu_sources, problems = open_nvml(gpu_ids, clock=clock)
             sources += gpu_sources
             notes += problems
-        if cpu in ("auto", "rapl"):
-            rapl, reason = open_rapl(rapl_root, clock=clock, dram=dram)
+        if cpu in ("auto", "rapl") or ram == "rapl":
+            rapl, reason = open_rapl(rapl_root, clock=clock, dram=ram in ("auto", "rapl"))
+            if rapl is not None and cpu not in ("auto", "rapl"):
+                rapl = _dram_only(rapl, rapl_root, clock)
             if rapl is not None:
                 sources.append(rapl)
             elif cpu == "rapl":
@@ -122,6 +132,11 @@ class PowerMeter:
                 log.info("CPU energy will be estimated: %s", reason)
         if cpu == "estimate" or (cpu == "auto" and not any(s.source == "rapl" for s in sources)):
             sources.append(EstimateSource(tdp_w=tdp_w, clock=clock))
+        has_dram = any(component_of(d) == "ram" for s in sources for d in s.devices)
+        if ram == "rapl" and not has_dram:
+            raise EnergySourceError("RAPL DRAM energy requested but this machine exposes no readable dram zone")
+        if ram == "estimate" or (ram == "auto" and not has_dram):
+            sources.append(RamEstimateSource(power_w=ram_w, clock=clock))
         fallback = None if cpu == "none" else (lambda: EstimateSource(tdp_w=tdp_w, clock=clock))
         meter = cls(sources, interval_s=interval_s, csv_path=csv_path, t_offset_s=t_offset_s,
                     clock=clock, fallback=fallback, sync_fn=sync_fn, notes=notes,
@@ -141,6 +156,8 @@ class PowerMeter:
         for dev in src.devices:
             self._energy_j.setdefault(dev, 0.0)
             self._device_source[dev] = (src.source, src.estimated)
+            if src.model and component_of(dev):
+                self._models.setdefault(str(component_of(dev)), []).append(src.model)
 
     # ------------------------------------------------------------------ reading
     def _t_s(self, t: float) -> float:
@@ -170,8 +187,8 @@ class PowerMeter:
         st.failures += 1
         if st.gap_start_t is None:
             st.gap_start_t, st.gap_error = t, f"{type(exc).__name__}: {exc}"
-            self.errors.append(f"t={self._t_s(t):.1f}s {src.source}: {st.gap_error}")
-            log.warning("power source %s failed: %s", src.source, st.gap_error)
+            if self.errors.add(f"{src.source}: {st.gap_error}", self._t_s(t)):
+                log.warning("power source %s failed: %s", src.source, st.gap_error)
         if st.failures >= self._max_failures:
             self._drop(src, t)
 
@@ -191,17 +208,21 @@ class PowerMeter:
             src.close()
         except Exception:
             pass
-        msg = f"t={self._t_s(t):.1f}s {src.source}: dropped after {st.failures} failed reads"
+        msg = f"{src.source}: dropped after {st.failures} failed reads"
         is_cpu = any(d.startswith("cpu") for d in src.devices)
         has_other_cpu = any(d.startswith("cpu") for s in self._sources for d in s.devices)
         if is_cpu and not has_other_cpu and self._fallback is not None:
-            try:
-                self._add_source(self._fallback())
-                msg += "; CPU energy from here on is estimated"
-            except Exception as exc:
-                msg += f"; the estimate could not start either ({exc})"
-        self.errors.append(msg)
-        log.warning(msg)
+            if self._fallbacks_used >= MAX_FALLBACKS:
+                msg += f"; CPU energy is no longer metered (the estimate failed {MAX_FALLBACKS} times)"
+            else:
+                self._fallbacks_used += 1
+                try:
+                    self._add_source(self._fallback())
+                    msg += "; CPU energy from here on is estimated"
+                except Exception as exc:
+                    msg += f"; the estimate could not start either ({exc})"
+        if self.errors.add(msg, self._t_s(t)):
+            log.warning(msg)
 
     def sample(self) -> None:
         """One sampler tick: poll and queue one power.csv row per device."""
@@ -312,6 +333,17 @@ class PowerMeter:
     def is_estimated(self, devices: Iterable[str]) -> bool:
         return any(self._device_source[d][1] for d in devices if d in self._device_source)
 
+    def gpu_process_ids(self) -> set[int]:
+        """PIDs of the compute processes on the metered GPUs (empty without NVML)."""
+        with self._lock:
+            sources = [s for s in self._sources if hasattr(s, "process_ids")]
+        return set().union(*(s.process_ids() for s in sources)) if sources else set()
+
+    def models(self) -> dict[str, str]:
+        """Per component ('cpu', 'ram'), the model of each estimate that has fed it."""
+        with self._lock:
+            return {c: "; ".join(dict.fromkeys(m)) for c, m in self._models.items()}
+
     @property
     def source(self) -> str:
         return self.source_label(self._energy_j)
@@ -331,16 +363,28 @@ class PowerMeter:
 
     def _run(self) -> None:
         assert self.interval_s is not None
-        next_t = self._clock() + self.interval_s
-        while not self._stop_event.wait(max(0.0, next_t - self._clock())):
-            try:
+        interval_s = self.interval_s
+        next_t: float | None = None
+        while True:
+            try:  # nothing in here may end the trace: not a sample, not the clock, not the wait
+                now = self._clock()
+                next_t = now + interval_s if next_t is None else next_t
+                if self._stop_event.wait(min(max(0.0, next_t - now), interval_s)):
+                    return
                 self.sample()
-            except Exception as exc:  # a bug here must not silently end the trace
-                with self._lock:
-                    self.errors.append(f"sampler: {type(exc).__name__}: {exc}")
-            next_t += self.interval_s
-            if self._clock() > next_t:  # fell behind (suspended, overloaded): skip, don't burst
-                next_t = self._clock() + self.interval_s
+                next_t += interval_s
+                if self._clock() > next_t:  # fell behind (suspended, overloaded): skip, don't burst
+                    next_t = self._clock() + interval_s
+            except Exception as exc:
+                self.errors.add(f"sampler: {type(exc).__name__}: {exc}")
+                next_t = None
+                try:  # a broken clock or wait must not make this loop spin
+                    if self._stop_event.wait(interval_s):
+                        return
+                except Exception:
+                    time.sleep(interval_s)
+                    if self._stop_event.is_set():
+                        return
 
     def flush(self) -> None:
         """Write the queued power rows (done in batches, every `flush_every_s`)."""
@@ -396,3 +440,12 @@ class PowerMeter:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _dram_only(rapl: EnergySource, root: str | os.PathLike[str], clock: Clock) -> EnergySource | None:
+    """RAPL's DRAM zones alone, for a meter that estimates the CPU but may read RAM."""
+    from bench.energy.rapl import RaplSource, find_dram_zones
+
+    rapl.close()
+    zones = find_dram_zones(root)
+    return RaplSource(zones, clock=clock) if zones else None

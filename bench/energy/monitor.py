@@ -7,8 +7,8 @@
     print(m.energy_j, m.gpu_energy_j, m.cpu_energy_j, m.emissions_kg, m.source, m.estimated)
 
 It is the suite's PowerMeter (NVML for the GPUs, RAPL or the load estimate for the CPU,
-RAPL's DRAM zones for RAM) around one window, and the carbon intensity the suite's
-reports use. After the block `m.result` is a frozen EnergyReport, and its fields and
+RAPL's DRAM zones or CodeCarbon's RAM model for RAM: the same account as a benchmark run)
+around one window, and the carbon intensity the suite's reports use. After the block `m.result` is a frozen EnergyReport, and its fields and
 properties also read straight off the monitor. A component the machine could not meter
 is None, never 0.
 """
@@ -137,7 +137,7 @@ class EnergyMonitor:
     def __init__(self, *, country: str = DEFAULT_COUNTRY, power_csv: str | os.PathLike[str] | None = None,
                  gpu_ids: Sequence[DeviceId] | None = None, cpu: str = "auto", interval_s: float = 0.1,
                  sync_fn: Callable[[], None] | None = None, tdp_w: float | None = None,
-                 rapl_root: str | os.PathLike[str] = POWERCAP_ROOT):
+                 rapl_root: str | os.PathLike[str] = POWERCAP_ROOT, ram: str = "auto"):
         """
         country: ISO-3 code of the grid for emissions_kg (ValueError if unknown).
         power_csv: where to write the power trace (bench.schema.POWER_COLUMNS); None writes none.
@@ -148,10 +148,14 @@ class EnergyMonitor:
         sync_fn: waits for queued device work, called at both ends so it lands inside the
             block; by default torch.cuda is synchronised when torch has initialised CUDA.
         tdp_w: CPU TDP for the estimate, instead of CodeCarbon's table.
+        ram: 'auto' (RAPL's DRAM zones, else CodeCarbon's RAM model, labelled estimated),
+            'rapl' (raise without DRAM zones), 'estimate', 'none'.
         """
         self.country = validate_country(country)
         if cpu not in CPU_CHOICES:
             raise ValueError(f"cpu must be one of {CPU_CHOICES}, got {cpu!r}")
+        if ram not in CPU_CHOICES:
+            raise ValueError(f"ram must be one of {CPU_CHOICES}, got {ram!r}")
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive, got {interval_s}")
         self.carbon_intensity_g_per_kwh = carbon_intensity_g_per_kwh(self.country)
@@ -161,6 +165,7 @@ class EnergyMonitor:
         self.power_csv = Path(power_csv) if power_csv is not None else None
         self._gpu_ids = list(gpu_ids) if gpu_ids is not None else None
         self._cpu = cpu
+        self._ram = ram
         self._interval_s = interval_s
         self._sync_fn = sync_fn if sync_fn is not None else _sync_torch_cuda
         self._tdp_w = tdp_w
@@ -174,7 +179,7 @@ class EnergyMonitor:
         gpu_ids = self._gpu_ids if self._gpu_ids is not None else visible_gpu_ids()
         meter = PowerMeter.create(gpu_ids=gpu_ids, cpu=self._cpu, rapl_root=self._rapl_root,
                                   interval_s=self._interval_s, csv_path=self.power_csv,
-                                  sync_fn=self._sync_fn, tdp_w=self._tdp_w, dram=True)
+                                  sync_fn=self._sync_fn, tdp_w=self._tdp_w, ram=self._ram)
         if self._gpu_ids:
             # The user named these GPUs: metering fewer of them quietly would misreport the block.
             n_gpus = sum(component_of(d) == "gpu" for d in meter.energy_j_by_device())

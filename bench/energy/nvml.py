@@ -147,6 +147,11 @@ class _NvmlSource(EnergySource):
     def _power_w(self) -> dict[str, float]:
         return {d: _call("nvmlDeviceGetPowerUsage", h) / 1000.0 for d, h in self._handles.items()}
 
+    def process_ids(self) -> set[int]:
+        """PIDs of the compute processes on these GPUs (NVML's PID namespace: the host's)."""
+        return {int(p.pid) for h in self._handles.values()
+                for p in _call("nvmlDeviceGetComputeRunningProcesses", h)}
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True

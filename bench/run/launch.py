@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 
 def free_port() -> int:
@@ -23,14 +24,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def launch_local(run_dir: Path, nproc: int, plain: bool, grace_s: float = 10.0) -> int:
+def launch_local(run_dir: Path, nproc: int, plain: bool, grace_s: float = 10.0,
+                 methods: Sequence[str] | None = None) -> int:
+    """Start `nproc` ranks on the plan's runs (only those of `methods`, if given); their exit code."""
     port = free_port()
     procs: list[subprocess.Popen] = []
     for rank in range(nproc):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(nproc), "LOCAL_RANK": str(rank),
                "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "SPIKERL_BENCH_LAUNCHER": "spikerl-bench"}
-        cmd = [sys.executable, "-m", "bench.cli", "run", "--resume", str(run_dir)] + (["--plain"] if plain else [])
+        cmd = [sys.executable, "-m", "bench.cli", "run", "--resume", str(run_dir)] + (["--plain"] if plain else []) \
+            + (["--only-methods", ",".join(methods)] if methods is not None else [])
         procs.append(subprocess.Popen(cmd, env=env))
     try:
         while True:

@@ -37,9 +37,12 @@ class Plan:
     country: str = "USA"
     power_interval_s: float = 0.1
     target_return: float | None = None
-    nproc: int = 1
+    nproc: int | None = None
+    """Data-parallel ranks of every run; None: each method's default (`MethodSpec.world_size`)."""
     backend: str = "auto"
     threads: int | None = None
+    engine: str = "auto"
+    """'auto' (native kernels for spiking layers where they run, else torch), 'native' or 'torch'."""
     argv: tuple[str, ...] = ()
     created_utc: str = ""
 
@@ -67,8 +70,10 @@ class Plan:
             kw[key] = tuple(kw.get(key, ()))
         return cls(**kw)
 
-    def runs(self) -> list[tuple[str, str, int]]:
-        return [(m, e, s) for e in self.envs for s in self.seeds for m in self.methods]
+    def runs(self, methods: Sequence[str] | None = None) -> list[tuple[str, str, int]]:
+        """Every (method, env, seed), or only those of `methods`, in training order."""
+        return [(m, e, s) for e in self.envs for s in self.seeds for m in self.methods
+                if methods is None or m in methods]
 
 
 def _is_seed(x: Any) -> bool:
@@ -98,9 +103,10 @@ _PLAN_CHECKS = {
     "country": lambda v: isinstance(v, str) and len(v) == 3 and v.isalpha(),
     "power_interval_s": lambda v: _is_number(v, 0.0),
     "target_return": lambda v: v is None or _is_number(v),
-    "nproc": lambda v: type(v) is int and 0 < v <= 4096,
+    "nproc": lambda v: v is None or (type(v) is int and 0 < v <= 4096),
     "backend": lambda v: v in ("auto", "nccl", "gloo", "mpi"),
     "threads": lambda v: v is None or (type(v) is int and 0 < v <= 4096),
+    "engine": lambda v: v in ("auto", "native", "torch"),
     "argv": lambda v: isinstance(v, (list, tuple)) and all(isinstance(a, str) for a in v),
     "created_utc": lambda v: isinstance(v, str),
 }

@@ -1,4 +1,15 @@
-"""Named budgets. Explicit command-line flags override every field of a profile."""
+"""Named budgets. A profile sets budgets and schedules, never a method's recipe.
+
+How a run's settings are layered (bench.run.resolve.resolve_config):
+    harness defaults  <-  method recipe  <-  profile  <-  the user's explicit flags and --set
+A profile *sets* budget and schedule fields (total_steps, eval/log/checkpoint cadence), which say
+how long and how often, not how a method learns. Its warm-up and memory fields (start_steps,
+update_after, replay_size) are *caps*: a method keeps its own value when it is smaller (DSRL's
+1,000-step warm-up survives the quick profile's 2,000 cap), and a short budget lowers a long
+warm-up so that learning still happens (PopSAN's 10,000 becomes 2,000 there). A replay buffer
+larger than the run's step count never fills, so capping it saves memory without changing
+learning. Explicit flags override every field of a profile.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,7 +24,19 @@ class Profile:
     envs: tuple[str, ...]
     seeds: tuple[int, ...]
     td3: dict[str, Any] = field(default_factory=dict)
-    """TD3Config fields the profile sets (budget and schedule only; never learning rates)."""
+    """TD3Config budget and schedule fields the profile sets (BUDGET_FIELDS only)."""
+    caps: dict[str, Any] = field(default_factory=dict)
+    """TD3Config fields the profile lowers to at most this value (CAP_FIELDS only)."""
+
+    def __post_init__(self) -> None:
+        if set(self.td3) - BUDGET_FIELDS or set(self.caps) - CAP_FIELDS:
+            raise ValueError(f"profile {self.name}: sets {sorted(set(self.td3) - BUDGET_FIELDS)} or caps "
+                             f"{sorted(set(self.caps) - CAP_FIELDS)} outside its budget fields")
+
+
+BUDGET_FIELDS = frozenset({"total_steps", "eval_every", "eval_episodes", "log_every", "checkpoint_every",
+                           "max_ep_len"})
+CAP_FIELDS = frozenset({"start_steps", "update_after", "replay_size"})
 
 
 ALL_METHODS = ("spikerl", "popsan", "dsrl", "mlp")
@@ -23,14 +46,15 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         "smoke", "CI check of the whole pipeline: every method, tiny budget (< 2 min on 2 cores)",
         ALL_METHODS, ("HalfCheetah-v4",), (0,),
-        {"total_steps": 1_500, "start_steps": 500, "update_after": 500, "eval_every": 750, "eval_episodes": 1,
-         "log_every": 250, "checkpoint_every": 750, "replay_size": 10_000},
+        {"total_steps": 1_500, "eval_every": 750, "eval_episodes": 1, "log_every": 250, "checkpoint_every": 750},
+        caps={"start_steps": 500, "update_after": 500, "replay_size": 10_000},
     ),
     "quick": Profile(
         "quick", "default: every method on HalfCheetah-v4, long enough that learning shows (< 15 min on 2 cores)",
         ALL_METHODS, ("HalfCheetah-v4",), (0,),
-        {"total_steps": 20_000, "start_steps": 2_000, "update_after": 1_000, "eval_every": 2_500,
-         "eval_episodes": 5, "log_every": 1_000, "checkpoint_every": 5_000, "replay_size": 100_000},
+        {"total_steps": 20_000, "eval_every": 2_500, "eval_episodes": 5, "log_every": 1_000,
+         "checkpoint_every": 5_000},
+        caps={"start_steps": 2_000, "update_after": 1_000, "replay_size": 100_000},
     ),
     "paper": Profile(
         "paper", "the published protocol: 1M steps, four tasks, 10 seeds (for GPUs and clusters)",

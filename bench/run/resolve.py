@@ -10,6 +10,7 @@ from bench.run.plan import Plan, UsageError
 from bench.run.profiles import PROFILES
 from spikerl.config import TD3Config, coerce_value
 from spikerl.method import MethodSpec
+from spikerl.native_lib import native_unusable_reason, resolve_engine
 from spikerl.precision import resolve_precision
 
 
@@ -30,25 +31,90 @@ class RunConfig:
     td3: TD3Config
     actor: dict[str, Any]
     precision_reason: str
+    engine: str = "torch"
+    """How the actor's spiking layers run: 'native' or 'torch' (always 'torch' for non-spiking actors)."""
+    engine_reason: str = ""
 
 
 def resolve_config(spec: MethodSpec, env_id: str, plan: Plan, device: torch.device) -> RunConfig:
-    """Harness defaults ← method recipe ← profile budget ← the user's explicit settings."""
-    recipe = spec.td3_params(env_id)
+    """Harness defaults ← method recipe ← profile budget (and caps) ← the user's explicit settings
+    (bench.run.profiles explains the layering); the engine is the plan's (`plan_engine`)."""
+    td3, reason = _resolve_td3(spec, env_id, plan, device)
+    actor = _actor_params(spec, env_id, plan)
+    requested, why = plan_engine(plan, device)
+    engine = run_engine(spec, requested, device, td3.precision)
+    if not spec.spiking:
+        why = "no spiking layers"
+    return RunConfig(td3, actor, reason, engine, why)
+
+
+def _resolve_td3(spec: MethodSpec, env_id: str, plan: Plan, device: torch.device) -> tuple[TD3Config, str]:
     d = TD3Config().to_dict()
-    d.update(recipe)
-    d.update(PROFILES[plan.profile].td3 if plan.profile in PROFILES else {})
+    d.update(spec.td3_params(env_id))
+    profile = PROFILES.get(plan.profile)
+    if profile is not None:
+        d.update(profile.td3)
+        for key, cap in profile.caps.items():
+            d[key] = min(d[key], cap)
     d["total_steps"] = plan.total_steps
     d.update(plan.td3_overrides)
     if plan.precision is not None:
         d["precision"] = plan.precision
     explicit = plan.precision is not None or "precision" in plan.td3_overrides
     d["precision"], reason = resolve_precision(d["precision"], device, explicit)
-    actor = _actor_params(spec, env_id, plan)
     try:
-        return RunConfig(TD3Config.from_dict(d), actor, reason)
+        return TD3Config.from_dict(d), reason
     except (ValueError, TypeError) as exc:
         raise UsageError(f"{spec.name} on {env_id}: {exc}") from None
+
+
+def plan_engine(plan: Plan, device: torch.device) -> tuple[str, str]:
+    """The one engine every spiking method of the plan runs on. 'auto' is 'native' only where all
+    of them can run natively (a bf16 recipe on a CPU with native bf16 cannot), else 'torch' for all:
+    a comparison must not partly measure which method got the faster engine. Returns (engine, why)."""
+    if plan.engine != "auto":
+        return plan.engine, f"--engine {plan.engine}"
+    from baselines.registry import get_method
+
+    for m in plan.methods:
+        spec = get_method(m)
+        if not spec.spiking:
+            continue
+        for env_id in plan.envs:
+            td3, _ = _resolve_td3(spec, env_id, plan, device)
+            reason = native_unusable_reason(device.type, td3.precision)
+            if reason is not None:
+                return "torch", f"auto: torch for every spiking method, since {m} on {env_id} cannot run native " \
+                                f"({reason})"
+    return "native", "auto: native kernels for every spiking method"
+
+
+def world_size_for(spec: MethodSpec, plan: Plan, device: torch.device) -> int:
+    """Ranks `spec`'s runs train on: --nproc if given, else the method's default on GPUs
+    (SpikeRL: every local GPU), else one."""
+    if plan.nproc is not None:
+        return plan.nproc
+    return spec.world_size.resolve() if device.type == "cuda" else 1
+
+
+def world_size_groups(plan: Plan, device: torch.device) -> dict[int, tuple[str, ...]]:
+    """The plan's methods grouped by world size, in plan order."""
+    from baselines.registry import get_method
+
+    groups: dict[int, list[str]] = {}
+    for m in plan.methods:
+        groups.setdefault(world_size_for(get_method(m), plan, device), []).append(m)
+    return {w: tuple(ms) for w, ms in groups.items()}
+
+
+def run_engine(spec: MethodSpec, requested: str, device: torch.device, precision: str) -> str:
+    """The engine `spec`'s runs use; UsageError when --engine native cannot run here."""
+    if not spec.spiking:
+        return "torch"  # nothing to run natively: dense layers are BLAS calls on either engine
+    try:
+        return resolve_engine(requested, device.type, precision)
+    except ValueError as exc:
+        raise UsageError(f"{spec.name}: {exc}") from None
 
 
 def _actor_params(spec: MethodSpec, env_id: str, plan: Plan) -> dict[str, Any]:

@@ -16,9 +16,10 @@ from bench.run.environment import collect_environment
 from bench.run.plan import Plan, UsageError
 from bench.run.recorder import CsvRecorder, ProgressDisplay
 from bench.run.resolve import RunConfig, resolve_config, resolve_device
-from bench.run.summary import is_complete, last_progress, write_summary
+from bench.run.summary import contention_warning, is_complete, last_progress, write_summary
 from bench.schema import Status
 from spikerl.callbacks import Callback
+from spikerl import native_lib
 from spikerl.checkpoint import resume_step
 from spikerl.config import TD3Config
 from spikerl.distributed import DistContext
@@ -61,11 +62,12 @@ def run_one(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, *, r
     saved = load_run_config(folder) if resume else None
     run = saved or resolve_config(spec, env_id, plan, ctx.device)
     base = {"method": method, "env": env_id, "seed": seed, "world_size": ctx.world_size, "backend": ctx.backend,
-            "precision": run.td3.precision, "device": ctx.device.type}
+            "precision": run.td3.precision, "device": ctx.device.type, "engine": run.engine}
     if ctx.is_main:
         folder.mkdir(parents=True, exist_ok=True)
         store.write_json(folder / schema.CONFIG, {
-            **base, "precision_reason": run.precision_reason, "threads": torch.get_num_threads(),
+            **base, "precision_reason": run.precision_reason, "engine_reason": run.engine_reason,
+            "threads": torch.get_num_threads(),
             "td3": run.td3.to_dict(), "actor": run.actor, "summary": spec.summary,
         })
     ctx.barrier()
@@ -73,8 +75,9 @@ def run_one(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, *, r
     callbacks: list[Callback] = [*meters, CsvRecorder(energy_probe),
                                  ProgressDisplay(f"{method} {env_id} s{seed}", force_plain=plain)]
     try:
-        res: TrainResult = train(spec, env_id, seed, run.td3, run.actor, run_dir=folder, callbacks=callbacks,
-                                 device=ctx.device, resume=resume, ctx=ctx)
+        with native_lib.engine(run.engine):
+            res: TrainResult = train(spec, env_id, seed, run.td3, run.actor, run_dir=folder, callbacks=callbacks,
+                                     device=ctx.device, resume=resume, ctx=ctx)
         fields = {"status": res.status, "error": None, "steps": res.steps, "wall_s": res.wall_s,
                   "final_return_mean": res.final_return_mean, "best_return_mean": res.best_return_mean,
                   "updates": res.updates, "param_sha256_by_rank": res.param_sha256_by_rank}
@@ -105,7 +108,10 @@ def load_run_config(folder: Path) -> RunConfig | None:
         td3 = TD3Config.from_dict(saved["td3"])
     except (ValueError, TypeError) as exc:
         raise store.RunFolderError(f"{path}: {exc}") from None
-    return RunConfig(td3, saved["actor"], str(saved.get("precision_reason", "")))
+    engine = saved.get("engine", "torch")  # folders from before engines were recorded ran either way
+    if engine not in native_lib.ENGINES:
+        raise store.RunFolderError(f"{path}: engine has an invalid value {str(engine)[:40]!r}")
+    return RunConfig(td3, saved["actor"], str(saved.get("precision_reason", "")), engine)
 
 
 def _write_result(folder: Path, base: dict[str, Any], fields: dict[str, Any],
@@ -121,19 +127,22 @@ def _write_result(folder: Path, base: dict[str, Any], fields: dict[str, Any],
     return result
 
 
-def execute(run_dir: Path, plan: Plan, resume: bool, plain: bool = False, ctx: DistContext | None = None) -> int:
-    """Run every unfinished run of the plan; returns the exit code (0 ok, 1 a run failed, 130 interrupted)."""
+def execute(run_dir: Path, plan: Plan, resume: bool, plain: bool = False, ctx: DistContext | None = None,
+            methods: Sequence[str] | None = None) -> int:
+    """Run every unfinished run of the plan (of `methods` only, if given: one world-size group of
+    several, whose caller finishes the folder); returns the exit code (0 ok, 1 a run failed,
+    130 interrupted)."""
     ctx = ctx or DistContext(device=resolve_device(plan.device))
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     apply_threads(plan)
     if resume:
-        check_resumable(run_dir, plan, ctx.world_size)
-        started = any(store.seed_dir(run_dir, *r).exists() for r in plan.runs())
+        check_resumable(run_dir, plan, ctx.world_size, methods)
+        started = any(store.seed_dir(run_dir, *r).exists() for r in plan.runs(methods))
         if ctx.is_main and started:  # a fresh folder handed to --nproc ranks is not a resume
             print(f"resuming {run_dir}", file=sys.stderr)
     try:
-        failed = _run_all(run_dir, plan, resume, plain, ctx)
+        failed = _run_all(run_dir, plan, resume, plain, ctx, methods)
     except KeyboardInterrupt:
         if ctx.is_main:
             write_summary(run_dir, plan)
@@ -143,15 +152,17 @@ def execute(run_dir: Path, plan: Plan, resume: bool, plain: bool = False, ctx: D
         signal.signal(signal.SIGTERM, previous)
     if ctx.is_main:
         write_summary(run_dir, plan)
-        finish_run_folder(run_dir, plan)
+        if methods is None:
+            finish_run_folder(run_dir, plan)
     ctx.barrier()  # no rank leaves the process group while rank 0 still finishes the folder
     return 1 if failed else 0
 
 
-def _run_all(run_dir: Path, plan: Plan, resume: bool, plain: bool, ctx: DistContext) -> int:
+def _run_all(run_dir: Path, plan: Plan, resume: bool, plain: bool, ctx: DistContext,
+             methods: Sequence[str] | None = None) -> int:
     """Train the plan's unfinished runs in order; returns how many did not complete."""
     failed = 0
-    for method, env_id, seed in plan.runs():
+    for method, env_id, seed in plan.runs(methods):
         folder = store.seed_dir(run_dir, method, env_id, seed)
         # rank 0 decides, so every rank skips (or trains) the same runs
         if ctx.broadcast_object(resume and is_complete(folder)):
@@ -167,10 +178,14 @@ def _run_all(run_dir: Path, plan: Plan, resume: bool, plain: bool, ctx: DistCont
 
 
 def finish_run_folder(run_dir: Path, plan: Plan) -> None:
-    """Hand the finished folder to every `spikerl_bench.run_finished` plug-in (the report builder).
-    A plug-in that fails is reported in one line: the measurements are already safe on disk."""
+    """Warn about contended runs, then hand the finished folder to every
+    `spikerl_bench.run_finished` plug-in (the report builder). A plug-in that fails is reported
+    in one line: the measurements are already safe on disk."""
     from importlib.metadata import entry_points
 
+    warning = contention_warning(run_dir, plan)
+    if warning:
+        print(f"spikerl-bench: {warning}", file=sys.stderr)
     for ep in entry_points(group="spikerl_bench.run_finished"):
         try:
             ep.load()(run_dir, plan.to_json())
@@ -179,14 +194,17 @@ def finish_run_folder(run_dir: Path, plan: Plan) -> None:
                   f"(retry with: spikerl-bench {ep.name} {run_dir})", file=sys.stderr)
 
 
-def check_resumable(run_dir: Path, plan: Plan, world_size: int = 1) -> None:
+def check_resumable(run_dir: Path, plan: Plan, world_size: int = 1, methods: Sequence[str] | None = None) -> None:
     """Refuse (CheckpointError / RunFolderError) before anything is written if any unfinished
     run's config or checkpoints cannot be resumed."""
-    for method, env_id, seed in plan.runs():
+    for method, env_id, seed in plan.runs(methods):
         folder = store.seed_dir(run_dir, method, env_id, seed)
         if not folder.exists() or is_complete(folder):
             continue
-        load_run_config(folder)
+        saved = load_run_config(folder)
+        if saved is not None and saved.engine == "native" and native_lib.library() is None:
+            raise UsageError(f"{folder} was trained on the native engine, which is unavailable here "
+                             f"({native_lib.unavailable_reason()}); resuming on torch would mix engines")
         resume_step(folder, world_size, method=method, env_id=env_id)
 
 

@@ -93,3 +93,21 @@ def _isnan(v: Any) -> bool:
         return bool(v != v)  # NaN, NA
     except (TypeError, ValueError):
         return False
+
+
+def contention_warning(run_dir: Path, plan: Plan) -> str | None:
+    """One line naming the runs that shared their hardware with other processes, or None."""
+    from bench.energy.contention import CONTENDED_ABOVE
+
+    bad = []
+    for r in collect_results(run_dir, plan):
+        share, gpus = r.get("foreign_cpu_share"), r.get("foreign_gpu_processes")
+        over = isinstance(share, (int, float)) and share > CONTENDED_ABOVE
+        if over or (isinstance(gpus, int) and gpus > 0):
+            what = f"{share:.0%} foreign CPU" if over else f"{gpus} other GPU process(es)"
+            bad.append(f"{r['method']}/{r['env']}/seed{r['seed']} ({what})")
+    if not bad:
+        return None
+    return (f"warning: {len(bad)} run(s) shared the machine with other processes (threshold "
+            f"{CONTENDED_ABOVE:.0%}): {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}; their time, "
+            "power and GPS-UP partly measure contention (marked in the report)")

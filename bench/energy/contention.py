@@ -1,0 +1,102 @@
+"""Who else used the run's hardware: CPU time of processes outside the run's process tree, and
+other processes on its GPUs.
+
+    foreign_cpu_share = (busy CPU s of the run's CPUs − CPU s of the run's own processes)
+                        / all CPU s of those CPUs             (over the run, 0..1)
+
+A run whose CPUs were also busy with other work shares them: its wall time grows, and the CPU
+estimate, which is driven by system-wide load, charges it for the other work. A few per cent
+is background noise; more means its numbers partly measure contention (CONTENDED_ABOVE).
+
+The run's process tree is this process and its descendants, or, for one rank of a
+distributed job (WORLD_SIZE > 1), its launcher's tree, which holds every local rank.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence
+
+import psutil
+
+from bench.energy.estimate import affinity_cpus, cpu_time_totals
+
+CONTENDED_ABOVE = 0.05
+"""A run whose foreign_cpu_share exceeds this is reported as contended."""
+
+
+def run_root_pid() -> int:
+    """The root of the run's process tree (see the module docstring)."""
+    try:
+        distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        distributed = False
+    return os.getppid() if distributed else os.getpid()
+
+
+class ContentionProbe:
+    """Accumulates foreign CPU time between `sample()` calls; reads /proc, never raises."""
+
+    def __init__(self, root_pid: int | None = None, cpus: Sequence[int] | None = None,
+                 gpu_pids: Callable[[], set[int]] | None = None, local_ranks: int = 1,
+                 totals: Callable[[Sequence[int]], tuple[float, float]] = cpu_time_totals):
+        self._root_pid = root_pid if root_pid is not None else run_root_pid()
+        self._cpus = list(cpus) if cpus is not None else affinity_cpus()
+        self._gpu_pids = gpu_pids
+        self._local_ranks = max(1, local_ranks)
+        self._totals = totals
+        self._proc_cpu_s: dict[int, float] = {}  # last CPU seconds of each process of the tree seen
+        self._reaped_cpu_s = 0.0
+        self._last: tuple[float, float, float] | None = None  # (all s, busy s, own s)
+        self.foreign_cpu_s = 0.0
+        self.observed_cpu_s = 0.0
+        self.foreign_gpu_processes = 0
+        self.error: str | None = None
+
+    def _own_cpu_s(self) -> tuple[float, set[int]]:
+        root = psutil.Process(self._root_pid)
+        procs = [root, *root.children(recursive=True)]
+        pids: set[int] = set()
+        for p in procs:
+            try:
+                t = p.cpu_times()
+            except psutil.Error:  # ended between listing and reading: its last value stays counted
+                continue
+            pids.add(p.pid)
+            self._proc_cpu_s[p.pid] = t.user + t.system
+            if p.pid == self._root_pid:
+                self._reaped_cpu_s = getattr(t, "children_user", 0.0) + getattr(t, "children_system", 0.0)
+        return sum(self._proc_cpu_s.values()) + self._reaped_cpu_s, pids
+
+    def sample(self) -> None:
+        try:
+            own_s, pids = self._own_cpu_s()
+            all_s, busy_s = self._totals(self._cpus)
+        except Exception as exc:  # contention is context for the numbers, never a reason to stop
+            self.error = f"contention probe: {type(exc).__name__}: {exc}"
+            return
+        if self._last is not None:
+            d_all, d_busy, d_own = all_s - self._last[0], busy_s - self._last[1], own_s - self._last[2]
+            if d_all > 0:
+                self.observed_cpu_s += d_all
+                self.foreign_cpu_s += min(max(d_busy - d_own, 0.0), d_all)
+        self._last = (all_s, busy_s, own_s)
+        if self._gpu_pids is not None:
+            self._sample_gpus(pids)
+
+    def _sample_gpus(self, own: set[int]) -> None:
+        try:
+            on_gpu = self._gpu_pids()  # type: ignore[misc]
+        except Exception as exc:
+            self.error = f"GPU process list: {type(exc).__name__}: {exc}"
+            return
+        if on_gpu & own:
+            foreign = len(on_gpu - own)
+        else:
+            # In a container NVML reports host PIDs, which never match ours: count everything
+            # beyond this node's own ranks as foreign instead.
+            foreign = max(0, len(on_gpu) - self._local_ranks)
+        self.foreign_gpu_processes = max(self.foreign_gpu_processes, foreign)
+
+    @property
+    def foreign_cpu_share(self) -> float | None:
+        return self.foreign_cpu_s / self.observed_cpu_s if self.observed_cpu_s > 0 else None

@@ -1,0 +1,100 @@
+"""The contention probe: CPU time of processes outside the run's tree, and other processes on its GPUs."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bench.energy.contention import ContentionProbe, run_root_pid
+
+
+class Totals:
+    """System CPU counters (all s, busy s) that the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.all_s, self.busy_s = 1000.0, 400.0
+
+    def __call__(self, cpus):
+        return self.all_s, self.busy_s
+
+
+def _own_cpu_s(pid: int) -> float:
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+def _spin(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_foreign_share_is_busy_time_minus_the_runs_own_over_all_time():
+    totals = Totals()
+    probe = ContentionProbe(root_pid=os.getpid(), totals=totals)
+    probe.sample()
+    before = _own_cpu_s(os.getpid())
+    _spin(0.3)
+    own_s = _own_cpu_s(os.getpid()) - before
+    # over the same span the machine's CPUs (2 of them, 4 s of wall) were busy for own + 1.0 s
+    totals.all_s += 8.0
+    totals.busy_s += own_s + 1.0
+    probe.sample()
+    assert probe.observed_cpu_s == pytest.approx(8.0)
+    assert probe.foreign_cpu_s == pytest.approx(1.0, abs=0.05)  # /proc ticks are 10 ms
+    assert probe.foreign_cpu_share == pytest.approx(1.0 / 8.0, abs=0.01)
+
+
+def test_a_child_of_the_run_is_its_own_work_not_foreign():
+    totals = Totals()
+    probe = ContentionProbe(root_pid=os.getpid(), totals=totals)
+    probe.sample()
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import time\nend=time.process_time()+0.5\nwhile time.process_time()<end: pass\n"
+                              "time.sleep(5)"])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _own_cpu_s(child.pid) < 0.5:
+            time.sleep(0.05)
+        child_s = _own_cpu_s(child.pid)
+        totals.all_s += 10.0
+        totals.busy_s += child_s  # the machine was busy with the child only
+        probe.sample()
+    finally:
+        child.kill()
+        child.wait()
+    assert child_s >= 0.4
+    assert probe.observed_cpu_s == pytest.approx(10.0)
+    assert probe.foreign_cpu_s <= 0.05  # the child started after the first sample: all of it is ours
+
+
+def test_other_processes_on_the_runs_gpus_are_counted():
+    pids = {os.getpid(), 999_999}
+    probe = ContentionProbe(root_pid=os.getpid(), totals=Totals(), gpu_pids=lambda: pids)
+    probe.sample()
+    assert probe.foreign_gpu_processes == 1
+    # in a container NVML lists host PIDs, none of them ours: everything beyond our ranks is foreign
+    host = ContentionProbe(root_pid=os.getpid(), totals=Totals(), gpu_pids=lambda: {11, 12, 13}, local_ranks=2)
+    host.sample()
+    assert host.foreign_gpu_processes == 1
+
+
+def test_a_failing_probe_records_why_and_never_raises():
+    def broken(cpus):
+        raise OSError("no /proc")
+
+    probe = ContentionProbe(root_pid=os.getpid(), totals=broken)
+    probe.sample()
+    assert probe.foreign_cpu_share is None and "no /proc" in probe.error
+
+
+def test_a_distributed_rank_counts_its_launchers_whole_tree(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert run_root_pid() == os.getppid()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert run_root_pid() == os.getpid()
