@@ -111,7 +111,8 @@ def load_run_config(folder: Path) -> RunConfig | None:
     engine = saved.get("engine", "torch")  # folders from before engines were recorded ran either way
     if engine not in native_lib.ENGINES:
         raise store.RunFolderError(f"{path}: engine has an invalid value {str(engine)[:40]!r}")
-    return RunConfig(td3, saved["actor"], str(saved.get("precision_reason", "")), engine)
+    return RunConfig(td3, saved["actor"], str(saved.get("precision_reason", "")), engine,
+                     str(saved.get("engine_reason", "")))
 
 
 def _write_result(folder: Path, base: dict[str, Any], fields: dict[str, Any],
