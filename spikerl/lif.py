@@ -31,6 +31,12 @@ spikes are bit-identical. Only the batched matmul may round differently from per
 (BLAS can sum in another order for T·B rows than for B rows, ~1 ulp). Gradients agree with
 autograd of the naive loop to rounding; tests pin both in fp64 and fp32.
 
+Native path. fp32 CPU tensors outside autocast run the same equations on the C kernels of
+`spikerl.native` (the `_Native*` Functions below): a PopSAN layer, and DSRL's layer 1 (its B-row
+matmul stays in torch; the kernel runs the constant-current recurrence) and layer 2 (currents
+from spike lists, then the decaying-current recurrence). The kernels round like the torch
+recurrences above, so the same currents give the same spikes to the bit.
+
 Precision. Under torch.autocast(bfloat16) the matmul runs in bf16, but its output is cast to
 fp32 before the recurrence, so current and membrane state (c, v, I, U) are always fp32: bf16's
 8-bit mantissa would otherwise shift membranes by ~0.4 % per step and flip spikes near
@@ -338,6 +344,90 @@ def native_popsan_layer(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, x_bit
     else:
         o, _, _, _, bits = _native_layer_forward(x, w, b, record=False, x_bits=x_bits)
     return o, bits if bits.numel() else None
+
+
+class _NativeDSRLLIF(torch.autograd.Function):
+    """DSRL's layer-1 LIF on a constant current I = W₀·x [B, N] (`native.dsrl_lif_forward`), fp32.
+
+    Backward: the BPTT kernel sums dL/dU_t over T into dL/dI [B, N]; W₀ and x get their gradients
+    from autograd of the B-row matmul that made I.
+    """
+
+    @staticmethod
+    def forward(ctx, i: torch.Tensor, theta: float, timesteps: int  # type: ignore[override]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        s_bits = native.dsrl_bits_like(timesteps * i.shape[0], i.shape[1])
+        s, u = native.dsrl_lif_forward(i.contiguous(), theta, timesteps, record=True, bits=s_bits)
+        ctx.save_for_backward(u, s)
+        ctx.theta = theta
+        s_bits = s_bits if s_bits is not None else _NO_BITS
+        ctx.mark_non_differentiable(s_bits)
+        return s, s_bits
+
+    @staticmethod
+    def backward(ctx, grad_s: torch.Tensor, _: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+        u, s = ctx.saved_tensors
+        return native.dsrl_lif_backward(u, s, grad_s, ctx.theta, constant=True), None, None
+
+
+def native_dsrl_lif(i: torch.Tensor, theta: float, timesteps: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(DSRL layer-1 spikes S⁰ [T, B, N] of the constant current i [B, N], their bit masks or None) on
+    the native kernels; callers check `native.usable` first."""
+    if torch.is_grad_enabled() and i.requires_grad:
+        s, bits = _NativeDSRLLIF.apply(i, theta, timesteps)
+    else:
+        bits = native.dsrl_bits_like(timesteps * i.shape[0], i.shape[1])
+        s, _ = native.dsrl_lif_forward(i.contiguous(), theta, timesteps, record=False, bits=bits)
+        bits = bits if bits is not None else _NO_BITS
+    return s, bits if bits.numel() else None
+
+
+def _native_dsrl_layer_forward(x: torch.Tensor, w: torch.Tensor, theta: float, record: bool,
+                               x_bits: torch.Tensor | None
+                               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, native.SpikeIndex | None]:
+    """(S, U if record, x as [T·B, K], its spike lists) for spikes x [T, B, K]: the currents W·x_t of
+    all T·B rows (no bias), then the decaying-current recurrence."""
+    T, B, K = x.shape
+    x2 = x.reshape(T * B, K).contiguous()
+    j, index = native.spike_linear(x2, w, None, step=B, bits=x_bits)
+    s, u = native.dsrl_lif_forward(j.view(T, B, -1), theta, T, record=record)
+    return s, u, x2, index
+
+
+class _NativeDSRLLayer(torch.autograd.Function):
+    """DSRL's layer 2 (synapse without bias + decaying-current LIF) on the native kernels, fp32.
+
+    Forward: J_t = W₁·S⁰_t for all T·B rows as column sums over each row's shortest spike list
+    (`native.spike_linear`), then the recurrence in one kernel call. Backward: the BPTT kernel
+    gives dL/dJ [T, B, N]; dW₁ = dJᵀ·S⁰ from the same lists, dS⁰ = dJ·W₁ by BLAS.
+    Its spikes feed only the output integrator, a B-row matmul on their counts: no bit masks.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, theta: float,  # type: ignore[override]
+                x_bits: torch.Tensor | None) -> torch.Tensor:
+        s, u, x2, ctx.index = _native_dsrl_layer_forward(x, w, theta, True, x_bits)
+        ctx.save_for_backward(x2, w, u, s)
+        ctx.theta = theta
+        return s
+
+    @staticmethod
+    def backward(ctx, grad_s: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        x2, w, u, s = ctx.saved_tensors
+        g = native.dsrl_lif_backward(u, s, grad_s, ctx.theta, constant=False)
+        g2 = g.view(x2.shape[0], -1)
+        gw = native.linear_grad_weight(g2, x2, ctx.index) if ctx.needs_input_grad[1] else None
+        gx = (g2 @ w).view(*g.shape[:2], -1) if ctx.needs_input_grad[0] else None
+        return gx, gw, None, None
+
+
+def native_dsrl_layer(x: torch.Tensor, w: torch.Tensor, theta: float, x_bits: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+    """DSRL layer-2 spikes [T, B, N] of the spikes x [T, B, K] through w on the native kernels; callers
+    check `native.usable` first. `x_bits`: x's bit masks, from the layer before."""
+    if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
+        return _NativeDSRLLayer.apply(x, w, theta, x_bits)
+    return _native_dsrl_layer_forward(x, w, theta, False, x_bits)[0]
 
 
 class PopSANLIFLayer(nn.Module):

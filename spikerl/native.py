@@ -1,4 +1,6 @@
-"""Native CPU kernels for the spiking layers: compiled once per machine, called through ctypes.
+"""Native CPU kernels for the spiking layers of every spiking method (PopSAN, SpikeRL, DSRL):
+compiled once per machine, called through ctypes, so that no method's comparison measures
+another's tuning effort.
 
 At batch 100 on a CPU, PyTorch spends more time dispatching the LIF recurrence's tiny
 elementwise ops than computing them, and a dense matmul over 0/1 spikes wastes most of its
@@ -6,9 +8,13 @@ multiply-adds. `csrc/spike_kernels.c` does both jobs in a few plain loops:
 - `spike_lists` + `spike_matmul`: W·x + b for a 0/1 input as a sum of weight columns, each row
   from the shortest of its active inputs, its silent ones, or what changed since the previous
   timestep (cost ∝ that share, ≤ min(d, 1 − d) at spike density d), and
-  `spike_matmul_grad_weight`, its weight gradient from the same lists;
-- `linear_rows`: plain dot products for a few rows; `popsan_act`: the whole actor for acting;
+  `spike_matmul_grad_weight`, its weight gradient from the same lists (with or without a bias:
+  DSRL has none);
+- `linear_rows`: plain dot products for a few rows; `popsan_act` / `dsrl_act`: a whole actor for
+  acting;
 - `popsan_lif_forward` / `popsan_lif_backward`: the whole PopSAN recurrence over T and its BPTT;
+- `dsrl_lif_forward` / `dsrl_lif_backward`: the same for DSRL's LIF, with a constant current
+  (layer 1, I = W₀·x every step) or a decaying one (layer 2);
 - `regular_spikes`: PopSAN's deterministic encoder.
 
 The library is built and loaded by `spikerl.native_lib`; without it (no compiler,
@@ -133,9 +139,9 @@ def packed_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return packed, rowsum
 
 
-def spike_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, step: int = 0, bits: torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, SpikeIndex | None]:
-    """x [R, K] (0/1) → (x·wᵀ + b [R, N], the input lists or None).
+def spike_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, step: int = 0,
+                 bits: torch.Tensor | None = None) -> tuple[torch.Tensor, SpikeIndex | None]:
+    """x [R, K] (0/1) → (x·wᵀ + b [R, N], the input lists or None); b None: no bias (DSRL).
 
     `step` is the number of rows per timestep when x stacks T timesteps ([T·B, K], t-major): row r
     may then be computed from row r − step plus what changed. `bits`: x's rows as bit masks, when
@@ -147,18 +153,21 @@ def spike_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, step: int = 
     x = x.contiguous()
     if x.shape[0] < SPARSE_MIN_ROWS:
         out = torch.empty(x.shape[0], w.shape[0], dtype=torch.float32)
-        wc, bc = w.detach().contiguous(), b.detach().contiguous()  # named: a temporary copy would be freed early
-        lib.linear_rows(_ptr(x), _ptr(wc), _ptr(bc), _ptr(out), x.shape[0], x.shape[1], w.shape[0])
+        # named: a temporary copy would be freed before the kernel reads it
+        wc, bc = w.detach().contiguous(), b.detach().contiguous() if b is not None else None
+        lib.linear_rows(_ptr(x), _ptr(wc), _ptr(bc) if bc is not None else None, _ptr(out), x.shape[0], x.shape[1],
+                        w.shape[0])
         return out, None
     index = SpikeIndex(x, step, bits)
     if not index.binary or index.work > DENSE_ABOVE:
-        return torch.addmm(b, x, w.t()), None
-    bd = b.detach().contiguous()
+        return (torch.addmm(b, x, w.t()) if b is not None else torch.mm(x, w.t())), None
+    bd = b.detach().contiguous() if b is not None else None
     slabs, rowsum = packed_weight(w)  # held in names: a temporary would be freed before the kernel reads it
-    bias_all = rowsum.add_(bd)  # b + W·1, where silent-listed rows start
+    bias_all = rowsum.add_(bd) if bd is not None else rowsum  # b + W·1, where silent-listed rows start
     out = torch.empty(x.shape[0], w.shape[0], dtype=torch.float32)
     lib.spike_matmul(_ptr(index.idx), _ptr(index.cnt), _ptr(index.mode), _ptr(index.order), _ptr(slabs),
-                     _ptr(bd), _ptr(bias_all), _ptr(out), index.rows, index.cols, w.shape[0], index.step)
+                     _ptr(bd) if bd is not None else None, _ptr(bias_all), _ptr(out), index.rows, index.cols,
+                     w.shape[0], index.step)
     return out, index
 
 
@@ -276,4 +285,67 @@ def popsan_act(obs: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, weights
     out = torch.empty(obs_c.shape[0], tensors[3].shape[0], dtype=torch.float32)
     lib.popsan_act(_ptr(obs_c), obs_c.shape[0], d, pop, timesteps, _ptr(tensors[1]), _ptr(tensors[2]), n, c_sizes,
                    c_w, c_b, _ptr(tensors[3]), _ptr(tensors[4]), act_limit, _ptr(scratch), _ptr(out))
+    return out
+
+
+def dsrl_bits_like(rows: int, neurons: int) -> torch.Tensor | None:
+    """A buffer for `dsrl_lif_forward` to write its spikes into as bit masks (ceil(neurons/64) words
+    per sample and timestep; any width, unlike PopSAN's kernel), or None past MAX_LISTED_INPUTS."""
+    if neurons > MAX_LISTED_INPUTS:
+        return None
+    return torch.empty(rows * ((neurons + 63) // 64), dtype=torch.int64)
+
+
+def dsrl_lif_forward(i: torch.Tensor, theta: float, timesteps: int, record: bool, bits: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """DSRL spikes S [T, B, N] (and U before the reset when `record`) from contiguous fp32 currents:
+    i [B, N] is a constant current (layer 1, injected every step), i [T, B, N] feeds the decaying
+    current (layer 2). `bits` (from `dsrl_bits_like(T·B, N)`) also receives S as bit masks."""
+    lib = library()
+    assert lib is not None and i.is_contiguous()
+    constant = i.dim() == 2
+    T = int(timesteps) if constant else i.shape[0]
+    B, N = i.shape[-2], i.shape[-1]
+    s = torch.empty(T, B, N, dtype=torch.float32)
+    u = torch.empty_like(s) if record else None
+    lib.dsrl_lif_forward(_ptr(i), _ptr(s), _ptr(u) if u is not None else None, T, B, N, theta, int(constant),
+                         _ptr(bits) if bits is not None else None)
+    return s, u
+
+
+def dsrl_lif_backward(u: torch.Tensor, s: torch.Tensor, grad_s: torch.Tensor, theta: float, constant: bool
+                      ) -> torch.Tensor:
+    """dL/di of dsrl_lif_forward: [B, N] (summed over T) for a constant current, else [T, B, N]."""
+    lib = library()
+    assert lib is not None
+    grad_s = grad_s.contiguous()
+    g = torch.empty_like(u)
+    gsum = torch.empty_like(u[0]) if constant else None
+    lib.dsrl_lif_backward(_ptr(u), _ptr(s), _ptr(grad_s), _ptr(g), _ptr(gsum) if gsum is not None else None,
+                          u.shape[0], u[0].numel(), theta)
+    return gsum if gsum is not None else g
+
+
+def dsrl_act(obs: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, theta: float,
+             act_limit: float, timesteps: int) -> torch.Tensor:
+    """The whole DSRL actor for a few max-abs-normalised observations [B, D] in one kernel call
+    (layer by layer, acting at batch 1 pays ~10 calls' dispatch for ~0.1 MFLOP). No gradient: call
+    it under torch.no_grad(). Action [B, A]."""
+    lib = library()
+    assert lib is not None
+    tensors = (obs, w0, w1, w2)
+    if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in tensors):
+        raise TypeError("dsrl_act: every tensor must be fp32 on the CPU")
+    if not all(t.is_contiguous() for t in tensors):
+        obs, w0, w1, w2 = (t.contiguous() for t in tensors)  # named: kept alive while the kernel runs
+    n0, n1, a = w0.shape[0], w1.shape[0], w2.shape[0]
+    # the checks F.linear would make, before the kernel trusts the shapes
+    if obs.dim() != 2 or w0.shape[1] != 2 * obs.shape[1] or w1.shape[1] != n0 or w2.shape[1] != n1:
+        raise ValueError(f"dsrl_act: observations {tuple(obs.shape)} do not match the layers "
+                         f"{tuple(w0.shape)}, {tuple(w1.shape)}, {tuple(w2.shape)}")
+    B, D, T = obs.shape[0], obs.shape[1], int(timesteps)
+    scratch = torch.empty(2 * D + n0 + T * (n0 + 2 * n1 + a), dtype=torch.float32)
+    out = torch.empty(B, a, dtype=torch.float32)
+    lib.dsrl_act(_ptr(obs), B, D, n0, n1, a, T, _ptr(w0), _ptr(w1), _ptr(w2), theta, act_limit, _ptr(scratch),
+                 _ptr(out))
     return out

@@ -181,6 +181,11 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.popsan_lif_backward.argtypes, lib.popsan_lif_backward.restype = [p, p, p, p, i64, i64], None
     lib.popsan_act.argtypes = [p, i64, i64, i64, i64, p, p, i64, p, p, p, p, p, ctypes.c_float, p, p]
     lib.popsan_act.restype = None
+    f32, i32 = ctypes.c_float, ctypes.c_int32
+    lib.dsrl_lif_forward.argtypes, lib.dsrl_lif_forward.restype = [p, p, p, i64, i64, i64, f32, i32, p], None
+    lib.dsrl_lif_backward.argtypes, lib.dsrl_lif_backward.restype = [p, p, p, p, p, i64, i64, f32], None
+    lib.dsrl_act.argtypes = [p, i64, i64, i64, i64, i64, i64, p, p, p, f32, f32, p, p]
+    lib.dsrl_act.restype = None
 
 
 def library() -> ctypes.CDLL | None:

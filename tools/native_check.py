@@ -1,12 +1,15 @@
 """Shadow check of the native spiking kernels along a real training run.
 
-Trains one PopSAN-style method on the native path and, every `--every` updates, recomputes the
-actor gradient and the target actor's actions from the same state on the pure-torch path. It
-prints the relative gradient difference and the largest action difference of every check.
-Rounding-level agreement (~1e-7) is expected; now and then a spike sits within an ulp of
-threshold and flips, which shows as one large outlier, as between any two BLAS orderings.
+Trains one fp32 spiking method (PopSAN or DSRL) on the native path and, every `--every` updates,
+recomputes the actor gradient and the target actor's actions from the same state on the
+pure-torch path. It prints the relative gradient difference and the largest action difference of
+every check. Rounding-level agreement (~1e-7) is expected; now and then a spike sits within an
+ulp of threshold and flips, which shows as one large outlier, as between any two BLAS orderings.
+DSRL's fast-sigmoid surrogate (slope up to 200) magnifies an ulp of membrane ~100-fold, so its
+gradients agree to ~1e-5.
 
     python -m tools.native_check --method popsan --steps 12000 --every 97
+    python -m tools.native_check --method dsrl --steps 3000 --every 40
 """
 from __future__ import annotations
 

@@ -263,8 +263,8 @@ static inline const float* row_base(int8_t mode, const float* bias, const float*
     return tmp;
 }
 
-/* out[r, n] = b[n] + Σ_k w[n, k] x[r, k] for a 0/1 x, from spike_lists' lists: each row starts at
- * b (active list), at b + W·1 = b_all (silent list) or at out[r − step] (changed list), adds the
+/* out[r, n] = b[n] + Σ_k w[n, k] x[r, k] for a 0/1 x, from spike_lists' lists (b NULL: no bias, as in
+ * DSRL; b_all is then W·1): each row starts at b (active list), at b + W·1 = b_all (silent list) or at out[r − step] (changed list), adds the
  * weight columns of its plus entries and subtracts those of its minus entries. With spikes at
  * density d this does about min(d, 1 − d, changed share)·K adds per output instead of K
  * multiply-adds. Rows are computed in `order`, timestep by timestep (blocks of `step` rows, or all
@@ -280,7 +280,7 @@ void spike_matmul(const int32_t* idx, const int32_t* cnt, const int8_t* mode, co
         const float* slab = packed + c * K * CHUNK;
         int64_t n0 = c * CHUNK, width = N - n0 < CHUNK ? N - n0 : CHUNK;
         float bias[CHUNK] = {0}, bias_all[CHUNK] = {0}, tmp[2][CHUNK];
-        memcpy(bias, b + n0, (size_t)width * sizeof(float));
+        if (b) memcpy(bias, b + n0, (size_t)width * sizeof(float));
         memcpy(bias_all, b_all + n0, (size_t)width * sizeof(float));
         for (int64_t qb = 0; qb < R; qb += block) {
             const int64_t qe = qb + block < R ? qb + block : R;
@@ -388,7 +388,7 @@ void spike_matmul_grad_weight(const int32_t* restrict idx, const int32_t* restri
     }
 }
 
-/* out = x·wᵀ + b for a few rows (acting at batch 1: T rows): x [R, K], nn.Linear's w [N, K].
+/* out = x·wᵀ + b for a few rows (acting at batch 1: T rows): x [R, K], nn.Linear's w [N, K]; b NULL: no bias.
  * Each output is a dot product along contiguous rows of w and x, so w needs no repacking; BLAS
  * spends most of its time on setup at these sizes. */
 void linear_rows(const float* restrict x, const float* restrict w, const float* restrict b, float* restrict out,
@@ -424,7 +424,7 @@ void linear_rows(const float* restrict x, const float* restrict w, const float* 
                     tail[j] = t;
                 }
                 sums = _mm256_add_ps(sums, _mm256_loadu_ps(tail));
-                _mm256_storeu_ps(out + r * N + n, _mm256_add_ps(_mm256_loadu_ps(b + n), sums));
+                _mm256_storeu_ps(out + r * N + n, b ? _mm256_add_ps(_mm256_loadu_ps(b + n), sums) : sums);
             }
         }
     }
@@ -435,7 +435,7 @@ void linear_rows(const float* restrict x, const float* restrict w, const float* 
             const float* xr = x + r * K;
             float sum = 0.0f;
             for (int64_t k = 0; k < K; k++) sum += wn[k] * xr[k];
-            out[r * N + n] = b[n] + sum;
+            out[r * N + n] = b ? b[n] + sum : sum;
         }
     }
 }
@@ -617,6 +617,154 @@ void popsan_act(const float* restrict obs, int64_t B, int64_t D, int64_t P, int6
                 act += dec_w[q * P + j] * (r / (float)T);
             }
             out[s * A + q] = lim * tanhf(act + dec_b[q]);
+        }
+    }
+}
+
+/* DSRL LIF (DESIGN §3.3), α = β = 0.5, threshold th, zero initial state, for B rows of N neurons over T steps:
+ *   constant current (layer 1, i [B, N] = W0·x injected every step):  cur_t = i
+ *   decaying current (layer 2, i [T, B, N] = W1·S0_t):                 cur_1 = i_1, cur_t = i_t + 0.5 cur_{t-1}
+ *   u_1 = cur_1;  u_t = cur_t + 0.5 (u_{t-1} keep_{t-1});  keep_t = [u_t <= th];  s_t = 1 - keep_t
+ * where u_{t-1} keep_{t-1} is the same-step reset (U set to 0 where a spike occurred).
+ * Writes s [T, B, N]; u_rec [T, B, N] (U before the reset, the value compared with th) when not NULL; and when
+ * bits is not NULL each (t, b) row's spikes as spike_lists' bit masks, ceil(N/64) words per row (any N: the
+ * loop runs row by row, so eight neurons of a vector never straddle two rows).
+ * Same operations in the same order as spikerl.lif._dsrl_forward (a NaN membrane spikes in both). */
+void dsrl_lif_forward(const float* restrict i, float* restrict s, float* restrict u_rec, int64_t T, int64_t B,
+                      int64_t N, float th, int32_t constant, uint64_t* restrict bits) {
+    float cur[BLOCK], u[BLOCK], keep[BLOCK];
+    const int64_t nw = (N + 63) / 64, M = B * N;
+    if (bits) memset(bits, 0, (size_t)(T * B * nw) * sizeof(uint64_t));
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t n0 = 0; n0 < N; n0 += BLOCK) {  /* BLOCK is a multiple of 64: a vector's bits share a word */
+            const int64_t n = N - n0 < BLOCK ? N - n0 : BLOCK, off = b * N + n0;
+            for (int64_t t = 0; t < T; t++) {
+                const float* it = constant ? i + off : i + t * M + off;
+                float* st = s + t * M + off;
+                uint64_t* bt = bits ? bits + (t * B + b) * nw : NULL;
+                int64_t e = 0;
+#if defined(__AVX2__)
+                const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f), thv = _mm256_set1_ps(th);
+                for (; e + 8 <= n; e += 8) {
+                    __m256 ce = _mm256_loadu_ps(it + e), ue;
+                    if (t == 0) {
+                        ue = ce;
+                    } else {
+                        if (!constant) ce = _mm256_add_ps(ce, _mm256_mul_ps(half, _mm256_loadu_ps(cur + e)));
+                        ue = _mm256_add_ps(ce, _mm256_mul_ps(half, _mm256_mul_ps(_mm256_loadu_ps(u + e),
+                                                                                 _mm256_loadu_ps(keep + e))));
+                    }
+                    __m256 ke = _mm256_and_ps(_mm256_cmp_ps(ue, thv, _CMP_LE_OQ), one);
+                    _mm256_storeu_ps(cur + e, ce);
+                    _mm256_storeu_ps(u + e, ue);
+                    _mm256_storeu_ps(keep + e, ke);
+                    _mm256_storeu_ps(st + e, _mm256_sub_ps(one, ke));
+                    if (bt) {
+                        unsigned fired = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(ue, thv, _CMP_NLE_UQ));
+                        bt[(n0 + e) >> 6] |= (uint64_t)fired << ((n0 + e) & 63);
+                    }
+                }
+#endif
+                for (; e < n; e++) {
+                    if (t == 0) {
+                        cur[e] = it[e];
+                        u[e] = it[e];
+                    } else {
+                        cur[e] = constant ? it[e] : it[e] + 0.5f * cur[e];
+                        u[e] = cur[e] + 0.5f * (u[e] * keep[e]);
+                    }
+                    keep[e] = (float)(u[e] <= th);
+                    st[e] = 1.0f - keep[e];
+                    if (bt && st[e] != 0.0f) bt[(n0 + e) >> 6] |= (uint64_t)1 << ((n0 + e) & 63);
+                }
+                if (u_rec) memcpy(u_rec + t * M + off, u, (size_t)n * sizeof(float));
+            }
+        }
+    }
+}
+
+/* BPTT of dsrl_lif_forward with the reset detached. With m_t = 1 / (100 |u_t - th| + 1)^2 (the fast sigmoid):
+ *   dL/dU_t = m_t grad_s_t + (0.5 dL/dU_{t+1}) keep_t,   keep_t = 1 - s_t
+ *   decaying current: dL/di_t = dL/dU_t + 0.5 dL/di_{t+1}, written to g [T, M]
+ *   constant current: dL/di = Σ_t dL/dU_t (t = 1 first), written to gsum [M]; g [T, M] holds dL/dU
+ * M = B·N. Same operations in the same order as spikerl.lif._DSRLLIF.backward. */
+void dsrl_lif_backward(const float* restrict u, const float* restrict s, const float* restrict grad_s,
+                       float* restrict g, float* restrict gsum, int64_t T, int64_t M, float th) {
+    for (int64_t e0 = 0; e0 < M; e0 += BLOCK) {
+        int64_t n = M - e0 < BLOCK ? M - e0 : BLOCK, e;
+        for (int64_t t = T - 1; t >= 0; t--) {  /* dL/dU, newest step first; gn holds dL/dU_{t+1} */
+            const float* ut = u + t * M + e0;
+            const float* st = s + t * M + e0;
+            const float* gst = grad_s + t * M + e0;
+            float* gt = g + t * M + e0;
+            const float* gn = gt + M;
+            e = 0;
+#if defined(__AVX2__)
+            const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f), thv = _mm256_set1_ps(th);
+            const __m256 slope = _mm256_set1_ps(100.0f), sign = _mm256_set1_ps(-0.0f);
+            for (; e + 8 <= n; e += 8) {
+                __m256 x = _mm256_andnot_ps(sign, _mm256_sub_ps(_mm256_loadu_ps(ut + e), thv));
+                x = _mm256_add_ps(_mm256_mul_ps(x, slope), one);
+                __m256 a = _mm256_mul_ps(_mm256_div_ps(one, _mm256_mul_ps(x, x)), _mm256_loadu_ps(gst + e));
+                if (t < T - 1)
+                    a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_mul_ps(half, _mm256_loadu_ps(gn + e)),
+                                                       _mm256_sub_ps(one, _mm256_loadu_ps(st + e))));
+                _mm256_storeu_ps(gt + e, a);
+            }
+#endif
+            for (; e < n; e++) {
+                float x = fabsf(ut[e] - th) * 100.0f + 1.0f;
+                float a = (1.0f / (x * x)) * gst[e];
+                if (t < T - 1) a = a + (0.5f * gn[e]) * (1.0f - st[e]);
+                gt[e] = a;
+            }
+        }
+        if (gsum) {  /* dL/di = Σ_t dL/dU_t, oldest step first */
+            float* out = gsum + e0;
+            memcpy(out, g + e0, (size_t)n * sizeof(float));
+            for (int64_t t = 1; t < T; t++) {
+                const float* gt = g + t * M + e0;
+                for (e = 0; e < n; e++) out[e] = out[e] + gt[e];
+            }
+        } else {  /* dL/di_t = dL/dU_t + 0.5 dL/di_{t+1} */
+            for (int64_t t = T - 2; t >= 0; t--) {
+                float* gt = g + t * M + e0;
+                const float* gn = gt + M;
+                for (e = 0; e < n; e++) gt[e] = gt[e] + 0.5f * gn[e];
+            }
+        }
+    }
+}
+
+/* The whole DSRL actor for a few max-abs-normalised observations (acting and evaluation at batch 1), no
+ * gradient. For each sample: sign split x = [max(o, 0), max(-o, 0)], i0 = W0·x, the constant-current
+ * LIF over T, i1_t = W1·s0_t, the decaying-current LIF, the output integrator u = Σ_t W2·s1_t (t = 1 first)
+ * and action = lim * tanh(u). No biases. obs [B, D]; w0 [N0, 2D], w1 [N1, N0], w2 [A, N1];
+ * scratch: 2D + N0 + T*(N0 + 2*N1 + A) floats; out [B, A]. */
+void dsrl_act(const float* restrict obs, int64_t B, int64_t D, int64_t N0, int64_t N1, int64_t A, int64_t T,
+              const float* restrict w0, const float* restrict w1, const float* restrict w2, float th, float lim,
+              float* restrict scratch, float* restrict out) {
+    float* x = scratch;
+    float* i0 = x + 2 * D;
+    float* s0 = i0 + N0;
+    float* i1 = s0 + T * N0;
+    float* s1 = i1 + T * N1;
+    float* y = s1 + T * N1;
+    for (int64_t b = 0; b < B; b++) {
+        const float* ob = obs + b * D;
+        for (int64_t k = 0; k < D; k++) {  /* a NaN passes through, as in clamp */
+            x[k] = ob[k] < 0.0f ? 0.0f : ob[k];
+            x[D + k] = -ob[k] < 0.0f ? 0.0f : -ob[k];
+        }
+        linear_rows(x, w0, NULL, i0, 1, 2 * D, N0);
+        dsrl_lif_forward(i0, s0, NULL, T, 1, N0, th, 1, NULL);
+        linear_rows(s0, w1, NULL, i1, T, N0, N1);
+        dsrl_lif_forward(i1, s1, NULL, T, 1, N1, th, 0, NULL);
+        linear_rows(s1, w2, NULL, y, T, N1, A);
+        for (int64_t a = 0; a < A; a++) {
+            float acc = y[a];
+            for (int64_t t = 1; t < T; t++) acc = acc + y[t * A + a];
+            out[b * A + a] = lim * tanhf(acc);
         }
     }
 }
