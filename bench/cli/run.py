@@ -10,10 +10,12 @@ from bench import schema
 from bench.cli.args import EXIT_USAGE
 from bench.run import store
 from bench.run.launch import launch_local
-from bench.run.plan import Plan, UsageError, default_run_dir, parse_set_options, validate_names
+from bench.run.plan import MAX_WORKERS, Plan, UsageError, default_run_dir, parse_set_options, validate_names
 from bench.run.profiles import PROFILES
 from bench.run.resolve import resolve_device
+from bench.run.resume import check_resumable
 from bench.run.runner import create_run_folder, execute
+from bench.run.validate import check_plan
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -24,7 +26,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         exit_rank(run_as_rank(args, launch))
     if args.resume is not None:
         plan = resume_plan(args)
-        if plan.nproc > 1:
+        if plan.nproc > 1:  # refused here in one line, not once by every rank
+            check_resumable(args.resume, plan, plan.nproc, check_plan(plan))
             return launch_local(args.resume, plan.nproc, args.plain)
         return execute(args.resume, plan, resume=True, plain=args.plain)
     plan = new_plan(args)
@@ -57,7 +60,7 @@ def resume_plan(args: argparse.Namespace) -> Plan:
     if conflicting:
         raise UsageError(f"--resume takes the plan from the run folder; drop --{conflicting[0].replace('_', '-')}")
     plan = Plan.from_json(store.load_plan(args.resume), args.resume / schema.PLAN)
-    validate_names(plan.methods, plan.envs)
+    check_plan(plan)
     return plan
 
 
@@ -99,10 +102,10 @@ def run_as_rank(args: argparse.Namespace, launch) -> int:  # noqa: ANN001
 def new_plan(args: argparse.Namespace) -> Plan:
     profile = PROFILES[args.profile]
     td3_overrides, actor_overrides = parse_set_options(args.settings)
-    if args.threads is not None and args.threads <= 0:
-        raise UsageError(f"--threads must be positive, got {args.threads}")
-    if args.nproc is not None and args.nproc <= 0:
-        raise UsageError(f"--nproc must be positive, got {args.nproc}")
+    for flag in ("threads", "nproc"):
+        value = getattr(args, flag)
+        if value is not None and not 0 < value <= MAX_WORKERS:
+            raise UsageError(f"--{flag} must be 1 to {MAX_WORKERS}, got {value}")
     if len(args.country) != 3 or not args.country.isalpha():
         raise UsageError(f"--country must be an ISO-3 code such as USA, FRA or DEU, got {args.country!r}")
     methods = args.methods or profile.methods
