@@ -131,8 +131,9 @@ _RANGES: dict[str, tuple[Any, float, float, bool]] = {
     "lr_actor": (float, 0.0, 1.0, True),
     "lr_critic": (float, 0.0, 1.0, True),
     "critic_hidden": ("layers", 1, 1 << 16, False),
-    "expl_noise": (float, 0.0, 10.0, False),
-    "target_noise": (float, 0.0, 10.0, False),
+    # noise is clipped (noise_clip, the action bounds): a huge std is harmless, only NaN/inf/negative are not
+    "expl_noise": (float, 0.0, 1e6, False),
+    "target_noise": (float, 0.0, 1e6, False),
     "noise_clip": (float, 0.0, 10.0, False),
     "policy_delay": (int, 1, 10_000, False),
     "eval_every": (int, 1, _MAX_STEPS, False),
