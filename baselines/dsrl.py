@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 
 from spikerl import native
+from spikerl.config import check_layer_sizes, check_number
 from spikerl.lif import dsrl_lif, native_dsrl_layer, native_dsrl_lif
 from spikerl.method import ActorContext, MethodSpec
 from spikerl.normalizers import MaxAbsNormalizer, ObsNormalizer
@@ -118,6 +119,12 @@ def td3_params(env_id: str) -> dict[str, Any]:
     }
 
 
+def check_actor_params(p: dict[str, Any]) -> None:
+    check_number("actor.threshold", p["threshold"], 0.0, 1e3, open_lo=True)
+    check_layer_sizes("actor.hidden", p["hidden"], layers=2)
+    check_number("actor.timesteps", p["timesteps"], 1, 1_000, integer=True)
+
+
 def build_actor(ctx: ActorContext) -> nn.Module:
     return DSRLActor(ctx.obs_dim, ctx.act_dim, ctx.act_limit, **ctx.params)
 
@@ -135,4 +142,5 @@ DSRL = MethodSpec(
     build_normalizer=build_normalizer,
     actor_params=actor_params,
     td3_params=td3_params,
+    check_actor=check_actor_params,
 )

@@ -6,6 +6,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
+from spikerl.config import check_layer_sizes
 from spikerl.method import ActorContext, MethodSpec
 from spikerl.normalizers import IdentityNormalizer, ObsNormalizer
 from spikerl.precision import state_precision
@@ -36,6 +37,10 @@ def td3_params(env_id: str) -> dict[str, Any]:
     return {"lr_actor": 3e-4, "lr_critic": 3e-4, "critic_hidden": (256, 256), "precision": "fp32"}
 
 
+def check_actor_params(p: dict[str, Any]) -> None:
+    check_layer_sizes("actor.hidden", p["hidden"])
+
+
 def build_actor(ctx: ActorContext) -> nn.Module:
     return MLPActor(ctx.obs_dim, ctx.act_dim, ctx.act_limit, **ctx.params)
 
@@ -52,4 +57,5 @@ MLP = MethodSpec(
     actor_params=actor_params,
     td3_params=td3_params,
     spiking=False,
+    check_actor=check_actor_params,
 )

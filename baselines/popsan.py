@@ -12,9 +12,11 @@ from typing import Any
 
 import torch.nn as nn
 
+from spikerl.config import check_layer_sizes, check_number
 from spikerl.method import ActorContext, MethodSpec
 from spikerl.normalizers import ObsNormalizer, ZScoreNormalizer
 from spikerl.popspike_actor import PopSpikingActor
+from spikerl.population import Encoding
 
 POISSON_FAMILIES = ("Hopper", "Walker2d")
 
@@ -30,6 +32,23 @@ def actor_params(env_id: str) -> dict[str, Any]:
 
 def td3_params(env_id: str) -> dict[str, Any]:
     return {"lr_actor": 1e-4, "lr_critic": 1e-3, "critic_hidden": (256, 256), "precision": "fp32"}
+
+
+def check_actor_params(p: dict[str, Any]) -> None:
+    check_number("actor.pop_dim", p["pop_dim"], 2, 1_000, integer=True)
+    check_layer_sizes("actor.hidden", p["hidden"])
+    check_number("actor.timesteps", p["timesteps"], 1, 1_000, integer=True)
+    if p["encoding"] not in [e.value for e in Encoding]:
+        raise ValueError(f"actor.encoding must be one of {', '.join(e.value for e in Encoding)}, "
+                         f"got {p['encoding']!r}")
+    lo_hi = p["mean_range"]
+    if not isinstance(lo_hi, (tuple, list)) or len(lo_hi) != 2:
+        raise ValueError(f"actor.mean_range must be two numbers LO,HI, got {lo_hi!r}")
+    for x in lo_hi:
+        check_number("actor.mean_range", x, -1e3, 1e3)
+    if not lo_hi[0] < lo_hi[1]:
+        raise ValueError(f"actor.mean_range must have LO < HI, got {lo_hi!r}")
+    check_number("actor.std", p["std"], 0.0, 1e3, open_lo=True)
 
 
 def build_actor(ctx: ActorContext) -> nn.Module:
@@ -48,4 +67,5 @@ POPSAN = MethodSpec(
     build_normalizer=build_normalizer,
     actor_params=actor_params,
     td3_params=td3_params,
+    check_actor=check_actor_params,
 )

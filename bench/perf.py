@@ -122,22 +122,25 @@ def load_checkpoint_agent(path: str, precision: str | None = None
     if state.get("world_size") != 1:
         raise CheckpointError(f"{path}: needs a one-process checkpoint (checkpoint.pt), "
                               f"not one rank of {state.get('world_size')}")
-    method, env_id = state["method"], state["env_id"]
-    spec = get_method(method)
-    env = make_env(env_id)
-    cfg_d = dict(state["config"])
-    if precision is not None:
-        cfg_d["precision"] = precision
-    cfg = TD3Config.from_dict(cfg_d)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    lim = act_limit_of(env)
-    dev = torch.device("cpu")
-    agent = build_agent(spec, env_id, cfg, state["actor_params"], obs_dim, act_dim, lim, dev)
-    td3 = TD3(agent.actor, agent.critic, agent.normalizer, cfg, lim, dev)
-    td3.load_state_dict(state["td3"])
-    agent.normalizer.load_state_dict(state["normalizer"])
-    replay = ReplayBuffer(obs_dim, act_dim, cfg.replay_size, seed=0, device=dev)
-    replay.load_state_dict(state["replay"])
+    try:  # nothing in the file is trusted: any inconsistency is one line, not a traceback
+        method, env_id = state["method"], state["env_id"]
+        spec = get_method(method)
+        env = make_env(env_id)
+        cfg_d = dict(state["config"])
+        if precision is not None:
+            cfg_d["precision"] = precision
+        cfg = TD3Config.from_dict(cfg_d)
+        obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+        lim = act_limit_of(env)
+        dev = torch.device("cpu")
+        agent = build_agent(spec, env_id, cfg, state["actor_params"], obs_dim, act_dim, lim, dev)
+        td3 = TD3(agent.actor, agent.critic, agent.normalizer, cfg, lim, dev)
+        td3.load_state_dict(state["td3"])
+        agent.normalizer.load_state_dict(state["normalizer"])
+        replay = ReplayBuffer(obs_dim, act_dim, cfg.replay_size, seed=0, device=dev)
+        replay.load_state_dict(state["replay"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: not a usable checkpoint ({type(exc).__name__}: {str(exc)[:120]})") from None
     return method, env_id, cfg, agent, td3, replay
 
 
@@ -180,12 +183,34 @@ def training_loop_sps(method: str, env_id: str, loop_steps: int, precision: str 
     return statistics.mean(probe.rows)
 
 
-def run_perf(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
+def check_perf_arguments(args: argparse.Namespace) -> list[str]:
+    """The methods to time; UsageError (one line, exit 2) for any argument that cannot run."""
+    from bench.run.plan import MAX_WORKERS, UsageError
+    from spikerl.envs import EnvError
+
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise UsageError(f"--methods: expected a comma-separated list of methods, got {args.methods!r}")
+    if len(set(methods)) != len(methods):
+        raise UsageError(f"--methods: a method is given more than once in {args.methods!r}")
     for m in methods:
         if m not in METHODS:
-            raise ValueError(f"unknown method {m!r}")
+            raise UsageError(f"--methods: unknown method {m!r}; known methods: {', '.join(METHODS)}")
+    if not 1 <= args.threads <= MAX_WORKERS:
+        raise UsageError(f"--threads must be 1 to {MAX_WORKERS}, got {args.threads}")
+    if not 4 <= args.loop_steps <= 10**7:  # a quarter of them is the progress interval
+        raise UsageError(f"--loop-steps must be 4 to 10000000, got {args.loop_steps}")
+    if args.checkpoint is None:
+        try:
+            make_env(args.env).close()
+        except EnvError as exc:
+            raise UsageError(f"--env: {exc}") from None
+    return methods
+
+
+def run_perf(args: argparse.Namespace) -> int:
+    methods = check_perf_arguments(args)
+    torch.set_num_threads(args.threads)
     precision = None if args.precision == "method" else args.precision
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     for e in engines:

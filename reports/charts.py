@@ -81,7 +81,8 @@ def power_traces(data: PowerTraces, caption: str) -> Chart:
         ax.set_ylabel("Power (W)")
         ax.set_title(mpl_text(m), loc="left", fontsize=10)
         ax.set_ylim(bottom=0)
-        ax.legend(loc="lower right", ncols=min(4, max(1, len(ax.get_lines()))), framealpha=0.9, fontsize=7.5)
+        if ax.get_legend_handles_labels()[0]:  # a trace whose every row was unreadable draws no line
+            ax.legend(loc="lower right", ncols=min(4, max(1, len(ax.get_lines()))), framealpha=0.9, fontsize=7.5)
     axes[-1].set_xlabel(f"Time since the seed started ({data.time_unit.label})")
     fig.suptitle(f"Power per device on {mpl_text(data.env)}", fontsize=11)
     return Chart(f"power-{file_key(data.env)}", f"Power traces on {data.env}", caption, fig)

@@ -30,6 +30,11 @@ def _numeric(fields: tuple[schema.Field, ...]) -> tuple[str, ...]:
     return tuple(f.name for f in fields if f.numeric)
 
 
+MAX_MAGNITUDE = 1e100
+"""Beyond any time, energy, power or return a run can record, and far enough below float overflow
+that sums, squares and axis ranges of such numbers stay finite: larger values are not trusted."""
+
+
 class NotARunFolder(ValueError):
     """The path does not exist, is not a folder, or holds nothing a run writes."""
 
@@ -138,8 +143,8 @@ def _read_json(path: Path, rel: str, problems: list[Problem], *, required: bool)
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        problems.append(Problem(rel, f"unreadable JSON ({type(exc).__name__}: {exc})"))
+    except (OSError, UnicodeDecodeError, RecursionError, ValueError) as exc:  # ValueError: JSONDecodeError
+        problems.append(Problem(rel, f"unreadable JSON ({type(exc).__name__}: {str(exc)[:120]})"))
         return None
     if not isinstance(data, dict):
         problems.append(Problem(rel, f"expected a JSON object, found {type(data).__name__}"))
@@ -164,9 +169,16 @@ def _read_csv(path: Path, rel: str, problems: list[Problem], *, required: bool,
     if absent:
         problems.append(Problem(rel, f"lacks column(s) {', '.join(absent)}"))
         return None
+    n_bad = 0
     for col in numeric:
         if col in df.columns:
-            df[col] = pd.to_numeric(df[col], errors="coerce")
+            values = pd.to_numeric(df[col], errors="coerce")
+            bad = values.notna() & ~values.abs().le(MAX_MAGNITUDE)
+            n_bad += int(bad.sum())
+            df[col] = values.mask(bad)
+    if n_bad:
+        problems.append(Problem(rel, f"{n_bad} value(s) out of range (inf, or beyond {MAX_MAGNITUDE:g}) "
+                                     "shown as missing"))
     if must_have:
         n0 = len(df)
         df = df.dropna(subset=[c for c in must_have if c in numeric])
@@ -175,6 +187,17 @@ def _read_csv(path: Path, rel: str, problems: list[Problem], *, required: bool,
     if df.empty:
         problems.append(Problem(rel, "no data rows"))
     return df.reset_index(drop=True)
+
+
+def _sane_result(result: dict | None, rel: str, problems: list[Problem]) -> dict | None:
+    """result.json with its out-of-range numbers (inf, NaN, beyond MAX_MAGNITUDE) made missing."""
+    if result is None:
+        return None
+    bad = [k for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+           and not (math.isfinite(v) and abs(v) <= MAX_MAGNITUDE)]
+    if bad:
+        problems.append(Problem(rel, f"out-of-range value(s) of {', '.join(bad[:8])} shown as missing"))
+    return {k: (None if k in bad else v) for k, v in result.items()}
 
 
 def _to_bool(value: Any) -> bool | None:
@@ -257,7 +280,8 @@ def _load_seed(root: Path, d: Path, problems: list[Problem]) -> SeedRun:
                          must_have=schema.REQUIRED_COLUMNS[name])
 
     config = _read_json(d / schema.CONFIG, f"{rel}/{schema.CONFIG}", problems, required=True)
-    result = _read_json(d / schema.RESULT, f"{rel}/{schema.RESULT}", problems, required=False)
+    result = _sane_result(_read_json(d / schema.RESULT, f"{rel}/{schema.RESULT}", problems, required=False),
+                          f"{rel}/{schema.RESULT}", problems)
     power = read_log(schema.POWER, schema.POWER_FIELDS)
     if power is not None:
         power["device"] = power["device"].astype(str)

@@ -67,6 +67,17 @@ def make_env(env_id: str, max_ep_len: int | None = None) -> gym.Env:
     return env
 
 
+def check_checkpointable(env: gym.Env, env_id: str) -> None:
+    """EnvError unless `capture_env_state` can save the env exactly: a MuJoCo env. Other envs
+    keep their state in attributes of their own (Box2D worlds cannot be saved at all), so a
+    resume could not continue them bit for bit; they are refused before a run starts rather
+    than failing at its first checkpoint."""
+    base = env.unwrapped
+    if not (hasattr(base, "model") and hasattr(base, "data")):
+        raise EnvError(f"{env_id} is not a MuJoCo env; runs are checkpointed and resumed exactly, which this "
+                       f"harness can do for MuJoCo envs only (e.g. {', '.join(f + '-v4' for f in SUPPORTED_FAMILIES)})")
+
+
 def act_limit_of(env: gym.Env) -> float:
     return float(env.action_space.high.flat[0])
 

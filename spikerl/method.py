@@ -74,6 +74,10 @@ class MethodSpec:
     """Data-parallel ranks when the user does not choose (a launcher setting, not a TD3 one)."""
     spiking: bool = True
     """Whether the actor has spiking layers (which run on the chosen engine; see spikerl.native_lib)."""
+    check_actor: Callable[[dict[str, Any]], None] | None = None
+    """Raises ValueError (one line, naming the setting) for actor parameters the actor cannot be
+    built from or would train nonsense with (zero widths, NaN, an unknown encoding). Called on
+    every user override before a run folder is written, and on a run folder's own config."""
 
     def with_recipe(self, name: str, summary: str, *, actor: Mapping[str, Any] | None = None,
                     td3: Mapping[str, Any] | None = None, world_size: WorldSize | None = None) -> MethodSpec:

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import spikerl.lif as lif_module
-from baselines.dsrl import DSRLActor, sign_split
+from baselines.dsrl import DSRLActor
 from spikerl import native, native_lib
 from spikerl.config import TD3Config
 from spikerl.critic import TwinCritic

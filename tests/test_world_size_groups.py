@@ -3,7 +3,6 @@ trains each group at its own size, in one run folder, and finishes it once."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import bench.cli.run as cli_run
 from bench.cli.main import main

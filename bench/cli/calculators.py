@@ -45,10 +45,22 @@ def _number(name: str, text: str, *, allow_zero: bool) -> float:
         value = float(text)
     except (TypeError, ValueError):
         raise _BadNumber(f"{name} must be a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+    # -0 is refused like any negative (it would print as -0); subnormals like zero, since
+    # dividing by them overflows
+    if not math.isfinite(value) or math.copysign(1.0, value) < 0 or (value == 0 and not allow_zero):
         need = "zero or more" if allow_zero else "greater than zero"
         raise _BadNumber(f"{name} must be {need}, got {text!r}")
+    if 0 < value < sys.float_info.min:
+        raise _BadNumber(f"{name} is too small to compute with (below {sys.float_info.min:.3g}), got {text!r}")
     return value
+
+
+def _check_results(values: dict[str, float]) -> None:
+    """Inputs far apart can overflow or underflow a ratio: refuse rather than print inf or 0."""
+    for name, v in values.items():
+        if not math.isfinite(v) or (v != 0 and abs(v) < sys.float_info.min):
+            raise _BadNumber(f"the {name.replace('_', ' ')} is out of the range of floating point "
+                             f"numbers ({v!r}); the inputs are too far apart")
 
 
 def _fail(message: str) -> int:
@@ -76,7 +88,11 @@ def run_gpsup(args: argparse.Namespace) -> int:
                   for name in ("base_time_s", "base_energy_j", "time_s", "energy_j")}
     except _BadNumber as exc:
         return _fail(str(exc))
-    g = gpsup(**values)
+    try:
+        g = gpsup(**values)
+        _check_results({"speedup": g.speedup, "powerup": g.powerup, "greenup": g.greenup})
+    except (_BadNumber, ZeroDivisionError, OverflowError) as exc:
+        return _fail(str(exc) if isinstance(exc, _BadNumber) else f"the inputs are too far apart to divide ({exc})")
     out = {"speedup": g.speedup, "powerup": g.powerup, "greenup": g.greenup, "category": g.category,
            "green": g.green, "rel_tol": REL_TOL}
     if args.json:
@@ -116,7 +132,11 @@ def run_carbon(args: argparse.Namespace) -> int:
     except _BadNumber as exc:
         return _fail(str(exc))
     table = DEFAULT_TABLE.with_overrides(**overrides)
-    eq = equivalents(kg, table)
+    try:
+        eq = equivalents(kg, table)
+        _check_results(eq)
+    except (_BadNumber, ZeroDivisionError, OverflowError) as exc:
+        return _fail(str(exc) if isinstance(exc, _BadNumber) else f"the inputs are too far apart to divide ({exc})")
     if args.json:
         print(json.dumps({"emissions_kg": kg, **eq, "car_kg_per_mile": table.car_kg_per_mile,
                           "tv_kg_per_hour": table.tv_kg_per_hour,

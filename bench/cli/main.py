@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from bench.cli.args import EXIT_USAGE, OneLineParser, csv_list, positive_float, seed_list, step_count
+from bench.cli.args import (EXIT_USAGE, OneLineParser, finite_float, power_interval, seed_list, step_count,
+                            unique_csv_list)
 from bench.cli.run import cmd_run
 from bench.run import store
 from bench.run.plan import UsageError, validate_names
@@ -31,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Train every method x env x seed with the shared TD3 harness, measure time, power, energy and "
         "emissions, and write a run folder with the report."), epilog=RUN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("--methods", type=csv_list, help="comma-separated methods (see `spikerl-bench methods`)")
-    run.add_argument("--envs", type=csv_list, help="comma-separated gymnasium ids, e.g. HalfCheetah-v4,Hopper-v5")
+    run.add_argument("--methods", type=unique_csv_list, help="comma-separated methods (see `spikerl-bench methods`)")
+    run.add_argument("--envs", type=unique_csv_list, help="comma-separated gymnasium ids, e.g. HalfCheetah-v4,Hopper-v5")
     run.add_argument("--seeds", type=seed_list, help="e.g. 0,1,2 or 0-9")
     run.add_argument("--total-steps", type=step_count, help="global env steps per run, e.g. 50000 or 50k")
     run.add_argument("--profile", choices=sorted(PROFILES), default="quick",
@@ -44,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a TD3 setting (e.g. batch_size=256) or an actor one (actor.timesteps=4)")
     run.add_argument("--baseline", default=DEFAULT_BASELINE, help="method the GPS-UP metrics compare against")
     run.add_argument("--country", default="USA", help="ISO-3 country code of the grid for CodeCarbon")
-    run.add_argument("--power-interval", type=positive_float, default=0.1, help="power sampling period in s")
-    run.add_argument("--target-return", type=float, help="return for energy/time-to-target (default: 90%% "
+    run.add_argument("--power-interval", type=power_interval, default=0.1, help="power sampling period in s")
+    run.add_argument("--target-return", type=finite_float, help="return for energy/time-to-target (default: 90%% "
                      "of the baseline's final return on the same env and seed)")
     run.add_argument("--threads", type=int, help="torch intra-op threads (default: 1)")
     run.add_argument("--engine", choices=("auto", "native", "torch"), default=None,
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=("auto", "nccl", "gloo", "mpi"), default=None,
                      help="torch.distributed backend (default auto: NCCL with CUDA, else Gloo)")
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish every unfinished run of RUN_DIR")
-    run.add_argument("--only-methods", type=csv_list, help=argparse.SUPPRESS)  # one world-size group's ranks
+    run.add_argument("--only-methods", type=unique_csv_list, help=argparse.SUPPRESS)  # one world-size group's ranks
     run.set_defaults(func=cmd_run)
 
     methods = sub.add_parser("methods", help="list the methods and their recipes",
@@ -128,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (UsageError, store.RunFolderError, CheckpointError) as exc:
-        print(f"spikerl-bench: error: {exc}", file=sys.stderr)
+        print("spikerl-bench: error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, always
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("spikerl-bench: interrupted", file=sys.stderr)

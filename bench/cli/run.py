@@ -10,11 +10,13 @@ from bench import schema
 from bench.cli.args import EXIT_USAGE
 from bench.run import store
 from bench.run.launch import launch_local
-from bench.run.plan import Plan, UsageError, default_run_dir, parse_set_options, validate_names
+from bench.run.plan import MAX_WORKERS, Plan, UsageError, default_run_dir, parse_set_options, validate_names
 from bench.run.profiles import PROFILES
 from bench.run.resolve import resolve_device, world_size_groups
+from bench.run.resume import check_resumable
 from bench.run.runner import create_run_folder, execute, finish_run_folder
 from bench.run.summary import write_summary
+from bench.run.validate import check_plan
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -41,7 +43,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def run_groups(run_dir: Path, plan: Plan, *, resume: bool, plain: bool) -> int:
     """Train the plan: each group of methods that share a world size in turn (one group unless
     methods default to different sizes, as SpikeRL on several GPUs), then finish the folder."""
-    groups = world_size_groups(plan, resolve_device(plan.device))
+    device = resolve_device(plan.device)
+    groups = world_size_groups(plan, device)
+    if resume:  # refused here in one line, not once by every rank
+        for world_size, methods in groups.items():
+            if world_size > 1:
+                check_resumable(run_dir, plan, world_size, device, methods)
     if len(groups) == 1:
         (world_size, _), = groups.items()
         if world_size > 1:
@@ -80,7 +87,7 @@ def resume_plan(args: argparse.Namespace) -> Plan:
     if conflicting:
         raise UsageError(f"--resume takes the plan from the run folder; drop --{conflicting[0].replace('_', '-')}")
     plan = Plan.from_json(store.load_plan(args.resume), args.resume / schema.PLAN)
-    validate_names(plan.methods, plan.envs)
+    check_plan(plan)
     return plan
 
 
@@ -125,10 +132,10 @@ def run_as_rank(args: argparse.Namespace, launch) -> int:  # noqa: ANN001
 def new_plan(args: argparse.Namespace) -> Plan:
     profile = PROFILES[args.profile]
     td3_overrides, actor_overrides = parse_set_options(args.settings)
-    if args.threads is not None and args.threads <= 0:
-        raise UsageError(f"--threads must be positive, got {args.threads}")
-    if args.nproc is not None and args.nproc <= 0:
-        raise UsageError(f"--nproc must be positive, got {args.nproc}")
+    for flag in ("threads", "nproc"):
+        value = getattr(args, flag)
+        if value is not None and not 0 < value <= MAX_WORKERS:
+            raise UsageError(f"--{flag} must be 1 to {MAX_WORKERS}, got {value}")
     if len(args.country) != 3 or not args.country.isalpha():
         raise UsageError(f"--country must be an ISO-3 code such as USA, FRA or DEU, got {args.country!r}")
     methods = args.methods or profile.methods

@@ -11,9 +11,11 @@ from baselines.registry import get_method
 from bench.run.profiles import DEFAULT_BASELINE
 from bench.run.store import RunFolderError, is_simple_name
 from spikerl.config import TD3Config, coerce_value
-from spikerl.envs import make_env
+from spikerl.envs import check_checkpointable, make_env
 
 MAX_SEED = 2**32 - 1  # numpy's SeedSequence and gymnasium's reset(seed=) accept up to this
+MAX_WORKERS = 1_024
+"""Bound of --nproc and --threads: each is a process or an OS thread, so a typo must not fork thousands."""
 
 
 class UsageError(ValueError):
@@ -101,11 +103,11 @@ _PLAN_CHECKS = {
     "precision": lambda v: v in (None, "fp32", "bf16"),
     "baseline": lambda v: isinstance(v, str),
     "country": lambda v: isinstance(v, str) and len(v) == 3 and v.isalpha(),
-    "power_interval_s": lambda v: _is_number(v, 0.0),
+    "power_interval_s": lambda v: _is_number(v, 0.0) and 1e-3 <= v <= 3600,  # as --power-interval
     "target_return": lambda v: v is None or _is_number(v),
-    "nproc": lambda v: v is None or (type(v) is int and 0 < v <= 4096),
+    "nproc": lambda v: v is None or (type(v) is int and 0 < v <= MAX_WORKERS),
     "backend": lambda v: v in ("auto", "nccl", "gloo", "mpi"),
-    "threads": lambda v: v is None or (type(v) is int and 0 < v <= 4096),
+    "threads": lambda v: v is None or (type(v) is int and 0 < v <= MAX_WORKERS),
     "engine": lambda v: v in ("auto", "native", "torch"),
     "argv": lambda v: isinstance(v, (list, tuple)) and all(isinstance(a, str) for a in v),
     "created_utc": lambda v: isinstance(v, str),
@@ -125,7 +127,11 @@ def validate_names(methods: Sequence[str], envs: Sequence[str]) -> None:
             raise UsageError(exc.args[0]) from None
     for e in envs:
         try:
-            make_env(e).close()  # also rejects discrete or asymmetric action spaces
+            env = make_env(e)  # also rejects discrete or asymmetric action spaces
+            try:
+                check_checkpointable(env, e)
+            finally:
+                env.close()
         except ValueError as exc:
             raise UsageError(str(exc)) from None
 

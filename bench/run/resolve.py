@@ -1,6 +1,7 @@
 """From a plan to what one run uses: the device, and the config after every layer of defaults."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -8,7 +9,7 @@ import torch
 
 from bench.run.plan import Plan, UsageError
 from bench.run.profiles import PROFILES
-from spikerl.config import TD3Config, coerce_value
+from spikerl.config import TD3Config, check_number, coerce_value
 from spikerl.method import MethodSpec
 from spikerl.native_lib import native_unusable_reason, resolve_engine
 from spikerl.precision import resolve_precision
@@ -127,4 +128,25 @@ def _actor_params(spec: MethodSpec, env_id: str, plan: Plan) -> dict[str, Any]:
             actor[key] = coerce_value(actor[key], str(raw)) if isinstance(raw, str) else raw
         except ValueError as exc:
             raise UsageError(f"--set actor.{key}: {exc}") from None
+    try:
+        check_actor_params(spec, env_id, actor)
+    except ValueError as exc:
+        raise UsageError(f"--set {exc}" if plan.actor_overrides else f"{spec.name} on {env_id}: {exc}") from None
     return actor
+
+
+def check_actor_params(spec: MethodSpec, env_id: str, actor: dict[str, Any]) -> None:
+    """ValueError unless `actor` has the method's settings, each of its default's kind (finite
+    where a number), and passes the method's own check (`MethodSpec.check_actor`)."""
+    defaults = spec.actor_params(env_id)
+    if set(actor) != set(defaults):
+        raise ValueError(f"{spec.name}'s actor settings are {', '.join(defaults)}, got {', '.join(actor)}")
+    for key, default in defaults.items():
+        value = actor[key]
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            check_number(f"actor.{key}", value, -math.inf, math.inf, integer=isinstance(default, int))
+        elif isinstance(default, (tuple, list)) != isinstance(value, (tuple, list)) or \
+                isinstance(default, str) != isinstance(value, str):
+            raise ValueError(f"actor.{key} must be like {default!r}, got {value!r}")
+    if spec.check_actor is not None:
+        spec.check_actor(actor)

@@ -13,15 +13,15 @@ from bench import schema
 from bench.energy.callback import EnergyCallback
 from bench.run import store
 from bench.run.environment import collect_environment
-from bench.run.plan import Plan, UsageError
+from bench.run.plan import Plan
 from bench.run.recorder import CsvRecorder, ProgressDisplay
-from bench.run.resolve import RunConfig, resolve_config, resolve_device
+from bench.run.resolve import resolve_config, resolve_device
+from bench.run.resume import ResumePoint, check_resumable, cut_power_csv, load_run_config
 from bench.run.summary import contention_warning, is_complete, last_progress, write_summary
+from bench.run.validate import check_plan, make_new_folder
 from bench.schema import Status
-from spikerl.callbacks import Callback
 from spikerl import native_lib
-from spikerl.checkpoint import resume_step
-from spikerl.config import TD3Config
+from spikerl.callbacks import Callback
 from spikerl.distributed import DistContext
 from spikerl.loop import TrainResult, train
 
@@ -34,15 +34,10 @@ def apply_threads(plan: Plan) -> None:
 
 
 def create_run_folder(run_dir: Path, plan: Plan) -> None:
-    """Make a fresh run folder; refuse any existing non-empty path so no result is ever overwritten."""
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise UsageError(f"{run_dir} already exists; a new run never writes into an existing folder "
-                         "(choose another --out, or --resume it)")
-    device = resolve_device(plan.device)
-    for m in plan.methods:
-        for e in plan.envs:
-            resolve_config(get_method(m), e, plan, device)  # reject bad overrides before anything is written
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Make a fresh run folder; refuse any existing non-empty path so no result is ever overwritten.
+    Every check of the plan comes first: the folder is the first thing written."""
+    check_plan(plan)  # reject bad names, flags and overrides before anything is written
+    make_new_folder(Path(run_dir))
     apply_threads(plan)
     store.write_json(run_dir / schema.PLAN, plan.to_json())
     store.write_json(run_dir / schema.ENVIRONMENT, collect_environment())
@@ -55,16 +50,19 @@ def extra_callbacks(plan: Plan) -> tuple[list[Callback], Any]:
 
 
 def run_one(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, *, resume: bool,
-            ctx: DistContext, plain: bool = False) -> dict[str, Any]:
-    """Train one method × env × seed into its folder and write its result.json."""
+            ctx: DistContext, plain: bool = False, point: ResumePoint | None = None) -> dict[str, Any]:
+    """Train one method × env × seed into its folder and write its result.json. `point`: where
+    its checkpoint stands (bench.run.resume), when it resumes from one."""
     spec = get_method(method)
     folder = store.seed_dir(run_dir, method, env_id, seed)
-    saved = load_run_config(folder) if resume else None
+    saved = load_run_config(folder, spec, env_id) if resume else None
     run = saved or resolve_config(spec, env_id, plan, ctx.device)
     base = {"method": method, "env": env_id, "seed": seed, "world_size": ctx.world_size, "backend": ctx.backend,
             "precision": run.td3.precision, "device": ctx.device.type, "engine": run.engine}
     if ctx.is_main:
         folder.mkdir(parents=True, exist_ok=True)
+        if point is not None:
+            cut_power_csv(folder / schema.POWER, point)
         store.write_json(folder / schema.CONFIG, {
             **base, "precision_reason": run.precision_reason, "engine_reason": run.engine_reason,
             "threads": torch.get_num_threads(),
@@ -95,26 +93,6 @@ def run_one(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, *, r
     return _write_result(folder, base, fields, meters, ctx)
 
 
-def load_run_config(folder: Path) -> RunConfig | None:
-    """The settings a started run was trained with (config.json), validated; None if it has none."""
-    path = folder / schema.CONFIG
-    if not path.exists():
-        return None
-    saved = store.read_json(path)
-    if not isinstance(saved, dict) or not isinstance(saved.get("td3"), dict) \
-            or not isinstance(saved.get("actor"), dict):
-        raise store.RunFolderError(f"{path} lacks the td3/actor settings")
-    try:
-        td3 = TD3Config.from_dict(saved["td3"])
-    except (ValueError, TypeError) as exc:
-        raise store.RunFolderError(f"{path}: {exc}") from None
-    engine = saved.get("engine", "torch")  # folders from before engines were recorded ran either way
-    if engine not in native_lib.ENGINES:
-        raise store.RunFolderError(f"{path}: engine has an invalid value {str(engine)[:40]!r}")
-    return RunConfig(td3, saved["actor"], str(saved.get("precision_reason", "")), engine,
-                     str(saved.get("engine_reason", "")))
-
-
 def _write_result(folder: Path, base: dict[str, Any], fields: dict[str, Any],
                   meters: Sequence[Callback], ctx: DistContext) -> dict[str, Any]:
     result = {**base, **fields}
@@ -137,13 +115,14 @@ def execute(run_dir: Path, plan: Plan, resume: bool, plain: bool = False, ctx: D
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     apply_threads(plan)
+    points: dict[tuple[str, str, int], ResumePoint] = {}
     if resume:
-        check_resumable(run_dir, plan, ctx.world_size, methods)
+        points = check_resumable(run_dir, plan, ctx.world_size, ctx.device, methods)
         started = any(store.seed_dir(run_dir, *r).exists() for r in plan.runs(methods))
         if ctx.is_main and started:  # a fresh folder handed to --nproc ranks is not a resume
             print(f"resuming {run_dir}", file=sys.stderr)
     try:
-        failed = _run_all(run_dir, plan, resume, plain, ctx, methods)
+        failed = _run_all(run_dir, plan, resume, plain, ctx, points, methods)
     except KeyboardInterrupt:
         if ctx.is_main:
             write_summary(run_dir, plan)
@@ -160,7 +139,7 @@ def execute(run_dir: Path, plan: Plan, resume: bool, plain: bool = False, ctx: D
 
 
 def _run_all(run_dir: Path, plan: Plan, resume: bool, plain: bool, ctx: DistContext,
-             methods: Sequence[str] | None = None) -> int:
+             points: dict[tuple[str, str, int], ResumePoint], methods: Sequence[str] | None = None) -> int:
     """Train the plan's unfinished runs in order; returns how many did not complete."""
     failed = 0
     for method, env_id, seed in plan.runs(methods):
@@ -168,7 +147,8 @@ def _run_all(run_dir: Path, plan: Plan, resume: bool, plain: bool, ctx: DistCont
         # rank 0 decides, so every rank skips (or trains) the same runs
         if ctx.broadcast_object(resume and is_complete(folder)):
             continue
-        result = run_one(run_dir, plan, method, env_id, seed, resume=resume, plain=plain, ctx=ctx)
+        result = run_one(run_dir, plan, method, env_id, seed, resume=resume, plain=plain, ctx=ctx,
+                         point=points.get((method, env_id, seed)))
         if result["status"] != Status.COMPLETE:
             failed += 1
             print(f"spikerl-bench: {method} on {env_id} seed {seed} {result['status']}: {result.get('error')}",
@@ -193,20 +173,6 @@ def finish_run_folder(run_dir: Path, plan: Plan) -> None:
         except Exception as exc:  # noqa: BLE001
             print(f"spikerl-bench: {ep.name} after the run failed: {type(exc).__name__}: {exc} "
                   f"(retry with: spikerl-bench {ep.name} {run_dir})", file=sys.stderr)
-
-
-def check_resumable(run_dir: Path, plan: Plan, world_size: int = 1, methods: Sequence[str] | None = None) -> None:
-    """Refuse (CheckpointError / RunFolderError) before anything is written if any unfinished
-    run's config or checkpoints cannot be resumed."""
-    for method, env_id, seed in plan.runs(methods):
-        folder = store.seed_dir(run_dir, method, env_id, seed)
-        if not folder.exists() or is_complete(folder):
-            continue
-        saved = load_run_config(folder)
-        if saved is not None and saved.engine == "native" and native_lib.library() is None:
-            raise UsageError(f"{folder} was trained on the native engine, which is unavailable here "
-                             f"({native_lib.unavailable_reason()}); resuming on torch would mix engines")
-        resume_step(folder, world_size, method=method, env_id=env_id)
 
 
 def _raise_interrupt(signum, frame):  # noqa: ANN001

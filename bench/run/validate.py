@@ -1,0 +1,76 @@
+"""The checks a plan passes before its run folder is created or resumed: method and env names,
+the baseline, the country, the device and backend, and every method × env's resolved settings.
+Each failure is a UsageError (one line, exit code 2) raised before anything is written."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from baselines.registry import get_method
+from bench.energy.carbon import validate_country
+from bench.run.plan import Plan, UsageError, validate_names
+from bench.run.resolve import resolve_config, resolve_device
+
+
+def check_plan(plan: Plan) -> torch.device:
+    """Refuse a plan that could not run to the end here; returns the device it runs on."""
+    validate_names(plan.methods, plan.envs)
+    try:
+        get_method(plan.baseline)
+    except KeyError as exc:
+        raise UsageError(f"--baseline: {exc.args[0]}") from None
+    try:
+        validate_country(plan.country)
+    except ValueError as exc:
+        raise UsageError(f"--country: {exc}") from None
+    device = resolve_device(plan.device)
+    check_backend(plan.backend, device)
+    for m in plan.methods:
+        for e in plan.envs:
+            resolve_config(get_method(m), e, plan, device)
+    return device
+
+
+def check_backend(backend: str, device: torch.device) -> None:
+    """The same refusal at any world size: a backend that cannot start here is a bad flag even
+    when one rank would never open a process group."""
+    from spikerl.distributed import DistributedSetupError, resolve_backend
+
+    try:
+        resolve_backend(backend, device)
+    except DistributedSetupError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def make_new_folder(run_dir: Path) -> None:
+    """Create run_dir (and missing parents) as the first write of a run. An existing non-empty
+    path, or one the OS refuses (under a file, in /proc, a name too long), is a UsageError; folders
+    made before a refusal are removed again."""
+    try:
+        taken = run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"unusable run folder {str(run_dir)!r}: {_reason(exc)}") from None
+    if taken:
+        raise UsageError(f"{run_dir} already exists; a new run never writes into an existing folder "
+                         "(choose another --out, or --resume it)")
+    missing = []
+    p = run_dir.absolute()
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    made = []
+    try:
+        for d in reversed(missing):
+            d.mkdir()
+            made.append(d)
+        if not run_dir.is_dir():
+            raise NotADirectoryError(f"{run_dir} is not a folder")
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
+        for d in reversed(made):
+            d.rmdir()
+        raise UsageError(f"cannot create run folder {run_dir}: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
