@@ -140,6 +140,8 @@ RESUME_CASES = {
     "plan-total-steps-1e308": _set(PLAN, ["total_steps"], 1e308),
     "plan-power-interval-inf": _write(PLAN, "PLACEHOLDER"),  # replaced below (Infinity literal)
     "plan-unknown-method": _set(PLAN, ["methods"], ["nope"]),
+    "plan-engine-unknown": _set(PLAN, ["engine"], "warp"),
+    "plan-nproc-zero": _set(PLAN, ["nproc"], 0),
     "plan-unknown-env": _set(PLAN, ["envs"], ["Nope-v1"]),
     "plan-td3-override-garbage": _set(PLAN, ["td3_overrides"], {"lr_actor": "fast"}),
     "plan-td3-override-unknown": _set(PLAN, ["td3_overrides"], {"warp": 9}),
@@ -151,6 +153,7 @@ RESUME_CASES = {
     "plan-backend-nccl-without-cuda": _set(PLAN, ["backend"], "nccl"),
     # config.json
     "config-edited-lr": _set(CONFIG, ["td3", "lr_actor"], 0.5),
+    "config-engine-unknown": _set(CONFIG, ["engine"], "warp"),
     "config-total-steps-below-checkpoint": _set(CONFIG, ["td3", "total_steps"], 200),
     "config-lr-nan": _write(CONFIG, "PLACEHOLDER"),  # replaced below (NaN literal)
     "config-not-json": _write(CONFIG, "{"),
@@ -244,6 +247,12 @@ NEW_RUN_CASES = {
     "seeds-range-beyond-2-32": ["--seeds", "4294967295-4294967296"],
     "seeds-huge-range": ["--seeds", "0-99999999999"],
     "power-interval-inf": ["--power-interval", "inf"],
+    "engine-unknown": ["--engine", "warp"],
+    "engine-native-in-bf16": ["--methods", "popsan", "--engine", "native", "--precision", "bf16"],
+    "start-actions-unknown": ["--set", "start_actions=normal"],
+    "start-noise-nan": ["--set", "start_noise=nan"],
+    "start-noise-zero": ["--set", "start_noise=0"],
+    "only-methods-outside-a-launch": ["--only-methods", "mlp"],
     "power-interval-nan": ["--power-interval", "nan"],
     "power-interval-tiny": ["--power-interval", "1e-9"],
     "methods-duplicate": ["--methods", "mlp,mlp"],
