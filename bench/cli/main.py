@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from bench.cli.args import EXIT_USAGE, OneLineParser, csv_list, positive_float, seed_list, step_count
+from bench.cli.compare import add_compare_parser
 from bench.cli.run import cmd_run
 from bench.run import store
 from bench.run.plan import UsageError, validate_names
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_perf_arguments(perf)
     perf.set_defaults(func=cmd_perf)
 
+    add_compare_parser(sub)
     for register in _optional_registrars():
         register(sub)
     return parser
