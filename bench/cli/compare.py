@@ -16,11 +16,11 @@ COMPARE_EXAMPLES = """examples:
   spikerl-bench compare runs/base runs/new --markdown compare.md --json compare.json   # CI outputs
   spikerl-bench compare runs/base runs/new --fail-on none   # report only, never fail
 
-rules (--fail-on, comma-separated or repeated; default %(defaults)s):
-  sps:-10%%              env steps/s in the training phase drop by more than 10 %%
-  energy_per_step:+10%%  energy per env step grows by more than 10 %%
-  avg_power:+10%%        average power grows by more than 10 %%
-  return:-20%%           final return drops by more than 20 %% of |BASE| (return:-100: by more than 100)
+rules (--fail-on, comma-separated or repeated; default {defaults}):
+  sps:-10%              env steps/s in the training phase drop by more than 10 %
+  energy_per_step:+10%  energy per env step grows by more than 10 %
+  avg_power:+10%        average power grows by more than 10 %
+  return:-20%           final return drops by more than 20 % of |BASE| (return:-100: by more than 100)
 A metric fails only when its whole confidence interval is beyond the threshold; when only the
 point estimate is, it is reported as too noisy to decide. exit codes: 0 no regression,
 1 regression (or a run NEW did not complete), 2 bad input or configurations that differ.
@@ -35,7 +35,7 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
                            "Compare NEW against BASE for every method x env x seed in both: env steps/s, energy "
                            "per env step, average power and final return, with bootstrap confidence intervals "
                            "from the runs' progress windows and repeats, plus GPS-UP of NEW against BASE."),
-                       epilog=COMPARE_EXAMPLES.replace("%(defaults)s", DEFAULT_RULES_TEXT.replace("%", "%%")),
+                       epilog=COMPARE_EXAMPLES.replace("{defaults}", DEFAULT_RULES_TEXT),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("base", type=Path, metavar="BASE", help="baseline: a run folder, a summary.csv or a JSON export")
     p.add_argument("new", type=Path, metavar="NEW", help="the run to check, in any of the same forms")

@@ -8,7 +8,7 @@ complete in BASE but not in NEW fails the gate too (the new code did not finish 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from bench.compare import noise
 from bench import schema
@@ -21,12 +21,22 @@ from bench.schema import SEED_DIR_PREFIX, Status
 WALL_S, ENERGY_J = (column(schema.RESULT_COLUMNS, c) for c in ("wall_s", "energy_j"))
 
 
+FOREIGN_CPU_SHARE = "foreign_cpu_share"
+"""Result field (0..1) some writers add: the share of the CPU other processes used during the
+run. Read only where present; not in bench.schema here."""
+MAX_FOREIGN_SHARE_DIFF = 0.10
+"""Runs whose foreign CPU shares differ by more than this ran on differently busy machines: a
+timing or energy change beyond the threshold is then too noisy to decide, not a regression."""
+
+
 @dataclass(frozen=True)
 class Check:
     metric: Metric
     estimate: noise.Estimate | None
     rule: Rule | None
     verdict: Verdict
+    reason: str = ""
+    """Why a verdict was held back (e.g. the machine was busier on one side)."""
 
     @property
     def relative(self) -> bool:
@@ -137,17 +147,35 @@ def _estimate(metric: Metric, base: list[RunData], new: list[RunData], confidenc
                                  confidence=confidence)
 
 
+def _foreign_share(runs: list[RunData]) -> float:
+    shares = [r.number(FOREIGN_CPU_SHARE) for r in runs]
+    shares = [x for x in shares if 0 <= x <= 1]
+    return max(shares) if shares else math.nan
+
+
+def _busier_machine(base: list[RunData], new: list[RunData]) -> str:
+    """Why timings of these runs cannot be compared ('' when they can, or nobody measured)."""
+    b, n = _foreign_share(base), _foreign_share(new)
+    if math.isnan(b) or math.isnan(n) or abs(n - b) <= MAX_FOREIGN_SHARE_DIFF:
+        return ""
+    return f"other processes used {b:.0%} of the CPU during BASE and {n:.0%} during NEW"
+
+
 def _row(method: str, env: str, base: list[RunData], new: list[RunData], rules: dict[str, Rule], gated: bool,
          confidence: float) -> Row:
     checks = []
+    busy = _busier_machine(base, new)
     for metric in METRICS.values():
         est = _estimate(metric, base, new, confidence)
         rule = rules.get(metric.name)
+        reason = ""
         if rule is None or est is None:
             verdict = Verdict.NOT_GATED
         else:
             verdict = judge(rule, est.change(rule.relative), est.change_ci(rule.relative))
-        checks.append(Check(metric, est, rule, verdict))
+            if verdict is Verdict.REGRESSION and metric.windowed and busy:
+                verdict, reason = Verdict.TOO_NOISY, busy
+        checks.append(Check(metric, est, rule, verdict, reason))
     seeds = tuple(dict.fromkeys(r.key[2] for r in base))
     return Row(method, env, seeds, gated, tuple(checks))
 

@@ -24,7 +24,9 @@ def _num(v: float) -> str:
 def _signed(v: float, relative: bool) -> str:
     if not math.isfinite(v):
         return "—"
-    return f"{v * 100:+.1f}%" if relative else f"{v:+.4g}"
+    if relative:
+        return f"{v * 100:+.1f}%" if abs(v) >= 5e-4 else "+0.0%"
+    return f"{v:+.4g}"
 
 
 def change_text(c: Check) -> str:
@@ -35,10 +37,7 @@ def ci_text(c: Check) -> str:
     ci = c.change_ci
     if ci is None:
         return "no noise estimate"
-    lo, hi = ci
-    if c.relative:
-        return f"[{lo * 100:+.1f}%, {hi * 100:+.1f}%]"
-    return f"[{lo:+.4g}, {hi:+.4g}]"
+    return f"[{_signed(ci[0], c.relative)}, {_signed(ci[1], c.relative)}]"
 
 
 def verdict_text(row: Row, c: Check) -> str:
@@ -56,9 +55,12 @@ def header(report: Report) -> tuple[str, ...]:
     return ("run", "metric", "BASE", "NEW", "change", f"{report.confidence:.0%} CI", "noise from", "verdict")
 
 
-def table_rows(report: Report) -> list[tuple[str, ...]]:
+def table_rows(report: Report, gated: bool | None = None) -> list[tuple[str, ...]]:
+    """Cells of every row and metric (only the gated rows, or only the others, if asked)."""
     out = []
     for row in report.rows:
+        if gated is not None and row.gated is not gated:
+            continue
         for c in row.checks:
             e = c.estimate
             if e is None:
@@ -107,7 +109,8 @@ def verdict_lines(report: Report) -> list[str]:
         lines += [f"  {f}" for f in report.failed_runs]
     if report.too_noisy:
         lines.append("too noisy to decide (beyond the threshold, but not beyond the noise):")
-        lines += [f"  {r.label}: {c.metric.name} {change_text(c)} {ci_text(c)} ({c.rule})" for r, c in report.too_noisy]
+        lines += [f"  {r.label}: {c.metric.name} {change_text(c)} {ci_text(c)} ({c.rule})"
+                  + (f": {c.reason}" if c.reason else "") for r, c in report.too_noisy]
     if report.notes:
         lines.append("notes:")
         lines += [f"  {n}" for n in report.notes]
@@ -154,7 +157,12 @@ def markdown(report: Report) -> str:
              f"- **BASE**: {_md_cell(_describe(report.base))}", f"- **NEW**: {_md_cell(_describe(report.new))}",
              "", "▲ better, ▼ worse than BASE beyond the noise; the gate decides per method × env "
              "(seeds pooled as repeats).", ""]
-    lines += _md_table(header(report), table_rows(report))
+    lines += _md_table(header(report), table_rows(report, gated=True))
+    per_seed = table_rows(report, gated=False)
+    if per_seed:
+        lines += ["", "<details><summary>per seed</summary>", ""]
+        lines += _md_table(header(report), per_seed)
+        lines += ["", "</details>"]
     lines += ["", "**GPS-UP of NEW against BASE**", ""]
     lines += _md_table(GPSUP_HEADER, gpsup_rows(report))
     lines += ["", "```", *verdict_lines(report), "```", ""]
