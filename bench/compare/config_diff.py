@@ -41,7 +41,8 @@ def config_differences(base: Side, new: Side) -> list[str]:
     diffs: dict[tuple[str, str, str], list[str]] = {}
     for k in sorted(set(base.setup) & set(new.setup)):
         if base.setup[k] != new.setup[k]:
-            diffs.setdefault((k, _show(base.setup[k]), _show(new.setup[k])), []).append("the run")
+            where = schema.PLAN if k.startswith("plan.") else schema.ENVIRONMENT
+            diffs.setdefault((k, _show(base.setup[k]), _show(new.setup[k])), []).append(where)
     for key in sorted(set(base.runs) & set(new.runs)):
         b_runs, n_runs = base.runs[key], new.runs[key]
         where = "/".join((key[0], key[1], f"{schema.SEED_DIR_PREFIX}{key[2]}"))
