@@ -9,6 +9,7 @@ from typing import Sequence
 
 from bench.cli.args import (EXIT_USAGE, OneLineParser, finite_float, power_interval, seed_list, step_count,
                             unique_csv_list)
+from bench.cli.compare import add_compare_parser
 from bench.cli.run import cmd_run
 from bench.run import store
 from bench.run.plan import UsageError, validate_names
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_perf_arguments(perf)
     perf.set_defaults(func=cmd_perf)
 
+    add_compare_parser(sub)
     for register in _optional_registrars():
         register(sub)
     return parser

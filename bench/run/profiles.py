@@ -49,6 +49,13 @@ PROFILES: dict[str, Profile] = {
         {"total_steps": 1_500, "eval_every": 750, "eval_episodes": 1, "log_every": 250, "checkpoint_every": 750},
         caps={"start_steps": 500, "update_after": 500, "replay_size": 10_000},
     ),
+    "ci": Profile(
+        "ci", "CI regression gate (`spikerl-bench compare`): every method, two seeds as a repeat, ten "
+        "training-phase progress windows per run (about 3 min on 2 cores)",
+        ALL_METHODS, ("HalfCheetah-v4",), (0, 1),
+        {"total_steps": 3_000, "eval_every": 1_500, "eval_episodes": 1, "log_every": 250, "checkpoint_every": 3_000},
+        caps={"start_steps": 500, "update_after": 500, "replay_size": 10_000},
+    ),
     "quick": Profile(
         "quick", "default: every method on HalfCheetah-v4, long enough that learning shows (< 15 min on 2 cores)",
         ALL_METHODS, ("HalfCheetah-v4",), (0,),
