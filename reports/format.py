@@ -104,10 +104,12 @@ def fmt_fixed(v: Any, decimals: int, scale: float = 1.0) -> str:
 
 
 def fmt_range(lo: Any, hi: Any, decimals: int, scale: float = 1.0) -> str:
-    """A confidence interval as '4,509–5,178' (an en dash, never a comma, between the bounds)."""
+    """A confidence interval as '4,509–5,178' (an en dash, never a comma, between the bounds);
+    '-218.0 to -32.6' when a bound is negative, where a dash would read as a minus."""
     if not (finite(lo) and finite(hi)):
         return DASH
-    return f"{fmt_fixed(lo, decimals, scale)}–{fmt_fixed(hi, decimals, scale)}"
+    sep = " to " if float(lo) < 0 or float(hi) < 0 else "–"
+    return f"{fmt_fixed(lo, decimals, scale)}{sep}{fmt_fixed(hi, decimals, scale)}"
 
 
 def fmt_in(v: Any, unit: Unit) -> str:

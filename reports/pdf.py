@@ -265,7 +265,7 @@ def captioned(chart: Chart) -> Iterator[Figure]:
 
 
 def _command_table(report: Report) -> Table:
-    return Table(key="command", title="Reproducibility: command line", headers=["Field", "Value"],
+    return Table(key="command", title="Reproducibility appendix: command line", headers=["Field", "Value"],
                  rows=[[Cell("command"), Cell(report.command)], [Cell("argv"), Cell(" ".join(report.argv) or "—")]],
                  source="Source: plan.json (command, argv); the full plan and every config.json are in report.html "
                         "and the run folder.")
@@ -292,12 +292,9 @@ def write_pdf(path: str | Path, report: Report, charts: Mapping[str, Sequence[Ch
     figures("aggregates")
     for _env, agg, seeds in report.results:
         tables(agg, seeds)
-    figures("gpsup", "curves", "power")
-    tables(report.spikes)
-    figures("spikes")
-    tables(report.equivalents)
-    figures("carbon")
-    tables(report.hyperparameters, _command_table(report), report.environment)
+    figures("gpsup", "curves", "power", "spikes", "carbon")
+    # the short tables after the figures they go with, so that they share pages
+    tables(report.spikes, report.equivalents, report.hyperparameters, _command_table(report), report.environment)
     pages.extend(flow.close())
     with matplotlib.rc_context(RC):
         with PdfPages(path, metadata={"Title": f"{report.title}: {report.run_name}",

@@ -264,7 +264,16 @@ def test_real_run_has_spike_columns_in_hand_computed_ranges(real_smoke_run: Path
     result = json.loads((real_smoke_run / "popsan" / "HalfCheetah-v4" / "seed0" / "result.json").read_text())
     names = [layer["name"] for layer in result["activity"]["layers"]]
     assert names == ["encoder", "hidden 1", "hidden 2", "output"]
-    stderr = (real_smoke_run.parent / "stderr.txt").read_text(encoding="utf-8")
-    assert "run 1 of 4" in stderr and "so far" in stderr
-    table, report = stderr.find("results (complete seeds"), stderr.find("report: ")
+    output = (real_smoke_run.parent / "output.txt").read_text(encoding="utf-8")
+    assert "run 1 of 4" in output and "so far" in output
+    table, report = output.find("results (complete seeds"), output.find("report: ")
     assert 0 <= table < report, "the results table comes before the report paths"
+
+
+def test_ci_and_fixed_decimals_format() -> None:
+    from reports.format import decimals_for, fmt_fixed, fmt_range
+
+    assert fmt_range(4509.2, 5178.4, 0) == "4,509–5,178"
+    assert fmt_range(-218.04, -32.61, 1) == "-218.0 to -32.6"  # a dash would read as a minus
+    d = decimals_for([12.345, 0.5, 3.0])
+    assert [fmt_fixed(v, d) for v in (12.345, 0.5, 3.0)] == ["12.3", "0.5", "3.0"]
