@@ -143,11 +143,12 @@ class _Flow:
                     break
                 fit.append(i)
                 used += laid.row_h[i]
-            if not fit and rows:  # not even one row: next page (a fresh page always takes one)
+            if len(fit) < min(3, len(rows)):  # a table never starts with a stray row at a page's foot
                 if self.y > 0:
                     self._new_page()
                     continue
-                fit, used = [rows[0]], laid.row_h[rows[0]]
+                fit = fit or [rows[0]]  # a fresh page always takes at least one row
+                used = sum(laid.row_h[i] for i in fit)
             left = rows[len(fit):]
             part += 1
             title = table.title + (f" (continued, part {part})" if part > 1 else "")

@@ -1,8 +1,8 @@
 """The report as a paper uses it: aggregates across envs (rliable), spike activity, a PDF of one
 page size with real tables, consistent units and decimals per column, a quadrant whose labels
 never overlap, exports (JSON, LaTeX, figures as PDF and SVG), the progress line and the
-end-of-run table. Built once on a 4-env × 5-seed fixture (and the real smoke run of
-test_reports where it says so)."""
+end-of-run table. Built once on a 4-env × 5-seed fixture (the real smoke run's spike columns are
+tested in test_reports, which owns that session fixture)."""
 from __future__ import annotations
 
 import html as html_lib
@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from reports.build import build_report
@@ -21,7 +20,6 @@ from reports.content import build_content
 from reports.load import load_run
 from reports.quadrant import gpsup_chart
 from tests.report_fixtures import fixture_run_dir, make_fixture_run  # noqa: F401
-from tests.test_reports import real_smoke_run  # noqa: F401
 
 ENVS4 = ("HalfCheetah-v4", "Hopper-v4", "Walker2d-v4", "Ant-v4")
 METHODS4 = ("spikerl", "popsan", "dsrl", "mlp")
@@ -72,7 +70,7 @@ def test_aggregates_with_cis_profiles_and_improvement(paper_run: dict) -> None:
     assert "Fujimoto" in section and "tools.random_returns" in section and section.count("<svg") == 2
 
 
-def test_aggregates_not_meaningful_is_said_not_drawn(fixture_run_dir: Path, tmp_path: Path) -> None:
+def test_aggregates_not_meaningful_is_said_not_drawn(fixture_run_dir: Path, tmp_path: Path) -> None:  # noqa: F811
     # the default fixture: one env (and two seeds)
     content = build_content(load_run(fixture_run_dir))
     assert not content.crosstask.meaningful and "1 env" in content.crosstask.reason
@@ -244,30 +242,6 @@ def test_progress_line_shows_power_energy_and_sweep_eta() -> None:
     assert lines[-1].count("steps/s") == 1
     # 1,500 env steps done in 14 s; 1,500 left (500 of this run, one run of 1,000): 14 s
     assert "sweep ETA 0m14s" in lines[-1]
-
-
-def test_real_run_has_spike_columns_in_hand_computed_ranges(real_smoke_run: Path) -> None:  # noqa: F811
-    """popsan and mlp at hidden 64-64 on HalfCheetah (obs 17, act 6), T = 5:
-    MLP MACs = 17·64 + 64·64 + 64·6 = 5,568; PopSAN MACs = 17·10 receptive fields + 6·10 decoder
-    weights = 230, SynOps at most 170·5·64 + 64·5·64 + 64·5·60 = 94,080."""
-    summary = pd.read_csv(real_smoke_run / "summary.csv")
-    for col in ("spike_rate", "synops_per_action", "macs_per_action", "inference_energy_j_per_action_est"):
-        assert col in summary.columns, col
-    mlp, pop = summary[summary["method"] == "mlp"], summary[summary["method"] == "popsan"]
-    assert (mlp["macs_per_action"] == 5568).all() and mlp["spike_rate"].isna().all()
-    assert (pop["macs_per_action"] == 230).all()
-    assert ((pop["synops_per_action"] > 0) & (pop["synops_per_action"] < 94_080)).all()
-    assert ((pop["spike_rate"] > 0) & (pop["spike_rate"] < 1)).all()
-    np.testing.assert_allclose(pop["inference_energy_j_per_action_est"],
-                               pop["synops_per_action"] * 0.9e-12 + 230 * 4.6e-12, rtol=1e-9)
-    np.testing.assert_allclose(mlp["inference_energy_j_per_action_est"], 5568 * 4.6e-12, rtol=1e-9)
-    result = json.loads((real_smoke_run / "popsan" / "HalfCheetah-v4" / "seed0" / "result.json").read_text())
-    names = [layer["name"] for layer in result["activity"]["layers"]]
-    assert names == ["encoder", "hidden 1", "hidden 2", "output"]
-    output = (real_smoke_run.parent / "output.txt").read_text(encoding="utf-8")
-    assert "run 1 of 4" in output and "so far" in output
-    table, report = output.find("results (complete seeds"), output.find("report: ")
-    assert 0 <= table < report, "the results table comes before the report paths"
 
 
 def test_ci_and_fixed_decimals_format() -> None:

@@ -22,7 +22,7 @@ import pytest
 from reports import stats
 from reports.build import build_report
 from reports.cli import main as report_main
-from reports.format import decimals_for, fmt_fixed, fmt_num
+from reports.format import decimals_for, fmt_fixed
 from reports.load import NotARunFolder, load_run
 from reports.model import ReportError
 from reports.quadrant import gpsup_chart
@@ -477,3 +477,27 @@ def test_report_shows_the_account_and_component_sources(built: dict):
     run_section = _section(built["html"], "run")
     assert "Energy account: ours against CodeCarbon" in run_section
     assert "Where the energy numbers come from" in run_section and "Component" in run_section
+
+
+def test_real_run_has_spike_columns_in_hand_computed_ranges(real_smoke_run: Path) -> None:
+    """popsan and mlp at hidden 64-64 on HalfCheetah (obs 17, act 6), T = 5:
+    MLP MACs = 17·64 + 64·64 + 64·6 = 5,568; PopSAN MACs = 17·10 receptive fields + 6·10 decoder
+    weights = 230, SynOps at most 170·5·64 + 64·5·64 + 64·5·60 = 94,080."""
+    summary = pd.read_csv(real_smoke_run / "summary.csv")
+    for col in ("spike_rate", "synops_per_action", "macs_per_action", "inference_energy_j_per_action_est"):
+        assert col in summary.columns, col
+    mlp, pop = summary[summary["method"] == "mlp"], summary[summary["method"] == "popsan"]
+    assert (mlp["macs_per_action"] == 5568).all() and mlp["spike_rate"].isna().all()
+    assert (pop["macs_per_action"] == 230).all()
+    assert ((pop["synops_per_action"] > 0) & (pop["synops_per_action"] < 94_080)).all()
+    assert ((pop["spike_rate"] > 0) & (pop["spike_rate"] < 1)).all()
+    np.testing.assert_allclose(pop["inference_energy_j_per_action_est"],
+                               pop["synops_per_action"] * 0.9e-12 + 230 * 4.6e-12, rtol=1e-9)
+    np.testing.assert_allclose(mlp["inference_energy_j_per_action_est"], 5568 * 4.6e-12, rtol=1e-9)
+    result = json.loads((real_smoke_run / "popsan" / "HalfCheetah-v4" / "seed0" / "result.json").read_text())
+    names = [layer["name"] for layer in result["activity"]["layers"]]
+    assert names == ["encoder", "hidden 1", "hidden 2", "output"]
+    output = (real_smoke_run.parent / "output.txt").read_text(encoding="utf-8")
+    assert "run 1 of 4" in output and "so far" in output
+    table, report = output.find("results (complete seeds"), output.find("report: ")
+    assert 0 <= table < report, "the results table comes before the report paths"
