@@ -88,7 +88,12 @@ def compute(seeds: pd.DataFrame, methods: list[str], envs: list[str], baseline: 
         ct.reason = (f"{n} complete seed{'s' if n != 1 else ''} per method and env: an aggregate with "
                      f"bootstrap CIs needs at least {MIN_SEEDS}, so it is not meaningful here.")
         return ct
-    from rliable import metrics
+    try:
+        from rliable import metrics
+    except ImportError as exc:  # a declared dependency; say so rather than fail the whole report
+        ct.reason = (f"rliable could not be imported ({exc}): install the project's dependencies "
+                     "(pip install -e ., or pip install 'rliable>=1.2' 'arch>=8.0').")
+        return ct
 
     def all_metrics(x: np.ndarray) -> np.ndarray:
         return np.array([metrics.aggregate_iqm(x), metrics.aggregate_median(x), metrics.aggregate_mean(x),
