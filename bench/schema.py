@@ -126,13 +126,22 @@ ENERGY_FIELDS = (
     Field("emissions_error", kind="str"), Field("codecarbon_error", kind="str"),
     Field("meter_errors", kind="str"),
 )
+# ---- spike activity of the final actor on evaluation episodes (bench.metrics.activity); result.json
+# also holds the per-layer detail under "activity"
+ACTIVITY_FIELDS = (
+    Field("spike_rate", "", doc="spikes / neuron-timesteps over every spiking layer, encoder included"),
+    Field("synops_per_action", "AC/action", doc="synaptic operations: each spike times its fan-out, per timestep"),
+    Field("macs_per_action", "MAC/action", doc="multiply-accumulates on real-valued inputs (all of an MLP)"),
+    Field("inference_energy_j_per_action_est", "J/action",
+          doc="ESTIMATE on neuromorphic hardware: AC x 0.9 pJ + MAC x 4.6 pJ (45 nm, Horowitz 2014)"),
+)
 # ---- columns summary.csv adds across runs (bench.metrics)
 TARGET_FIELDS = (Field("target_return"), Field("energy_to_target_j", "J"), Field("time_to_target_s", "s"))
 GPSUP_FIELDS = (Field("speedup", "x"), Field("powerup", "x"), Field("greenup", "x"),
                 Field("gpsup_category", kind="int"))
 EQUIVALENT_FIELDS = (Field("car_miles", "mi"), Field("tv_hours", "h"), Field("household_week_pct", "%"))
 
-RESULT_FIELDS = RUN_FIELDS + ENERGY_FIELDS
+RESULT_FIELDS = RUN_FIELDS + ENERGY_FIELDS + ACTIVITY_FIELDS
 SUMMARY_FIELDS = RESULT_FIELDS + GPSUP_FIELDS + TARGET_FIELDS + EQUIVALENT_FIELDS
 
 PROGRESS_COLUMNS = _names(PROGRESS_FIELDS)

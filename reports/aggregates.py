@@ -20,9 +20,9 @@ from reports.fairness import contended
 POINT_COLUMNS = ["method", "env", "wall_s", "energy_j", "speedup", "powerup", "greenup", "gpsup_category",
                  "s_lo", "s_hi", "p_lo", "p_hi", "n_seeds", "estimated", "is_baseline", "contended", "engine"]
 EQUIVALENT_LABELS = {
-    "household_week_pct": "US household-week (%)",
-    "car_miles": "Gasoline car (miles)",
-    "tv_hours": "32-inch LCD TV (hours)",
+    "household_week_pct": "US household-week",
+    "car_miles": "Gasoline car",
+    "tv_hours": "32-inch LCD TV",
 }
 """bench's equivalent columns, in display order, with their labels."""
 

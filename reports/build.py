@@ -1,4 +1,5 @@
-"""Build the report of a run folder: RUN/report.html, RUN/report.pdf and RUN/figures/.
+"""Build the report of a run folder: RUN/report.html, report.pdf, report.json, report.tex and
+RUN/figures/ (every figure as .svg and .pdf).
 
 Everything is rendered in memory (the PDF into a temporary file beside its target) before
 anything is replaced, and every file is written as a temporary file and then `os.replace`d,
@@ -14,13 +15,15 @@ from typing import Iterable, Sequence
 from bench.run.store import FILE_MODE
 from reports.charts import make_charts
 from reports.content import build_content
+from reports.export import report_json, report_latex
 from reports.figure import Chart
 from reports.html import render_html
 from reports.load import load_run
 from reports.model import ReportError
 from reports.pdf import write_pdf
 
-FORMATS = ("html", "pdf")
+FORMATS = ("html", "pdf", "json", "latex")
+DEFAULT_FORMATS = ("html", "pdf")
 
 
 def parse_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
@@ -51,12 +54,13 @@ def _stage(path: Path, data: str | bytes) -> Path:
     return tmp
 
 
-def build_report(run_dir: str | Path, formats: Sequence[str] | str = FORMATS,
+def build_report(run_dir: str | Path, formats: Sequence[str] | str = DEFAULT_FORMATS,
                  baseline: str | None = None, out_dir: str | Path | None = None) -> list[Path]:
     """Write the report of `run_dir` and return the paths written.
 
-    Writes OUT/report.html and/or OUT/report.pdf, and OUT/figures/<key>.svg, where OUT is
-    `out_dir` or the run folder. (Each figure is also a vector page of report.pdf.)
+    Writes OUT/report.html, report.pdf, report.json and/or report.tex (format 'latex'), and
+    OUT/figures/<key>.svg and <key>.pdf, where OUT is `out_dir` or the run folder. (Each figure is
+    also a vector page of report.pdf.)
     Raises reports.load.NotARunFolder if `run_dir` is not a run folder and
     reports.model.ReportError for an unknown format or baseline, before writing anything.
     """
@@ -76,6 +80,14 @@ def build_report(run_dir: str | Path, formats: Sequence[str] | str = FORMATS,
         figures.mkdir(parents=True, exist_ok=True)
         for key, text in svgs.items():
             staged.append((_stage(figures / f"{key}.svg", text), figures / f"{key}.svg"))
+        for c in flat:  # for LaTeX: the figure at its natural size, vector
+            tmp = _temp_beside(figures / f"{c.key}.pdf")
+            staged.append((tmp, figures / f"{c.key}.pdf"))
+            c.save_pdf(str(tmp))
+        if "json" in fmts:
+            staged.append((_stage(out / "report.json", report_json(report)), out / "report.json"))
+        if "latex" in fmts:
+            staged.append((_stage(out / "report.tex", report_latex(report)), out / "report.tex"))
         if "pdf" in fmts:
             target = out / "report.pdf"
             tmp = _temp_beside(target)
@@ -94,7 +106,7 @@ def build_report(run_dir: str | Path, formats: Sequence[str] | str = FORMATS,
     for tmp, target in staged:
         os.replace(tmp, target)
         written.append(target)
-    order = {"report.html": 0, "report.pdf": 1}
+    order = {"report.html": 0, "report.pdf": 1, "report.json": 2, "report.tex": 3}
     return sorted(written, key=lambda p: (order.get(p.name, 2), str(p)))
 
 
@@ -102,6 +114,6 @@ def report_after_run(run_dir: str | Path, plan: dict) -> list[Path]:
     """`spikerl-bench run` calls this (entry point `spikerl_bench.run_finished`) when its runs end."""
     paths = build_report(run_dir)  # the plan's baseline when it was run, else a documented fallback
     for p in paths:
-        if p.suffix in (".html", ".pdf"):
+        if p.name.startswith("report."):
             print(f"report: {p}", flush=True)
     return paths

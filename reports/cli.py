@@ -1,4 +1,4 @@
-"""`spikerl-bench report RUN [--format html,pdf] [--baseline M] [--out DIR]`.
+"""`spikerl-bench report RUN [--format html,pdf,json,latex] [--baseline M] [--out DIR]`.
 
 `add_report_parser(subparsers)` registers the subcommand on the main parser (bench.cli);
 the parsed namespace's `func` (also `handler`) is `report_command`, which returns the exit
@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from reports.build import FORMATS, build_report, parse_formats
+from reports.build import DEFAULT_FORMATS, FORMATS, build_report, parse_formats
 from reports.load import NotARunFolder
 from reports.model import ReportError
 
@@ -21,6 +21,9 @@ examples:
       rewrite RUN/report.html, RUN/report.pdf and RUN/figures/ from the run folder's files
   spikerl-bench report RUN --format html
       HTML only (one self-contained file: inline SVG and CSS, no JavaScript, no external URL)
+  spikerl-bench report RUN --format html,pdf,json,latex
+      also report.json (the report model: every table and aggregate, with units) and report.tex
+      (booktabs tables); figures/ holds every figure as .svg and .pdf either way
   spikerl-bench report RUN --baseline mlp --out /tmp/report
       GPS-UP against the MLP reference instead of the run's baseline, written elsewhere
 
@@ -33,12 +36,13 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     parser = subparsers.add_parser(
         "report", help="write the HTML/PDF report of a run folder",
         description="Regenerate the report of a run folder from its files only: what was run,\n"
-                    "results per env with IQM and bootstrap CIs, the GPS-UP quadrant, learning\n"
-                    "curves, power traces, carbon equivalents and a reproducibility appendix.",
+                    "aggregates across envs (rliable), results per env with IQM and bootstrap CIs,\n"
+                    "the GPS-UP quadrant, learning curves, power traces, spike activity, carbon\n"
+                    "equivalents and a reproducibility appendix.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", metavar="RUN", help="run folder written by `spikerl-bench run`")
-    parser.add_argument("--format", default=",".join(FORMATS), metavar="LIST",
-                        help="comma-separated formats out of: html, pdf (default: html,pdf)")
+    parser.add_argument("--format", default=",".join(DEFAULT_FORMATS), metavar="LIST",
+                        help=f"comma-separated formats out of: {', '.join(FORMATS)} (default: html,pdf)")
     parser.add_argument("--baseline", default=None, metavar="M",
                         help="method that GPS-UP compares against (default: the run's baseline)")
     parser.add_argument("--out", default=None, metavar="DIR",
@@ -63,8 +67,8 @@ def report_command(args: argparse.Namespace) -> int:
     for p in paths:
         if p.name.startswith("report."):
             print(p)
-    n_fig = sum(1 for p in paths if p.parent.name == "figures")
-    print(f"{n_fig} figure files in {paths[0].parent / 'figures' if paths else '-'}")
+    n_fig = sum(1 for p in paths if p.parent.name == "figures" and p.suffix == ".svg")
+    print(f"{n_fig} figures (.svg and .pdf) in {paths[0].parent / 'figures' if paths else '-'}")
     return 0
 
 

@@ -7,7 +7,7 @@ import json
 from datetime import datetime, timezone
 
 from bench.run.profiles import DEFAULT_BASELINE
-from reports import aggregates, facts, fairness, series, tables
+from reports import aggregates, crosstask, facts, fairness, series, tables
 from reports.format import DASH, SEED_FILES
 from reports.load import RunFolder
 from reports.model import STATUS_ORDER, Report, ReportError
@@ -38,6 +38,8 @@ def build_content(run: RunFolder, baseline: str | None = None) -> Report:
     reported = bool(seeds["estimated"].notna().any() or seeds["energy_source"].notna().any())
     points, gpsup_note = aggregates.gpsup_points(seeds, base)
     equivalents = aggregates.equivalents_frame(seeds, run.methods)
+    units = tables.report_units(seeds)
+    ct = crosstask.compute(seeds, run.methods, run.envs, base)
     with_folders = [e for e in run.envs if any(r.env == e for r in run.runs)]
     plan = run.plan or {}
     argv = plan.get("argv") if isinstance(plan.get("argv"), list) else []
@@ -51,18 +53,18 @@ def build_content(run: RunFolder, baseline: str | None = None) -> Report:
         energy_kind="estimated" if estimated else ("measured" if reported else "none"),
         headline=headline,
         warnings=fairness.warnings(run, seeds),
-        findings=facts.findings(points, base),
+        findings=facts.method_summaries(seeds, points, run.methods, run.envs, base, units),
         facts=facts.facts(run, base),
         facts_source=f"Source: plan.json, environment.json, {SEED_FILES}config.json.",
         power_sources=tables.power_sources_table(seeds),
-        account=tables.account_table(seeds, run.methods),
+        account=tables.account_table(seeds, run.methods, units),
         status_counts=counts,
         problems=list(run.problems),
-        results=[(env, *tables.results_tables(run, env, base, points))
+        results=[(env, *tables.results_tables(run, env, base, points, units))
                  for env in run.envs if (seeds["env"] == env).any()],
         gpsup_points=points,
         gpsup_note=gpsup_note,
-        equivalents=tables.equivalents_table(equivalents),
+        equivalents=tables.equivalents_table(equivalents, units),
         equivalents_data=equivalents,
         curves=[series.learning_curves(run, env) for env in with_folders],
         power=[series.power_traces(run, env) for env in with_folders],
@@ -71,4 +73,12 @@ def build_content(run: RunFolder, baseline: str | None = None) -> Report:
         environment=tables.environment_table(run.environment),
         configs=facts.configs(run),
         plan_json=json.dumps(plan, indent=2, sort_keys=True, default=str) if plan else "plan.json missing",
+        crosstask=ct,
+        aggregates=tables.crosstask_table(ct),
+        normalization=tables.normalization_table(ct),
+        spikes=tables.activity_table(run, units),
+        spike_layers=series.spike_layers(run),
+        hyperparameters=tables.hyperparameter_table(run),
+        units={"time": units.time.label, "energy": units.energy.label, "power": units.power.label,
+               "mass": units.mass.label},
     )

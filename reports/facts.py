@@ -47,7 +47,7 @@ def facts(run: RunFolder, baseline: str) -> list[tuple[str, str]]:
          ", ".join(str(s) for s in sorted(set(run.seeds["seed"])))),
         ("Env-step budget per seed", fmt_num(plan.get("total_steps"), 9)
          + (f" (profile {plan['profile']})" if plan.get("profile") else "")),
-        ("Device", plain(plan.get("device"))),
+        ("Device", _device(run, plan)),
         ("Hardware", _hardware(env)),
         ("World size", ", ".join(world) or plain(plan.get("nproc"))),
         ("Precision", ", ".join(precision) or DASH),
@@ -59,6 +59,50 @@ def facts(run: RunFolder, baseline: str) -> list[tuple[str, str]]:
         ("Started (UTC)", plain(plan.get("created_utc"))),
         ("Git commit", plain(env.get("git_commit")) + (" (dirty tree)" if env.get("git_dirty") else "")),
     ]
+
+
+def _device(run: RunFolder, plan: dict) -> str:
+    """The device(s) the runs used (result.json / config.json), and what was asked when it differs."""
+    used = sorted({str(x) for x in run.seeds.get("device", []) if isinstance(x, str) and x}
+                  | {str(r.config.get("device")) for r in run.runs if r.config and r.config.get("device")})
+    asked = plain(plan.get("device"))
+    if not used:
+        return asked
+    return ", ".join(used) + (f" (asked: {asked})" if asked not in used and asked != "—" else "")
+
+
+def method_summaries(seeds: pd.DataFrame, points: pd.DataFrame, methods: list[str], envs: list[str],
+                     baseline: str, units) -> list[str]:  # noqa: ANN001
+    """One line per method across envs: final return per env (mean of complete seeds), energy and
+    emissions per run, and GPS-UP against the baseline as a range over envs."""
+    done = seeds[seeds["status"] == Status.COMPLETE]
+    out = []
+    for m in methods:
+        md = done[done["method"] == m]
+        if md.empty:
+            continue
+        rets = []
+        for e in envs:
+            g = md[md["env"] == e]
+            if len(g):
+                r = g["final_return_mean"]
+                rets.append(f"{fmt_num(r.mean(), 4)}{f' ± {fmt_num(r.std(), 3)}' if len(g) > 1 else ''} on {e}")
+        counts = sorted({int((md["env"] == e).sum()) for e in envs if (md["env"] == e).any()})
+        n = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+        line = (f"{m}{' (baseline)' if m == baseline else ''}: return {'; '.join(rets) or '—'} "
+                f"({n} complete seed{'s' if counts[-1] != 1 else ''} per env); per run "
+                f"{fmt_num(md['energy_j'].mean() / units.energy.scale)} {units.energy.label}, "
+                f"{fmt_num(md['emissions_kg'].mean() / units.mass.scale)} {units.mass.label}")
+        pts = points[(points["method"] == m) & points["speedup"].notna()] if len(points) else points
+        if m != baseline and len(pts):
+            def span(col: str) -> str:
+                lo, hi = pts[col].min(), pts[col].max()
+                return fmt_ratio(lo) if not finite(hi) or abs(hi - lo) < 5e-3 else f"{fmt_ratio(lo)}–{fmt_ratio(hi)}"
+            saves = int((pts["greenup"] > 1).sum())
+            line += (f"; against {baseline}: speedup {span('speedup')}, greenup {span('greenup')} "
+                     f"(uses less energy on {saves} of {len(pts)} env{'s' if len(pts) != 1 else ''})")
+        out.append(line + ".")
+    return out
 
 
 def headline(seeds: pd.DataFrame, counts: dict[str, int]) -> tuple[bool, list[str]]:

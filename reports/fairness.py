@@ -69,7 +69,7 @@ def _computation(config: dict[str, Any]) -> str:
 def same_computation_warnings(run: RunFolder) -> list[str]:
     """Pairs of methods whose configs (recipe as resolved on this hardware) are identical on an env:
     comparing them measures noise, not methods."""
-    out = []
+    same: dict[tuple[str, ...], list[str]] = {}  # methods -> the envs on which they ran alike
     for env in run.envs:
         groups: dict[str, list[str]] = {}
         for m in run.methods:
@@ -78,10 +78,11 @@ def same_computation_warnings(run: RunFolder) -> list[str]:
                 groups.setdefault(_computation(configs[0]), []).append(m)
         for methods in groups.values():
             if len(methods) > 1:
-                out.append(f"{' and '.join(methods)} ran the same computation on {env} on this hardware "
-                           "(identical resolved settings, e.g. a bf16 recipe that fell back to fp32 on a CPU "
-                           "without native bf16, at one rank): their GPS-UP against each other is noise.")
-    return out
+                same.setdefault(tuple(methods), []).append(env)
+    return [f"{' and '.join(methods)} ran the same computation on {', '.join(envs)} on this hardware "
+            "(identical resolved settings, e.g. a bf16 recipe that fell back to fp32 on a CPU "
+            "without native bf16, at one rank): their GPS-UP against each other is noise."
+            for methods, envs in same.items()]
 
 
 def data_parallel_note(seeds: pd.DataFrame, run: RunFolder) -> str | None:

@@ -52,6 +52,14 @@ class Unit:
 ENERGY_UNITS = [("J", 1.0), ("kJ", 1e3), ("MJ", 1e6), ("GJ", 1e9)]
 MASS_UNITS = [("mg CO₂e", 1e-6), ("g CO₂e", 1e-3), ("kg CO₂e", 1.0), ("t CO₂e", 1e3)]
 POWER_UNITS = [("W", 1.0), ("kW", 1e3)]
+INFERENCE_ENERGY_UNITS = [("pJ", 1e-12), ("nJ", 1e-9), ("µJ", 1e-6), ("mJ", 1e-3), ("J", 1.0)]
+EQUIVALENT_UNITS = {
+    # bench's equivalent columns are in miles, hours and percent; each is shown in the largest
+    # unit in which the largest value is >= 1, so no column needs scientific notation.
+    "car_miles": [("m", 1 / 1609.344), ("km", 1 / 1.609344), ("miles", 1.0)],
+    "tv_hours": [("s", 1 / 3600), ("min", 1 / 60), ("h", 1.0)],
+    "household_week_pct": [("ppm", 1e-4), ("‰", 0.1), ("%", 1.0)],
+}
 STEPS = Unit("steps", 1.0)
 
 
@@ -75,6 +83,33 @@ def time_unit(values: Iterable[Any]) -> Unit:
     if top >= 10 * 60:
         return Unit("min", 60.0)
     return Unit("s", 1.0)
+
+
+def decimals_for(values: Iterable[Any], scale: float = 1.0, sig: int = 3, most: int = 6) -> int:
+    """Decimals that give the largest |value| (divided by `scale`) `sig` significant digits; one
+    number of decimals for a whole column, so its figures line up."""
+    xs = [abs(float(v) / scale) for v in values if finite(v) and float(v) != 0]
+    if not xs:
+        return 0
+    return int(min(most, max(0, sig - 1 - math.floor(math.log10(max(xs))))))
+
+
+def fmt_fixed(v: Any, decimals: int, scale: float = 1.0) -> str:
+    """`v / scale` with thousands separators and exactly `decimals` decimals; '—' if missing."""
+    if not finite(v):
+        return DASH
+    x = float(v) / scale
+    text = f"{x:,.{decimals}f}"
+    return "0" if text.strip("-0.,") == "" and decimals == 0 else text
+
+
+def fmt_range(lo: Any, hi: Any, decimals: int, scale: float = 1.0) -> str:
+    """A confidence interval as '4,509–5,178' (an en dash, never a comma, between the bounds);
+    '-218.0 to -32.6' when a bound is negative, where a dash would read as a minus."""
+    if not (finite(lo) and finite(hi)):
+        return DASH
+    sep = " to " if float(lo) < 0 or float(hi) < 0 else "–"
+    return f"{fmt_fixed(lo, decimals, scale)}{sep}{fmt_fixed(hi, decimals, scale)}"
 
 
 def fmt_in(v: Any, unit: Unit) -> str:

@@ -42,7 +42,7 @@ def render_html(report: Report, charts: Mapping[str, Sequence[Chart]]) -> str:
     """The report page as text. Raises ValueError if its markup would fetch or run anything."""
     figures = {section: [InlineFigure(c.key, c.title, c.caption, Markup(c.svg())) for c in cs]
                for section, cs in charts.items()}
-    for section in ("gpsup", "curves", "power", "carbon"):
+    for section in ("aggregates", "gpsup", "curves", "power", "spikes", "carbon"):
         figures.setdefault(section, [])
     html = environment().get_template("report.html.j2").render(r=report, figures=figures)
     found = EXTERNAL.search(html)

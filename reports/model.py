@@ -4,6 +4,7 @@ so the HTML, the PDF and the figures say exactly the same thing."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -97,7 +98,7 @@ class Report:
     warnings: list[str]
     """What may make a comparison unfair (contention, engines, identical computations, W > 1)."""
     findings: list[str]
-    """One line per candidate method × env against the baseline."""
+    """One line per method across envs: its returns, energy per run and GPS-UP against the baseline."""
     facts: list[tuple[str, str]]
     facts_source: str
     power_sources: Table
@@ -120,3 +121,13 @@ class Report:
     configs: list[tuple[str, str]]
     """(title, pretty JSON) per method × env, seed differences noted in the title."""
     plan_json: str
+    crosstask: Any = None
+    """reports.crosstask.CrossTask: aggregates across envs (or why there are none)."""
+    aggregates: Table | None = None
+    normalization: Table | None = None
+    spikes: Table | None = None
+    spike_layers: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """method, env, layer, rate (mean over complete seeds) for the per-layer chart."""
+    hyperparameters: Table | None = None
+    units: dict[str, str] = field(default_factory=dict)
+    """The report's display unit per quantity (time, energy, power, mass)."""

@@ -55,23 +55,31 @@ def _fmt_ratio_tick(v: float, _pos: Any = None) -> str:
     return f"{v:.2g}×"
 
 
-def _half_range(pts: pd.DataFrame) -> float:
-    """log10 of the axes' upper limit: room for every point and bar, and at least 2.2x."""
-    vals = []
-    for c in ("speedup", "powerup", "s_lo", "s_hi", "p_lo", "p_hi"):
+def _limits(pts: pd.DataFrame) -> tuple[tuple[float, float], tuple[float, float]]:
+    """log10 limits (x, y) zoomed to the data: every point, bar and (1, 1) inside with a margin,
+    both spans equal (so the greenup = 1 diagonal stays at 45°), at least log10(2.2) wide."""
+    xs, ys = [0.0], [0.0]
+    for c, into in (("speedup", xs), ("s_lo", xs), ("s_hi", xs), ("powerup", ys), ("p_lo", ys), ("p_hi", ys)):
         if c in pts:
-            vals += [abs(math.log10(v)) for v in pts[c] if np.isfinite(v) and v > 0]
-    top = max(vals) if vals else 0.0
-    return max(top * 1.3, top + 0.08, math.log10(2.2))
+            into += [math.log10(v) for v in pts[c] if np.isfinite(v) and v > 0]
+    span = max(max(xs) - min(xs), max(ys) - min(ys), math.log10(2.2))
+    span *= 1.45  # room for labels around the outermost points
+    lims = []
+    for vals in (xs, ys):
+        mid = (max(vals) + min(vals)) / 2
+        lims.append((mid - span / 2, mid + span / 2))
+    return lims[0], lims[1]
 
 
-def _draw_regions(ax: Any, lim: float) -> list[Any]:
-    """Axes, half-planes, the diagonal and the category numbers; returns what labels must avoid."""
-    lo, hi = 10 ** -lim, 10 ** lim
+def _draw_regions(ax: Any, xlim: tuple[float, float], ylim: tuple[float, float]) -> list[Any]:
+    """Axes, half-planes, the diagonal and the category numbers (where their region is in view);
+    returns what labels must avoid."""
+    x0, x1, y0, y1 = 10 ** xlim[0], 10 ** xlim[1], 10 ** ylim[0], 10 ** ylim[1]
+    lo, hi = min(x0, y0), max(x1, y1)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
     ax.set_aspect("equal")
     ax.grid(False)
     # Half-planes split by the greenup = 1 diagonal.
@@ -80,34 +88,36 @@ def _draw_regions(ax: Any, lim: float) -> list[Any]:
     ax.axvline(1, color="#555555", lw=1.0, zorder=1)
     ax.axhline(1, color="#555555", lw=1.0, zorder=1)
     ax.plot([lo, hi], [lo, hi], color="#333333", lw=1.2, ls="--", zorder=1)
-    # Labels along the diagonal: its name, and which side saves energy.
     obstacles = []
-    for frac, text, dy, color in ((0.5, "greenup = 1", 3, "#333333"),
-                                  (-0.5, "▲ costs energy (greenup < 1)", 4, RED),
-                                  (-0.5, "▼ saves energy (greenup > 1)", -4, GREEN)):
-        u = 10 ** (lim * frac)
-        obstacles.append(ax.annotate(text, xy=(u, u), xytext=(0, dy), textcoords="offset points", rotation=45,
-                    rotation_mode="anchor", color=color, fontsize=8.5, ha="center",
-                    va="bottom" if dy > 0 else "top", fontweight="bold" if frac < 0 else "normal"))
-    # Category numbers in their regions, on the outer ring (points sit within 1/1.3 of lim).
-    spots = {1: (0.91, -0.55), 2: (0.91, 0.0), 3: (0.91, 0.45), 4: (-0.45, -0.91),
-             5: (0.45, 0.91), 6: (-0.91, -0.45), 7: (-0.91, 0.0), 8: (-0.55, 0.91)}
-    for cat, (fu, fv) in spots.items():
+    # The diagonal's name where it crosses the view, near its upper end.
+    d0, d1 = max(xlim[0], ylim[0]), min(xlim[1], ylim[1])
+    if d1 > d0:
+        u = 10 ** (d0 + 0.8 * (d1 - d0))
+        obstacles.append(ax.annotate("greenup = 1", xy=(u, u), xytext=(0, 3), textcoords="offset points", rotation=45,
+                                     rotation_mode="anchor", color="#333333", fontsize=8.5, ha="center", va="bottom"))
+    # Category numbers: each at a point of its region, shown only when that point is in view.
+    span = xlim[1] - xlim[0]
+    r = 0.42 * span
+    spots = {1: (r, -r), 2: (r, 0.0), 3: (r, 0.55 * r), 4: (-0.55 * r, -r), 5: (0.55 * r, r), 6: (-r, -0.55 * r),
+             7: (-r, 0.0), 8: (-r, r)}
+    for cat, (lu, lv) in spots.items():
+        if not (xlim[0] + 0.04 * span < lu < xlim[1] - 0.04 * span and ylim[0] + 0.04 * span < lv < ylim[1] - 0.04 * span):
+            continue
         color = GREEN if cat <= 4 else RED
-        obstacles.append(ax.text(10 ** (fu * lim), 10 ** (fv * lim), str(cat), ha="center", va="center",
-                fontsize=11, fontweight="bold", color=color, zorder=2, alpha=0.9,
-                bbox=dict(boxstyle="circle,pad=0.25", fc="white", ec=color, lw=1.1, alpha=0.85)))
+        obstacles.append(ax.text(10 ** lu, 10 ** lv, str(cat), ha="center", va="center", fontsize=10,
+                                 fontweight="bold", color=color, zorder=2, alpha=0.9,
+                                 bbox=dict(boxstyle="circle,pad=0.25", fc="white", ec=color, lw=1.1, alpha=0.85)))
+    # red above the diagonal (top left), green below it (bottom right)
+    for (x, y), text, color, ha, va in (((0.02, 0.98), "▲ costs energy (greenup < 1)", RED, "left", "top"),
+                                        ((0.98, 0.02), "▼ saves energy (greenup > 1)", GREEN, "right", "bottom")):
+        obstacles.append(ax.text(x, y, text, transform=ax.transAxes, color=color, fontsize=8, fontweight="bold",
+                                 ha=ha, va=va, zorder=3))
     return obstacles
 
 
-def _draw_baseline(ax: Any, baseline: str) -> list[Any]:
-    """The star at (1, 1) and its label; returns them as obstacles for the point labels."""
+def _draw_baseline(ax: Any) -> None:
+    """The star at (1, 1); its label is placed with the others."""
     ax.plot([1], [1], marker="*", ms=17, color="black", mec="white", mew=0.8, zorder=6, ls="none")
-    star = ax.plot([1], [1], marker="*", ms=17, ls="none", alpha=0)[0]
-    name = ax.annotate(f"{mpl_text(baseline)} (baseline)", xy=(1, 1), xytext=(-8, -14),
-                       textcoords="offset points", ha="right", va="top", fontsize=9, zorder=7,
-                       bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.75))
-    return [star, name]
 
 
 def _draw_points(ax: Any, pts: pd.DataFrame, baseline: str, colors: Mapping[str, str],
@@ -162,46 +172,56 @@ def _decorate(ax: Any, lim: float, baseline: str, handles: list[Line2D], estimat
 
 def gpsup_chart(points: pd.DataFrame, baseline: str, colors: Mapping[str, str],
                 caption: str) -> Chart:
-    """The GPS-UP quadrant: x speedup, y powerup, log-log, square, equal ranges about 1."""
+    """The GPS-UP quadrant: x speedup, y powerup, log-log, square, zoomed to the data; every point
+    labelled without overlap (a numbered key where a label does not fit beside its point)."""
     fig, ax = new_figure(8.4, 6.4)
     pts = points[points["speedup"].notna() & points["powerup"].notna()] if len(points) else points
-    lim = _half_range(pts)
-    obstacles = _draw_regions(ax, lim)
+    xlim, ylim = _limits(pts)
+    obstacles = _draw_regions(ax, xlim, ylim)
     envs = list(dict.fromkeys(pts["env"])) if len(pts) else []
     markers = {e: ENV_MARKERS[i % len(ENV_MARKERS)] for i, e in enumerate(envs)}
-    obstacles += _draw_baseline(ax, baseline)
+    _draw_baseline(ax)
     handles, labels = _draw_points(ax, pts, baseline, colors, markers)
+    labels.insert(0, (f"{mpl_text(baseline)} (baseline)", (1.0, 1.0), "#000000"))
     if len(envs) > 1:
         handles += [Line2D([], [], color="#444444", marker=markers[e], ls="none", label=mpl_text(e))
                     for e in envs]
-    _decorate(ax, lim, baseline, handles, bool(len(pts) and pts["estimated"].astype(bool).any()))
+    _decorate(ax, max(abs(v) for v in (*xlim, *ylim)), baseline, handles,
+              bool(len(pts) and pts["estimated"].astype(bool).any()))
     if not (len(pts) and (pts["method"] != baseline).any()):
         ax.text(0.5, 0.62, "no point yet: GPS-UP needs complete seeds\nwith both wall time and energy",
                 transform=ax.transAxes, ha="center", color="#555555", fontsize=10, zorder=8,
                 bbox=dict(boxstyle="round,pad=0.4", fc="white", ec="#999999", alpha=0.95))
-    omitted = _place_labels(fig, ax, labels, obstacles)
-    if omitted:
-        ax.text(1.03, 0.42, f"{omitted} point label(s) left out\nwhere points crowd;\n"
-                "marker = env, colour = method", transform=ax.transAxes, ha="left", va="bottom",
-                fontsize=7, color="#444444", style="italic")
+    keyed = _place_labels(fig, ax, labels, obstacles)
+    if keyed:
+        ax.text(1.03, 0.42, "\n".join(f"{k}  {text.replace(chr(10), ' ')}" for k, text in keyed),
+                transform=ax.transAxes, ha="left", va="bottom", fontsize=7, color="#333333")
     return Chart("gpsup", "GPS-UP quadrant", caption, fig)
 
 
-_LABEL_SPOTS = [(8, 6, "left", "bottom"), (8, -6, "left", "top"), (-8, 6, "right", "bottom"),
-                (-8, -6, "right", "top"), (0, 11, "center", "bottom"), (0, -11, "center", "top"),
-                (22, 22, "left", "bottom"), (22, -22, "left", "top"), (-22, 22, "right", "bottom"),
-                (-22, -22, "right", "top"), (0, 30, "center", "bottom"), (0, -30, "center", "top"),
-                (36, 36, "left", "bottom"), (36, -36, "left", "top"), (-36, 36, "right", "bottom"),
-                (-36, -36, "right", "top")]
+def _spots() -> list[tuple[float, float, str, str]]:
+    """Candidate label offsets (points) around a marker: nearest first, eight directions per ring."""
+    out = []
+    for r in (9, 16, 26, 38, 52, 68, 86):
+        for ang in (45, -45, 135, -135, 90, -90, 0, 180, 22, -22, 158, -158, 68, -68, 112, -112):
+            dx, dy = r * math.cos(math.radians(ang)), r * math.sin(math.radians(ang))
+            ha = "left" if dx > 1 else "right" if dx < -1 else "center"
+            va = "bottom" if dy > 1 else "top" if dy < -1 else "center"
+            out.append((dx, dy, ha, va))
+    return out
+
+
+_LABEL_SPOTS = _spots()
 
 
 def _place_labels(fig: Figure, ax: Any, labels: Sequence[_PointLabel],
-                  obstacles: Sequence[Any]) -> int:
-    """Put each point's label at the first nearby spot that overlaps no point, label or
-    category number and stays inside the axes; leave out the ones that fit nowhere.
-    Returns how many were left out."""
+                  obstacles: Sequence[Any]) -> list[tuple[str, str]]:
+    """Put each point's label at the nearest spot that overlaps no other label, marker, category
+    number or region text and stays inside the axes (a leader line joins far labels to their
+    point). A point whose label fits nowhere gets a number beside it, and (number, label) is
+    returned for a key next to the axes."""
     if not labels:
-        return 0
+        return []
     with matplotlib.rc_context(RC):
         fig.draw_without_rendering()  # fixes the layout, so display coordinates hold
     renderer = fig.canvas.get_renderer()
@@ -210,24 +230,42 @@ def _place_labels(fig: Figure, ax: Any, labels: Sequence[_PointLabel],
     for _, xy, _ in labels:  # the markers themselves
         x, y = ax.transData.transform(xy)
         taken.append(Bbox.from_extents(x - 9, y - 9, x + 9, y + 9))
-    omitted = 0
+    keyed: list[tuple[str, str]] = []
+    placed: list[Any] = []
     for text, xy, color in labels:
         for dx, dy, ha, va in _LABEL_SPOTS:
-            far = abs(dx) > 10 or abs(dy) > 12
-            ann = ax.annotate(text, xy=xy, xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
-                              fontsize=8.5, color=color, zorder=7, fontweight="bold",
-                              bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.9),
-                              arrowprops=dict(arrowstyle="-", color=color, lw=0.8, shrinkA=0, shrinkB=5)
-                              if far else None)
-            ann.set_in_layout(False)
+            far = math.hypot(dx, dy) > 12
+            ann = _annotate(ax, text, xy, (dx, dy), ha, va, color, far)
             ann.update_positions(renderer)
-            box = Text.get_window_extent(ann, renderer).padded(3)  # the text, not its leader
+            box = Text.get_window_extent(ann, renderer).padded(2)  # the text, not its leader
             fits = (box.x0 >= inside.x0 and box.x1 <= inside.x1 and box.y0 >= inside.y0
                     and box.y1 <= inside.y1)
             if fits and not any(box.overlaps(t) for t in taken):
                 taken.append(box)
+                placed.append(ann)
                 break
             ann.remove()
-        else:
-            omitted += 1
-    return omitted
+        else:  # a short number instead, at the first free spot, and the full label in the key
+            key = str(len(keyed) + 1)
+            for dx, dy, ha, va in _LABEL_SPOTS:
+                ann = _annotate(ax, key, xy, (dx, dy), ha, va, color, False)
+                ann.update_positions(renderer)
+                box = Text.get_window_extent(ann, renderer).padded(1)
+                if inside.contains(box.x0, box.y0) and inside.contains(box.x1, box.y1) and \
+                        not any(box.overlaps(t) for t in taken):
+                    taken.append(box)
+                    break
+                ann.remove()
+            keyed.append((key, text))
+    return keyed
+
+
+def _annotate(ax: Any, text: str, xy: tuple[float, float], offset: tuple[float, float], ha: str, va: str,
+              color: str, leader: bool) -> Any:
+    ann = ax.annotate(text, xy=xy, xytext=offset, textcoords="offset points", ha=ha, va=va, fontsize=8,
+                      color=color, zorder=7, fontweight="bold",
+                      bbox=dict(boxstyle="round,pad=0.12", fc="white", ec="none", alpha=0.9),
+                      arrowprops=dict(arrowstyle="-", color=color, lw=0.7, shrinkA=0, shrinkB=4) if leader else None)
+    ann.set_in_layout(False)
+    ann.set_gid("point-label")
+    return ann

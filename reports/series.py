@@ -56,3 +56,25 @@ def _device_traces(power: pd.DataFrame) -> list[DeviceTrace]:
             what = f"{what}, estimated" if what else "estimated"
         out.append(DeviceTrace(str(device), t_s, power_w, what))
     return out
+
+
+SPIKE_LAYER_ORDER = ("encoder", "hidden 1", "hidden 2", "output")
+
+
+def spike_layers(run: RunFolder) -> pd.DataFrame:
+    """Firing rate per spiking layer (mean over complete seeds), from result.json's activity."""
+    rows = []
+    for r in run.runs:
+        if r.status != schema.Status.COMPLETE or not isinstance(r.result, dict):
+            continue
+        act = r.result.get("activity")
+        for layer in (act.get("layers") if isinstance(act, dict) else None) or []:
+            if isinstance(layer, dict) and layer.get("rate") is not None:
+                rows.append({"method": r.method, "env": r.env, "seed": r.seed, "layer": str(layer.get("name")),
+                             "rate": float(layer["rate"])})
+    cols = ["method", "env", "layer", "rate", "n"]
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    df = pd.DataFrame(rows)
+    out = df.groupby(["method", "env", "layer"], sort=False).agg(rate=("rate", "mean"), n=("seed", "nunique"))
+    return out.reset_index()[cols]

@@ -17,8 +17,10 @@ from reports import stats
 from bench.energy.contention import CONTENDED_ABOVE
 from reports.aggregates import EQUIVALENT_LABELS, complete_seeds
 from reports.fairness import CONTENDED_MARK
-from reports.format import (DASH, ENERGY_UNITS, MASS_UNITS, POWER_UNITS, SEED_FILES, Unit, est_header,
-                            finite, fmt_in, fmt_num, fmt_ratio, pick_unit, plain, tagged, time_unit)
+from reports.format import (DASH, ENERGY_UNITS, EQUIVALENT_UNITS, INFERENCE_ENERGY_UNITS, MASS_UNITS,
+                            POWER_UNITS, SEED_FILES, Unit,
+                            decimals_for, est_header, finite, fmt_fixed, fmt_num, fmt_range, fmt_ratio, pick_unit,
+                            plain, tagged, time_unit)
 from reports.load import RunFolder, SeedRun
 from reports.model import STATUS_ORDER, Cell, Table
 
@@ -27,13 +29,28 @@ _CUT_SHORT = (Status.INTERRUPTED, Status.FAILED, Status.CORRUPT)
 
 
 @dataclass(frozen=True)
-class _Units:
-    """One env's display units, shared by its aggregate and per-seed tables."""
+class Units:
+    """The report's display units, one per quantity for the whole report (every env's tables,
+    the account and the equivalents), chosen from every complete seed."""
 
     time: Unit
     energy: Unit
     power: Unit
     mass: Unit
+
+
+def report_units(seeds: pd.DataFrame) -> Units:
+    done = complete_seeds(seeds)
+    return Units(time_unit(done["wall_s"]),
+                 pick_unit(list(done["energy_j"]) + list(done["energy_to_target_j"]), ENERGY_UNITS),
+                 pick_unit(done["avg_power_w"], POWER_UNITS), pick_unit(done["emissions_kg"], MASS_UNITS))
+
+
+def _col(values: list[Any], unit: Unit | None = None, sig: int = 3) -> list[str]:
+    """One column's numbers in `unit`, all with the same decimals."""
+    scale = unit.scale if unit is not None else 1.0
+    d = decimals_for(values, scale, sig)
+    return [fmt_fixed(v, d, scale) for v in values]
 
 
 def _status_cell(statuses: list[str]) -> Cell:
@@ -58,14 +75,22 @@ def _target_note(seeds: pd.DataFrame) -> str | None:
             f"{fmt_num(hi, 5)}): each seed's target comes from the baseline run of the same seed.")
 
 
-def _return_texts(st: stats.SeedStats) -> tuple[str, str]:
-    """'mean ± std' and 'IQM [CI]' of the final returns ('*' marks a crude two-seed CI)."""
-    if st.n == 0:
-        return DASH, DASH
-    if st.n == 1:
-        return fmt_num(st.mean, 4) + " (1 seed)", fmt_num(st.iqm, 4) + " (no CI)"
-    iqm = f"{fmt_num(st.iqm, 4)} [{fmt_num(st.ci_low, 4)}, {fmt_num(st.ci_high, 4)}]"
-    return f"{fmt_num(st.mean, 4)} ± {fmt_num(st.std, 3)}", iqm + ("*" if st.n < 3 else "")
+def _return_columns(sts: list[stats.SeedStats]) -> tuple[list[str], list[str]]:
+    """'mean ± std' and 'IQM (CI low–high)' of the final returns, fixed decimals over the column
+    ('*' marks a crude two-seed CI)."""
+    d = decimals_for([x for st in sts for x in (st.mean, st.iqm)], sig=4, most=2)
+    means, iqms = [], []
+    for st in sts:
+        if st.n == 0:
+            means.append(DASH)
+            iqms.append(DASH)
+        elif st.n == 1:
+            means.append(fmt_fixed(st.mean, d) + " (1 seed)")
+            iqms.append(fmt_fixed(st.iqm, d) + " (no CI)")
+        else:
+            means.append(f"{fmt_fixed(st.mean, d)} ± {fmt_fixed(st.std, d)}")
+            iqms.append(f"{fmt_fixed(st.iqm, d)} ({fmt_range(st.ci_low, st.ci_high, d)})" + ("*" if st.n < 3 else ""))
+    return means, iqms
 
 
 def _category_cell(method: str, baseline: str, category: Any, tag: str) -> Cell:
@@ -77,19 +102,19 @@ def _category_cell(method: str, baseline: str, category: Any, tag: str) -> Cell:
     return Cell(f"{c} {'▼' if c <= 4 else '▲'}{tag}", "green" if c <= 4 else "red")
 
 
-def _to_target_text(done: pd.DataFrame, unit: Unit, tag: str, has_target: bool) -> str:
+def _to_target_text(done: pd.DataFrame, value: str, has_target: bool) -> str:
     reached = done["energy_to_target_j"].notna().sum()
     if not (len(done) and has_target or reached):
         return DASH
-    text = fmt_in(done["energy_to_target_j"].mean(), unit) + tag if reached else "not reached"
+    text = value if reached else "not reached"
     return text + f" ({reached}/{len(done)} reached)"
 
 
 def _aggregate_notes(baseline: str, seed_counts: set[int], target: str | None) -> list[str]:
     notes = ["Means over complete seeds only; running, interrupted and failed seeds are listed below "
              "with their status and are not averaged.",
-             "IQM = interquartile mean (scipy.stats.trim_mean, 25 %); CI = 95 % percentile bootstrap "
-             "of the IQM over seeds (scipy.stats.bootstrap); with fewer than 4 seeds IQM = mean.",
+             "IQM = interquartile mean (scipy.stats.trim_mean, 25 %); in brackets its 95 % percentile "
+             "bootstrap CI over seeds (scipy.stats.bootstrap), low–high; with fewer than 4 seeds IQM = mean.",
              f"Speedup = T_{baseline} / T, powerup = P / P_{baseline}, greenup = speedup / powerup "
              f"= E_{baseline} / E (GPS-UP); categories 1–4 (▼) save energy, 5–8 (▲) cost energy."]
     if 1 in seed_counts:
@@ -104,56 +129,56 @@ def _aggregate_notes(baseline: str, seed_counts: set[int], target: str | None) -
     return notes
 
 
-def results_tables(run: RunFolder, env: str, baseline: str, points: pd.DataFrame) -> tuple[Table, Table]:
-    """(aggregate table, per-seed table) of one env."""
+def results_tables(run: RunFolder, env: str, baseline: str, points: pd.DataFrame,
+                   units: Units | None = None) -> tuple[Table, Table]:
+    """(aggregate table, per-seed table) of one env, in the report's units."""
     seeds = run.seeds[run.seeds["env"] == env]
-    done = complete_seeds(seeds)
-    units = _Units(time_unit(done["wall_s"]), pick_unit(done["energy_j"], ENERGY_UNITS),
-                   pick_unit(done["avg_power_w"], POWER_UNITS), pick_unit(done["emissions_kg"], MASS_UNITS))
+    units = units or report_units(run.seeds)
     methods = [m for m in run.methods if (seeds["method"] == m).any()]
     return (_aggregate_table(env, methods, seeds, baseline, points, units),
             _seed_table(run, env, seeds, units))
 
 
 def _aggregate_table(env: str, methods: list[str], seeds: pd.DataFrame, baseline: str,
-                     points: pd.DataFrame, u: _Units) -> Table:
+                     points: pd.DataFrame, u: Units) -> Table:
     done = complete_seeds(seeds)
-    et_unit = pick_unit(done["energy_to_target_j"], ENERGY_UNITS)
     est_rows = [bool(done[done["method"] == m]["estimated"].fillna(False).any()) for m in methods]
     h_energy, mark = est_header(f"Energy ({u.energy.label})", est_rows)
     h_power, h_co2, h_pu, h_gu, h_cat, h_ett = (est_header(h, est_rows)[0] for h in (
         f"Avg power ({u.power.label})", f"Emissions ({u.mass.label})", "Powerup", "Greenup", "Category",
-        f"Energy to target ({et_unit.label})"))
+        f"Energy to target ({u.energy.label})"))
     target = _target_note(seeds)
-    headers = ["Method", "Complete seeds", "Return mean ± std", "Return IQM [95 % CI]",
+    headers = ["Method", "Complete seeds", "Return mean ± std", "Return IQM (95 % CI)",
                f"Wall time ({u.time.label})", h_energy, h_power, h_co2, "Speedup", h_pu, h_gu, h_cat, h_ett]
-    rows, seed_counts = [], set()
-    for m, est in zip(methods, est_rows):
-        md = done[done["method"] == m]
-        st = stats.describe(md["final_return_mean"])
-        seed_counts.add(st.n)
-        ret, iqm = _return_texts(st)
+    by_m = [done[done["method"] == m] for m in methods]
+    sts = [stats.describe(md["final_return_mean"]) for md in by_m]
+    ret, iqm = _return_columns(sts)
+    wall = _col([md["wall_s"].mean() for md in by_m], u.time)
+    energy = _col([md["energy_j"].mean() for md in by_m], u.energy)
+    power = _col([md["avg_power_w"].mean() for md in by_m], u.power)
+    co2 = _col([md["emissions_kg"].mean() for md in by_m], u.mass)
+    ett = _col([md["energy_to_target_j"].mean() for md in by_m], u.energy)
+    rows = []
+    for k, (m, est, md) in enumerate(zip(methods, est_rows, by_m)):
         tag = mark if est else ""
         pt = points[(points["method"] == m) & (points["env"] == env)]
         pr = pt.iloc[0].to_dict() if len(pt) else {}
         rows.append([
             Cell(m + (" (baseline)" if m == baseline else "") + (CONTENDED_MARK if pr.get("contended") else "")),
-            _status_cell(list(seeds[seeds["method"] == m]["status"])), Cell(ret, "num"), Cell(iqm, "num"),
-            Cell(fmt_in(md["wall_s"].mean(), u.time), "num"),
-            Cell(tagged(fmt_in(md["energy_j"].mean(), u.energy), tag), "num"),
-            Cell(tagged(fmt_in(md["avg_power_w"].mean(), u.power), tag), "num"),
-            Cell(tagged(fmt_in(md["emissions_kg"].mean(), u.mass), tag), "num"),
+            _status_cell(list(seeds[seeds["method"] == m]["status"])), Cell(ret[k], "num"), Cell(iqm[k], "num"),
+            Cell(wall[k], "num"), Cell(tagged(energy[k], tag), "num"), Cell(tagged(power[k], tag), "num"),
+            Cell(tagged(co2[k], tag), "num"),
             Cell(fmt_ratio(pr.get("speedup")), "num"),
             Cell(tagged(fmt_ratio(pr.get("powerup")), tag), "num"),
             Cell(tagged(fmt_ratio(pr.get("greenup")), tag), "num"),
             _category_cell(m, baseline, pr.get("gpsup_category"), tag),
-            Cell(_to_target_text(md, et_unit, tag, target is not None), "num"),
+            Cell(_to_target_text(md, tagged(ett[k], tag), target is not None), "num"),
         ])
     return Table(
         key=f"results-{env}", title=f"Results on {env}", headers=headers, rows=rows,
         source=(f"Source: {SEED_FILES}result.json (status, steps, final_return_mean, wall_s, energy_j, "
                 "avg_power_w, emissions_kg, energy_to_target_j); GPS-UP: see the quadrant's note."),
-        notes=_aggregate_notes(baseline, seed_counts, target))
+        notes=_aggregate_notes(baseline, {st.n for st in sts}, target))
 
 
 def _so_far(rec: dict[str, Any], r: SeedRun | None) -> tuple[Any, Any, Any, Any, Any]:
@@ -187,39 +212,45 @@ def _seed_note(rec: dict[str, Any], r: SeedRun | None, total_steps: Any) -> str:
     return note
 
 
-def _seed_row(run: RunFolder, rec: dict[str, Any], env: str, u: _Units, mark: str) -> list[Cell]:
-    status = str(rec["status"])
-    tag = mark if rec.get("estimated") else ""
+def _seed_values(run: RunFolder, rec: dict[str, Any], env: str) -> tuple[Any, ...]:
+    """(steps, wall_s, energy_j, final, best) of a seed; running seeds: so far, from their logs."""
     r = run.run(rec["method"], env, int(rec["seed"]))
-    steps, wall, energy = rec.get("steps"), rec.get("wall_s"), rec.get("energy_j")
-    final, best = rec.get("final_return_mean"), rec.get("best_return_mean")
-    if status == Status.RUNNING:
-        steps, wall, energy, final, best = _so_far(rec, r)
-    return [
-        Cell(str(rec["method"])), Cell(str(rec["seed"]), "num"), Cell(status, f"status-{status}"),
-        Cell(fmt_num(steps, 7), "num"), Cell(fmt_num(final, 4), "num"), Cell(fmt_num(best, 4), "num"),
-        Cell(fmt_in(wall, u.time), "num"), Cell(tagged(fmt_in(energy, u.energy), tag), "num"),
-        Cell(tagged(fmt_in(rec.get("avg_power_w"), u.power), tag), "num"),
-        Cell(tagged(fmt_in(rec.get("emissions_kg"), u.mass), tag), "num"),
-        Cell(str(rec.get("energy_source") or DASH)),
-        Cell(fmt_num(rec.get("time_to_target_s"), 4), "num"),
-        Cell(_seed_note(rec, r, (run.plan or {}).get("total_steps"))),
-    ]
+    if str(rec["status"]) == Status.RUNNING:
+        return _so_far(rec, r)
+    return (rec.get("steps"), rec.get("wall_s"), rec.get("energy_j"), rec.get("final_return_mean"),
+            rec.get("best_return_mean"))
 
 
-def _seed_table(run: RunFolder, env: str, seeds: pd.DataFrame, u: _Units) -> Table:
+def _seed_table(run: RunFolder, env: str, seeds: pd.DataFrame, u: Units) -> Table:
     est = [bool(x) for x in seeds["estimated"].fillna(False)]
     h_energy, mark = est_header(f"Energy ({u.energy.label})", est)
     h_power, _ = est_header(f"Avg power ({u.power.label})", est)
     h_co2, _ = est_header(f"Emissions ({u.mass.label})", est)
     headers = ["Method", "Seed", "Status", "Steps", "Final return", "Best return",
                f"Wall time ({u.time.label})", h_energy, h_power, h_co2, "Energy source",
-               "Time to target (s)", "Note"]
+               f"Time to target ({u.time.label})", "Note"]
     order = {m: i for i, m in enumerate(run.methods)}
     seeds = seeds.assign(_o=seeds["method"].map(order)).sort_values(["_o", "seed"], kind="stable")
+    recs = seeds.to_dict("records")
+    vals = [_seed_values(run, rec, env) for rec in recs]
+    d_ret = decimals_for([v for x in vals for v in (x[3], x[4])], sig=4, most=2)
+    wall = _col([x[1] for x in vals], u.time)
+    energy = _col([x[2] for x in vals], u.energy)
+    power = _col([rec.get("avg_power_w") for rec in recs], u.power)
+    co2 = _col([rec.get("emissions_kg") for rec in recs], u.mass)
+    ttt = _col([rec.get("time_to_target_s") for rec in recs], u.time)
+    rows = []
+    for k, (rec, (steps, _, _, final, best)) in enumerate(zip(recs, vals)):
+        status, tag = str(rec["status"]), mark if rec.get("estimated") else ""
+        rows.append([
+            Cell(str(rec["method"])), Cell(str(rec["seed"]), "num"), Cell(status, f"status-{status}"),
+            Cell(fmt_fixed(steps, 0), "num"), Cell(fmt_fixed(final, d_ret), "num"), Cell(fmt_fixed(best, d_ret), "num"),
+            Cell(wall[k], "num"), Cell(tagged(energy[k], tag), "num"), Cell(tagged(power[k], tag), "num"),
+            Cell(tagged(co2[k], tag), "num"), Cell(str(rec.get("energy_source") or DASH)), Cell(ttt[k], "num"),
+            Cell(_seed_note(rec, run.run(rec["method"], env, int(rec["seed"])), (run.plan or {}).get("total_steps"))),
+        ])
     return Table(
-        key=f"seeds-{env}", title=f"Every seed on {env}", headers=headers,
-        rows=[_seed_row(run, rec, env, u, mark) for rec in seeds.to_dict("records")],
+        key=f"seeds-{env}", title=f"Every seed on {env}", headers=headers, rows=rows,
         source=(f"Source: {SEED_FILES}result.json; for running seeds the last row of progress.csv "
                 "(steps, wall time, energy) and evals.csv (returns); summary.csv for seeds whose "
                 "folder is missing."))
@@ -232,26 +263,35 @@ def _equivalence_text() -> str:
             f"{t.household_kg_per_week:g} × 100; constants: {t.source}.")
 
 
-def equivalents_table(eq: pd.DataFrame) -> Table:
+def equivalents_table(eq: pd.DataFrame, units: Units | None = None) -> Table:
     est = [bool(x) for x in eq["estimated"]] if len(eq) else []
-    c_unit = pick_unit(list(eq.get("kg_per_run", [])) + list(eq.get("kg_total", [])), MASS_UNITS)
+    c_unit = units.mass if units is not None else pick_unit(
+        list(eq.get("kg_per_run", [])) + list(eq.get("kg_total", [])), MASS_UNITS)
     h_run, mark = est_header(f"Emissions per complete run ({c_unit.label})", est)
     h_tot, _ = est_header(f"Emissions, all seeds ({c_unit.label})", est)
+    eq_units = {c: pick_unit(eq[c] if len(eq) else [], EQUIVALENT_UNITS[c]) for c in EQUIVALENT_LABELS}
+    car_total = pick_unit(eq["car_miles_total"] if len(eq) else [], EQUIVALENT_UNITS["car_miles"])
     headers = ["Method", h_run]
-    headers += [est_header(label + " per run", est)[0] for label in EQUIVALENT_LABELS.values()]
-    headers += [h_tot, est_header("Car miles, all seeds", est)[0]]
+    headers += [est_header(f"{label} per run ({eq_units[c].label})", est)[0]
+                for c, label in EQUIVALENT_LABELS.items()]
+    headers += [h_tot, est_header(f"Car, all seeds ({car_total.label})", est)[0]]
+    recs = eq.to_dict("records")
+    cols = {c: _col([r[c] for r in recs], eq_units[c]) for c in EQUIVALENT_LABELS}
+    per_run = _col([r["kg_per_run"] for r in recs], c_unit)
+    total = _col([r["kg_total"] for r in recs], c_unit)
+    car = _col([r["car_miles_total"] for r in recs], car_total)
     rows = []
-    for rec in eq.to_dict("records"):
+    for k, rec in enumerate(recs):
         tag = mark if rec["estimated"] else ""
         n = rec["n_reported"]
         rows.append(
-            [Cell(rec["method"]), Cell(tagged(fmt_in(rec["kg_per_run"], c_unit), tag), "num")]
-            + [Cell(tagged(fmt_num(rec[c]), tag), "num") for c in EQUIVALENT_LABELS]
-            + [Cell(tagged(fmt_in(rec["kg_total"], c_unit), tag) + f" ({n} seed{'s' if n != 1 else ''})", "num"),
-               Cell(tagged(fmt_num(rec["car_miles_total"]), tag), "num")])
+            [Cell(rec["method"]), Cell(tagged(per_run[k], tag), "num")]
+            + [Cell(tagged(cols[c][k], tag), "num") for c in EQUIVALENT_LABELS]
+            + [Cell(tagged(total[k], tag) + f" ({n} seed{'s' if n != 1 else ''})", "num"),
+               Cell(tagged(car[k], tag), "num")])
     return Table(
         key="equivalents", title="Carbon equivalents per method", headers=headers, rows=rows,
-        source=(f"Source: {SEED_FILES}result.json emissions_kg (CodeCarbon, country from plan.json); "
+        source=(f"Source: {SEED_FILES}result.json emissions_kg (our account, country from plan.json); "
                 "converted by bench.metrics.equivalents (US EPA figures via CodeCarbon)."),
         notes=["Per run = mean over complete seeds; all seeds = every seed that reported emissions, "
                "including interrupted and failed ones (what the benchmark actually emitted).",
@@ -310,34 +350,38 @@ def power_sources_table(seeds: pd.DataFrame) -> Table:
                         "left empty, never counted as 0."])
 
 
-def account_table(seeds: pd.DataFrame, methods: list[str]) -> Table:
+def account_table(seeds: pd.DataFrame, methods: list[str], units: Units | None = None) -> Table:
     """Per method (mean over complete seeds): our account by component next to CodeCarbon's
     independent figures, and the emissions identity emissions = energy × intensity."""
     done = complete_seeds(seeds)
-    e_unit = pick_unit(list(done["energy_j"]) + list(done["codecarbon_energy_kwh"] * 3.6e6), ENERGY_UNITS)
-    m_unit = pick_unit(list(done["emissions_kg"]) + list(done["codecarbon_emissions_kg"]), MASS_UNITS)
+    units = units or report_units(seeds)
+    e_unit, m_unit = units.energy, units.mass
     headers = ["Method", f"GPU ({e_unit.label})", f"CPU ({e_unit.label})", f"RAM ({e_unit.label})",
                f"Total, ours ({e_unit.label})", f"CodeCarbon ({e_unit.label})", "CodeCarbon / ours",
                "Intensity (g/kWh)", f"Emissions, ours ({m_unit.label})", f"CodeCarbon ({m_unit.label})"]
+    groups = [(m, done[done["method"] == m]) for m in methods if (done["method"] == m).any()]
+
+    def mean(md: pd.DataFrame, col: str, scale: float = 1.0) -> float:
+        return md[col].mean() * scale if col in md and md[col].notna().any() else float("nan")
+
+    energy_cols = [[mean(md, c) for _, md in groups] for c in ("gpu_energy_j", "cpu_energy_j", "ram_energy_j",
+                                                                  "energy_j")]
+    energy_cols.append([mean(md, "codecarbon_energy_kwh", 3.6e6) for _, md in groups])
+    d_e = decimals_for([v for col in energy_cols for v in col], e_unit.scale)
+    mass_cols = [[mean(md, c) for _, md in groups] for c in ("emissions_kg", "codecarbon_emissions_kg")]
+    d_m = decimals_for([v for col in mass_cols for v in col], m_unit.scale)
     rows = []
-    for m in methods:
-        md = done[done["method"] == m]
-        if md.empty:
-            continue
-
-        def mean(col: str, scale: float = 1.0) -> float:
-            return md[col].mean() * scale if md[col].notna().any() else float("nan")
-
+    for k, (m, md) in enumerate(groups):
         est = {c: any(_flag(x) for x in md.get(f"{c}_estimated", [])) for c in ("gpu", "cpu", "ram")}
         rows.append([Cell(m)]
-                    + [Cell(tagged(fmt_in(mean(f"{c}_energy_j"), e_unit), " (est.)" if est[c] else ""), "num")
-                       for c in ("gpu", "cpu", "ram")]
-                    + [Cell(fmt_in(mean("energy_j"), e_unit), "num"),
-                       Cell(fmt_in(mean("codecarbon_energy_kwh", 3.6e6), e_unit), "num"),
-                       Cell(fmt_ratio(mean("codecarbon_energy_ratio")), "num"),
-                       Cell(fmt_num(mean("carbon_intensity_g_per_kwh"), 4), "num"),
-                       Cell(fmt_in(mean("emissions_kg"), m_unit), "num"),
-                       Cell(fmt_in(mean("codecarbon_emissions_kg"), m_unit), "num")])
+                    + [Cell(tagged(fmt_fixed(energy_cols[j][k], d_e, e_unit.scale), " (est.)" if est[c] else ""),
+                            "num") for j, c in enumerate(("gpu", "cpu", "ram"))]
+                    + [Cell(fmt_fixed(energy_cols[3][k], d_e, e_unit.scale), "num"),
+                       Cell(fmt_fixed(energy_cols[4][k], d_e, e_unit.scale), "num"),
+                       Cell(fmt_ratio(mean(md, "codecarbon_energy_ratio")), "num"),
+                       Cell(fmt_fixed(mean(md, "carbon_intensity_g_per_kwh"), 1), "num"),
+                       Cell(fmt_fixed(mass_cols[0][k], d_m, m_unit.scale), "num"),
+                       Cell(fmt_fixed(mass_cols[1][k], d_m, m_unit.scale), "num")])
     return Table(
         key="energy-account", title="Energy account: ours against CodeCarbon's", headers=headers, rows=rows,
         source=(f"Source: {SEED_FILES}result.json gpu/cpu/ram_energy_j, energy_j, codecarbon_energy_kwh, "
@@ -347,6 +391,138 @@ def account_table(seeds: pd.DataFrame, methods: list[str]) -> Table:
                "energy_j / 3.6e6 × intensity / 1000, with CodeCarbon's intensity for the plan's country.",
                "CodeCarbon tracks the same runs independently (its own CPU and RAM models, sampled every "
                "15 s); its figures are shown only as a cross-check."])
+
+
+def activity_table(run: RunFolder, units: Units) -> Table:
+    """Per method × env (means over complete seeds): overall firing rate, SynOps and MACs per action,
+    the estimated inference energy per action on neuromorphic hardware, and beside it the training
+    energy that was metered."""
+    from bench.metrics.activity import ENERGY_MODEL
+
+    done = complete_seeds(run.seeds)
+    groups = [(m, e, done[(done["method"] == m) & (done["env"] == e)]) for e in run.envs for m in run.methods]
+    groups = [(m, e, g) for m, e, g in groups if len(g)]
+    e_inf = pick_unit([g["inference_energy_j_per_action_est"].mean() for *_, g in groups], INFERENCE_ENERGY_UNITS)
+    est = [bool(g["estimated"].fillna(False).any()) for *_, g in groups]
+    h_train, mark = est_header(f"Training energy per run ({units.energy.label})", est)
+    headers = ["Method", "Env", "Seeds", "Spike rate (%)", "SynOps / action", "MACs / action",
+               f"Inference energy / action ({e_inf.label}, estimate)", h_train]
+    rate = _col([g["spike_rate"].mean() * 100 for *_, g in groups])
+    syn = [fmt_fixed(g["synops_per_action"].mean(), 0) for *_, g in groups]  # counts: whole numbers
+    mac = [fmt_fixed(g["macs_per_action"].mean(), 0) for *_, g in groups]
+    inf = _col([g["inference_energy_j_per_action_est"].mean() for *_, g in groups], e_inf)
+    train = _col([g["energy_j"].mean() for *_, g in groups], units.energy)
+    rows = [[Cell(m), Cell(e), Cell(str(len(g)), "num"), Cell(rate[k], "num"), Cell(syn[k], "num"),
+             Cell(mac[k], "num"), Cell(inf[k], "num"), Cell(tagged(train[k], mark if est[k] else ""), "num")]
+            for k, (m, e, g) in enumerate(groups)]
+    return Table(
+        key="spikes", title="Spike activity and estimated inference energy per action", headers=headers, rows=rows,
+        source=(f"Source: {SEED_FILES}result.json spike_rate, synops_per_action, macs_per_action, "
+                "inference_energy_j_per_action_est and activity (per layer), measured by "
+                "bench.metrics.activity on evaluation episodes of the final actor; training energy: energy_j."),
+        notes=[f"Inference energy is an ESTIMATE for neuromorphic hardware, not a measurement: {ENERGY_MODEL}.",
+               "SynOps = each spike times its fan-out, per timestep (accumulates); MACs = operations on "
+               "real-valued inputs (PopSAN's receptive fields and decoder, DSRL's analog first layer, every "
+               "layer of the MLP). Spike rate = spikes / (neurons × timesteps) over every spiking layer, "
+               "encoder included; '—' for a method without spikes.",
+               "The training energy is what this run metered (CPU/GPU/RAM over the whole training), for scale."])
+
+
+def crosstask_table(ct: Any) -> Table:
+    """IQM, median, mean and optimality gap of the normalised scores with their 95 % CIs, and the
+    probability of improvement over the baseline."""
+    from reports.crosstask import METRICS, sources
+
+    headers = ["Method", "Runs × envs"] + [f"{name} (95 % CI)" for name in METRICS] + [
+        f"P(method > {ct.baseline}) (95 % CI)"]
+    rows = []
+    for m in ct.methods if ct.meaningful else []:
+        est = ct.estimates[m]
+        cells = [Cell(m + (" (baseline)" if m == ct.baseline else "")), Cell(f"{ct.runs[m]} × {len(ct.envs)}", "num")]
+        for name in METRICS:
+            p, lo, hi = est[name]
+            cells.append(Cell(f"{fmt_fixed(p, 2)} ({fmt_range(lo, hi, 2)})", "num"))
+        if m in ct.improvement:
+            p, lo, hi = ct.improvement[m]
+            cells.append(Cell(f"{fmt_fixed(p, 2)} ({fmt_range(lo, hi, 2)})", "num"))
+        else:
+            cells.append(Cell("baseline" if m == ct.baseline else DASH))
+        rows.append(cells)
+    notes = ([ct.reason] if not ct.meaningful else []) + [
+        "Score = (return − R_random) / (R_reference − R_random) per env: 0 = uniform random actions, 1 = "
+        "published TD3 at 1M steps. IQM, median, mean and optimality gap (1 − score, clipped at 1, averaged) over "
+        "all runs of all envs; CIs: stratified bootstrap over runs within each env (rliable, percentile, "
+        "2,000 replicates). P(X > Y): probability that a run of X scores higher than a run of Y on the same "
+        "env, averaged over envs.", sources()] + ct.notes
+    return Table(key="aggregates", title="Aggregates across envs (normalised scores, rliable)", headers=headers,
+                 rows=rows, source=f"Source: {SEED_FILES}result.json final_return_mean of complete seeds; "
+                                   "constants: reports/normalization.py.", notes=notes)
+
+
+def normalization_table(ct: Any) -> Table:
+    from reports.normalization import RANDOM_SOURCE, REFERENCE_SOURCE
+
+    rows = [[Cell(e), Cell(fmt_fixed(r0, 2), "num"), Cell(fmt_fixed(r1, 2), "num")] for e, r0, r1 in ct.constants]
+    return Table(key="normalization", title="Normalisation constants per env",
+                 headers=["Env", "R_random (return)", "R_reference (return)"], rows=rows,
+                 source=f"R_random: {RANDOM_SOURCE}. R_reference: {REFERENCE_SOURCE}.")
+
+
+def facts_table(facts: list[tuple[str, str]], source: str) -> Table:
+    return Table(key="facts", title="What was run", headers=["Field", "Value"],
+                 rows=[[Cell(k), Cell(v)] for k, v in facts], source=source)
+
+
+def hyperparameter_table(run: RunFolder) -> Table:
+    """One row per setting, one column per method: the values its config.json holds on every env
+    ('a / b (env)' where envs differ); settings equal for every method are listed first."""
+    per_method: dict[str, dict[str, list[tuple[str, str]]]] = {}
+    for m in run.methods:
+        for e in run.envs:
+            rs = [r for r in run.runs_of(m, e) if r.config]
+            if not rs:
+                continue
+            cfg = rs[0].config or {}
+            flat = {f"{k}": v for k, v in (cfg.get("td3") or {}).items()}
+            flat.update({f"actor.{k}": v for k, v in (cfg.get("actor") or {}).items()})
+            for k in ("precision", "world_size", "engine", "device"):
+                if k in cfg:
+                    flat[k] = cfg[k]
+            for k, v in flat.items():
+                per_method.setdefault(m, {}).setdefault(k, []).append((e, _short(v)))
+    methods = [m for m in run.methods if m in per_method]
+    keys = sorted({k for d in per_method.values() for k in d})
+
+    def value(m: str, k: str) -> str:
+        vals = per_method[m].get(k)
+        if not vals:
+            return DASH
+        distinct = list(dict.fromkeys(v for _, v in vals))
+        if len(distinct) == 1:
+            return distinct[0]
+        return "; ".join(f"{v} ({e.split('-')[0]})" for e, v in vals)
+
+    table = {k: [value(m, k) for m in methods] for k in keys}
+    keys.sort(key=lambda k: (len(set(table[k])) > 1, k))  # shared settings first, then the recipes' differences
+    rows = [[Cell(k)] + [Cell(v, "num" if v.replace(",", "").replace(".", "").replace("-", "").replace("e", "")
+                              .isdigit() else "") for v in table[k]] for k in keys]
+    return Table(key="hyperparameters", title="Hyperparameters per method", headers=["Setting", *methods],
+                 rows=rows, source=f"Source: {SEED_FILES}config.json of each method's first seed per env "
+                                   "(td3 and actor settings as resolved for the run).",
+                 notes=["Settings the same for every method come first; values that differ between envs "
+                        "name the env in brackets."])
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "-".join(_short(x) for x in v)
+    return plain(v)
 
 
 def environment_table(environment: dict[str, Any] | None) -> Table:

@@ -110,8 +110,36 @@ def _seed_files(d: Path, method: str, env: str, seed: int, status: str, total_st
         "energy_to_target_j": float(e_total * 0.7) if reached else None,
         "time_to_target_s": float(wall[-1] * 0.7) if reached else None,
     }
+    if status == "complete":
+        result.update(_fixture_activity(method, rng))
     _write_json(d / "result.json", result)
     return result
+
+
+def _fixture_activity(method: str, rng: np.random.Generator) -> dict[str, Any]:
+    """Made-up spike activity with the shapes of the real actors (obs 17, act 6), counted by
+    bench.metrics.activity's own classes so the fields are consistent."""
+    from bench.metrics.activity import Activity, LayerActivity
+
+    def spiking(name: str, n: int, t: int, rate: float, fan_out: int, macs: float = 0.0) -> LayerActivity:
+        spikes = n * t * rate
+        return LayerActivity(name, "spiking", n, t, spikes, rate, fan_out, spikes * fan_out, macs)
+
+    r = lambda lo, hi: float(rng.uniform(lo, hi))  # noqa: E731
+    if method in ("spikerl", "popsan"):
+        layers = [spiking("encoder", 170, 5, r(0.08, 0.12), 256, 170.0), spiking("hidden 1", 256, 5, r(0.1, 0.3), 256),
+                  spiking("hidden 2", 256, 5, r(0.1, 0.3), 60), spiking("output", 60, 5, r(0.2, 0.5), 0, 60.0)]
+        t = 5
+    elif method == "dsrl":
+        layers = [LayerActivity("input (analog, sign split)", "analog", 34, 4, None, None, 400, 0.0, 34 * 400.0),
+                  spiking("hidden 1", 400, 4, r(0.02, 0.08), 300), spiking("hidden 2", 300, 4, r(0.02, 0.08), 6),
+                  LayerActivity("output (integrator)", "readout", 6, 4, None, None, 0, 0.0, 0.0)]
+        t = 4
+    else:
+        layers = [LayerActivity(f"linear {k + 1}", "analog", a, 1, None, None, b, 0.0, float(a * b))
+                  for k, (a, b) in enumerate(((17, 256), (256, 256), (256, 6)))]
+        t = 1
+    return Activity(layers, 2000, t, 2, "TEST FIXTURE: made-up activity").result_fields()
 
 
 def make_fixture_run(root: Path, *, methods: Sequence[str] = ("spikerl", "popsan"),

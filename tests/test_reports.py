@@ -22,7 +22,7 @@ import pytest
 from reports import stats
 from reports.build import build_report
 from reports.cli import main as report_main
-from reports.format import fmt_num
+from reports.format import decimals_for, fmt_fixed
 from reports.load import NotARunFolder, load_run
 from reports.model import ReportError
 from reports.quadrant import gpsup_chart
@@ -46,8 +46,10 @@ def real_smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [sys.executable, "-m", "bench.cli", "run", "--profile", "smoke", "--methods", "popsan,mlp", "--seeds", "0,1",
          "--total-steps", "800", "--set", "start_steps=300", "--set", "update_after=300", "--set", "eval_every=400",
          "--set", "checkpoint_every=400", "--set", "critic_hidden=64,64", "--set", "actor.hidden=64,64",
-         "--out", str(run), "--plain"], cwd=work, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+         "--out", str(run), "--plain"], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    (work / "output.txt").write_text(proc.stdout, encoding="utf-8")  # stdout and stderr, in order
     return run
 
 
@@ -98,11 +100,11 @@ def test_every_section_present_in_order_with_figures(built: dict) -> None:
             assert len(re.findall(r"<path\b", svg)) >= 5, f"empty figure in {sid}"
         assert 'class="source"' in body, f"{sid}: no source line"
     results = _section(html, "results")
-    for col in ("Return mean ± std", "Return IQM [95 % CI]", "Wall time", "Energy", "Avg power",
+    for col in ("Return mean ± std", "Return IQM (95 % CI)", "Wall time", "Energy", "Avg power",
                 "Emissions", "Speedup", "Powerup", "Greenup", "Category", "Energy to target"):
         assert col in results, col
     carbon = _section(html, "carbon")
-    for col in ("household-week", "car (miles)", "TV (hours)"):
+    for col in ("household-week", "Gasoline car", "LCD TV"):
         assert col in carbon, col
     appendix = _section(html, "appendix")
     assert "Command line" in appendix and "git_commit" in appendix and "config.json" in appendix
@@ -148,7 +150,7 @@ def test_figure_files_written(built: dict) -> None:
 
     figs = sorted((built["out"] / "figures").glob("*.svg"))
     assert {"gpsup.svg", "equivalents.svg"} <= {f.name for f in figs}
-    assert any(f.name.startswith("curves-") for f in figs) and any(f.name.startswith("power-") for f in figs)
+    assert any(f.name.startswith("curves-") for f in figs) and any(f.name.startswith("power") for f in figs)
     for f in figs:
         assert ET.parse(f).getroot().tag.endswith("svg")
     assert not list(built["out"].glob(".*.tmp")), "temporary files left behind"
@@ -189,8 +191,13 @@ def test_pdf_opens_and_holds_the_tables(built: dict, run_dir: Path) -> None:
         assert method in text
     for env in plan["envs"]:
         assert f"Results on {env}" in text
-    for r in _results(run_dir):
-        assert fmt_num(r["final_return_mean"], 4) in text, r["final_return_mean"]
+    folder = load_run(run_dir)
+    for env in folder.envs:  # the per-seed table: one number of decimals per column
+        on_env = folder.seeds[folder.seeds["env"] == env]
+        d = decimals_for(list(on_env["final_return_mean"]) + list(on_env["best_return_mean"]), sig=4, most=2)
+        for r in _results(run_dir):
+            if r["env"] == env:
+                assert fmt_fixed(r["final_return_mean"], d) in text, r["final_return_mean"]
     for word in ("Speedup", "Greenup", "Carbon equivalents", "Reproducibility appendix", "Return IQM"):
         assert word in text
     if any(r.get("estimated") for r in _results(run_dir)):
@@ -318,12 +325,14 @@ def test_gpsup_chart_error_bars_and_limits() -> None:
     try:
         ax = chart.figure.axes[0]
         assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
-        lo, hi = ax.get_xlim()
-        assert lo < 0.5 and hi > 7.0 * 1.1 and ax.get_ylim() == (lo, hi)  # square, about 1
+        (lo, hi), (ylo, yhi) = ax.get_xlim(), ax.get_ylim()
+        assert lo < 0.5 and hi > 7.0 * 1.1 and ylo < 0.9 and yhi > 1.6
+        assert np.log(hi / lo) == pytest.approx(np.log(yhi / ylo))  # equal spans: the diagonal stays at 45°
         caps = [c for c in ax.containers if hasattr(c, "has_xerr")]
         assert any(c.has_xerr and c.has_yerr for c in caps), "seed spread drawn as error bars"
         texts = {t.get_text() for t in ax.texts}
-        assert {str(k) for k in range(1, 9)} <= texts, "category numbers drawn"
+        assert len({str(k) for k in range(1, 9)} & texts) >= 2, "category numbers drawn"
+        assert any("GPS-UP categories" in t for t in texts)
         svg = chart.svg()
         assert svg.startswith("<svg") and "http" not in svg and 'viewBox="' in svg
     finally:
@@ -468,3 +477,27 @@ def test_report_shows_the_account_and_component_sources(built: dict):
     run_section = _section(built["html"], "run")
     assert "Energy account: ours against CodeCarbon" in run_section
     assert "Where the energy numbers come from" in run_section and "Component" in run_section
+
+
+def test_real_run_has_spike_columns_in_hand_computed_ranges(real_smoke_run: Path) -> None:
+    """popsan and mlp at hidden 64-64 on HalfCheetah (obs 17, act 6), T = 5:
+    MLP MACs = 17·64 + 64·64 + 64·6 = 5,568; PopSAN MACs = 17·10 receptive fields + 6·10 decoder
+    weights = 230, SynOps at most 170·5·64 + 64·5·64 + 64·5·60 = 94,080."""
+    summary = pd.read_csv(real_smoke_run / "summary.csv")
+    for col in ("spike_rate", "synops_per_action", "macs_per_action", "inference_energy_j_per_action_est"):
+        assert col in summary.columns, col
+    mlp, pop = summary[summary["method"] == "mlp"], summary[summary["method"] == "popsan"]
+    assert (mlp["macs_per_action"] == 5568).all() and mlp["spike_rate"].isna().all()
+    assert (pop["macs_per_action"] == 230).all()
+    assert ((pop["synops_per_action"] > 0) & (pop["synops_per_action"] < 94_080)).all()
+    assert ((pop["spike_rate"] > 0) & (pop["spike_rate"] < 1)).all()
+    np.testing.assert_allclose(pop["inference_energy_j_per_action_est"],
+                               pop["synops_per_action"] * 0.9e-12 + 230 * 4.6e-12, rtol=1e-9)
+    np.testing.assert_allclose(mlp["inference_energy_j_per_action_est"], 5568 * 4.6e-12, rtol=1e-9)
+    result = json.loads((real_smoke_run / "popsan" / "HalfCheetah-v4" / "seed0" / "result.json").read_text())
+    names = [layer["name"] for layer in result["activity"]["layers"]]
+    assert names == ["encoder", "hidden 1", "hidden 2", "output"]
+    output = (real_smoke_run.parent / "output.txt").read_text(encoding="utf-8")
+    assert "run 1 of 4" in output and "so far" in output
+    table, report = output.find("results (complete seeds"), output.find("report: ")
+    assert 0 <= table < report, "the results table comes before the report paths"

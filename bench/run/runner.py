@@ -13,11 +13,12 @@ from bench import schema
 from bench.energy.callback import EnergyCallback
 from bench.run import store
 from bench.run.environment import collect_environment
+from bench.metrics import activity
 from bench.run.plan import Plan
-from bench.run.recorder import CsvRecorder, ProgressDisplay
-from bench.run.resolve import resolve_config, resolve_device
+from bench.run.recorder import CsvRecorder, ProgressDisplay, SweepClock
+from bench.run.resolve import RunConfig, resolve_config, resolve_device
 from bench.run.resume import ResumePoint, check_resumable, cut_power_csv, load_run_config
-from bench.run.summary import contention_warning, is_complete, last_progress, write_summary
+from bench.run.summary import contention_warning, is_complete, last_progress, results_table, write_summary
 from bench.run.validate import check_plan, make_new_folder
 from bench.schema import Status
 from spikerl import native_lib
@@ -50,9 +51,11 @@ def extra_callbacks(plan: Plan) -> tuple[list[Callback], Any]:
 
 
 def run_one(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, *, resume: bool,
-            ctx: DistContext, plain: bool = False, point: ResumePoint | None = None) -> dict[str, Any]:
-    """Train one method × env × seed into its folder and write its result.json. `point`: where
-    its checkpoint stands (bench.run.resume), when it resumes from one."""
+            ctx: DistContext, plain: bool = False, point: ResumePoint | None = None,
+            sweep: SweepClock | None = None) -> dict[str, Any]:
+    """Train one method × env × seed into its folder and write its result.json (with the final
+    actor's spike activity, measured on evaluation episodes after training). `point`: where its
+    checkpoint stands (bench.run.resume), when it resumes from one."""
     spec = get_method(method)
     folder = store.seed_dir(run_dir, method, env_id, seed)
     saved = load_run_config(folder, spec, env_id) if resume else None
@@ -70,8 +73,10 @@ def run_one(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, *, r
         })
     ctx.barrier()
     meters, energy_probe = extra_callbacks(plan)
+    energy = next((m for m in meters if isinstance(m, EnergyCallback)), None)
     callbacks: list[Callback] = [*meters, CsvRecorder(energy_probe),
-                                 ProgressDisplay(f"{method} {env_id} s{seed}", force_plain=plain)]
+                                 ProgressDisplay(f"{method} {env_id} s{seed}", force_plain=plain, energy_probe=energy_probe,
+                                                 estimated_probe=_estimated_probe(energy), sweep=sweep)]
     try:
         with native_lib.engine(run.engine):
             res: TrainResult = train(spec, env_id, seed, run.td3, run.actor, run_dir=folder, callbacks=callbacks,
@@ -79,6 +84,9 @@ def run_one(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, *, r
         fields = {"status": res.status, "error": None, "steps": res.steps, "wall_s": res.wall_s,
                   "final_return_mean": res.final_return_mean, "best_return_mean": res.best_return_mean,
                   "updates": res.updates, "param_sha256_by_rank": res.param_sha256_by_rank}
+        if ctx.is_main:
+            with native_lib.engine(run.engine):
+                fields.update(measure_activity(folder, spec, env_id, seed, run))
     except KeyboardInterrupt:
         _write_result(folder, base, {"status": Status.INTERRUPTED.value, "error": "interrupted by signal"},
                       meters, ctx)
@@ -91,6 +99,24 @@ def run_one(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, *, r
             _write_result(folder, base, fields, meters, ctx)
             raise
     return _write_result(folder, base, fields, meters, ctx)
+
+
+def _estimated_probe(energy: EnergyCallback | None):  # noqa: ANN202
+    """Whether the run's energy so far is (partly) estimated, for the progress bar."""
+    if energy is None:
+        return None
+    return lambda: bool(energy.meter is not None and energy.meter.estimated)
+
+
+def measure_activity(folder: Path, spec: Any, env_id: str, seed: int, run: RunConfig) -> dict[str, Any]:
+    """The final actor's spike activity and inference-energy estimate (bench.metrics.activity);
+    empty columns, never a failed run, when it cannot be measured."""
+    try:
+        act = activity.measure_checkpoint(folder, spec, env_id, seed, run.td3, run.actor)
+    except Exception as exc:  # noqa: BLE001 - the training result is already safe
+        print(f"spikerl-bench: spike activity not measured ({type(exc).__name__}: {exc})", file=sys.stderr)
+        act = None
+    return act.result_fields() if act is not None else activity.empty_fields()
 
 
 def _write_result(folder: Path, base: dict[str, Any], fields: dict[str, Any],
@@ -142,13 +168,17 @@ def _run_all(run_dir: Path, plan: Plan, resume: bool, plain: bool, ctx: DistCont
              points: dict[tuple[str, str, int], ResumePoint], methods: Sequence[str] | None = None) -> int:
     """Train the plan's unfinished runs in order; returns how many did not complete."""
     failed = 0
-    for method, env_id, seed in plan.runs(methods):
+    runs = plan.runs(methods)
+    sweep = SweepClock(len(runs), plan.total_steps)
+    for method, env_id, seed in runs:
         folder = store.seed_dir(run_dir, method, env_id, seed)
+        sweep.next_run()
         # rank 0 decides, so every rank skips (or trains) the same runs
         if ctx.broadcast_object(resume and is_complete(folder)):
+            sweep.skip()
             continue
         result = run_one(run_dir, plan, method, env_id, seed, resume=resume, plain=plain, ctx=ctx,
-                         point=points.get((method, env_id, seed)))
+                         point=points.get((method, env_id, seed)), sweep=sweep)
         if result["status"] != Status.COMPLETE:
             failed += 1
             print(f"spikerl-bench: {method} on {env_id} seed {seed} {result['status']}: {result.get('error')}",
@@ -164,6 +194,9 @@ def finish_run_folder(run_dir: Path, plan: Plan) -> None:
     in one line: the measurements are already safe on disk."""
     from importlib.metadata import entry_points
 
+    table = results_table(run_dir, plan)
+    if table:
+        print(table, file=sys.stderr)
     warning = contention_warning(run_dir, plan)
     if warning:
         print(f"spikerl-bench: {warning}", file=sys.stderr)

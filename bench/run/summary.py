@@ -111,3 +111,42 @@ def contention_warning(run_dir: Path, plan: Plan) -> str | None:
     return (f"warning: {len(bad)} run(s) shared the machine with other processes (threshold "
             f"{CONTENDED_ABOVE:.0%}): {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}; their time, "
             "power and GPS-UP partly measure contention (marked in the report)")
+
+
+def results_table(run_dir: Path, plan: Plan) -> str | None:
+    """A short table for the terminal at the end of `spikerl-bench run`: per method × env, over its
+    complete seeds, the mean final return, wall time, energy ('est.' where estimated), emissions
+    and GPS-UP against the baseline (means of the per-seed ratios in summary.csv)."""
+    try:
+        df = pd.read_csv(run_dir / schema.SUMMARY)
+    except (OSError, ValueError, pd.errors.EmptyDataError):
+        return None
+    done = df[df["status"] == Status.COMPLETE.value] if "status" in df else df.iloc[0:0]
+    if done.empty:
+        return None
+    head = ["method", "env", "seeds", "return", "time", "energy", "CO2e", "speedup", "powerup", "greenup"]
+    rows = []
+    for (method, env), g in done.groupby(["method", "env"], sort=False):
+        est = " est." if g.get("estimated", pd.Series(dtype=bool)).astype(str).str.lower().eq("true").any() else ""
+
+        def mean(col: str) -> float:
+            return float(pd.to_numeric(g[col], errors="coerce").mean()) if col in g else float("nan")
+
+        def ratio(col: str) -> str:
+            v = mean(col)
+            return "base" if method == plan.baseline else ("—" if v != v else f"{v:.2f}x")
+
+        energy, kg = mean("energy_j"), mean("emissions_kg")
+        rows.append([str(method), str(env), str(len(g)), _num(mean("final_return_mean"), "{:,.1f}"),
+                     _num(mean("wall_s"), "{:,.1f} s"), _num(energy / 1e3, "{:,.2f} kJ") + est,
+                     _num(kg * 1e3, "{:,.3f} g") + est, ratio("speedup"), ratio("powerup"), ratio("greenup")])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    lines = ["results (complete seeds, means; GPS-UP against " + plan.baseline + "):",
+             "  " + "  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths)))]
+    lines += ["  " + "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+              for r in rows]
+    return "\n".join(lines)
+
+
+def _num(v: float, fmt: str) -> str:
+    return "—" if v != v else fmt.format(v)
