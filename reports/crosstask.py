@@ -92,7 +92,7 @@ def compute(seeds: pd.DataFrame, methods: list[str], envs: list[str], baseline: 
         from rliable import metrics
     except ImportError as exc:  # a declared dependency; say so rather than fail the whole report
         ct.reason = (f"rliable could not be imported ({exc}): install the project's dependencies "
-                     "(pip install -e ., or pip install 'rliable>=1.2' 'arch>=8.0').")
+                     "(pip install -e .).")
         return ct
 
     def all_metrics(x: np.ndarray) -> np.ndarray:
@@ -134,10 +134,10 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _bootstraps():  # noqa: ANN202
-    """rliable's stratified bootstraps, constructed for arch >= 7.2.
+    """rliable's stratified bootstraps, constructed with a fixed seed.
 
     rliable 1.2 (its latest release) passes `random_state=` to arch's bootstrap, a keyword arch
-    renamed `seed` and then removed; arch >= 7.2 is the first that works with pandas 3. These
+    deprecated for `seed` (and removed in arch 8). These
     subclasses only construct the arch base with `seed=` and set the attributes rliable's own
     `__init__` sets; the resampling (`update_indices`: runs resampled within each task) and the
     metrics are rliable's."""
