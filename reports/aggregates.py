@@ -51,7 +51,7 @@ def gpsup_points(seeds: pd.DataFrame, baseline: str) -> tuple[pd.DataFrame, str]
         rows.append({**rec, "s_lo": s_lo, "s_hi": s_hi, "p_lo": p_lo, "p_hi": p_hi,
                      "n_seeds": int(len(ps)), "estimated": _any_estimated(ps), "is_baseline": m == baseline,
                      # a ratio is as contended as either of its two sides
-                     "contended": any(contended(r) for r in pd.concat([ps, base]).to_dict("records")),
+                     "contended": any(contended(r) for r in [*ps.to_dict("records"), *base.to_dict("records")]),
                      "engine": "+".join(sorted({str(x) for x in ps.get("engine", pd.Series(dtype=object)).dropna()}))})
     note = (f"computed by bench.metrics.gpsup from result.json wall_s and energy_j (complete seeds), "
             f"baseline {baseline}")
