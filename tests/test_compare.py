@@ -467,7 +467,13 @@ def test_real_runs_same_honest_and_doctored(real_runs, capsys):
     assert _compare(capsys, a, a)[0] == 0
     code, out, _ = _compare(capsys, a, slow)
     assert code == 1 and "REGRESSION in sps, energy_per_step" in out, out
-    code, out, _ = _compare(capsys, a, b)
+    # Two honest 5-second runs on a VM differ by up to ~22 % in steps/s even when nothing else runs
+    # (measured in this project's CI: 277 vs 216 steps/s, foreign CPU 1 % and 0.5 %): a whole run can
+    # land in a slower stretch of the host, which no statistic of the run itself can tell from slower
+    # code. The honest pair must therefore pass rules set above that spread; the default 10 % rules
+    # are held to the doctored copy above, and their false-alarm rate is measured with the ci profile
+    # (README, "How good is the gate here").
+    code, out, _ = _compare(capsys, a, b, "--fail-on", "sps:-35%,energy_per_step:+35%")
     if code == 1 and load.busy:
         pytest.skip(f"other processes shared the machine (load average up to {load.peak:.1f} on "
                     f"{os.cpu_count()} CPUs): two honest runs were not comparable here")
