@@ -3,11 +3,12 @@ contended runs, methods run on different engines, two methods that ran the same 
 and what data parallelism changes (updates per env step, effective batch)."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pandas as pd
 
-from bench.energy.contention import CONTENDED_ABOVE
+from bench.energy.contention import CONTENDED_ABOVE, is_contended
 from bench.schema import Status
 from reports.format import fmt_num
 from reports.load import RunFolder
@@ -21,8 +22,7 @@ CONTENDED_MARK = " ‡"
 
 def contended(rec: dict[str, Any]) -> bool:
     """Whether other processes took more than CONTENDED_ABOVE of the run's CPU, or used its GPUs."""
-    share, gpu = rec.get("foreign_cpu_share"), rec.get("foreign_gpu_processes")
-    return bool((pd.notna(share) and share > CONTENDED_ABOVE) or (pd.notna(gpu) and gpu > 0))
+    return is_contended(rec.get("foreign_cpu_share"), rec.get("foreign_gpu_processes"))
 
 
 def contention_warning(seeds: pd.DataFrame) -> str | None:
@@ -61,8 +61,6 @@ def engine_warning(seeds: pd.DataFrame) -> str | None:
 
 
 def _computation(config: dict[str, Any]) -> str:
-    import json
-
     return json.dumps({k: v for k, v in config.items() if k not in _NOT_COMPUTATION}, sort_keys=True, default=str)
 
 

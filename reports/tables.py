@@ -309,15 +309,6 @@ def _which(g: pd.DataFrame, n_all: int) -> str:
     return "; ".join(parts)
 
 
-def _flag(value: Any) -> bool | None:
-    """A bool column as read back from summary.csv or result.json ('True', True, 1.0, ...)."""
-    if value is None or (isinstance(value, float) and value != value):
-        return None
-    if isinstance(value, str):
-        return {"true": True, "false": False}.get(value.strip().lower())
-    return bool(value)
-
-
 def power_sources_table(seeds: pd.DataFrame) -> Table:
     """Per component (GPU, CPU, RAM): where its energy came from, measured or estimated, and the
     estimate's model (its TDP and where the TDP came from)."""
@@ -330,7 +321,7 @@ def power_sources_table(seeds: pd.DataFrame) -> Table:
         known = seeds[seeds[src_col].notna()]
         model_col = f"{comp}_power_model"
         for (src, est, model), g in known.groupby(
-                [known[src_col].astype(str), known[est_col].map(_flag).fillna(False).astype(bool),
+                [known[src_col].astype(str), known[est_col].eq(True),
                  known[model_col].fillna("").astype(str) if model_col in known.columns
                  else pd.Series("", index=known.index)], sort=True):
             rows.append([Cell(comp.upper()), Cell(src), Cell("estimated" if est else "measured", "est" if est else "green"),
@@ -372,7 +363,7 @@ def account_table(seeds: pd.DataFrame, methods: list[str], units: Units | None =
     d_m = decimals_for([v for col in mass_cols for v in col], m_unit.scale)
     rows = []
     for k, (m, md) in enumerate(groups):
-        est = {c: any(_flag(x) for x in md.get(f"{c}_estimated", [])) for c in ("gpu", "cpu", "ram")}
+        est = {c: bool(md[f"{c}_estimated"].eq(True).any()) for c in ("gpu", "cpu", "ram")}
         rows.append([Cell(m)]
                     + [Cell(tagged(fmt_fixed(energy_cols[j][k], d_e, e_unit.scale), " (est.)" if est[c] else ""),
                             "num") for j, c in enumerate(("gpu", "cpu", "ram"))]

@@ -22,8 +22,8 @@ WALL_S, ENERGY_J = (column(schema.RESULT_COLUMNS, c) for c in ("wall_s", "energy
 
 
 FOREIGN_CPU_SHARE = "foreign_cpu_share"
-"""Result field (0..1, bench.schema): the share of the run's CPU time other processes used. Read
-only where present (run folders from before it was recorded lack it)."""
+"""bench.schema's field (0..1): the share of the run's CPU time other processes used. Read only
+where present (run folders from before it was recorded lack it)."""
 MAX_FOREIGN_SHARE_DIFF = 0.10
 """Runs whose foreign CPU shares differ by more than this ran on differently busy machines: a
 timing or energy change beyond the threshold is then too noisy to decide, not a regression."""

@@ -24,6 +24,16 @@ CONTENDED_ABOVE = 0.05
 """A run whose foreign_cpu_share exceeds this is reported as contended."""
 
 
+def is_contended(foreign_cpu_share: float | None, foreign_gpu_processes: float | None) -> bool:
+    """Whether other processes took more than CONTENDED_ABOVE of a run's CPU time or used its GPUs
+    (None or NaN: not measured)."""
+    share_over = foreign_cpu_share is not None and foreign_cpu_share == foreign_cpu_share \
+        and foreign_cpu_share > CONTENDED_ABOVE
+    gpus_used = foreign_gpu_processes is not None and foreign_gpu_processes == foreign_gpu_processes \
+        and foreign_gpu_processes > 0
+    return bool(share_over or gpus_used)
+
+
 def run_root_pid() -> int:
     """The root of the run's process tree (see the module docstring)."""
     try:

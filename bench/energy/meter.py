@@ -26,7 +26,7 @@ from bench.energy.errors import ErrorLog
 from bench.energy.estimate import EstimateSource, RamEstimateSource
 from bench.energy.nvml import DeviceId, open_nvml
 from bench.energy.power_csv import PowerCsv, PowerRow
-from bench.energy.rapl import POWERCAP_ROOT, open_rapl
+from bench.energy.rapl import POWERCAP_ROOT, RaplSource, find_dram_zones, open_rapl
 
 log = logging.getLogger(__name__)
 
@@ -120,16 +120,18 @@ class PowerMeter:
             gpu_sources, problems = open_nvml(gpu_ids, clock=clock)
             sources += gpu_sources
             notes += problems
-        if cpu in ("auto", "rapl") or ram == "rapl":
+        if cpu in ("auto", "rapl"):
             rapl, reason = open_rapl(rapl_root, clock=clock, dram=ram in ("auto", "rapl"))
-            if rapl is not None and cpu not in ("auto", "rapl"):
-                rapl = _dram_only(rapl, rapl_root, clock)
             if rapl is not None:
                 sources.append(rapl)
             elif cpu == "rapl":
                 raise EnergySourceError(f"RAPL requested but unusable: {reason}")
             else:
                 log.info("CPU energy will be estimated: %s", reason)
+        elif ram == "rapl":  # the CPU estimated, RAM read from RAPL's DRAM zones alone
+            dram_zones = find_dram_zones(rapl_root)
+            if dram_zones:
+                sources.append(RaplSource(dram_zones, clock=clock))
         if cpu == "estimate" or (cpu == "auto" and not any(s.source == "rapl" for s in sources)):
             sources.append(EstimateSource(tdp_w=tdp_w, clock=clock))
         has_dram = any(component_of(d) == "ram" for s in sources for d in s.devices)
@@ -441,11 +443,3 @@ class PowerMeter:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-
-def _dram_only(rapl: EnergySource, root: str | os.PathLike[str], clock: Clock) -> EnergySource | None:
-    """RAPL's DRAM zones alone, for a meter that estimates the CPU but may read RAM."""
-    from bench.energy.rapl import RaplSource, find_dram_zones
-
-    rapl.close()
-    zones = find_dram_zones(root)
-    return RaplSource(zones, clock=clock) if zones else None

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 from bench.energy.base import COMPONENTS, EnergySourceError, Gap, Measurement, component_of
 from bench.energy.carbon import DEFAULT_COUNTRY, carbon_intensity_g_per_kwh, validate_country
-from bench.energy.meter import CPU_CHOICES, PowerMeter
+from bench.energy.meter import CPU_CHOICES, RAM_CHOICES, PowerMeter
 from bench.energy.nvml import DeviceId, visible_gpu_ids
 from bench.energy.rapl import POWERCAP_ROOT
 
@@ -154,8 +154,8 @@ class EnergyMonitor:
         self.country = validate_country(country)
         if cpu not in CPU_CHOICES:
             raise ValueError(f"cpu must be one of {CPU_CHOICES}, got {cpu!r}")
-        if ram not in CPU_CHOICES:
-            raise ValueError(f"ram must be one of {CPU_CHOICES}, got {ram!r}")
+        if ram not in RAM_CHOICES:
+            raise ValueError(f"ram must be one of {RAM_CHOICES}, got {ram!r}")
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive, got {interval_s}")
         self.carbon_intensity_g_per_kwh = carbon_intensity_g_per_kwh(self.country)

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from baselines.registry import get_method
 from bench.run.plan import Plan, UsageError
 from bench.run.profiles import PROFILES
 from spikerl.config import TD3Config, check_number, coerce_value
@@ -75,8 +76,6 @@ def plan_engine(plan: Plan, device: torch.device) -> tuple[str, str]:
     a comparison must not partly measure which method got the faster engine. Returns (engine, why)."""
     if plan.engine != "auto":
         return plan.engine, f"--engine {plan.engine}"
-    from baselines.registry import get_method
-
     for m in plan.methods:
         spec = get_method(m)
         if not spec.spiking:
@@ -100,8 +99,6 @@ def world_size_for(spec: MethodSpec, plan: Plan, device: torch.device) -> int:
 
 def world_size_groups(plan: Plan, device: torch.device) -> dict[int, tuple[str, ...]]:
     """The plan's methods grouped by world size, in plan order."""
-    from baselines.registry import get_method
-
     groups: dict[int, list[str]] = {}
     for m in plan.methods:
         groups.setdefault(world_size_for(get_method(m), plan, device), []).append(m)

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from bench import schema
+from bench.energy.contention import CONTENDED_ABOVE, is_contended
 from bench.metrics.equivalents import add_equivalent_columns
 from bench.metrics.gpsup import add_gpsup_columns, add_target_columns
 from bench.run import store
@@ -97,14 +98,12 @@ def _isnan(v: Any) -> bool:
 
 def contention_warning(run_dir: Path, plan: Plan) -> str | None:
     """One line naming the runs that shared their hardware with other processes, or None."""
-    from bench.energy.contention import CONTENDED_ABOVE
-
     bad = []
     for r in collect_results(run_dir, plan):
-        share, gpus = r.get("foreign_cpu_share"), r.get("foreign_gpu_processes")
-        over = isinstance(share, (int, float)) and share > CONTENDED_ABOVE
-        if over or (isinstance(gpus, int) and gpus > 0):
-            what = f"{share:.0%} foreign CPU" if over else f"{gpus} other GPU process(es)"
+        share, gpus = (r.get(k) if isinstance(r.get(k), (int, float)) else None  # unreadable: unmeasured
+                       for k in ("foreign_cpu_share", "foreign_gpu_processes"))
+        if is_contended(share, gpus):
+            what = f"{share:.0%} foreign CPU" if is_contended(share, None) else f"{gpus} other GPU process(es)"
             bad.append(f"{r['method']}/{r['env']}/seed{r['seed']} ({what})")
     if not bad:
         return None
