@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import torch
@@ -61,6 +62,16 @@ def _init(rank: int, world: int, port: int) -> DistContext:
     return DistContext(rank=rank, world_size=world, backend="gloo")
 
 
+def end_worker() -> None:
+    """End a spawned worker whose results are saved, without interpreter finalisation: Gloo's
+    threads can still hold tensors whose destruction then aborts the process (SIGABRT,
+    'terminate called without an active exception'), failing a test that passed. The CLI's
+    ranks end the same way (bench.cli.run.exit_rank)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def grad_worker(rank: int, world: int, port: int, method: str, dtype: str, out_dir: str) -> None:
     ctx = _init(rank, world, port)
     torch.set_default_dtype(getattr(torch, dtype))
@@ -71,6 +82,7 @@ def grad_worker(rank: int, world: int, port: int, method: str, dtype: str, out_d
         torch.save({"grads": grads, "params": params}, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
+    end_worker()
 
 
 def normalizer_worker(rank: int, world: int, port: int, out_dir: str) -> None:
@@ -89,6 +101,7 @@ def normalizer_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         torch.save(results, os.path.join(out_dir, f"norm{rank}.pt"))
     finally:
         dist.destroy_process_group()
+    end_worker()
 
 
 def _ctx(spec):

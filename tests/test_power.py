@@ -20,6 +20,7 @@ from bench.energy.nvml import NvmlCounterSource, NvmlSampledSource, open_nvml
 from bench.energy.rapl import RaplSource, find_package_zones, open_rapl, wrapped_delta_uj
 from spikerl.callbacks import EndEvent, EvalEvent, RunInfo
 from tests import fake_pynvml
+from tests.dist_workers import end_worker
 from tests.fake_pynvml import FakeGpu
 from tests.fake_rapl import make_zone, set_energy_uj
 
@@ -589,6 +590,7 @@ def _dist_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+    end_worker()
 
 
 def test_node_totals_are_summed_over_nodes_with_gloo(tmp_path):
