@@ -59,7 +59,24 @@ def build_parser() -> argparse.ArgumentParser:
                      "mpirun or srun the launcher's world size is used)")
     run.add_argument("--backend", choices=("auto", "nccl", "gloo", "mpi"), default=None,
                      help="torch.distributed backend (default auto: NCCL with CUDA, else Gloo)")
-    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish every unfinished run of RUN_DIR")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish every unfinished run of RUN_DIR "
+                     "(through the launcher it started with)")
+    sweep = run.add_argument_group("sweep execution", "where the runs of the plan execute (bench.run.sweep)")
+    sweep.add_argument("--launcher", choices=("inline", "local", "slurm"), default=None,
+                       help="inline (default): one run after another in this process, the reference for clean "
+                            "measurements; local: submitit jobs on this machine, --jobs at once, each pinned to its "
+                            "own cores or GPU; slurm: one submitit job array, one task per run")
+    sweep.add_argument("--jobs", type=int, help="runs at once (local: processes here; slurm: the array's "
+                       "parallelism); default 1")
+    sweep.add_argument("--slurm-partition", metavar="NAME")
+    sweep.add_argument("--slurm-time", metavar="TIME", help="time limit per task: minutes, H:MM:SS or D-HH:MM:SS")
+    sweep.add_argument("--slurm-gpus-per-task", type=int, metavar="N")
+    sweep.add_argument("--slurm-cpus-per-task", type=int, metavar="N")
+    sweep.add_argument("--slurm-mem", metavar="SIZE", help="memory per task, e.g. 16G")
+    sweep.add_argument("--slurm-account", metavar="NAME")
+    sweep.add_argument("--slurm-qos", metavar="NAME")
+    sweep.add_argument("--slurm-opt", action="append", default=[], metavar="KEY=VALUE",
+                       help="another #SBATCH option, e.g. constraint=a100 or mail-type=END (repeatable)")
     run.add_argument("--only-methods", type=unique_csv_list, help=argparse.SUPPRESS)  # one world-size group's ranks
     run.set_defaults(func=cmd_run)
 

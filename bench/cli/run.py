@@ -16,7 +16,12 @@ from bench.run.resolve import resolve_device, world_size_groups
 from bench.run.resume import check_resumable
 from bench.run.runner import create_run_folder, execute, finish_run_folder
 from bench.run.summary import write_summary
+from bench.run.sweep_options import check_launcher, slurm_options
 from bench.run.validate import check_plan
+
+
+_SLURM_FLAGS = ("slurm_partition", "slurm_time", "slurm_gpus_per_task", "slurm_cpus_per_task", "slurm_mem",
+                "slurm_account", "slurm_qos")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -82,8 +87,10 @@ def exit_rank(code: int) -> None:
 
 
 def resume_plan(args: argparse.Namespace) -> Plan:
-    conflicting = [f for f in ("methods", "envs", "seeds", "total_steps", "out", "precision", "nproc", "engine")
-                   if getattr(args, f) is not None] + (["set"] if args.settings else [])
+    conflicting = [f for f in ("methods", "envs", "seeds", "total_steps", "out", "precision", "nproc", "engine",
+                               "launcher", "jobs", *_SLURM_FLAGS)
+                   if getattr(args, f) is not None] + (["set"] if args.settings else []) \
+        + (["slurm_opt"] if args.slurm_opt else [])
     if conflicting:
         raise UsageError(f"--resume takes the plan from the run folder; drop --{conflicting[0].replace('_', '-')}")
     plan = Plan.from_json(store.load_plan(args.resume), args.resume / schema.PLAN)
@@ -138,6 +145,9 @@ def new_plan(args: argparse.Namespace) -> Plan:
             raise UsageError(f"--{flag} must be 1 to {MAX_WORKERS}, got {value}")
     if len(args.country) != 3 or not args.country.isalpha():
         raise UsageError(f"--country must be an ISO-3 code such as USA, FRA or DEU, got {args.country!r}")
+    launcher, jobs = args.launcher or "inline", args.jobs if args.jobs is not None else 1
+    slurm = slurm_options(**{f[len("slurm_"):]: getattr(args, f) for f in _SLURM_FLAGS}, extra=args.slurm_opt)
+    check_launcher(launcher, jobs, slurm)
     methods = args.methods or profile.methods
     envs = args.envs or profile.envs
     validate_names(methods, envs)
@@ -148,6 +158,7 @@ def new_plan(args: argparse.Namespace) -> Plan:
         td3_overrides=td3_overrides, actor_overrides=actor_overrides, precision=args.precision,
         baseline=args.baseline, country=args.country.upper(), power_interval_s=args.power_interval,
         target_return=args.target_return, nproc=args.nproc, backend=args.backend or "auto",
-        threads=args.threads, engine=args.engine or "auto", argv=tuple(sys.argv[1:]),
+        threads=args.threads, engine=args.engine or "auto", launcher=launcher, jobs=jobs, slurm=slurm,
+        argv=tuple(sys.argv[1:]),
         created_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )

@@ -45,6 +45,13 @@ class Plan:
     threads: int | None = None
     engine: str = "auto"
     """'auto' (native kernels for spiking layers where they run, else torch), 'native' or 'torch'."""
+    launcher: str = "inline"
+    """Where the runs execute: 'inline' (this process, one after another), 'local' (submitit jobs on
+    this machine) or 'slurm' (a submitit job array); bench.run.sweep."""
+    jobs: int = 1
+    """Runs executing at once (local: processes on this machine; slurm: the array's parallelism)."""
+    slurm: dict[str, Any] = field(default_factory=dict)
+    """SLURM options of each array task (bench.run.sweep.SLURM_OPTIONS), when launcher is 'slurm'."""
     argv: tuple[str, ...] = ()
     created_utc: str = ""
 
@@ -109,6 +116,9 @@ _PLAN_CHECKS = {
     "backend": lambda v: v in ("auto", "nccl", "gloo", "mpi"),
     "threads": lambda v: v is None or (type(v) is int and 0 < v <= MAX_WORKERS),
     "engine": lambda v: v in ("auto", "native", "torch"),
+    "launcher": lambda v: v in ("inline", "local", "slurm"),
+    "jobs": lambda v: type(v) is int and 0 < v <= MAX_WORKERS,
+    "slurm": lambda v: isinstance(v, dict),
     "argv": lambda v: isinstance(v, (list, tuple)) and all(isinstance(a, str) for a in v),
     "created_utc": lambda v: isinstance(v, str),
 }

@@ -9,6 +9,7 @@ import torch
 
 from baselines.registry import get_method
 from bench.energy.carbon import validate_country
+from bench.run.sweep_options import check_launcher
 from bench.run.plan import Plan, UsageError, validate_names
 from bench.run.resolve import resolve_config, resolve_device
 
@@ -24,6 +25,7 @@ def check_plan(plan: Plan) -> torch.device:
         validate_country(plan.country)
     except ValueError as exc:
         raise UsageError(f"--country: {exc}") from None
+    check_launcher(plan.launcher, plan.jobs, plan.slurm)
     device = resolve_device(plan.device)
     check_backend(plan.backend, device)
     for m in plan.methods:
