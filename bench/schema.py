@@ -123,6 +123,9 @@ ENERGY_FIELDS = (
     Field("codecarbon_energy_ratio", "x", doc="CodeCarbon's energy / energy_j"),
     Field("foreign_cpu_share", "", doc="share of the run's CPU time used by processes outside its tree"),
     Field("foreign_gpu_processes", "", "int", doc="most other processes seen on the run's GPUs at once"),
+    Field("concurrent_runs", "", "int", doc="runs of the sweep executing at once on the run's machine (--jobs)"),
+    Field("attributed_share", "", doc="the run's share of the machine's busy CPU time, by which its CPU and RAM "
+          "energy were attributed; empty when the run had the machine to itself"),
     Field("emissions_error", kind="str"), Field("codecarbon_error", kind="str"),
     Field("meter_errors", kind="str"),
 )

@@ -364,8 +364,9 @@ def account_table(seeds: pd.DataFrame, methods: list[str], units: Units | None =
     rows = []
     for k, (m, md) in enumerate(groups):
         est = {c: bool(md[f"{c}_estimated"].eq(True).any()) for c in ("gpu", "cpu", "ram")}
+        attr = {c: _attributed(md, c) for c in ("gpu", "cpu", "ram")}
         rows.append([Cell(m)]
-                    + [Cell(tagged(fmt_fixed(energy_cols[j][k], d_e, e_unit.scale), " (est.)" if est[c] else ""),
+                    + [Cell(tagged(fmt_fixed(energy_cols[j][k], d_e, e_unit.scale), _marks(est[c], attr[c])),
                             "num") for j, c in enumerate(("gpu", "cpu", "ram"))]
                     + [Cell(fmt_fixed(energy_cols[3][k], d_e, e_unit.scale), "num"),
                        Cell(fmt_fixed(energy_cols[4][k], d_e, e_unit.scale), "num"),
@@ -381,7 +382,31 @@ def account_table(seeds: pd.DataFrame, methods: list[str], units: Units | None =
         notes=["Every reported energy, power, GPS-UP and emission comes from our account: emissions = "
                "energy_j / 3.6e6 × intensity / 1000, with CodeCarbon's intensity for the plan's country.",
                "CodeCarbon tracks the same runs independently (its own CPU and RAM models, sampled every "
-               "15 s); its figures are shown only as a cross-check."])
+               "15 s); its figures are shown only as a cross-check."] + _attribution_note(done))
+
+
+def _attributed(rows: pd.DataFrame, comp: str) -> bool:
+    col = f"{comp}_source"
+    return col in rows and rows[col].astype(str).str.contains("attributed", regex=False).any()
+
+
+def _marks(estimated: bool, attributed: bool) -> str:
+    marks = [m for m, on in (("est.", estimated), ("attr.", attributed)) if on]
+    return f" ({', '.join(marks)})" if marks else ""
+
+
+def _attribution_note(done: pd.DataFrame) -> list[str]:
+    """Say how the energy of runs that executed side by side was split (bench.energy.callback)."""
+    if not any(_attributed(done, c) for c in ("cpu", "ram")):
+        return []
+    runs = pd.to_numeric(done.get("concurrent_runs", pd.Series(dtype=float)), errors="coerce").dropna()
+    share = pd.to_numeric(done.get("attributed_share", pd.Series(dtype=float)), errors="coerce").dropna()
+    at_once = f"up to {int(runs.max())} runs at once" if len(runs) else "several runs at once"
+    spread = f" (shares {share.min():.2f}–{share.max():.2f})" if len(share) else ""
+    return [f"attr.: attributed, not owned. These runs executed side by side ({at_once}, --jobs); the machine's "
+            f"CPU and RAM energy was split by each run's share of the machine's busy CPU time{spread}, "
+            "result.json attributed_share. GPUs were each run's own. For clean measurements run the sweep with "
+            "--jobs 1."]
 
 
 def activity_table(run: RunFolder, units: Units) -> Table:

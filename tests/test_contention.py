@@ -98,3 +98,36 @@ def test_a_distributed_rank_counts_its_launchers_whole_tree(monkeypatch):
     assert run_root_pid() == os.getppid()
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert run_root_pid() == os.getpid()
+
+
+class PinnedTotals:
+    """Counters of a machine of 4 CPUs where the run is pinned to CPU 0: per-CPU busy seconds."""
+
+    def __init__(self) -> None:
+        self.busy_s = {0: 10.0, 1: 10.0, 2: 10.0, 3: 10.0}
+        self.all_s = 100.0
+
+    def __call__(self, cpus):
+        cpus = list(cpus)
+        return self.all_s * len(cpus), sum(self.busy_s[c] for c in cpus)
+
+
+def test_cpu_time_share_is_own_time_over_the_whole_machines_busy_time(monkeypatch):
+    """A pinned run of a parallel sweep: its foreign share is measured on its own core, its
+    share of the machine (by which shared energy is attributed) over every core."""
+    import bench.energy.contention as contention
+
+    monkeypatch.setattr(contention, "machine_cpus", lambda: [0, 1, 2, 3])
+    totals = PinnedTotals()
+    probe = ContentionProbe(root_pid=os.getpid(), cpus=[0], totals=totals)
+    probe.sample()
+    before = _own_cpu_s(os.getpid())
+    _spin(0.3)
+    own_s = _own_cpu_s(os.getpid()) - before
+    totals.all_s += 1.0
+    totals.busy_s[0] += own_s          # our core: only us
+    totals.busy_s[1] += 3 * own_s      # the other runs of the sweep, on their own cores
+    probe.sample()
+    assert probe.foreign_cpu_share == pytest.approx(0.0, abs=0.02)
+    assert probe.cpu_time_share == pytest.approx(0.25, abs=0.02)
+    assert probe.machine_busy_cpu_s == pytest.approx(4 * own_s)

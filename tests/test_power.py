@@ -459,13 +459,15 @@ class FakeProbe:
     """A contention probe whose foreign CPU share is set by the test: 25 % of 2 CPUs per sample."""
 
     def __init__(self, **kw):
-        self.foreign_cpu_s = self.observed_cpu_s = 0.0
+        self.foreign_cpu_s = self.observed_cpu_s = self.own_cpu_s = self.machine_busy_cpu_s = 0.0
         self.foreign_gpu_processes = 0
         self.error = None
 
     def sample(self) -> None:
         self.observed_cpu_s += 2.0
         self.foreign_cpu_s += 0.5
+        self.own_cpu_s += 1.0  # the run's share of the machine's busy CPU time: 1 / 4
+        self.machine_busy_cpu_s += 4.0
 
 
 def _drive(cb: EnergyCallback, clock: FakeClock, run_dir: Path | None, *, start_wall_s: float = 0.0) -> None:
@@ -520,6 +522,58 @@ def test_energy_callback_accounts_train_eval_and_resume(tmp_path, clock):
     # the trace continues across the resume: time from start_wall_s, energy from the checkpoint
     assert [float(r["t_s"]) for r in rows] == pytest.approx([10.0, 20.0])
     assert [float(r["energy_j"]) for r in rows] == pytest.approx([100.0, 300.0])
+
+
+def _gpu_cpu_ram_factory(clock, *, gpu_w: float, cpu_w: float, ram_w: float, made: list):
+    def make(**kw) -> PowerMeter:
+        made.append(kw)
+        gpu = ConstantSource(["gpu-0"], gpu_w, clock, source="nvml")
+        cpu = ConstantSource(["cpu"], cpu_w, clock, source="estimate", estimated=True)
+        ram = ConstantSource(["ram-estimate"], ram_w, clock, source="estimate", estimated=True)
+        return PowerMeter([gpu, cpu, ram], interval_s=None, csv_path=kw.get("csv_path"), clock=clock,
+                          t_offset_s=kw.get("t_offset_s", 0.0), energy_offset_j=kw.get("energy_offset_j"))
+    return make
+
+
+def test_concurrent_runs_are_charged_their_cpu_time_share_of_shared_energy(tmp_path, clock):
+    """Two runs side by side: the GPU is the run's own, the machine's CPU and RAM energy is split
+    by the run's share of the machine's busy CPU time (1/4 from FakeProbe); the account still sums."""
+    made: list = []
+    cb = EnergyCallback(codecarbon=False, country_iso_code="FRA", probe_factory=FakeProbe, concurrent_runs=2,
+                        meter_factory=_gpu_cpu_ram_factory(clock, gpu_w=100.0, cpu_w=40.0, ram_w=20.0, made=made))
+    _drive(cb, clock, tmp_path)  # 10 s: 1000 J GPU, 400 J CPU, 200 J RAM, of which eval 1 s
+    state = cb.state_dict()
+    cb.on_train_end(EndEvent(step=1000, wall_s=10.0, status="complete"))
+    r = cb.result_fields()
+    assert made[0]["estimate_cpus"] == list(range(len(made[0]["estimate_cpus"])))  # the machine's load
+    assert r["attributed_share"] == pytest.approx(0.25) and r["concurrent_runs"] == 2
+    assert (r["gpu_energy_j"], r["cpu_energy_j"], r["ram_energy_j"]) == pytest.approx((1000.0, 100.0, 50.0))
+    assert r["energy_j"] == pytest.approx(1150.0)
+    assert r["train_energy_j"] + r["eval_energy_j"] == pytest.approx(1150.0)
+    assert r["eval_energy_j"] == pytest.approx(115.0)  # eval keeps its tenth of the run
+    assert (r["gpu_source"], r["cpu_source"], r["ram_source"]) == ("nvml", "estimate+attributed",
+                                                                   "estimate+attributed")
+    assert r["energy_source"].endswith("+attributed")
+    assert r["emissions_kg"] == pytest.approx(1150.0 / 3.6e6 * r["carbon_intensity_g_per_kwh"] / 1000, rel=1e-12)
+    # the live column of progress.csv is attributed too, and a resume keeps the shares' seconds
+    resumed = EnergyCallback(codecarbon=False, country_iso_code="FRA", probe_factory=FakeProbe, concurrent_runs=2,
+                             meter_factory=_gpu_cpu_ram_factory(clock, gpu_w=100.0, cpu_w=40.0, ram_w=20.0,
+                                                                made=made))
+    resumed.load_state_dict(state)
+    _drive(resumed, clock, tmp_path, start_wall_s=10.0)
+    assert resumed.total_energy_j() == pytest.approx(2300.0)
+
+
+def test_a_run_alone_is_not_attributed(tmp_path, clock):
+    made: list = []
+    cb = EnergyCallback(codecarbon=False, probe_factory=FakeProbe,
+                        meter_factory=_gpu_cpu_ram_factory(clock, gpu_w=100.0, cpu_w=40.0, ram_w=20.0, made=made))
+    _drive(cb, clock, tmp_path)
+    cb.on_train_end(EndEvent(step=1000, wall_s=10.0, status="complete"))
+    r = cb.result_fields()
+    assert "estimate_cpus" not in made[0]
+    assert r["attributed_share"] is None and r["concurrent_runs"] == 1
+    assert r["energy_j"] == pytest.approx(1600.0) and "attributed" not in r["energy_source"]
 
 
 def test_checkpoint_state_from_before_one_account_still_loads(tmp_path, clock):

@@ -33,6 +33,17 @@ def unique_csv_list(text: str) -> tuple[str, ...]:
     return items
 
 
+def run_keys(text: str) -> tuple[tuple[str, str, int], ...]:
+    """'method:env:seed,...': the runs one task of a sweep trains (set by the launcher)."""
+    keys = []
+    for item in csv_list(text):
+        parts = item.split(":")
+        if len(parts) != 3 or not parts[2].isdigit():
+            raise argparse.ArgumentTypeError(f"expected method:env:seed, got {item!r}")
+        keys.append((parts[0], parts[1], int(parts[2])))
+    return tuple(keys)
+
+
 def seed_list(text: str) -> tuple[int, ...]:
     """'0,1,2' or '0-4' (inclusive) or a mix: '0-2,7'."""
     seeds: list[int] = []

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from bench.cli.args import (EXIT_USAGE, OneLineParser, finite_float, power_interval, seed_list, step_count,
-                            unique_csv_list)
+from bench.cli.args import (EXIT_USAGE, OneLineParser, finite_float, power_interval, run_keys, seed_list,
+                            step_count, unique_csv_list)
 from bench.cli.compare import add_compare_parser
 from bench.cli.run import cmd_run
 from bench.run import store
@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--slurm-opt", action="append", default=[], metavar="KEY=VALUE",
                        help="another #SBATCH option, e.g. constraint=a100 or mail-type=END (repeatable)")
     run.add_argument("--only-methods", type=unique_csv_list, help=argparse.SUPPRESS)  # one world-size group's ranks
+    run.add_argument("--only-runs", type=run_keys, help=argparse.SUPPRESS)  # one sweep task's ranks
     run.set_defaults(func=cmd_run)
 
     methods = sub.add_parser("methods", help="list the methods and their recipes",

@@ -16,6 +16,7 @@ from bench.run.resolve import resolve_device, world_size_groups
 from bench.run.resume import check_resumable
 from bench.run.runner import create_run_folder, execute, finish_run_folder
 from bench.run.summary import write_summary
+from bench.run.sweep import check_fits, run_sweep
 from bench.run.sweep_options import check_launcher, slurm_options
 from bench.run.validate import check_plan
 
@@ -30,19 +31,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     launch = detect_launch()
     if launch is not None:
         exit_rank(run_as_rank(args, launch))
-    if args.only_methods is not None:
-        raise UsageError("--only-methods is set by the local launcher for its ranks; use --methods")
+    if args.only_methods is not None or args.only_runs is not None:
+        raise UsageError("--only-methods and --only-runs are set by the local launcher for its ranks; use --methods")
     if args.resume is not None:
         plan = resume_plan(args)
+        if plan.launcher != "inline":
+            return resume_sweep(args.resume, plan, plain=args.plain)
         return run_groups(args.resume, plan, resume=True, plain=args.plain)
     plan = new_plan(args)
+    check_fits(plan)
     run_dir = args.out or default_run_dir(plan)
     create_run_folder(run_dir, plan)
     print(f"run folder: {run_dir}", file=sys.stderr)
     if plan.baseline not in plan.methods:
         print(f"note: baseline {plan.baseline!r} is not among the methods; GPS-UP columns stay empty",
               file=sys.stderr)
+    if plan.launcher != "inline":
+        return run_sweep(run_dir, plan, plain=args.plain)
     return run_groups(run_dir, plan, resume=False, plain=args.plain)
+
+
+def resume_sweep(run_dir: Path, plan: Plan, *, plain: bool) -> int:
+    """Resubmit a sweep's unfinished runs through its launcher, once each can be continued exactly."""
+    import torch
+
+    device = resolve_device(plan.device) if plan.launcher == "local" else \
+        torch.device("cuda" if plan.device == "cuda" else "cpu")
+    for world_size, methods in world_size_groups(plan, device).items():
+        check_resumable(run_dir, plan, world_size, device, methods)
+    print(f"resuming {run_dir} through the {plan.launcher} launcher", file=sys.stderr)
+    return run_sweep(run_dir, plan, plain=plain)
 
 
 def run_groups(run_dir: Path, plan: Plan, *, resume: bool, plain: bool) -> int:
@@ -108,6 +126,8 @@ def run_as_rank(args: argparse.Namespace, launch) -> int:  # noqa: ANN001
         plan = new_plan(args)
     if args.only_methods is not None and not set(args.only_methods) <= set(plan.methods):
         raise UsageError(f"--only-methods {','.join(args.only_methods)}: not all in the plan ({','.join(plan.methods)})")
+    if args.only_runs is not None and not set(args.only_runs) <= set(plan.runs()):
+        raise UsageError("--only-runs: not all in the plan")
     device = resolve_device(plan.device)
     backend = args.backend or plan.backend
     try:
@@ -131,7 +151,7 @@ def run_as_rank(args: argparse.Namespace, launch) -> int:  # noqa: ANN001
                 raise UsageError(str(outcome)) if ctx.is_main else SystemExit(EXIT_USAGE)
             run_dir = Path(str(outcome))
         return execute(run_dir, plan, resume=args.resume is not None, plain=args.plain, ctx=ctx,
-                       methods=args.only_methods)
+                       methods=args.only_methods, only_runs=args.only_runs)
     finally:
         shutdown_distributed()
 

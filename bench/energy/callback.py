@@ -15,6 +15,15 @@ resume come back through `state_dict` / `load_state_dict` (each rank checkpoints
 node's totals). At the end of a completed distributed run the node totals are summed over
 nodes with one all_reduce in which only local-rank-0 processes contribute.
 
+Runs executing side by side on one machine (`concurrent_runs` > 1, a sweep's --jobs) own their
+GPU but share the CPU package and the RAM: those two components are the machine's, so each run
+is charged its measured share of the machine's busy CPU time (bench.energy.contention),
+
+    cpu_energy_j = machine CPU energy × cpu_time_share,  ram_energy_j likewise,
+
+labelled `+attributed` in their sources, with `attributed_share` and `concurrent_runs` recorded.
+The CPU estimate then reads the whole machine's load, not the run's pinned cores.
+
 Call `total_energy_j()` for the cumulative energy column of progress.csv / evals.csv
 (node-local until the run ends), and `result_fields()` after training for result.json.
 """
@@ -37,6 +46,7 @@ from bench.energy.carbon import (
     validate_country,
 )
 from bench.energy.contention import ContentionProbe
+from bench.energy.estimate import machine_cpus
 from bench.energy.meter import PowerMeter
 from bench.energy.nvml import DeviceId, nvml_ids_for_cuda
 from spikerl.callbacks import Callback, EndEvent, EvalEvent, ProgressEvent, RunInfo
@@ -67,6 +77,9 @@ class EnergyTotals:
     foreign_cpu_s: float = 0.0
     observed_cpu_s: float = 0.0
     foreign_gpu_processes: int = 0
+    own_cpu_s: float = 0.0
+    """CPU seconds of the run's processes, and the machine's busy CPU seconds over the same time."""
+    machine_busy_cpu_s: float = 0.0
     sources: list[str] = field(default_factory=list)
     estimated: bool = False
     meter_errors: list[str] = field(default_factory=list)
@@ -99,6 +112,8 @@ class EnergyTotals:
             foreign_cpu_s=self.foreign_cpu_s + other.foreign_cpu_s,
             observed_cpu_s=self.observed_cpu_s + other.observed_cpu_s,
             foreign_gpu_processes=max(self.foreign_gpu_processes, other.foreign_gpu_processes),
+            own_cpu_s=self.own_cpu_s + other.own_cpu_s,
+            machine_busy_cpu_s=self.machine_busy_cpu_s + other.machine_busy_cpu_s,
             sources=list(dict.fromkeys(self.sources + other.sources)),
             estimated=self.estimated or other.estimated,
             meter_errors=list(dict.fromkeys(self.meter_errors + other.meter_errors)),
@@ -142,10 +157,11 @@ class EnergyCallback(Callback):
                  gpu_ids: Sequence[DeviceId] | None = None, write_power_csv: bool = True,
                  meter_factory: Callable[..., PowerMeter] = PowerMeter.create,
                  tracker_factory: Callable[..., CarbonTracker] = CarbonTracker,
-                 probe_factory: Callable[..., ContentionProbe] = ContentionProbe):
+                 probe_factory: Callable[..., ContentionProbe] = ContentionProbe, concurrent_runs: int = 1):
         """`gpu_ids`: NVML indices or UUIDs of this node's GPUs; by default local ranks
         0..LOCAL_WORLD_SIZE-1 are taken to use cuda:0..N-1. `cpu`, `ram`: 'auto' | 'rapl' |
-        'estimate' | 'none'. Bad country codes fail here, before training starts."""
+        'estimate' | 'none'. `concurrent_runs`: runs executing at once on this machine, this one
+        included (module docstring). Bad country codes fail here, before training starts."""
         self.interval_s = interval_s
         self.country_iso_code = validate_country(country_iso_code)
         self.carbon_intensity_g_per_kwh = carbon_intensity_g_per_kwh(self.country_iso_code)
@@ -155,6 +171,7 @@ class EnergyCallback(Callback):
         self.ram = ram
         self.gpu_ids = list(gpu_ids) if gpu_ids is not None else None
         self.write_power_csv = write_power_csv
+        self.concurrent_runs = max(1, int(concurrent_runs))
         self._meter_factory = meter_factory
         self._tracker_factory = tracker_factory
         self._probe_factory = probe_factory
@@ -174,6 +191,11 @@ class EnergyCallback(Callback):
         self._resumed = False
 
     @property
+    def attributed(self) -> bool:
+        """Whether the machine's CPU and RAM energy is split between runs executing side by side."""
+        return self.concurrent_runs > 1
+
+    @property
     def meter(self) -> PowerMeter | None:
         """This node's meter (local rank 0 only), e.g. to open extra windows."""
         return self._meter
@@ -186,11 +208,12 @@ class EnergyCallback(Callback):
             return
         gpu_ids, sync_fn, n_local = self._gpus(info)
         csv_path = info.run_dir / "power.csv" if info.run_dir is not None and self.write_power_csv else None
+        shared = {"estimate_cpus": machine_cpus()} if self.attributed else {}
         try:
             self._meter = self._meter_factory(gpu_ids=gpu_ids, cpu=self.cpu, ram=self.ram,
                                               interval_s=self.interval_s, csv_path=csv_path,
                                               t_offset_s=info.start_wall_s, sync_fn=sync_fn,
-                                              energy_offset_j=self._prior.energy_j_by_device)
+                                              energy_offset_j=self._prior.energy_j_by_device, **shared)
         except EnergySourceError:
             raise  # only when the user asked for a source this machine cannot give
         except Exception as exc:
@@ -314,6 +337,8 @@ class EnergyCallback(Callback):
             foreign_cpu_s=probe.foreign_cpu_s if probe else 0.0,
             observed_cpu_s=probe.observed_cpu_s if probe else 0.0,
             foreign_gpu_processes=probe.foreign_gpu_processes if probe else 0,
+            own_cpu_s=probe.own_cpu_s if probe else 0.0,
+            machine_busy_cpu_s=probe.machine_busy_cpu_s if probe else 0.0,
             energy_j_by_device=done,
             sources=[meter.source] if meter is not None else [],
             estimated=meter.estimated if meter is not None else False,
@@ -346,6 +371,7 @@ class EnergyCallback(Callback):
         vec = [node.train_energy_j, node.eval_energy_j, node.gpu_energy_j, node.cpu_energy_j, node.ram_energy_j,
                node.codecarbon_emissions_kg or 0.0, node.codecarbon_energy_kwh or 0.0,
                node.foreign_cpu_s, node.observed_cpu_s, float(node.foreign_gpu_processes),
+               node.own_cpu_s, node.machine_busy_cpu_s,
                active * (node.codecarbon_emissions_kg is None), active * node.estimated, active,
                active * bool(node.meter_errors), active * bool(node.emissions_errors),
                *(active * (c in node.components) for c in COMPONENTS)]
@@ -353,7 +379,8 @@ class EnergyCallback(Callback):
         device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
         t = torch.tensor(vec, dtype=torch.float64, device=device)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        (train_j, eval_j, gpu_j, cpu_j, ram_j, kg, kwh, foreign_s, observed_s, foreign_gpu, n_missing, n_est,
+        (train_j, eval_j, gpu_j, cpu_j, ram_j, kg, kwh, foreign_s, observed_s, foreign_gpu, own_s, busy_s,
+         n_missing, n_est,
          n_nodes, n_meter_err, n_cc_err, *n_comp) = t.cpu().tolist()
         meter_errors = list(node.meter_errors)
         emissions_errors = list(node.emissions_errors)
@@ -372,15 +399,49 @@ class EnergyCallback(Callback):
             models=node.models,
             codecarbon_emissions_kg=None if n_missing > 0 else kg, codecarbon_energy_kwh=None if n_missing > 0 else kwh,
             foreign_cpu_s=foreign_s, observed_cpu_s=observed_s, foreign_gpu_processes=int(foreign_gpu),
+            own_cpu_s=own_s, machine_busy_cpu_s=busy_s,
             sources=node.sources, estimated=n_est > 0, meter_errors=meter_errors,
             emissions_errors=emissions_errors, energy_j_by_device=dict(node.energy_j_by_device))
 
     def _current(self) -> EnergyTotals | None:
         if self._final is not None:
-            return self._final
+            return self._attribute(self._final)
         if not self._active:
             return None
-        return self._prior.plus(self._segment(None))
+        return self._attribute(self._prior.plus(self._segment(None)))
+
+    def _share(self, totals: EnergyTotals) -> float | None:
+        if not self.attributed:
+            return None
+        if totals.machine_busy_cpu_s > 0:
+            return min(totals.own_cpu_s / totals.machine_busy_cpu_s, 1.0)
+        return 1.0 / self.concurrent_runs  # not measured (no /proc): an even split, said in meter_errors
+
+    def _attribute(self, totals: EnergyTotals) -> EnergyTotals:
+        """The run's part of the machine's CPU and RAM energy (module docstring); GPUs are its own."""
+        share = self._share(totals)
+        if share is None:
+            return totals
+        shared_j = totals.cpu_energy_j + totals.ram_energy_j
+        cut_j = shared_j * (1.0 - share)
+        whole_j = totals.energy_j
+        scale = (whole_j - cut_j) / whole_j if whole_j > 0 else share
+        out = EnergyTotals(**asdict(totals))
+        out.cpu_energy_j, out.ram_energy_j = totals.cpu_energy_j * share, totals.ram_energy_j * share
+        # train and eval each keep their part of the run's total
+        out.train_energy_j, out.eval_energy_j = totals.train_energy_j * scale, totals.eval_energy_j * scale
+        out.component_sources = {c: f"{src}+attributed" if c in ("cpu", "ram") else src
+                                 for c, src in totals.component_sources.items()}
+        # CodeCarbon measured the whole machine as well: the same share keeps it comparable
+        if out.codecarbon_energy_kwh is not None:
+            out.codecarbon_energy_kwh *= scale
+        if out.codecarbon_emissions_kg is not None:
+            out.codecarbon_emissions_kg *= scale
+        if totals.machine_busy_cpu_s <= 0:
+            out.meter_errors = out.meter_errors + [
+                f"CPU time share not measured: the machine's CPU and RAM energy split evenly over "
+                f"{self.concurrent_runs} concurrent runs"]
+        return out
 
     def total_energy_j(self) -> float | None:
         """Cumulative energy so far, including before a resume (None on ranks that don't meter)."""
@@ -397,7 +458,8 @@ class EnergyCallback(Callback):
         cc_kwh = cur.codecarbon_energy_kwh
         out: dict[str, Any] = {
             "energy_j": energy_j,
-            "energy_source": "+".join(dict.fromkeys(s for src in cur.sources for s in src.split("+"))) or "none",
+            "energy_source": "+".join(dict.fromkeys([*(s for src in cur.sources for s in src.split("+")),
+                                                     *(["attributed"] if self.attributed else [])])) or "none",
             "estimated": bool(cur.estimated),
             "avg_power_w": energy_j / wall_s if energy_j is not None and wall_s and wall_s > 0 else None,
         }
@@ -419,6 +481,8 @@ class EnergyCallback(Callback):
             "codecarbon_energy_ratio": cc_kwh * J_PER_KWH / energy_j if cc_kwh is not None and energy_j else None,
             "foreign_cpu_share": cur.foreign_cpu_s / cur.observed_cpu_s if cur.observed_cpu_s > 0 else None,
             "foreign_gpu_processes": cur.foreign_gpu_processes if "gpu" in cur.components else None,
+            "concurrent_runs": self.concurrent_runs,
+            "attributed_share": self._share(cur),
             "emissions_error": None if emissions_kg is not None or energy_j is None
             else f"no carbon intensity for {self.country_iso_code} (CodeCarbon's data unavailable)",
             "codecarbon_error": "; ".join(cur.emissions_errors) or None,

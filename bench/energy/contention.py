@@ -10,6 +10,13 @@ is background noise; more means its numbers partly measure contention (CONTENDED
 
 The run's process tree is this process and its descendants, or, for one rank of a
 distributed job (WORLD_SIZE > 1), its launcher's tree, which holds every local rank.
+
+The same readings give the run's share of the whole machine's busy CPU time,
+
+    cpu_time_share = CPU s of the run's own processes / busy CPU s of every CPU of the machine,
+
+by which runs executing side by side (a sweep's --jobs > 1) split the energy none of them owns
+alone: a RAPL package, the CPU estimate, the RAM.
 """
 from __future__ import annotations
 
@@ -18,7 +25,7 @@ from typing import Callable, Sequence
 
 import psutil
 
-from bench.energy.estimate import affinity_cpus, cpu_time_totals
+from bench.energy.estimate import affinity_cpus, cpu_time_totals, machine_cpus
 
 CONTENDED_ABOVE = 0.05
 """A run whose foreign_cpu_share exceeds this is reported as contended."""
@@ -54,11 +61,14 @@ class ContentionProbe:
         self._gpu_pids = gpu_pids
         self._local_ranks = max(1, local_ranks)
         self._totals = totals
+        self._machine_cpus = machine_cpus()
         self._proc_cpu_s: dict[int, float] = {}  # last CPU seconds of each process of the tree seen
         self._reaped_cpu_s = 0.0
-        self._last: tuple[float, float, float] | None = None  # (all s, busy s, own s)
+        self._last: tuple[float, float, float, float] | None = None  # (all s, busy s, own s, machine busy s)
         self.foreign_cpu_s = 0.0
         self.observed_cpu_s = 0.0
+        self.own_cpu_s = 0.0
+        self.machine_busy_cpu_s = 0.0
         self.foreign_gpu_processes = 0
         self.error: str | None = None
 
@@ -81,6 +91,7 @@ class ContentionProbe:
         try:
             own_s, pids = self._own_cpu_s()
             all_s, busy_s = self._totals(self._cpus)
+            machine_busy_s = busy_s if self._machine_cpus == self._cpus else self._totals(self._machine_cpus)[1]
         except Exception as exc:  # contention is context for the numbers, never a reason to stop
             self.error = f"contention probe: {type(exc).__name__}: {exc}"
             return
@@ -89,7 +100,11 @@ class ContentionProbe:
             if d_all > 0:
                 self.observed_cpu_s += d_all
                 self.foreign_cpu_s += min(max(d_busy - d_own, 0.0), d_all)
-        self._last = (all_s, busy_s, own_s)
+                d_machine = max(machine_busy_s - self._last[3], 0.0)
+                self.machine_busy_cpu_s += d_machine
+                # /proc/stat ticks and per-process times round differently: own never exceeds busy
+                self.own_cpu_s += min(max(d_own, 0.0), d_machine)
+        self._last = (all_s, busy_s, own_s, machine_busy_s)
         if self._gpu_pids is not None:
             self._sample_gpus(pids)
 
@@ -106,6 +121,10 @@ class ContentionProbe:
             # beyond this node's own ranks as foreign instead.
             foreign = max(0, len(on_gpu) - self._local_ranks)
         self.foreign_gpu_processes = max(self.foreign_gpu_processes, foreign)
+
+    @property
+    def cpu_time_share(self) -> float | None:
+        return self.own_cpu_s / self.machine_busy_cpu_s if self.machine_busy_cpu_s > 0 else None
 
     @property
     def foreign_cpu_share(self) -> float | None:

@@ -87,6 +87,11 @@ def affinity_cpus() -> list[int]:
         return list(range(psutil.cpu_count(logical=True) or 1))
 
 
+def machine_cpus() -> list[int]:
+    """Every CPU of the machine, whatever this process's affinity."""
+    return list(range(psutil.cpu_count(logical=True) or 1))
+
+
 def cpu_time_totals(cpus: Sequence[int]) -> tuple[float, float]:
     """(all CPU seconds, busy CPU seconds) of these CPUs since boot (/proc/stat through psutil)."""
     per_cpu = psutil.cpu_times(percpu=True)

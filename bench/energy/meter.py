@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from bench.energy.base import Clock, EnergySource, EnergySourceError, Gap, Measurement, component_of
 from bench.energy.errors import ErrorLog
-from bench.energy.estimate import EstimateSource, RamEstimateSource
+from bench.energy.estimate import CpuLoad, EstimateSource, RamEstimateSource
 from bench.energy.nvml import DeviceId, open_nvml
 from bench.energy.power_csv import PowerCsv, PowerRow
 from bench.energy.rapl import POWERCAP_ROOT, RaplSource, find_dram_zones, open_rapl
@@ -102,14 +102,17 @@ class PowerMeter:
                csv_path: str | os.PathLike[str] | None = None, t_offset_s: float = 0.0,
                sync_fn: Callable[[], None] | None = None, clock: Clock = time.monotonic,
                tdp_w: float | None = None, energy_offset_j: Mapping[str, float] | None = None,
-               ram: str = "none", ram_w: float | None = None) -> "PowerMeter":
+               ram: str = "none", ram_w: float | None = None,
+               estimate_cpus: Sequence[int] | None = None) -> "PowerMeter":
         """Pick sources: NVML for `gpu_ids` (NVML indices or UUIDs), and for the CPU
         RAPL if readable, else the estimate (`cpu='auto'`); `cpu='rapl'` raises if RAPL is
         unusable, `'estimate'` forces the estimate, `'none'` measures no CPU.
 
         `ram` likewise: 'auto' meters RAPL's DRAM zones (devices `ram-dram-N`) where RAPL is
         used and has them, else adds the RAM estimate (`ram-estimate`, CodeCarbon's model or
-        `ram_w` watts); 'rapl' raises without DRAM zones; 'none' (the default) meters no RAM."""
+        `ram_w` watts); 'rapl' raises without DRAM zones; 'none' (the default) meters no RAM.
+        `estimate_cpus`: the CPUs whose load drives the CPU estimate (default: this process's
+        affinity); every CPU of the machine when runs side by side share its estimate."""
         if cpu not in CPU_CHOICES:
             raise ValueError(f"cpu must be one of {CPU_CHOICES}, got {cpu!r}")
         if ram not in RAM_CHOICES:
@@ -132,14 +135,18 @@ class PowerMeter:
             dram_zones = find_dram_zones(rapl_root)
             if dram_zones:
                 sources.append(RaplSource(dram_zones, clock=clock))
+        def estimate() -> EstimateSource:
+            load = CpuLoad(estimate_cpus) if estimate_cpus is not None else None
+            return EstimateSource(tdp_w=tdp_w, load_fn=load, clock=clock)
+
         if cpu == "estimate" or (cpu == "auto" and not any(s.source == "rapl" for s in sources)):
-            sources.append(EstimateSource(tdp_w=tdp_w, clock=clock))
+            sources.append(estimate())
         has_dram = any(component_of(d) == "ram" for s in sources for d in s.devices)
         if ram == "rapl" and not has_dram:
             raise EnergySourceError("RAPL DRAM energy requested but this machine exposes no readable dram zone")
         if ram == "estimate" or (ram == "auto" and not has_dram):
             sources.append(RamEstimateSource(power_w=ram_w, clock=clock))
-        fallback = None if cpu == "none" else (lambda: EstimateSource(tdp_w=tdp_w, clock=clock))
+        fallback = None if cpu == "none" else estimate
         meter = cls(sources, interval_s=interval_s, csv_path=csv_path, t_offset_s=t_offset_s,
                     clock=clock, fallback=fallback, sync_fn=sync_fn, notes=notes,
                     energy_offset_j=energy_offset_j)

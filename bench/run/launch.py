@@ -25,8 +25,9 @@ def free_port() -> int:
 
 
 def launch_local(run_dir: Path, nproc: int, plain: bool, grace_s: float = 10.0,
-                 methods: Sequence[str] | None = None) -> int:
-    """Start `nproc` ranks on the plan's runs (only those of `methods`, if given); their exit code."""
+                 methods: Sequence[str] | None = None, runs: Sequence[tuple[str, str, int]] | None = None) -> int:
+    """Start `nproc` ranks on the plan's runs (only those of `methods`, or `runs`, if given); their
+    exit code."""
     port = free_port()
     procs: list[subprocess.Popen] = []
     for rank in range(nproc):
@@ -34,7 +35,8 @@ def launch_local(run_dir: Path, nproc: int, plain: bool, grace_s: float = 10.0,
                "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "SPIKERL_BENCH_LAUNCHER": "spikerl-bench"}
         cmd = [sys.executable, "-m", "bench.cli", "run", "--resume", str(run_dir)] + (["--plain"] if plain else []) \
-            + (["--only-methods", ",".join(methods)] if methods is not None else [])
+            + (["--only-methods", ",".join(methods)] if methods is not None else []) \
+            + (["--only-runs", ",".join(f"{m}:{e}:{s}" for m, e, s in runs)] if runs is not None else [])
         procs.append(subprocess.Popen(cmd, env=env))
     try:
         while True:

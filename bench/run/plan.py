@@ -18,6 +18,10 @@ MAX_WORKERS = 1_024
 """Bound of --nproc and --threads: each is a process or an OS thread, so a typo must not fork thousands."""
 
 
+RunKey = tuple[str, str, int]
+"""(method, env id, seed): one run of a plan."""
+
+
 class UsageError(ValueError):
     """Bad user input: reported as one line with exit code 2."""
 
@@ -79,7 +83,7 @@ class Plan:
             kw[key] = tuple(kw.get(key, ()))
         return cls(**kw)
 
-    def runs(self, methods: Sequence[str] | None = None) -> list[tuple[str, str, int]]:
+    def runs(self, methods: Sequence[str] | None = None) -> list[RunKey]:
         """Every (method, env, seed), or only those of `methods`, in training order."""
         return [(m, e, s) for e in self.envs for s in self.seeds for m in self.methods
                 if methods is None or m in methods]

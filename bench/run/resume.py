@@ -70,12 +70,17 @@ def load_run_config(folder: Path, spec: MethodSpec | None = None, env_id: str = 
 
 
 def check_resumable(run_dir: Path, plan: Plan, world_size: int, device: torch.device,
-                    methods: Sequence[str] | None = None) -> dict[tuple[str, str, int], ResumePoint]:
+                    methods: Sequence[str] | None = None,
+                    only_runs: Sequence[tuple[str, str, int]] | None = None
+                    ) -> dict[tuple[str, str, int], ResumePoint]:
     """Refuse (RunFolderError / CheckpointError) before anything is written if any unfinished
-    run (of `methods`, if given) cannot be continued exactly; returns the resume point of each
-    run that has a checkpoint."""
+    run (of `methods`, or `only_runs`, if given) cannot be continued exactly; returns the resume
+    point of each run that has a checkpoint."""
     points = {}
-    for method, env_id, seed in plan.runs(methods):
+    runs = plan.runs(methods)
+    if only_runs is not None:
+        runs = [r for r in runs if r in set(only_runs)]
+    for method, env_id, seed in runs:
         folder = store.seed_dir(run_dir, method, env_id, seed)
         if os.path.lexists(folder):
             point = check_run(folder, plan, method, env_id, seed, world_size, device)

@@ -14,7 +14,8 @@ from bench.energy.callback import EnergyCallback
 from bench.run import store
 from bench.run.environment import collect_environment
 from bench.metrics import activity
-from bench.run.plan import Plan
+from bench.run.placement import current_task, placement
+from bench.run.plan import Plan, RunKey, UsageError
 from bench.run.recorder import CsvRecorder, ProgressDisplay, SweepClock
 from bench.run.resolve import RunConfig, resolve_config, resolve_device
 from bench.run.resume import ResumePoint, check_resumable, cut_power_csv, load_run_config
@@ -46,7 +47,8 @@ def create_run_folder(run_dir: Path, plan: Plan) -> None:
 
 def extra_callbacks(plan: Plan) -> tuple[list[Callback], Any]:
     """Meters attached to every run: (callbacks, cumulative-energy probe for the CSV columns)."""
-    energy = EnergyCallback(interval_s=plan.power_interval_s, country_iso_code=plan.country)
+    energy = EnergyCallback(interval_s=plan.power_interval_s, country_iso_code=plan.country,
+                            concurrent_runs=current_task().concurrent_runs)
     return [energy], energy.total_energy_j
 
 
@@ -68,7 +70,7 @@ def run_one(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, *, r
             cut_power_csv(folder / schema.POWER, point)
         store.write_json(folder / schema.CONFIG, {
             **base, "precision_reason": run.precision_reason, "engine_reason": run.engine_reason,
-            "threads": torch.get_num_threads(),
+            "threads": torch.get_num_threads(), "placement": placement(),
             "td3": run.td3.to_dict(), "actor": run.actor, "summary": spec.summary,
         })
     ctx.barrier()
@@ -133,22 +135,22 @@ def _write_result(folder: Path, base: dict[str, Any], fields: dict[str, Any],
 
 
 def execute(run_dir: Path, plan: Plan, resume: bool, plain: bool = False, ctx: DistContext | None = None,
-            methods: Sequence[str] | None = None) -> int:
-    """Run every unfinished run of the plan (of `methods` only, if given: one world-size group of
-    several, whose caller finishes the folder); returns the exit code (0 ok, 1 a run failed,
-    130 interrupted)."""
+            methods: Sequence[str] | None = None, only_runs: Sequence[RunKey] | None = None) -> int:
+    """Run every unfinished run of the plan, or of `methods` only (one world-size group of several)
+    or `only_runs` only (one task of a sweep): their callers finish the folder. Returns the exit
+    code (0 ok, 1 a run failed, 130 interrupted)."""
     ctx = ctx or DistContext(device=resolve_device(plan.device))
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     apply_threads(plan)
     points: dict[tuple[str, str, int], ResumePoint] = {}
     if resume:
-        points = check_resumable(run_dir, plan, ctx.world_size, ctx.device, methods)
-        started = any(store.seed_dir(run_dir, *r).exists() for r in plan.runs(methods))
+        points = check_resumable(run_dir, plan, ctx.world_size, ctx.device, methods, only_runs)
+        started = any(store.seed_dir(run_dir, *r).exists() for r in _selected(plan, methods, only_runs))
         if ctx.is_main and started:  # a fresh folder handed to --nproc ranks is not a resume
             print(f"resuming {run_dir}", file=sys.stderr)
     try:
-        failed = _run_all(run_dir, plan, resume, plain, ctx, points, methods)
+        failed = _run_all(run_dir, plan, resume, plain, ctx, points, _selected(plan, methods, only_runs))
     except KeyboardInterrupt:
         if ctx.is_main:
             write_summary(run_dir, plan)
@@ -158,17 +160,26 @@ def execute(run_dir: Path, plan: Plan, resume: bool, plain: bool = False, ctx: D
         signal.signal(signal.SIGTERM, previous)
     if ctx.is_main:
         write_summary(run_dir, plan)
-        if methods is None:
+        if methods is None and only_runs is None:
             finish_run_folder(run_dir, plan)
     ctx.barrier()  # no rank leaves the process group while rank 0 still finishes the folder
     return 1 if failed else 0
 
 
-def _run_all(run_dir: Path, plan: Plan, resume: bool, plain: bool, ctx: DistContext,
-             points: dict[tuple[str, str, int], ResumePoint], methods: Sequence[str] | None = None) -> int:
-    """Train the plan's unfinished runs in order; returns how many did not complete."""
-    failed = 0
+def _selected(plan: Plan, methods: Sequence[str] | None, only_runs: Sequence[RunKey] | None) -> list[RunKey]:
     runs = plan.runs(methods)
+    if only_runs is not None:
+        wanted = set(only_runs)
+        if not wanted <= set(plan.runs()):
+            raise UsageError(f"runs not in the plan: {sorted(wanted - set(plan.runs()))}")
+        runs = [r for r in runs if r in wanted]
+    return runs
+
+
+def _run_all(run_dir: Path, plan: Plan, resume: bool, plain: bool, ctx: DistContext,
+             points: dict[RunKey, ResumePoint], runs: Sequence[RunKey]) -> int:
+    """Train these unfinished runs of the plan in order; returns how many did not complete."""
+    failed = 0
     sweep = SweepClock(len(runs), plan.total_steps)
     for method, env_id, seed in runs:
         folder = store.seed_dir(run_dir, method, env_id, seed)

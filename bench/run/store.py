@@ -6,17 +6,20 @@ flushed, and on resume cut back to the checkpoint's step so no row is lost or re
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import math
+import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from bench.schema import PLAN, SEED_DIR_PREFIX
 from spikerl.atomic import FILE_MODE, atomic_open  # noqa: F401  (FILE_MODE: for writers outside bench)
 
-
+FOLDER_LOCK = ".folder.lock"
 
 class RunFolderError(ValueError):
     """A folder that is not (or no longer) a readable run folder."""
@@ -34,6 +37,19 @@ def seed_dir(run_dir: Path, method: str, env_id: str, seed: int) -> Path:
     if not (is_simple_name(method) and is_simple_name(env_id) and type(seed) is int and seed >= 0):
         raise RunFolderError(f"refusing a run folder path from {method!r}/{env_id!r}/seed {seed!r}")
     return Path(run_dir) / method / env_id / f"{SEED_DIR_PREFIX}{seed}"
+
+
+@contextlib.contextmanager
+def folder_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder's lock: one process at a time rebuilds what every run contributes to
+    (summary.csv, the report), however many runs finish at once and on whichever node. POSIX
+    record locks (lockf) are what NFS and the cluster filesystems SLURM sites share honour."""
+    fd = os.open(Path(run_dir) / FOLDER_LOCK, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -58,12 +58,15 @@ def collect_results(run_dir: Path, plan: Plan) -> list[dict[str, Any]]:
 
 
 def write_summary(run_dir: Path, plan: Plan) -> Path:
-    rows = enrich_summary(collect_results(run_dir, plan), plan, run_dir)
-    columns: list[str] = list(schema.SUMMARY_COLUMNS)
-    for r in rows:  # fields a newer writer added that the schema does not list yet still reach the table
-        columns += [k for k, v in r.items() if k not in columns and not isinstance(v, (list, dict))]
-    path = run_dir / schema.SUMMARY
-    store.write_csv(path, columns, rows)
+    """Rebuild summary.csv from every run's files. Under the folder's lock: a process that read
+    the folder before another run finished must not write its older table over the newer one."""
+    with store.folder_lock(run_dir):
+        rows = enrich_summary(collect_results(run_dir, plan), plan, run_dir)
+        columns: list[str] = list(schema.SUMMARY_COLUMNS)
+        for r in rows:  # fields a newer writer added that the schema does not list yet still reach the table
+            columns += [k for k, v in r.items() if k not in columns and not isinstance(v, (list, dict))]
+        path = run_dir / schema.SUMMARY
+        store.write_csv(path, columns, rows)
     return path
 
 

@@ -1,0 +1,312 @@
+"""Sweeps through submitit: the runs of a plan as jobs on this machine or a SLURM job array.
+
+`--launcher local --jobs N` keeps up to N runs executing at once on this machine, each a
+submitit LocalExecutor job that owns its slot: a disjoint set of cores (one torch thread each by
+default) and, with --device cuda, its own GPUs (CUDA_VISIBLE_DEVICES, so its meter reads only
+those). `--launcher slurm` submits one job array per world size (one task per run, the array's
+parallelism --jobs); SLURM places and isolates the tasks, and a task preempted or out of time is
+requeued by submitit and resumes from its last checkpoint. Runs that execute side by side share
+the CPU package and RAM: their energy is attributed by CPU-time share (bench.energy.callback).
+
+Every task writes its own seed folder; summary.csv is rebuilt under the folder's lock after each
+run, so runs may finish in any order, in any process, on any node sharing the folder. The local
+launcher finishes the folder (results table, report) when its jobs are done; under SLURM the task
+that completes the plan's last run does. `--resume RUN` resubmits the unfinished runs through the
+plan's launcher. submitit's own files (pickled tasks, logs) live in RUN/submitit/.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import submitit
+
+from baselines.registry import get_method
+from bench import schema
+from bench.run import store
+from bench.run.placement import TASK_ENV, TaskContext
+from bench.run.plan import Plan, RunKey, UsageError
+from bench.run.resolve import world_size_for
+from bench.run.summary import is_complete, write_summary
+
+SUBMITIT_DIR = "submitit"
+LOCAL_TIMEOUT_MIN = 60 * 24 * 365  # submitit's local jobs default to 2 min; runs take what they take
+POLL_S = 1.0
+
+
+@dataclass(frozen=True)
+class Slot:
+    """What one concurrently executing local run owns."""
+
+    index: int
+    cpus: tuple[int, ...]
+    gpus: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Task:
+    """One run of the sweep, as submitit pickles it for its job."""
+
+    run_dir: str
+    run: RunKey
+    context: TaskContext
+    cpus: tuple[int, ...] = ()
+    finish_folder: bool = False
+    """Whether the task that completes the plan's last run finishes the folder (SLURM: nobody waits)."""
+
+
+def local_slots(jobs: int, world_size: int, device_type: str, cpus: Sequence[int] | None = None,
+                gpu_count: int | None = None) -> list[Slot]:
+    """Disjoint cores (and GPUs) for `jobs` runs of `world_size` ranks each; UsageError when the
+    machine has too few to give every run its own."""
+    cpus = sorted(os.sched_getaffinity(0)) if cpus is None else list(cpus)
+    per_run = len(cpus) // jobs
+    if per_run < world_size:
+        raise UsageError(f"--jobs {jobs}: {len(cpus)} CPU(s) here cannot give each of {jobs} runs its own "
+                         f"{world_size} core(s); use --jobs {max(1, len(cpus) // world_size)} or fewer")
+    gpus: list[tuple[int, ...]] = [()] * jobs
+    if device_type == "cuda":
+        count = _cuda_count() if gpu_count is None else gpu_count
+        if count < jobs * world_size:
+            raise UsageError(f"--jobs {jobs}: {count} GPU(s) here cannot give each of {jobs} runs its own "
+                             f"{world_size} GPU(s); use --jobs {max(1, count // world_size)} or fewer")
+        gpus = [tuple(range(k * world_size, (k + 1) * world_size)) for k in range(jobs)]
+    return [Slot(k, tuple(cpus[k * per_run:(k + 1) * per_run]), gpus[k]) for k in range(jobs)]
+
+
+def check_fits(plan: Plan, runs: Sequence[RunKey] | None = None) -> None:
+    """Refuse, before anything is written, a local sweep whose runs cannot each own their cores
+    and GPUs here (SLURM places its tasks itself)."""
+    if plan.launcher != "local":
+        return
+    from bench.run.resolve import resolve_device
+
+    runs = plan.runs() if runs is None else runs
+    device = resolve_device(plan.device)
+    world_size = max(world_size_for(get_method(m), plan, device) for m in {r[0] for r in runs})
+    local_slots(min(plan.jobs, len(runs)), world_size, device.type)
+
+
+def _cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def unfinished_runs(run_dir: Path, plan: Plan) -> list[RunKey]:
+    return [r for r in plan.runs() if not is_complete(store.seed_dir(run_dir, *r))]
+
+
+# ---------------------------------------------------------------------------------- the task
+
+
+def run_task(task: Task) -> int:
+    """The body of one job: train one run into its seed folder (resuming it if it had started).
+    Pickled by reference, so a task runs the code installed where it executes."""
+    from spikerl.distributed import detect_launch
+
+    if task.cpus:
+        os.sched_setaffinity(0, task.cpus)  # before any torch thread exists; ranks inherit it
+    os.environ[TASK_ENV] = task.context.to_env()
+    run_dir = Path(task.run_dir)
+    plan = _load_plan(run_dir)
+    method = task.run[0]
+    launch = detect_launch()
+    if launch is not None:  # one rank of a multi-task SLURM job
+        code = _run_as_rank(run_dir, plan, task.run, launch)
+    else:
+        code = _run_alone(run_dir, plan, task.run)
+    if task.finish_folder and (launch is None or launch.rank == 0):
+        finish_if_done(run_dir, plan)
+    if code not in (0, None):
+        raise RuntimeError(f"{method} on {task.run[1]} seed {task.run[2]} ended with exit code {code} "
+                           f"(see {store.seed_dir(run_dir, *task.run) / schema.RESULT})")
+    return 0
+
+
+class ResumableTask(submitit.helpers.Checkpointable):
+    """submitit requeues a task SLURM preempts or times out: the new attempt resumes the run from
+    its last checkpoint in the run folder, so nothing but the task itself needs saving."""
+
+    def __call__(self, task: Task) -> int:
+        return run_task(task)
+
+
+def _load_plan(run_dir: Path) -> Plan:
+    from bench.run.validate import check_plan
+
+    plan = Plan.from_json(store.load_plan(run_dir), run_dir / schema.PLAN)
+    check_plan(plan)
+    return plan
+
+
+def _run_alone(run_dir: Path, plan: Plan, run: RunKey) -> int:
+    from bench.run.launch import launch_local
+    from bench.run.resolve import resolve_device
+    from bench.run.runner import execute
+
+    device = resolve_device(plan.device)
+    world_size = world_size_for(get_method(run[0]), plan, device)
+    if world_size > 1:  # local launcher: the job starts the ranks on its own cores
+        return launch_local(run_dir, world_size, plain=True, runs=[run])
+    return execute(run_dir, plan, resume=True, plain=True, only_runs=[run])
+
+
+def _run_as_rank(run_dir: Path, plan: Plan, run: RunKey, launch: Any) -> int:
+    from bench.run.resolve import resolve_device
+    from bench.run.runner import execute
+    from spikerl.distributed import init_distributed, shutdown_distributed
+
+    ctx = init_distributed(launch, plan.backend, resolve_device(plan.device).type)
+    try:
+        return execute(run_dir, plan, resume=True, plain=True, ctx=ctx, only_runs=[run])
+    finally:
+        shutdown_distributed()
+
+
+def finish_if_done(run_dir: Path, plan: Plan) -> bool:
+    """Finish the folder (results table, report) if every run of the plan is complete and no other
+    task has; under the folder's lock, so of tasks completing together exactly one does it."""
+    from bench.run.runner import finish_run_folder
+
+    marker = run_dir / SUBMITIT_DIR / "finished"
+    with store.folder_lock(run_dir):
+        if marker.exists() or unfinished_runs(run_dir, plan):
+            return False
+        finish_run_folder(run_dir, plan)
+        store.atomic_write_text(marker, time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
+    return True
+
+
+# ---------------------------------------------------------------------------------- launchers
+
+
+def run_sweep(run_dir: Path, plan: Plan, *, plain: bool) -> int:
+    """Execute the plan's unfinished runs through its launcher; the exit code of `spikerl-bench run`."""
+    from bench.run.runner import finish_run_folder
+
+    todo = unfinished_runs(run_dir, plan)
+    if not todo:
+        write_summary(run_dir, plan)
+        finish_run_folder(run_dir, plan)
+        return 0
+    (run_dir / SUBMITIT_DIR).mkdir(exist_ok=True)
+    (run_dir / SUBMITIT_DIR / "finished").unlink(missing_ok=True)
+    if plan.launcher == "local":
+        return run_local(run_dir, plan, todo, plain=plain)
+    if plan.launcher == "slurm":
+        return submit_slurm(run_dir, plan, todo)
+    raise UsageError(f"not a sweep launcher: {plan.launcher!r}")
+
+
+def run_local(run_dir: Path, plan: Plan, todo: Sequence[RunKey], *, plain: bool) -> int:
+    """Up to plan.jobs runs at once, each a submitit local job on its own slot; waits for all."""
+    from bench.run.resolve import resolve_device
+    from bench.run.runner import finish_run_folder
+
+    device = resolve_device(plan.device)
+    world_size = max(world_size_for(get_method(m), plan, device) for m in {r[0] for r in todo})
+    jobs = min(plan.jobs, len(todo))
+    free = local_slots(jobs, world_size, device.type)
+    executor = submitit.LocalExecutor(folder=run_dir / SUBMITIT_DIR)
+    executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN)
+    queue = list(todo)
+    running: dict[Any, tuple[RunKey, Slot]] = {}
+    failed: list[str] = []
+    started_s = time.monotonic()
+    print(f"sweep: {len(todo)} run(s), {jobs} at once on this machine (submitit local; logs in "
+          f"{run_dir / SUBMITIT_DIR})", file=sys.stderr)
+    try:
+        while queue or running:
+            while queue and free:
+                run, slot = queue.pop(0), free.pop(0)
+                if device.type == "cuda":
+                    executor.update_parameters(visible_gpus=list(slot.gpus), gpus_per_node=len(slot.gpus))
+                context = TaskContext(launcher="local", slot=slot.index, concurrent_runs=jobs)
+                job = executor.submit(run_task, Task(str(run_dir), run, context, cpus=slot.cpus))
+                running[job] = (run, slot)
+                where = f"cpus {_ranges(slot.cpus)}" + (f", GPUs {','.join(map(str, slot.gpus))}" if slot.gpus else "")
+                print(f"  started {'/'.join(map(str, run))} as job {job.job_id} on {where}", file=sys.stderr)
+            time.sleep(POLL_S)
+            for job in [j for j in running if j.done()]:
+                run, slot = running.pop(job)
+                free.append(slot)
+                label = "/".join(map(str, run))
+                try:
+                    job.result()
+                    print(f"  done {label} ({_elapsed(started_s)})", file=sys.stderr)
+                except Exception as exc:  # noqa: BLE001 - the run's result.json says why
+                    failed.append(label)
+                    print(f"spikerl-bench: {label} failed: {_last_line(exc)} (log: {job.paths.stderr})",
+                          file=sys.stderr)
+    except KeyboardInterrupt:
+        for job in running:
+            job.cancel(check=False)
+        write_summary(run_dir, plan)
+        print(f"spikerl-bench: interrupted; finish with: spikerl-bench run --resume {run_dir}", file=sys.stderr)
+        return 130
+    write_summary(run_dir, plan)
+    if failed:
+        print(f"spikerl-bench: {len(failed)} run(s) did not complete; finish with: "
+              f"spikerl-bench run --resume {run_dir}", file=sys.stderr)
+    finish_run_folder(run_dir, plan)
+    return 1 if failed else 0
+
+
+def slurm_executor(run_dir: Path, plan: Plan, world_size: int, n_tasks: int) -> submitit.SlurmExecutor:
+    """A SlurmExecutor for one array of `n_tasks` runs of `world_size` ranks (one rank per task)."""
+    opts = plan.slurm
+    executor = submitit.SlurmExecutor(folder=run_dir / SUBMITIT_DIR / "%A")
+    params: dict[str, Any] = {
+        "job_name": f"spikerl-bench-{run_dir.name}"[:64], "time": opts.get("time_min", 24 * 60),
+        "ntasks_per_node": world_size, "nodes": 1, "array_parallelism": min(plan.jobs, n_tasks),
+        "cpus_per_task": opts.get("cpus_per_task", plan.threads or 1),
+        "additional_parameters": dict(opts.get("extra", {})),
+    }
+    for key in ("partition", "mem", "account", "qos", "gpus_per_task"):
+        if key in opts:
+            params[key] = opts[key]
+    if plan.device == "cuda" and "gpus_per_task" not in opts:
+        params["gpus_per_task"] = 1  # each rank its own GPU, which its meter reads
+    executor.update_parameters(**params)
+    return executor
+
+
+def submit_slurm(run_dir: Path, plan: Plan, todo: Sequence[RunKey]) -> int:
+    """One job array per world size; returns at once (`spikerl-bench status` follows the sweep)."""
+    import torch
+
+    device = torch.device("cuda" if plan.device == "cuda" else "cpu")  # the compute nodes', not this host's
+    groups: dict[int, list[RunKey]] = {}
+    for run in todo:
+        groups.setdefault(world_size_for(get_method(run[0]), plan, device), []).append(run)
+    ids = []
+    for world_size, runs in groups.items():
+        executor = slurm_executor(run_dir, plan, world_size, len(runs))
+        context = TaskContext(launcher="slurm", concurrent_runs=min(plan.jobs, len(runs)))
+        with executor.batch():
+            jobs = [executor.submit(ResumableTask(), Task(str(run_dir), run, context, finish_folder=True))
+                    for run in runs]
+        array_id = jobs[0].job_id.split("_")[0] if jobs else "?"
+        ids.append(array_id)
+        print(f"sweep: submitted job array {array_id}: {len(runs)} run(s) of {world_size} rank(s), "
+              f"{min(plan.jobs, len(runs))} at once", file=sys.stderr)
+    print(f"follow it with: spikerl-bench status {run_dir} --watch", file=sys.stderr)
+    return 0
+
+
+def _ranges(xs: Sequence[int]) -> str:
+    return ",".join(map(str, xs)) if len(xs) < 3 or xs[-1] - xs[0] != len(xs) - 1 else f"{xs[0]}-{xs[-1]}"
+
+
+def _elapsed(t0: float) -> str:
+    return f"{time.monotonic() - t0:,.0f} s into the sweep"
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else type(exc).__name__
