@@ -23,7 +23,7 @@ def make_run(root: Path, rates: Mapping[tuple[str, int], tuple[Sequence[float], 
              env: str = "HalfCheetah-v4", final_return: float = -200.0, eval_std: float = 0.0,
              eval_episodes: int = 1, status: Mapping[tuple[str, int], str] | None = None,
              td3: Mapping[str, object] | None = None, result_extra: Mapping[str, object] | None = None,
-             cpu_model: str = "Fixture CPU") -> Path:
+             cpu_model: str = "Fixture CPU", placement: Mapping[str, object] | None = None) -> Path:
     """`rates` maps (method, seed) to (sps per window, J per env step per window). Two
     warm-up windows (no updates yet) come first and an evaluation lands in no window."""
     methods = tuple(dict.fromkeys(m for m, _ in rates))
@@ -44,7 +44,8 @@ def make_run(root: Path, rates: Mapping[tuple[str, int], tuple[Sequence[float], 
                **(td3 or {})}
         store.write_json(folder / schema.CONFIG, {"method": method, "env": env, "seed": seed, "device": "cpu",
                                                   "world_size": 1, "precision": "fp32", "threads": 1,
-                                                  "td3": cfg, "actor": {"hidden": [256, 256]}})
+                                                  "td3": cfg, "actor": {"hidden": [256, 256]},
+                                                  **({"placement": dict(placement)} if placement else {})})
         rows = []
         step, wall, energy, updates = 0, 0.0, 0.0, 0
         for s_rate, e_rate in [(5000.0, 0.01), (1000.0, 0.01), *zip(sps, eps)]:

@@ -275,6 +275,16 @@ def test_a_different_machine_is_a_config_difference(tmp_path, capsys):
     assert code == 2 and "machine.cpu_model: Fixture CPU in BASE, Other CPU in NEW" in err
 
 
+def test_where_a_run_executed_is_no_difference_but_runs_beside_it_are(tmp_path, capsys):
+    here = {"host": "a", "pid": 1, "launcher": "local", "job_id": "7", "slot": 0, "cpus": [0],
+            "cuda_visible_devices": None, "concurrent_runs": 2}
+    there = {**here, "host": "b", "pid": 99, "job_id": "123_4", "slot": 1, "cpus": [1]}
+    a = _run(tmp_path, "a", placement=here)
+    assert _compare(capsys, a, _run(tmp_path, "b", placement=there))[0] == 0
+    code, _, err = _compare(capsys, a, _run(tmp_path, "c", placement={**here, "concurrent_runs": 1}))
+    assert code == 2 and "placement.concurrent_runs: 2 in BASE, 1 in NEW" in err
+
+
 def test_a_column_only_one_side_has_is_no_difference(tmp_path, capsys):
     a = _run(tmp_path, "a")
     b = _run(tmp_path, "b", result_extra={"engine": "eager", "foreign_cpu_share": 0.1})

@@ -195,3 +195,28 @@ def test_resume_refuses_launcher_flags(capsys, inline_and_local):
     inline, _ = inline_and_local
     assert main(["run", "--resume", str(inline), "--launcher", "local"]) == 2
     assert "drop --launcher" in capsys.readouterr().err
+
+
+def test_the_report_marks_attributed_energy_and_says_how_it_was_split():
+    import pandas as pd
+
+    from reports.tables import account_table
+
+    def row(method: str, seed: int, attributed: bool) -> dict:
+        tag = "+attributed" if attributed else ""
+        return {**dict.fromkeys(schema.SUMMARY_COLUMNS, float("nan")), "method": method, "env": "HalfCheetah-v4", "seed": seed, "status": "complete", "wall_s": 10.0,
+                "gpu_energy_j": None, "cpu_energy_j": 10.0, "ram_energy_j": 20.0, "energy_j": 30.0,
+                "gpu_source": None, "cpu_source": "estimate" + tag, "ram_source": "estimate" + tag,
+                "gpu_estimated": None, "cpu_estimated": True, "ram_estimated": True,
+                "codecarbon_energy_kwh": 30.0 / 3.6e6, "codecarbon_energy_ratio": 1.0,
+                "carbon_intensity_g_per_kwh": 400.0, "emissions_kg": 30.0 / 3.6e6 * 0.4,
+                "codecarbon_emissions_kg": 30.0 / 3.6e6 * 0.4, "estimated": True, "energy_source": "estimate" + tag,
+                "concurrent_runs": 2 if attributed else 1, "attributed_share": 0.4 + 0.1 * seed if attributed else None}
+
+    parallel = account_table(pd.DataFrame([row("popsan", 0, True), row("popsan", 1, True)]), ["popsan"])
+    cells = [c.text for c in parallel.rows[0]]
+    assert any(t.endswith("(est., attr.)") for t in cells[1:4])
+    note = next(n for n in parallel.notes if n.startswith("attr.:"))
+    assert "up to 2 runs at once" in note and "shares 0.40–0.50" in note
+    alone = account_table(pd.DataFrame([row("popsan", 0, False)]), ["popsan"])
+    assert not any("attr." in c.text for c in alone.rows[0]) and not any(n.startswith("attr.") for n in alone.notes)

@@ -315,8 +315,11 @@ def _load_seed(folder: Path, key: RunKey, warnings: list[str]) -> RunData:
     try:
         cfg = store.read_json(folder / schema.CONFIG)
         if isinstance(cfg, dict):
+            # where a run executed (host, pid, job id, cores) is not how it ran; how many ran
+            # beside it is, as is the launcher
             config = {k: v for k, v in _flatten(cfg).items()
-                      if k.split(".")[0] not in (METHOD, ENV, SEED, "summary", "precision_reason")}
+                      if k.split(".")[0] not in (METHOD, ENV, SEED, "summary", "precision_reason", "placement")
+                      or k in ("placement.launcher", "placement.concurrent_runs")}
     except RunFolderError as exc:
         warnings.append(f"{exc}; its settings not checked")
     eval_walls: list[float] = []
