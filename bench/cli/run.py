@@ -16,7 +16,7 @@ from bench.run.resolve import resolve_device, world_size_groups
 from bench.run.resume import check_resumable
 from bench.run.runner import create_run_folder, execute, finish_run_folder
 from bench.run.summary import write_summary
-from bench.run.sweep import check_fits, run_sweep
+from bench.run.sweep import check_fits, run_sweep, unfinished_runs
 from bench.run.sweep_options import check_launcher, slurm_options
 from bench.run.validate import check_plan
 
@@ -59,6 +59,7 @@ def resume_sweep(run_dir: Path, plan: Plan, *, plain: bool) -> int:
         torch.device("cuda" if plan.device == "cuda" else "cpu")
     for world_size, methods in world_size_groups(plan, device).items():
         check_resumable(run_dir, plan, world_size, device, methods)
+    check_fits(plan, unfinished_runs(run_dir, plan))
     print(f"resuming {run_dir} through the {plan.launcher} launcher", file=sys.stderr)
     return run_sweep(run_dir, plan, plain=plain)
 
@@ -171,7 +172,8 @@ def new_plan(args: argparse.Namespace) -> Plan:
     methods = args.methods or profile.methods
     envs = args.envs or profile.envs
     validate_names(methods, envs)
-    resolve_device(args.device)
+    if not (launcher == "slurm" and args.device == "cuda"):  # the compute nodes have the GPUs
+        resolve_device(args.device)
     return Plan(
         methods=tuple(methods), envs=tuple(envs), seeds=args.seeds or profile.seeds, profile=profile.name,
         total_steps=args.total_steps or int(profile.td3.get("total_steps", 1_000_000)), device=args.device,

@@ -17,6 +17,7 @@ plan's launcher. submitit's own files (pickled tasks, logs) live in RUN/submitit
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -80,7 +81,12 @@ def local_slots(jobs: int, world_size: int, device_type: str, cpus: Sequence[int
 
 def check_fits(plan: Plan, runs: Sequence[RunKey] | None = None) -> None:
     """Refuse, before anything is written, a local sweep whose runs cannot each own their cores
-    and GPUs here (SLURM places its tasks itself)."""
+    and GPUs here (SLURM places its tasks itself), or a SLURM sweep where SLURM is not."""
+    if plan.launcher == "slurm":
+        missing = [tool for tool in ("sbatch", "srun", "sacct") if shutil.which(tool) is None]
+        if missing:
+            raise UsageError(f"--launcher slurm: no {', '.join(missing)} on PATH here; submit from a SLURM "
+                             "login node, or use --launcher local")
     if plan.launcher != "local":
         return
     from bench.run.resolve import resolve_device

@@ -26,6 +26,9 @@ def check_plan(plan: Plan) -> torch.device:
     except ValueError as exc:
         raise UsageError(f"--country: {exc}") from None
     check_launcher(plan.launcher, plan.jobs, plan.slurm)
+    if plan.launcher == "slurm" and plan.device == "cuda" and not torch.cuda.is_available():
+        # submitted from a login node without GPUs: each task checks the rest where it runs
+        return torch.device("cuda")
     device = resolve_device(plan.device)
     check_backend(plan.backend, device)
     for m in plan.methods:
