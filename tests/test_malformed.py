@@ -151,6 +151,11 @@ RESUME_CASES = {
     "plan-total-steps-below-checkpoint": _set(PLAN, ["total_steps"], 200),
     "plan-target-return-string": _set(PLAN, ["target_return"], "high"),
     "plan-backend-nccl-without-cuda": _set(PLAN, ["backend"], "nccl"),
+    "plan-method-overrides-not-a-table": _set(PLAN, ["method_overrides"], {"mlp": 5}),
+    "plan-method-overrides-garbage": _set(PLAN, ["method_overrides"], {"mlp": {"td3": {"lr_actor": "fast"}}}),
+    "plan-method-overrides-other-method": _set(PLAN, ["method_overrides"], {"popsan": {"td3": {"lr_actor": 0.1}}}),
+    "plan-method-override-edited-lr": _set(PLAN, ["method_overrides"], {"mlp": {"td3": {"lr_actor": 0.5}}}),
+    "plan-method-override-edited-actor": _set(PLAN, ["method_overrides"], {"mlp": {"actor": {"hidden": [32, 32]}}}),
     # config.json
     "config-edited-lr": _set(CONFIG, ["td3", "lr_actor"], 0.5),
     "config-engine-unknown": _set(CONFIG, ["engine"], "warp"),
@@ -272,6 +277,11 @@ NEW_RUN_CASES = {
     "total-steps-negative": ["--total-steps", "-5"],
     "device-unknown": ["--device", "tpu"],
     "resume-with-methods": ["--resume", "{run}"],  # plus --methods from TINY: refused
+    "set-method-not-in-plan": ["--set", "popsan:lr_actor=1e-4"],
+    "set-method-lr-nan": ["--set", "mlp:lr_actor=nan"],
+    "set-method-unknown-key": ["--set", "mlp:warp=1"],
+    "set-method-actor-unknown": ["--set", "mlp:actor.timesteps=4"],
+    "set-method-not-a-name": ["--set", "../x:lr_actor=1e-4"],
 }
 
 UNSAFE_ON_OLD = {

@@ -21,6 +21,7 @@ RUN_EXAMPLES = """examples:
   spikerl-bench run --profile smoke --out runs/ci      # the CI pipeline check (< 2 min)
   spikerl-bench run --profile paper --device cuda      # 1M steps, 4 tasks, 10 seeds
   spikerl-bench run --methods mlp --total-steps 50k --set lr_actor=3e-4 --set actor.hidden=400,300
+  spikerl-bench run --methods popsan,dsrl --set popsan:lr_actor=1e-4 --set dsrl:actor.timesteps=5
   spikerl-bench run --resume runs/20261128T021500Z-quick-spikerl-popsan-dsrl-mlp
 """
 
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     run.add_argument("--precision", choices=("fp32", "bf16"), help="override every method's precision")
     run.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a TD3 setting (e.g. batch_size=256) or an actor one (actor.timesteps=4)")
+                     help="override a TD3 setting (e.g. batch_size=256) or an actor one (actor.timesteps=4); "
+                          "METHOD:KEY=VALUE for one method only (popsan:lr_actor=1e-4)")
     run.add_argument("--baseline", default=DEFAULT_BASELINE, help="method the GPS-UP metrics compare against")
     run.add_argument("--country", default="USA", help="ISO-3 country code of the grid for CodeCarbon")
     run.add_argument("--power-interval", type=power_interval, default=0.1, help="power sampling period in s")

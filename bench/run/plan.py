@@ -34,6 +34,8 @@ class Plan:
     device: str
     td3_overrides: dict[str, Any] = field(default_factory=dict)
     actor_overrides: dict[str, Any] = field(default_factory=dict)
+    method_overrides: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    """`--set METHOD:KEY=VALUE`: {method: {"td3": {...}, "actor": {...}}}, applied after the global ones."""
     precision: str | None = None
     baseline: str = DEFAULT_BASELINE
     country: str = "USA"
@@ -58,7 +60,8 @@ class Plan:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["command"] = " ".join(["spikerl-bench", *self.argv])
-        d["overrides"] = {"td3": self.td3_overrides, "actor": self.actor_overrides, "precision": self.precision}
+        d["overrides"] = {"td3": self.td3_overrides, "actor": self.actor_overrides, "precision": self.precision,
+                          "methods": self.method_overrides}
         return d
 
     @classmethod
@@ -93,6 +96,15 @@ def _is_number(x: Any, lo: float = -math.inf) -> bool:
     return type(x) in (int, float) and math.isfinite(x) and x > lo
 
 
+def _is_method_overrides(v: Any) -> bool:
+    """{method: {"td3": {...}, "actor": {...}}} with string keys; the values are checked where they
+    are resolved (bench.run.resolve), as the global overrides are."""
+    return isinstance(v, dict) and len(v) <= 10_000 and all(
+        is_simple_name(m) and isinstance(o, dict) and set(o) <= {"td3", "actor"}
+        and all(isinstance(kv, dict) and all(isinstance(k, str) for k in kv) for kv in o.values())
+        for m, o in v.items())
+
+
 def _unique_list(check):  # noqa: ANN001, ANN202
     return lambda v: isinstance(v, (list, tuple)) and 0 < len(v) <= 10_000 and all(map(check, v)) and \
         len(set(v)) == len(v)
@@ -107,6 +119,7 @@ _PLAN_CHECKS = {
     "device": lambda v: v in ("auto", "cpu", "cuda"),
     "td3_overrides": lambda v: isinstance(v, dict),
     "actor_overrides": lambda v: isinstance(v, dict),
+    "method_overrides": _is_method_overrides,
     "precision": lambda v: v in (None, "fp32", "bf16"),
     "baseline": lambda v: isinstance(v, str),
     "country": lambda v: isinstance(v, str) and len(v) == 3 and v.isalpha(),
@@ -146,14 +159,18 @@ def validate_names(methods: Sequence[str], envs: Sequence[str]) -> None:
             raise UsageError(str(exc)) from None
 
 
-def parse_set_options(items: Sequence[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """`--set key=value` items into (TD3Config overrides, raw actor overrides keyed without 'actor.')."""
+def parse_set_options(items: Sequence[str], scope: str = "") -> tuple[dict[str, Any], dict[str, str]]:
+    """`--set key=value` items into (TD3Config overrides, raw actor overrides keyed without 'actor.').
+    Items for one method (`METHOD:KEY=VALUE`) are left to `parse_method_set_options`; `scope` is
+    the `METHOD:` their messages name."""
     defaults = TD3Config().to_dict()
     td3: dict[str, Any] = {}
     actor: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip()
+        if not scope and ":" in key:
+            continue
         if not sep or not key:
             raise UsageError(f"--set expects key=value, got {item!r}")
         if key.startswith("actor."):
@@ -162,11 +179,31 @@ def parse_set_options(items: Sequence[str]) -> tuple[dict[str, Any], dict[str, s
             try:
                 td3[key] = coerce_value(defaults[key], value)
             except ValueError as exc:
-                raise UsageError(f"--set {key}: {exc}") from None
+                raise UsageError(f"--set {scope}{key}: {exc}") from None
         else:
-            raise UsageError(f"--set: unknown setting {key!r}; TD3 settings: {', '.join(defaults)}; "
+            raise UsageError(f"--set: unknown setting {scope + key!r}; TD3 settings: {', '.join(defaults)}; "
                              "actor settings are written actor.NAME")
     return td3, actor
+
+
+def parse_method_set_options(items: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The `--set METHOD:KEY=VALUE` items among `items` into Plan.method_overrides:
+    {method: {"td3": {...}, "actor": {...}}}, parsed as the global ones are."""
+    scoped: dict[str, list[str]] = {}
+    for item in items:
+        key = item.partition("=")[0]
+        if ":" not in key:
+            continue
+        method, _, rest = item.partition(":")
+        method = method.strip()
+        if not is_simple_name(method):
+            raise UsageError(f"--set expects METHOD:KEY=VALUE with a method name before ':', got {item!r}")
+        scoped.setdefault(method, []).append(rest)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for method, rest in scoped.items():
+        td3, actor = parse_set_options(rest, scope=f"{method}:")
+        out[method] = {"td3": td3, "actor": actor}
+    return out
 
 
 def default_run_dir(plan: Plan, root: Path = Path("runs")) -> Path:
