@@ -162,6 +162,8 @@ def new_plan(args: argparse.Namespace) -> Plan:
         baseline=args.baseline, country=args.country.upper(), power_interval_s=args.power_interval,
         target_return=args.target_return, nproc=args.nproc, backend=args.backend or "auto",
         threads=args.threads, engine=args.engine or "auto", launcher=launcher, jobs=jobs, slurm=slurm,
+        config_file=None if getattr(args, "config", None) is None else str(args.config),
+        config_sha256=getattr(args, "config_sha256", None),
         argv=tuple(sys.argv[1:]),
         created_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )

@@ -54,6 +54,10 @@ class Plan:
     """Runs executing at once (local: processes on this machine; slurm: the array's parallelism)."""
     slurm: dict[str, Any] = field(default_factory=dict)
     """SLURM options of each array task (bench.run.sweep.SLURM_OPTIONS), when launcher is 'slurm'."""
+    config_file: str | None = None
+    """The sweep file of `--config` as given (bench.cli.config_file), so a report can name it."""
+    config_sha256: str | None = None
+    """SHA-256 of that file's bytes as read: which version of it made the sweep."""
     argv: tuple[str, ...] = ()
     created_utc: str = ""
 
@@ -132,6 +136,8 @@ _PLAN_CHECKS = {
     "launcher": lambda v: v in ("inline", "local", "slurm"),
     "jobs": lambda v: type(v) is int and 0 < v <= MAX_WORKERS,
     "slurm": lambda v: isinstance(v, dict),
+    "config_file": lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= 4096),
+    "config_sha256": lambda v: v is None or (isinstance(v, str) and len(v) == 64 and set(v) <= set("0123456789abcdef")),
     "argv": lambda v: isinstance(v, (list, tuple)) and all(isinstance(a, str) for a in v),
     "created_utc": lambda v: isinstance(v, str),
 }
