@@ -151,6 +151,12 @@ RESUME_CASES = {
     "plan-total-steps-below-checkpoint": _set(PLAN, ["total_steps"], 200),
     "plan-target-return-string": _set(PLAN, ["target_return"], "high"),
     "plan-backend-nccl-without-cuda": _set(PLAN, ["backend"], "nccl"),
+    "plan-method-overrides-not-a-table": _set(PLAN, ["method_overrides"], {"mlp": 5}),
+    "plan-method-overrides-garbage": _set(PLAN, ["method_overrides"], {"mlp": {"td3": {"lr_actor": "fast"}}}),
+    "plan-method-overrides-other-method": _set(PLAN, ["method_overrides"], {"popsan": {"td3": {"lr_actor": 0.1}}}),
+    "plan-method-override-edited-lr": _set(PLAN, ["method_overrides"], {"mlp": {"td3": {"lr_actor": 0.5}}}),
+    "plan-method-override-edited-actor": _set(PLAN, ["method_overrides"], {"mlp": {"actor": {"hidden": [32, 32]}}}),
+    "plan-config-sha256-garbage": _set(PLAN, ["config_sha256"], "not a digest"),
     # config.json
     "config-edited-lr": _set(CONFIG, ["td3", "lr_actor"], 0.5),
     "config-engine-unknown": _set(CONFIG, ["engine"], "warp"),
@@ -272,6 +278,16 @@ NEW_RUN_CASES = {
     "total-steps-negative": ["--total-steps", "-5"],
     "device-unknown": ["--device", "tpu"],
     "resume-with-methods": ["--resume", "{run}"],  # plus --methods from TINY: refused
+    "set-method-not-in-plan": ["--set", "popsan:lr_actor=1e-4"],
+    "set-method-lr-nan": ["--set", "mlp:lr_actor=nan"],
+    "set-method-unknown-key": ["--set", "mlp:warp=1"],
+    "set-method-actor-unknown": ["--set", "mlp:actor.timesteps=4"],
+    "set-method-not-a-name": ["--set", "../x:lr_actor=1e-4"],
+    "config-not-toml": ["--config", "{file}"],
+    "config-binary": ["--config", "{ckpt}"],
+    "config-missing": ["--config", "{tmp}/none.toml"],
+    "config-a-folder": ["--config", "{tmp}/empty"],
+    "config-with-resume": ["--config", "{file}", "--resume", "{run}"],
 }
 
 UNSAFE_ON_OLD = {
@@ -325,6 +341,7 @@ SUBPROCESS_CASES = {
     "sub-carbon-negative-zero": (None, ["carbon", "--", "-0"]),
     "sub-perf-unknown-method": (None, ["perf", "--methods", "foo"]),
     "sub-set-lr-nan": (None, ["run", *TINY, "--set", "lr_actor=nan", "--out", "{out}"]),
+    "sub-config-not-toml": (None, ["run", *TINY, "--config", "{file}", "--out", "{out}"]),
 }
 
 

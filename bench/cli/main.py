@@ -10,6 +10,7 @@ from typing import Sequence
 from bench.cli.args import (EXIT_USAGE, OneLineParser, finite_float, power_interval, run_keys, seed_list,
                             step_count, unique_csv_list)
 from bench.cli.compare import add_compare_parser
+from bench.cli.config_file import with_config_file
 from bench.cli.run import cmd_run
 from bench.run import store
 from bench.run.plan import UsageError, validate_names
@@ -21,6 +22,8 @@ RUN_EXAMPLES = """examples:
   spikerl-bench run --profile smoke --out runs/ci      # the CI pipeline check (< 2 min)
   spikerl-bench run --profile paper --device cuda      # 1M steps, 4 tasks, 10 seeds
   spikerl-bench run --methods mlp --total-steps 50k --set lr_actor=3e-4 --set actor.hidden=400,300
+  spikerl-bench run --methods popsan,dsrl --set popsan:lr_actor=1e-4 --set dsrl:actor.timesteps=5
+  spikerl-bench run --config examples/sweeps/paper.toml --seeds 0-2   # a sweep file; flags override it
   spikerl-bench run --resume runs/20261128T021500Z-quick-spikerl-popsan-dsrl-mlp
 """
 
@@ -43,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     run.add_argument("--precision", choices=("fp32", "bf16"), help="override every method's precision")
     run.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a TD3 setting (e.g. batch_size=256) or an actor one (actor.timesteps=4)")
+                     help="override a TD3 setting (e.g. batch_size=256) or an actor one (actor.timesteps=4); "
+                          "METHOD:KEY=VALUE for one method only (popsan:lr_actor=1e-4)")
     run.add_argument("--baseline", default=DEFAULT_BASELINE, help="method the GPS-UP metrics compare against")
     run.add_argument("--country", default="USA", help="ISO-3 country code of the grid for CodeCarbon")
     run.add_argument("--power-interval", type=power_interval, default=0.1, help="power sampling period in s")
@@ -59,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "mpirun or srun the launcher's world size is used)")
     run.add_argument("--backend", choices=("auto", "nccl", "gloo", "mpi"), default=None,
                      help="torch.distributed backend (default auto: NCCL with CUDA, else Gloo)")
+    run.add_argument("--config", type=Path, metavar="FILE", help="a sweep file (TOML) whose keys are these flags' "
+                     "names, e.g. examples/sweeps/paper.toml; flags given beside it override it")
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish every unfinished run of RUN_DIR "
                      "(through the launcher it started with)")
     sweep = run.add_argument_group("sweep execution", "where the runs of the plan execute (bench.run.sweep)")
@@ -147,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
+        args = with_config_file(parser, argv, args)
         return int(args.func(args) or 0)
     except (UsageError, store.RunFolderError, CheckpointError) as exc:
         print("spikerl-bench: error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, always

@@ -10,7 +10,8 @@ from bench import schema
 from bench.cli.args import EXIT_USAGE
 from bench.run import store
 from bench.run.launch import launch_local
-from bench.run.plan import MAX_WORKERS, Plan, UsageError, default_run_dir, parse_set_options, validate_names
+from bench.run.plan import (MAX_WORKERS, Plan, UsageError, default_run_dir, parse_method_set_options,
+                            parse_set_options, validate_names)
 from bench.run.profiles import PROFILES
 from bench.run.resolve import resolve_device, world_size_groups
 from bench.run.resume import check_resumable
@@ -160,6 +161,7 @@ def run_as_rank(args: argparse.Namespace, launch) -> int:  # noqa: ANN001
 def new_plan(args: argparse.Namespace) -> Plan:
     profile = PROFILES[args.profile]
     td3_overrides, actor_overrides = parse_set_options(args.settings)
+    method_overrides = parse_method_set_options(args.settings)
     for flag in ("threads", "nproc"):
         value = getattr(args, flag)
         if value is not None and not 0 < value <= MAX_WORKERS:
@@ -177,10 +179,13 @@ def new_plan(args: argparse.Namespace) -> Plan:
     return Plan(
         methods=tuple(methods), envs=tuple(envs), seeds=args.seeds or profile.seeds, profile=profile.name,
         total_steps=args.total_steps or int(profile.td3.get("total_steps", 1_000_000)), device=args.device,
-        td3_overrides=td3_overrides, actor_overrides=actor_overrides, precision=args.precision,
+        td3_overrides=td3_overrides, actor_overrides=actor_overrides, method_overrides=method_overrides,
+        precision=args.precision,
         baseline=args.baseline, country=args.country.upper(), power_interval_s=args.power_interval,
         target_return=args.target_return, nproc=args.nproc, backend=args.backend or "auto",
         threads=args.threads, engine=args.engine or "auto", launcher=launcher, jobs=jobs, slurm=slurm,
+        config_file=None if getattr(args, "config", None) is None else str(args.config),
+        config_sha256=getattr(args, "config_sha256", None),
         argv=tuple(sys.argv[1:]),
         created_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )

@@ -38,6 +38,8 @@ class Plan:
     device: str
     td3_overrides: dict[str, Any] = field(default_factory=dict)
     actor_overrides: dict[str, Any] = field(default_factory=dict)
+    method_overrides: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    """`--set METHOD:KEY=VALUE`: {method: {"td3": {...}, "actor": {...}}}, applied after the global ones."""
     precision: str | None = None
     baseline: str = DEFAULT_BASELINE
     country: str = "USA"
@@ -56,13 +58,18 @@ class Plan:
     """Runs executing at once (local: processes on this machine; slurm: the array's parallelism)."""
     slurm: dict[str, Any] = field(default_factory=dict)
     """SLURM options of each array task (bench.run.sweep.SLURM_OPTIONS), when launcher is 'slurm'."""
+    config_file: str | None = None
+    """The sweep file of `--config` as given (bench.cli.config_file), so a report can name it."""
+    config_sha256: str | None = None
+    """SHA-256 of that file's bytes as read: which version of it made the sweep."""
     argv: tuple[str, ...] = ()
     created_utc: str = ""
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["command"] = " ".join(["spikerl-bench", *self.argv])
-        d["overrides"] = {"td3": self.td3_overrides, "actor": self.actor_overrides, "precision": self.precision}
+        d["overrides"] = {"td3": self.td3_overrides, "actor": self.actor_overrides, "precision": self.precision,
+                          "methods": self.method_overrides}
         return d
 
     @classmethod
@@ -97,6 +104,15 @@ def _is_number(x: Any, lo: float = -math.inf) -> bool:
     return type(x) in (int, float) and math.isfinite(x) and x > lo
 
 
+def _is_method_overrides(v: Any) -> bool:
+    """{method: {"td3": {...}, "actor": {...}}} with string keys; the values are checked where they
+    are resolved (bench.run.resolve), as the global overrides are."""
+    return isinstance(v, dict) and len(v) <= 10_000 and all(
+        is_simple_name(m) and isinstance(o, dict) and set(o) <= {"td3", "actor"}
+        and all(isinstance(kv, dict) and all(isinstance(k, str) for k in kv) for kv in o.values())
+        for m, o in v.items())
+
+
 def _unique_list(check):  # noqa: ANN001, ANN202
     return lambda v: isinstance(v, (list, tuple)) and 0 < len(v) <= 10_000 and all(map(check, v)) and \
         len(set(v)) == len(v)
@@ -111,6 +127,7 @@ _PLAN_CHECKS = {
     "device": lambda v: v in ("auto", "cpu", "cuda"),
     "td3_overrides": lambda v: isinstance(v, dict),
     "actor_overrides": lambda v: isinstance(v, dict),
+    "method_overrides": _is_method_overrides,
     "precision": lambda v: v in (None, "fp32", "bf16"),
     "baseline": lambda v: isinstance(v, str),
     "country": lambda v: isinstance(v, str) and len(v) == 3 and v.isalpha(),
@@ -123,6 +140,8 @@ _PLAN_CHECKS = {
     "launcher": lambda v: v in ("inline", "local", "slurm"),
     "jobs": lambda v: type(v) is int and 0 < v <= MAX_WORKERS,
     "slurm": lambda v: isinstance(v, dict),
+    "config_file": lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= 4096),
+    "config_sha256": lambda v: v is None or (isinstance(v, str) and len(v) == 64 and set(v) <= set("0123456789abcdef")),
     "argv": lambda v: isinstance(v, (list, tuple)) and all(isinstance(a, str) for a in v),
     "created_utc": lambda v: isinstance(v, str),
 }
@@ -150,14 +169,18 @@ def validate_names(methods: Sequence[str], envs: Sequence[str]) -> None:
             raise UsageError(str(exc)) from None
 
 
-def parse_set_options(items: Sequence[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """`--set key=value` items into (TD3Config overrides, raw actor overrides keyed without 'actor.')."""
+def parse_set_options(items: Sequence[str], scope: str = "") -> tuple[dict[str, Any], dict[str, str]]:
+    """`--set key=value` items into (TD3Config overrides, raw actor overrides keyed without 'actor.').
+    Items for one method (`METHOD:KEY=VALUE`) are left to `parse_method_set_options`; `scope` is
+    the `METHOD:` their messages name."""
     defaults = TD3Config().to_dict()
     td3: dict[str, Any] = {}
     actor: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip()
+        if not scope and ":" in key:
+            continue
         if not sep or not key:
             raise UsageError(f"--set expects key=value, got {item!r}")
         if key.startswith("actor."):
@@ -166,11 +189,31 @@ def parse_set_options(items: Sequence[str]) -> tuple[dict[str, Any], dict[str, s
             try:
                 td3[key] = coerce_value(defaults[key], value)
             except ValueError as exc:
-                raise UsageError(f"--set {key}: {exc}") from None
+                raise UsageError(f"--set {scope}{key}: {exc}") from None
         else:
-            raise UsageError(f"--set: unknown setting {key!r}; TD3 settings: {', '.join(defaults)}; "
+            raise UsageError(f"--set: unknown setting {scope + key!r}; TD3 settings: {', '.join(defaults)}; "
                              "actor settings are written actor.NAME")
     return td3, actor
+
+
+def parse_method_set_options(items: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The `--set METHOD:KEY=VALUE` items among `items` into Plan.method_overrides:
+    {method: {"td3": {...}, "actor": {...}}}, parsed as the global ones are."""
+    scoped: dict[str, list[str]] = {}
+    for item in items:
+        key = item.partition("=")[0]
+        if ":" not in key:
+            continue
+        method, _, rest = item.partition(":")
+        method = method.strip()
+        if not is_simple_name(method):
+            raise UsageError(f"--set expects METHOD:KEY=VALUE with a method name before ':', got {item!r}")
+        scoped.setdefault(method, []).append(rest)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for method, rest in scoped.items():
+        td3, actor = parse_set_options(rest, scope=f"{method}:")
+        out[method] = {"td3": td3, "actor": actor}
+    return out
 
 
 def default_run_dir(plan: Plan, root: Path = Path("runs")) -> Path:

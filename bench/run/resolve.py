@@ -40,7 +40,8 @@ class RunConfig:
 
 def resolve_config(spec: MethodSpec, env_id: str, plan: Plan, device: torch.device) -> RunConfig:
     """Harness defaults ← method recipe ← profile budget (and caps) ← the user's explicit settings
-    (bench.run.profiles explains the layering); the engine is the plan's (`plan_engine`)."""
+    (bench.run.profiles explains the layering), those for every method before those for this one
+    (`--set METHOD:KEY=VALUE`); the engine is the plan's (`plan_engine`)."""
     td3, reason = _resolve_td3(spec, env_id, plan, device)
     actor = _actor_params(spec, env_id, plan)
     requested, why = plan_engine(plan, device)
@@ -62,7 +63,9 @@ def _resolve_td3(spec: MethodSpec, env_id: str, plan: Plan, device: torch.device
     d.update(plan.td3_overrides)
     if plan.precision is not None:
         d["precision"] = plan.precision
-    explicit = plan.precision is not None or "precision" in plan.td3_overrides
+    own = method_overrides(plan, spec.name, "td3")
+    d.update(own)  # after --precision too: a setting for one method is the more specific
+    explicit = plan.precision is not None or "precision" in plan.td3_overrides or "precision" in own
     d["precision"], reason = resolve_precision(d["precision"], device, explicit)
     try:
         return TD3Config.from_dict(d), reason
@@ -115,20 +118,28 @@ def run_engine(spec: MethodSpec, requested: str, device: torch.device, precision
         raise UsageError(f"{spec.name}: {exc}") from None
 
 
+def method_overrides(plan: Plan, method: str, kind: str) -> dict[str, Any]:
+    """The `--set METHOD:KEY=VALUE` overrides of one method: kind 'td3' or 'actor'."""
+    return plan.method_overrides.get(method, {}).get(kind, {})
+
+
 def _actor_params(spec: MethodSpec, env_id: str, plan: Plan) -> dict[str, Any]:
     actor = dict(spec.actor_params(env_id))
-    for key, raw in plan.actor_overrides.items():
-        if key not in actor:
-            raise UsageError(f"--set actor.{key}: {spec.name} has no actor setting {key!r}; "
-                             f"it has {', '.join(actor)}")
-        try:
-            actor[key] = coerce_value(actor[key], str(raw)) if isinstance(raw, str) else raw
-        except ValueError as exc:
-            raise UsageError(f"--set actor.{key}: {exc}") from None
+    own = method_overrides(plan, spec.name, "actor")
+    for scope, overrides in (("", plan.actor_overrides), (f"{spec.name}:", own)):
+        for key, raw in overrides.items():
+            if key not in actor:
+                raise UsageError(f"--set {scope}actor.{key}: {spec.name} has no actor setting {key!r}; "
+                                 f"it has {', '.join(actor)}")
+            try:
+                actor[key] = coerce_value(actor[key], str(raw)) if isinstance(raw, str) else raw
+            except ValueError as exc:
+                raise UsageError(f"--set {scope}actor.{key}: {exc}") from None
     try:
         check_actor_params(spec, env_id, actor)
     except ValueError as exc:
-        raise UsageError(f"--set {exc}" if plan.actor_overrides else f"{spec.name} on {env_id}: {exc}") from None
+        raise UsageError(f"--set {exc}" if plan.actor_overrides or own else f"{spec.name} on {env_id}: {exc}") \
+            from None
     return actor
 
 

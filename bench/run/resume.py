@@ -28,7 +28,7 @@ from baselines.registry import get_method
 from bench import schema
 from bench.run import store
 from bench.run.plan import Plan
-from bench.run.resolve import RunConfig, check_actor_params, resolve_config
+from bench.run.resolve import RunConfig, check_actor_params, method_overrides, resolve_config
 from bench.schema import FINAL_STATUSES, Status
 from spikerl import native_lib
 from spikerl.checkpoint import CheckpointError, checkpoint_path, load_run_checkpoint, resume_step
@@ -101,7 +101,7 @@ def check_run(folder: Path, plan: Plan, method: str, env_id: str, seed: int, wor
     saved = load_run_config(folder, spec, env_id)
     if saved is not None:
         _check_labels(folder, method, env_id, seed)
-        _check_against_plan(folder / schema.CONFIG, saved, asked, plan)
+        _check_against_plan(folder / schema.CONFIG, saved, asked, plan, method)
     run = saved or asked
     if run.engine == "native" and native_lib.library() is None:
         raise store.RunFolderError(f"{folder} trains on the native engine, which is unavailable here "
@@ -149,15 +149,16 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def _check_against_plan(path: Path, saved: RunConfig, asked: RunConfig, plan: Plan) -> None:
+def _check_against_plan(path: Path, saved: RunConfig, asked: RunConfig, plan: Plan, method: str) -> None:
     """The plan's explicit parts (budget, --set, --precision) must be what the run was started
     with; defaults may differ between versions and are taken from config.json."""
-    keys = {"total_steps", *plan.td3_overrides} | ({"precision"} if plan.precision else set())
+    keys = {"total_steps", *plan.td3_overrides, *method_overrides(plan, method, "td3")} \
+        | ({"precision"} if plan.precision else set())
     for key in sorted(keys):
         if getattr(saved.td3, key) != getattr(asked.td3, key):
             raise store.RunFolderError(f"{path} has {key}={getattr(saved.td3, key)!r} but plan.json asks for "
                                        f"{getattr(asked.td3, key)!r}; restore the file or start a new run")
-    for key in sorted(plan.actor_overrides):
+    for key in sorted({*plan.actor_overrides, *method_overrides(plan, method, "actor")}):
         if _plain(saved.actor.get(key)) != _plain(asked.actor.get(key)):
             raise store.RunFolderError(f"{path} has actor.{key}={saved.actor.get(key)!r} but plan.json asks for "
                                        f"{asked.actor.get(key)!r}; restore the file or start a new run")

@@ -26,6 +26,9 @@ def check_plan(plan: Plan) -> torch.device:
     except ValueError as exc:
         raise UsageError(f"--country: {exc}") from None
     check_launcher(plan.launcher, plan.jobs, plan.slurm)
+    for m in plan.method_overrides:
+        if m not in plan.methods:  # a setting that would silently go nowhere
+            raise UsageError(f"--set {m}:KEY=VALUE: {m!r} is not among the methods ({', '.join(plan.methods)})")
     if plan.launcher == "slurm" and plan.device == "cuda" and not torch.cuda.is_available():
         # submitted from a login node without GPUs: each task checks the rest where it runs
         return torch.device("cuda")
