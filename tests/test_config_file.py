@@ -306,3 +306,14 @@ def test_plan_json_config_fields_are_not_trusted(key, value):
     d[key] = value
     with pytest.raises(RunFolderError, match=key):
         Plan.from_json(d)
+
+
+def test_a_clusters_file_runs_locally_without_its_slurm_table(tmp_path, capsys):
+    path = write(tmp_path / "sweep.toml", SWEEP)
+    plan = plan_of("--config", str(path), "--launcher", "local", "--jobs", "2")
+    assert (plan.launcher, plan.jobs, plan.slurm) == ("local", 2, {})
+    assert "[slurm] options of" in capsys.readouterr().err
+    # given on the command line, a SLURM option without --launcher slurm is still a contradiction
+    code, lines = run_cli(capsys, "run", "--config", str(path), "--launcher", "local", "--slurm-qos", "high",
+                          "--out", str(tmp_path / "run"))
+    assert code == 2 and "need --launcher slurm" in lines[-1] and not (tmp_path / "run").exists()

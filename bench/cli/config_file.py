@@ -50,7 +50,15 @@ def with_config_file(parser: argparse.ArgumentParser, argv: Sequence[str] | None
         raise UsageError("--config with --resume: a resume takes its plan from the run folder; drop --config")
     data, digest = read_config_file(path)
     sub = _subcommand_parser(parser, args.command)
-    sub.set_defaults(**file_defaults(sub, data, str(path)))  # this invocation's own parser (build_parser)
+    defaults = file_defaults(sub, data, str(path))
+    if getattr(args, "launcher", None) not in (None, "slurm"):
+        # `--launcher local` beside a cluster's file: its [slurm] table has nowhere to go
+        dropped = [d for d in defaults if d.startswith("slurm_")]
+        for dest in dropped:
+            del defaults[dest]
+        if dropped:
+            print(f"note: --launcher {args.launcher}: the [slurm] options of {path} are not used", file=sys.stderr)
+    sub.set_defaults(**defaults)  # this invocation's own parser (build_parser)
     merged = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     merged.config_sha256 = digest
     return merged
