@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     perf.set_defaults(func=cmd_perf)
 
     add_compare_parser(sub)
+    from bench.cli.status import add_status_parser
+    add_status_parser(sub)
     for register in _optional_registrars():
         register(sub)
     return parser
