@@ -220,3 +220,86 @@ def test_the_report_marks_attributed_energy_and_says_how_it_was_split():
     assert "up to 2 runs at once" in note and "shares 0.40–0.50" in note
     alone = account_table(pd.DataFrame([row("popsan", 0, False)]), ["popsan"])
     assert not any("attr." in c.text for c in alone.rows[0]) and not any(n.startswith("attr.") for n in alone.notes)
+
+
+# ----------------------------------------------------------------------------- SLURM (fake cluster on PATH)
+
+
+def _wait_for(predicate, timeout_s: float = 90.0, what: str = "") -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.2)
+
+
+def test_slurm_job_array_kill_and_resume_through_the_real_launcher(tmp_path, inline_and_local, capsys):
+    """submitit's generated array script runs on the fake cluster: one task per run, at most
+    --jobs at once; a task killed mid-run fails, `--resume` resubmits only it, and it finishes
+    from its checkpoint with the parameters an uninterrupted run reaches; the task completing the
+    last run builds the report."""
+    from tests.fake_slurm import FakeSlurm
+
+    inline, _ = inline_and_local
+    run = tmp_path / "run"
+    with FakeSlurm(tmp_path / "slurm", kill_wait_s=1) as slurm:
+        assert main(["run", *TINY, "--seeds", "0,1", "--total-steps", "600", "--out", str(run),
+                     "--launcher", "slurm", "--jobs", "2", "--slurm-partition", "debug", "--slurm-time", "30",
+                     "--slurm-opt", "comment=spikerl-test"]) == 0
+        assert "follow it with: spikerl-bench status" in capsys.readouterr().err
+        (array,) = slurm.job_ids()
+        script = next((run / "submitit").rglob("*_submission.sh")).read_text()
+        assert "#SBATCH --array=0-1%2" in script and "#SBATCH --partition=debug" in script
+        assert "#SBATCH --comment=spikerl-test" in script and "#SBATCH --time=30" in script
+        victim = run / "mlp" / "HalfCheetah-v4" / "seed1"
+        _wait_for(lambda: (victim / "checkpoint.pt").exists() or any(victim.glob("checkpoint*")),
+                  what="seed 1 never checkpointed")
+        slurm.kill(f"{array}_1")
+        slurm.wait(timeout_s=120)
+        states = {t.job_id: t.state for t in slurm.tasks(array)}
+        assert states == {f"{array}_0": "COMPLETED", f"{array}_1": "FAILED"}, states
+        assert not (victim / schema.RESULT).exists() and not (run / "report.html").exists()
+
+        assert main(["run", "--resume", str(run)]) == 0
+        resubmitted = [j for j in slurm.job_ids() if j != array]
+        assert len(resubmitted) == 1 and len(slurm.tasks(resubmitted[0])) == 1
+        slurm.wait(timeout_s=120)
+    results = _results(run)
+    assert {k: r["status"] for k, r in results.items()} == {("mlp", 0): "complete", ("mlp", 1): "complete"}
+    placement = json.loads((victim / "config.json").read_text())["placement"]
+    assert placement["launcher"] == "slurm" and placement["job_id"].split("_")[0] == resubmitted[0]
+    assert (run / "report.html").exists() and (run / "submitit" / "finished").exists()
+    # the killed run, finished from its checkpoint, against the same run trained without a break
+    uninterrupted = tmp_path / "uninterrupted"
+    assert main(["run", *TINY, "--seeds", "1", "--total-steps", "600", "--out", str(uninterrupted)]) == 0
+    assert results[("mlp", 1)]["param_sha256_by_rank"] == _results(uninterrupted)[("mlp", 1)]["param_sha256_by_rank"]
+
+
+def test_a_preempted_slurm_task_is_requeued_and_resumes(tmp_path):
+    """SLURM's warning signal (USR2) before preemption: submitit checkpoints the task and requeues
+    it (`scontrol requeue`); the new attempt continues the run from its last checkpoint."""
+    from tests.fake_slurm import FakeSlurm
+
+    run = tmp_path / "run"
+    with FakeSlurm(tmp_path / "slurm", kill_wait_s=1) as slurm:
+        assert main(["run", *TINY, "--seeds", "0", "--total-steps", "900", "--out", str(run),
+                     "--launcher", "slurm"]) == 0
+        (job,) = slurm.job_ids()  # one run: submitit submits a plain job, not an array of one
+        folder = run / "mlp" / "HalfCheetah-v4" / "seed0"
+        _wait_for(lambda: any(folder.glob("checkpoint*")), what="never checkpointed")
+        slurm.signal(job, "USR2")
+        _wait_for(lambda: len(slurm.task(job).attempts) >= 1, what="never requeued")
+        slurm.wait(timeout_s=120)
+        task = slurm.task(job)
+    assert task.state == "COMPLETED" and task.attempts[0]["state"] == "REQUEUED"
+    assert _results(run)[("mlp", 0)]["status"] == "complete"
+    progress = (folder / schema.PROGRESS).read_text().splitlines()
+    steps = [int(float(line.split(",")[0])) for line in progress[1:]]
+    assert steps == [250, 500, 750]  # resumed: no row lost or repeated
+    assert _results(run)[("mlp", 0)]["steps"] == 900
+    uninterrupted = tmp_path / "uninterrupted"
+    assert main(["run", *TINY, "--seeds", "0", "--total-steps", "900", "--out", str(uninterrupted)]) == 0
+    assert _results(run)[("mlp", 0)]["param_sha256_by_rank"] == \
+        _results(uninterrupted)[("mlp", 0)]["param_sha256_by_rank"]
