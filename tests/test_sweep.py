@@ -76,6 +76,11 @@ def test_each_local_job_owns_its_cores_and_says_where_it_ran(inline_and_local):
     assert (plan["launcher"], plan["jobs"], plan["slurm"]) == ("local", JOBS, {})
     rows = (local / schema.SUMMARY).read_text().splitlines()
     assert len(rows) == 3 and (local / "report.html").exists()
+    from bench.run.status import read_status  # what `spikerl-bench status` shows of the same runs
+
+    seen = read_status(local)
+    assert [r.placement.launcher for r in seen.runs] == ["local", "local"]
+    assert sorted(r.placement.job_id for r in seen.runs) == sorted(p["job_id"] for p in placements)
 
 
 def test_resume_resubmits_only_the_unfinished_run(inline_and_local, tmp_path, capsys):

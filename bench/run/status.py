@@ -63,7 +63,8 @@ class Placement:
               and (d.get("slot") is None or _is_int(d.get("slot"), 0, 2**20))
               and (cpus is None or (isinstance(cpus, list) and len(cpus) <= 4096
                                     and all(_is_int(c, 0, 2**20) for c in cpus)))
-              and (d.get("cuda_visible_devices") is None or _is_label(d.get("cuda_visible_devices"), 256, ","))
+              and (d.get("cuda_visible_devices") in (None, "")  # "": no GPU visible (submitit's CPU jobs)
+                   or _is_label(d.get("cuda_visible_devices"), 256, ","))
               and _is_int(d.get("concurrent_runs"), 1, 2**20))
         if not ok:
             return None
