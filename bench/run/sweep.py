@@ -36,7 +36,7 @@ from bench.run.summary import is_complete, write_summary
 
 SUBMITIT_DIR = "submitit"
 LOCAL_TIMEOUT_MIN = 60 * 24 * 365  # submitit's local jobs default to 2 min; runs take what they take
-POLL_S = 1.0
+POLL_S = 0.25  # how often the local launcher looks for a finished job (a free slot)
 
 
 @dataclass(frozen=True)
