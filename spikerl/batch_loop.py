@@ -28,6 +28,7 @@ from . import native_lib
 from .callbacks import Callback, CallbackList, EndEvent, EvalEvent, ProgressEvent, RunInfo
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from .config import TD3Config
+from .cuda_graphs import GraphedAct, GraphedBurst, capture_for
 from .envs import act_limit_of, capture_env_state, make_env, restore_env_state
 from .evaluation import eval_episode_seeds, run_episodes
 from .loop import Agent, TrainResult, build_agent, params_sha256
@@ -47,11 +48,13 @@ NEXT_SUFFIX = ".next"
 def train_seed_batch(spec: MethodSpec, env_id: str, seeds: Sequence[int], config: TD3Config,
                      actor_params: dict[str, Any] | None = None, *, run_dirs: Sequence[Path] | None = None,
                      callbacks: Sequence[Sequence[Callback]] | None = None, device: torch.device | str = "cpu",
-                     resume: bool = False) -> list[TrainResult]:
+                     resume: bool = False, cuda_graphs: bool = True) -> list[TrainResult]:
     """Train `spec` on `env_id` once per seed, all seeds at once; one TrainResult per seed, in order.
 
     `run_dirs`: one folder per seed for its checkpoints (none without them). `callbacks`: one list per
     seed. `resume`: continue every seed from its folder's latest checkpoint of a common step.
+    `cuda_graphs`: on a CUDA device, replay the update bursts and acting as CUDA graphs
+    (`spikerl.cuda_graphs`; eager, with one warning, where capture fails).
     Seed k's result is that of `spikerl.loop.train(spec, env_id, seeds[k], ...)` on the torch engine,
     up to the rounding of the batched matmuls (tests/test_seed_batch.py).
     """
@@ -64,7 +67,7 @@ def train_seed_batch(spec: MethodSpec, env_id: str, seeds: Sequence[int], config
         raise ValueError(f"{len(callbacks)} callback lists for {len(seeds)} seeds")
     with native_lib.torch_path():
         run = _BatchRun(spec, env_id, seeds, config, actor_params, run_dirs=run_dirs, callbacks=callbacks,
-                        device=torch.device(device))
+                        device=torch.device(device), cuda_graphs=cuda_graphs)
         try:
             if resume and run_dirs is not None:
                 step = batch_resume_step([Path(d) for d in run_dirs])
@@ -110,7 +113,7 @@ class _Seed:
 class _BatchRun:
     def __init__(self, spec: MethodSpec, env_id: str, seeds: list[int], cfg: TD3Config,
                  actor_params: dict[str, Any] | None, *, run_dirs: Sequence[Path] | None,
-                 callbacks: Sequence[Sequence[Callback]] | None, device: torch.device):
+                 callbacks: Sequence[Sequence[Callback]] | None, device: torch.device, cuda_graphs: bool = True):
         self.spec, self.env_id, self.cfg, self.device = spec, env_id, cfg, device
         self.actor_params = dict(spec.actor_params(env_id) if actor_params is None else actor_params)
         self.t = 0
@@ -136,6 +139,8 @@ class _BatchRun:
         self.gens = SeedGenerators.seeded(seeds, device)
         self.td3 = BatchedTD3([x.agent.actor for x in self.seeds], [x.agent.critic for x in self.seeds], cfg,
                               self.lim, device, self.gens)
+        capture = capture_for(device, cuda_graphs)
+        self.bursts, self.acting = GraphedBurst(self.td3, capture), GraphedAct(self.td3, capture)
 
     # ---- checkpoint and resume
 
@@ -273,7 +278,7 @@ class _BatchRun:
         """Every seed's deterministic action [K, act_dim] for its current observation, in one call."""
         x = torch.stack([y.agent.normalizer(torch.as_tensor(y.s.obs, dtype=self.dtype, device=self.device)
                                             .unsqueeze(0)) for y in self.seeds])
-        return self.td3.act(x).float()[:, 0].cpu().numpy()
+        return self.acting.run(x, self.td3.draw_act(1)).float()[:, 0].cpu().numpy()
 
     def merge_pending_obs(self) -> None:
         for x in self.seeds:
@@ -287,7 +292,7 @@ class _BatchRun:
         # each seed's normaliser, once over all its rows (as TD3.update_many calls it)
         normed = [x.agent.normalizer(torch.cat([r.obs, r.next_obs])) for x, r in zip(self.seeds, rows)]
         draws = self.td3.draw_burst(n, B, self.act_dim)
-        self.td3.update_burst(BurstInputs(
+        self.bursts.run(BurstInputs(
             obs=torch.stack([m[:n * B] for m in normed]), act=torch.stack([r.act for r in rows]),
             rew=torch.stack([r.rew for r in rows]), next_obs=torch.stack([m[n * B:] for m in normed]),
             terminated=torch.stack([r.terminated for r in rows]), draws=draws))

@@ -321,11 +321,17 @@ class BatchedTD3:
 
     # ---- acting
 
+    def draw_act(self, rows: int) -> torch.Tensor | None:
+        """The Poisson uniforms [K, T, rows, N] of the next acting call (None without Poisson)."""
+        return self._poisson_draw(rows)
+
     @torch.no_grad()
-    def act(self, obs_norm: torch.Tensor) -> torch.Tensor:
-        """Deterministic actions [K, rows, act_dim] of every seed's actor on its normalised obs [K, rows, obs_dim]
-        (Poisson spikes from each seed's generator, as the single run's acting draws them)."""
-        u = self._poisson_draw(obs_norm.shape[1])
+    def act(self, obs_norm: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        """Deterministic actions [K, rows, act_dim] of every seed's actor on its normalised obs [K, rows, obs_dim].
+        `u`: the acting draws (`draw_act`); drawn here when not given, from each seed's generator,
+        as the single run's acting draws them."""
+        if u is None:
+            u = self.draw_act(obs_norm.shape[1])
         actor = self.actor.template
 
         def one(ap: dict, x: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
