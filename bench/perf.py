@@ -45,8 +45,8 @@ def add_perf_arguments(p: argparse.ArgumentParser) -> None:
                         "(default native; e.g. native,torch compares them method by method)")
     p.add_argument("--json", action="store_true", help="also print one JSON line with every number")
     p.add_argument("--seed-batch", type=int, default=1, metavar="K",
-                   help="also time K seeds of each method trained in one process (spikerl.batch_loop, torch "
-                        "engine): update and action ms of all K, loop env steps/s per seed and aggregate")
+                   help="also time K seeds of each method trained in one process (spikerl.batch_loop) on each "
+                        "engine: update and action ms of all K, loop env steps/s per seed and aggregate")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="device of the update/action timings and the training loops (default cpu; cuda needs "
                         "--engines torch)")
@@ -261,15 +261,15 @@ def run_perf(args: argparse.Namespace) -> int:
                    "raw_env_sps": raw_mid, "ratio": sps / raw_mid}
             rows.append(row)
             print(f"{m:8s} {engine:7s} {upd:18.2f} {act:16.3f} {sps:13.1f} {row['ratio']:9.4f}", flush=True)
-        if args.seed_batch > 1:
-            batch = seed_batch_row(m, args.env, args.seed_batch, args.loop_steps, precision, device=args.device)
-            single = rows[-1]["loop_sps"]  # the last engine timed for this method, just before
-            batch["aggregate_vs_single"] = batch["loop_sps_aggregate"] / single
-            rows.append(batch)
-            print(f"{m:8s} {'torch':7s} seed batch K={args.seed_batch}: update {batch['update_ms']:.2f} ms and action "
-                  f"{batch['action_ms']:.3f} ms for all K; loop {batch['loop_sps_per_seed']:.1f} steps/s per seed, "
-                  f"{batch['loop_sps_aggregate']:.1f} aggregate = {batch['aggregate_vs_single']:.2f}x the single seed's "
-                  f"({rows[-2]['engine']})", flush=True)
+            if args.seed_batch > 1:  # the same method on the same engine, K seeds in one process
+                batch = seed_batch_row(m, args.env, args.seed_batch, args.loop_steps, precision, device=args.device,
+                                       engine=engine)
+                batch["aggregate_vs_single"] = batch["loop_sps_aggregate"] / sps
+                rows.append(batch)
+                print(f"{m:8s} {engine:7s} seed batch K={args.seed_batch}: update {batch['update_ms']:.2f} ms and "
+                      f"action {batch['action_ms']:.3f} ms for all K; loop {batch['loop_sps_per_seed']:.1f} steps/s "
+                      f"per seed, {batch['loop_sps_aggregate']:.1f} aggregate = {batch['aggregate_vs_single']:.2f}x "
+                      f"the single seed's", flush=True)
     print("reference: public SpikeRL code, HalfCheetah-v4, 1 thread: 82 steps/s, 11.0 ms/update, "
           "0.98 ms/action, ratio 0.0044 (goal here: >= 0.009 for popsan and spikerl)")
     if args.json:

@@ -22,7 +22,7 @@ from spikerl.config import TD3Config
 
 
 def seed_batch_update_and_action_ms(method: str, env_id: str, k: int, precision: str | None, repeats: int = 50,
-                                    device: str = "cpu") -> tuple[float, float]:
+                                    device: str = "cpu", engine: str = "torch") -> tuple[float, float]:
     """(update ms, action ms) of a freshly built K-seed batch on random replay data."""
     from bench.perf import median_ms
 
@@ -32,8 +32,9 @@ def seed_batch_update_and_action_ms(method: str, env_id: str, k: int, precision:
         cfg_d["precision"] = precision
     cfg = TD3Config.from_dict(cfg_d)
     dev = torch.device(device)
-    with native_lib.torch_path():
-        run = _BatchRun(spec, env_id, list(range(k)), cfg, None, run_dirs=None, callbacks=None, device=dev)
+    with native_lib.engine(engine):
+        run = _BatchRun(spec, env_id, list(range(k)), cfg, None, run_dirs=None, callbacks=None, device=dev,
+                        per_seed_actor=engine == "native")
         try:
             rng = np.random.default_rng(0)
             lim = run.lim
@@ -57,7 +58,7 @@ def seed_batch_update_and_action_ms(method: str, env_id: str, k: int, precision:
 
 
 def seed_batch_loop_sps(method: str, env_id: str, k: int, loop_steps: int, precision: str | None,
-                        device: str = "cpu") -> float:
+                        device: str = "cpu", engine: str = "torch") -> float:
     """Env steps/s of one seed of a K-seed batch in its learning phase (multiply by K for the aggregate)."""
     from bench.perf import _SpsProbe
 
@@ -70,13 +71,14 @@ def seed_batch_loop_sps(method: str, env_id: str, k: int, loop_steps: int, preci
         d["precision"] = precision
     probe = _SpsProbe(after_step=warm + loop_steps // 4)  # the first quarter pays for warm-up: dropped
     callbacks: list[list[Any]] = [[probe]] + [[] for _ in range(k - 1)]
-    train_seed_batch(spec, env_id, list(range(k)), TD3Config.from_dict(d), callbacks=callbacks, device=device)
+    train_seed_batch(spec, env_id, list(range(k)), TD3Config.from_dict(d), callbacks=callbacks, device=device,
+                     engine=engine)
     return statistics.mean(probe.rows)
 
 
 def seed_batch_row(method: str, env_id: str, k: int, loop_steps: int, precision: str | None,
-                   device: str = "cpu") -> dict[str, Any]:
-    upd, act = seed_batch_update_and_action_ms(method, env_id, k, precision, device=device)
-    sps = seed_batch_loop_sps(method, env_id, k, loop_steps, precision, device=device)
-    return {"method": method, "engine": "torch", "seed_batch": k, "update_ms": upd, "action_ms": act,
+                   device: str = "cpu", engine: str = "torch") -> dict[str, Any]:
+    upd, act = seed_batch_update_and_action_ms(method, env_id, k, precision, device=device, engine=engine)
+    sps = seed_batch_loop_sps(method, env_id, k, loop_steps, precision, device=device, engine=engine)
+    return {"method": method, "engine": engine, "seed_batch": k, "update_ms": upd, "action_ms": act,
             "loop_sps_per_seed": sps, "loop_sps_aggregate": k * sps}

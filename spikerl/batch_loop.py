@@ -5,7 +5,8 @@ It is `spikerl.loop.train` run K times in lock-step: K environments, replay buff
 exploration RNGs and evaluation envs, one per seed and each seeded as that seed's single run seeds
 it; acting and the TD3 update run once for all K (`spikerl.seed_batch`). Every seed keeps its own
 run folder, callbacks and checkpoint, in the single run's format. One process, one rank: a seed
-batch is not data parallel. It runs the pure-torch engine (the native kernels cannot be vmapped).
+batch is not data parallel. The native kernels cannot be vmapped: on engine 'torch' everything is
+vmapped, on 'native' each seed's actor runs alone on the kernels and the rest is batched.
 
 Checkpoints. Each seed's folder gets its own checkpoint.pt. So that a crash between two seeds'
 files never leaves the batch at two different steps, all K are written as checkpoint.pt.next first
@@ -48,13 +49,15 @@ NEXT_SUFFIX = ".next"
 def train_seed_batch(spec: MethodSpec, env_id: str, seeds: Sequence[int], config: TD3Config,
                      actor_params: dict[str, Any] | None = None, *, run_dirs: Sequence[Path] | None = None,
                      callbacks: Sequence[Sequence[Callback]] | None = None, device: torch.device | str = "cpu",
-                     resume: bool = False, cuda_graphs: bool = True) -> list[TrainResult]:
+                     resume: bool = False, cuda_graphs: bool = True, engine: str = "torch") -> list[TrainResult]:
     """Train `spec` on `env_id` once per seed, all seeds at once; one TrainResult per seed, in order.
 
     `run_dirs`: one folder per seed for its checkpoints (none without them). `callbacks`: one list per
     seed. `resume`: continue every seed from its folder's latest checkpoint of a common step.
     `cuda_graphs`: on a CUDA device, replay the update bursts and acting as CUDA graphs
     (`spikerl.cuda_graphs`; eager, with one warning, where capture fails).
+    `engine`: 'torch' vmaps the actors too (pure torch, any device and dtype); 'native' runs each
+    seed's actor alone on the native kernels where they are usable (fp32 CPU) and batches the rest.
     Seed k's result is that of `spikerl.loop.train(spec, env_id, seeds[k], ...)` on the torch engine,
     up to the rounding of the batched matmuls (tests/test_seed_batch.py).
     """
@@ -65,9 +68,9 @@ def train_seed_batch(spec: MethodSpec, env_id: str, seeds: Sequence[int], config
         raise ValueError(f"{len(run_dirs)} run folders for {len(seeds)} seeds")
     if callbacks is not None and len(callbacks) != len(seeds):
         raise ValueError(f"{len(callbacks)} callback lists for {len(seeds)} seeds")
-    with native_lib.torch_path():
+    with native_lib.engine(engine):
         run = _BatchRun(spec, env_id, seeds, config, actor_params, run_dirs=run_dirs, callbacks=callbacks,
-                        device=torch.device(device), cuda_graphs=cuda_graphs)
+                        device=torch.device(device), cuda_graphs=cuda_graphs, per_seed_actor=engine == "native")
         try:
             if resume and run_dirs is not None:
                 step = batch_resume_step([Path(d) for d in run_dirs])
@@ -113,7 +116,8 @@ class _Seed:
 class _BatchRun:
     def __init__(self, spec: MethodSpec, env_id: str, seeds: list[int], cfg: TD3Config,
                  actor_params: dict[str, Any] | None, *, run_dirs: Sequence[Path] | None,
-                 callbacks: Sequence[Sequence[Callback]] | None, device: torch.device, cuda_graphs: bool = True):
+                 callbacks: Sequence[Sequence[Callback]] | None, device: torch.device, cuda_graphs: bool = True,
+                 per_seed_actor: bool = False):
         self.spec, self.env_id, self.cfg, self.device = spec, env_id, cfg, device
         self.actor_params = dict(spec.actor_params(env_id) if actor_params is None else actor_params)
         self.t = 0
@@ -138,7 +142,7 @@ class _BatchRun:
         self.obs_dim = obs_dim
         self.gens = SeedGenerators.seeded(seeds, device)
         self.td3 = BatchedTD3([x.agent.actor for x in self.seeds], [x.agent.critic for x in self.seeds], cfg,
-                              self.lim, device, self.gens)
+                              self.lim, device, self.gens, per_seed_actor=per_seed_actor)
         capture = capture_for(device, cuda_graphs)
         self.bursts, self.acting = GraphedBurst(self.td3, capture), GraphedAct(self.td3, capture)
 

@@ -34,6 +34,9 @@ from spikerl.surrogate import ENCODER_V_TH
 from spikerl.vmapped import is_vmapped
 
 
+_POISSON_UNIFORMS: ContextVar[torch.Tensor | None] = ContextVar("poisson_uniforms", default=None)
+
+
 class Encoding(str, Enum):
     DETERMINISTIC = "deterministic"
     POISSON = "poisson"
@@ -109,15 +112,14 @@ class _RegularSpikesVmap(torch.autograd.Function):
         return _RegularSpikesVmap.apply(a.movedim(d, 0), timesteps), 1
 
 
-_POISSON_UNIFORMS: ContextVar[torch.Tensor | None] = ContextVar("poisson_uniforms", default=None)
-
-
 @contextmanager
 def poisson_uniforms(u: torch.Tensor) -> Iterator[None]:
-    """The U[0, 1) draws [T, B, N] the next Poisson encoding in this block compares with A.
+    """The U[0, 1) draws [T, B, N] the Poisson encoding in this block compares with A, instead of
+    drawing them from torch's global RNG.
 
-    Inside vmap there is no global RNG stream per seed: a seed batch draws each seed's uniforms
-    from that seed's own generator, in the order its single run would, and hands them in here."""
+    A seed batch has no global RNG stream per seed: it draws each seed's uniforms from that seed's
+    own generator, in the order its single run would, and hands them in here (inside vmap, or
+    to one seed's actor)."""
     token = _POISSON_UNIFORMS.set(u)
     try:
         yield
@@ -137,7 +139,11 @@ def _drawn_poisson_spikes(a: torch.Tensor) -> torch.Tensor:
 
 
 def _poisson_spikes(a: torch.Tensor, timesteps: int) -> torch.Tensor:
-    """o_t ~ Bernoulli(A) [T, B, N]: uniform draws below A (3x faster than torch.bernoulli on CPU)."""
+    """o_t ~ Bernoulli(A) [T, B, N]: uniform draws below A (3x faster than torch.bernoulli on CPU),
+    from torch's global RNG, or those handed in by `poisson_uniforms` (a seed batch's per-seed draws)."""
+    u = _POISSON_UNIFORMS.get()
+    if u is not None:
+        return torch.lt(u, a).to(a.dtype)
     return torch.rand((timesteps, *a.shape), dtype=a.dtype, device=a.device).lt_(a)
 
 

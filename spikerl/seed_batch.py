@@ -6,7 +6,10 @@ and every forward pass is `vmap(functional_call(template, ...))` over that dim. 
 every actor serves both paths, so a new method batches with no batched twin of its own. The
 spiking layers' custom autograd Functions have vmap rules (`spikerl.lif`, `spikerl.population`)
 that run each recurrence once on the stacked tensor, each element exactly as alone. The native
-C kernels (engine 'native') cannot be vmapped: a seed batch runs the pure-torch engine.
+C kernels (engine 'native') cannot be vmapped; with `per_seed_actor` each seed's actor runs alone
+on views of the stacked weights (on the kernels where they are usable) and only critics, losses,
+targets and optimisers are batched. On a CPU at batch 100 that is the faster choice: the kernels
+skip silent inputs, which a dense batched matmul cannot (`spikerl-bench perf --seed-batch K`).
 
 Why each seed still matches its single run: the seeds' losses are summed, so autograd hands each
 seed's slice exactly its own gradient; Adam and polyak averaging are elementwise, so they act on
@@ -199,8 +202,13 @@ class BatchedTD3:
     """
 
     def __init__(self, actors: Sequence[nn.Module], critics: Sequence[nn.Module], config: TD3Config,
-                 act_limit: float, device: torch.device, generators: SeedGenerators):
+                 act_limit: float, device: torch.device, generators: SeedGenerators, per_seed_actor: bool = False):
+        """`per_seed_actor`: run the actors seed by seed (each on views of the stacked weights, so on the
+        native kernels where they are usable) instead of vmapped; critics, losses and optimisers stay
+        batched. The native kernels skip silent inputs, which at batch 100 outweighs what one batched
+        dense pass saves."""
         self.cfg, self.act_limit, self.device = config, float(act_limit), device
+        self.per_seed_actor = per_seed_actor
         self.K = len(actors)
         self.actor = StackedNet(actors, requires_grad=True)
         self.critic = StackedNet(critics, requires_grad=True)
@@ -260,20 +268,15 @@ class BatchedTD3:
                u: torch.Tensor | None) -> torch.Tensor:
         """`TD3.target` for every seed: y [K, rows] from the seeds' own noise draws eps [K, rows, act_dim]."""
         cfg, lim = self.cfg, self.act_limit
-        actor, critic = self.actor_target.template, self.critic_target.template
-
-        def act(ap: dict, next_obs: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
-            with autocast(cfg.precision, self.device):
-                with _uniforms(u):
-                    return state_precision(functional_call(actor, ap, (next_obs,)))
+        critic = self.critic_target.template
 
         def q(cp: dict, next_obs: torch.Tensor, next_act: torch.Tensor) -> torch.Tensor:
             with autocast(cfg.precision, self.device):
                 return state_precision(functional_call(critic, cp, (next_obs, next_act)))
 
-        next_act = _over_seeds(act, self.actor_target.tensors(), next_obs, u)
-        # elementwise, so on the stacked tensors directly (vmap has no batching rule for the in-place clamp_)
         with autocast(cfg.precision, self.device):
+            next_act = state_precision(self._actors(self.actor_target, next_obs, u))
+            # elementwise, so on the stacked tensors directly (vmap has no batching rule for the in-place clamp_)
             next_act = smoothed_target_action(next_act, eps.clone(), cfg, lim)
         q_next = _over_seeds(q, self.critic_target.tensors(), next_obs, next_act).min(dim=1).values
         return bellman_target(rew, terminated, q_next, cfg.gamma)
@@ -296,16 +299,16 @@ class BatchedTD3:
         self.updates += 1
 
     def _actor_step(self, obs: torch.Tensor, u: torch.Tensor | None) -> None:
-        cfg, actor, q1 = self.cfg, self.actor.template, self.q1
+        cfg, q1 = self.cfg, self.q1
 
-        def one(ap: dict, cp: dict, obs: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
+        def one(cp: dict, obs: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
             with autocast(cfg.precision, self.device):
-                with _uniforms(u):
-                    a = functional_call(actor, ap, (obs,))
                 return actor_loss(functional_call(q1, cp, (obs, a)))
 
+        with autocast(cfg.precision, self.device):
+            a = self._actors(self.actor, obs, u)
         critic = {f"critic.{n}": t for n, t in self.critic.tensors().items()}
-        loss_pi = _over_seeds(one, self.actor.tensors(), critic, obs, u)
+        loss_pi = _over_seeds(one, critic, obs, a)
         params = self.actor.trainable_params()
         grads = torch.autograd.grad(loss_pi.sum(), params)
         for p, g in zip(params, grads):
@@ -332,14 +335,26 @@ class BatchedTD3:
         as the single run's acting draws them."""
         if u is None:
             u = self.draw_act(obs_norm.shape[1])
-        actor = self.actor.template
+        with autocast(self.cfg.precision, self.device):
+            return self._actors(self.actor, obs_norm, u)
 
-        def one(ap: dict, x: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
-            with autocast(self.cfg.precision, self.device):
+    def _actors(self, net: StackedNet, obs: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
+        """Every seed's actor (of `net`: the actors or their targets) on its obs [K, rows, obs_dim]:
+        actions [K, rows, act_dim]; `u`: the seeds' Poisson uniforms [K, T, rows, N]."""
+        template = net.template
+        if not self.per_seed_actor:
+            def one(ap: dict, x: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
                 with _uniforms(u):
-                    return functional_call(actor, ap, (x,))
+                    return functional_call(template, ap, (x,))
 
-        return _over_seeds(one, self.actor.tensors(), obs_norm, u)
+            return _over_seeds(one, net.tensors(), obs, u)
+        # one unbind per tensor: its backward stacks the K gradients in one op
+        names, views = list(net.tensors()), [t.unbind(0) for t in net.tensors().values()]
+        out = []
+        for k in range(self.K):
+            with _uniforms(None if u is None else u[k]):
+                out.append(functional_call(template, {n: v[k] for n, v in zip(names, views)}, (obs[k],)))
+        return torch.stack(out)
 
     def seed_actor(self, k: int) -> nn.Module:
         """A module that acts as seed k's actor alone (views of the stacked weights; no copy)."""

@@ -2,7 +2,9 @@
 
 Each seed folder gets what `bench.run.runner.run_one` writes for a single run: config.json,
 progress.csv, evals.csv, checkpoint.pt (the single run's format) and result.json, with
-`seed_batch` = K (and the batch's seeds) in config.json and result.json.
+`seed_batch` = K (and the batch's seeds) in config.json and result.json. The engine is the plan's
+(`bench.run.resolve`): on 'native' each seed's actor runs alone on the kernels and the rest is
+batched; on 'torch' everything is vmapped.
 
 Energy. The K seeds share one process, so they share one meter: a single EnergyCallback measures
 the process (its power.csv and CodeCarbon files are in the first seed's folder), sees every
@@ -35,7 +37,10 @@ PER_SEED_SHARE = ("energy_j", "avg_power_w", "gpu_energy_j", "cpu_energy_j", "ra
                   "eval_energy_j", "emissions_kg", "codecarbon_energy_kwh", "codecarbon_emissions_kg")
 """result.json's energy fields that are amounts: seed k of a batch is charged 1/K of the process's."""
 
-ENGINE_REASON = "seed batch: the native kernels cannot be vmapped, every seed runs the torch engine"
+ENGINE_REASONS = {
+    "native": "seed batch: each seed's actor alone on the native kernels, critics and updates batched (vmap)",
+    "torch": "seed batch: every net of every seed batched (vmap) on the torch engine",
+}
 
 
 class _SharedMeter(Callback):
@@ -103,12 +108,12 @@ def run_seed_batch(run_dir: Path, plan: Plan, method: str, env_id: str, seeds: S
     saved = [load_run_config(f, spec, env_id) if resume else None for f in folders]
     run = next((s for s in saved if s is not None), None) or resolve_config(spec, env_id, plan, device)
     base = {"method": method, "env": env_id, "world_size": 1, "backend": "none", "precision": run.td3.precision,
-            "device": device.type, "engine": "torch", "seed_batch": K}
+            "device": device.type, "engine": run.engine, "seed_batch": K}
     for folder, seed in zip(folders, seeds):
         folder.mkdir(parents=True, exist_ok=True)
         store.write_json(folder / schema.CONFIG, {
             **base, "seed": seed, "seed_batch_seeds": seeds, "precision_reason": run.precision_reason,
-            "engine_reason": ENGINE_REASON, "threads": torch.get_num_threads(),
+            "engine_reason": f"{run.engine_reason}; {ENGINE_REASONS[run.engine]}", "threads": torch.get_num_threads(),
             "td3": run.td3.to_dict(), "actor": run.actor, "summary": spec.summary,
         })
     meters, energy_probe = extra_callbacks(plan)
@@ -124,7 +129,7 @@ def run_seed_batch(run_dir: Path, plan: Plan, method: str, env_id: str, seeds: S
     fields: list[dict[str, Any]]
     try:
         results = train_seed_batch(spec, env_id, seeds, run.td3, run.actor, run_dirs=folders, callbacks=callbacks,
-                                   device=device, resume=resume)
+                                   device=device, resume=resume, engine=run.engine)
         fields = [{"status": r.status, "error": None, "steps": r.steps, "wall_s": r.wall_s,
                    "final_return_mean": r.final_return_mean, "best_return_mean": r.best_return_mean,
                    "updates": r.updates, "param_sha256_by_rank": r.param_sha256_by_rank} for r in results]
