@@ -17,7 +17,7 @@ import torch
 
 from baselines.registry import get_method
 from spikerl import native_lib
-from spikerl.batch_loop import _BatchRun, train_seed_batch
+from spikerl.batch_loop import BatchRun, train_seed_batch
 from spikerl.config import TD3Config
 
 
@@ -33,7 +33,7 @@ def seed_batch_update_and_action_ms(method: str, env_id: str, k: int, precision:
     cfg = TD3Config.from_dict(cfg_d)
     dev = torch.device(device)
     with native_lib.engine(engine):
-        run = _BatchRun(spec, env_id, list(range(k)), cfg, None, run_dirs=None, callbacks=None, device=dev,
+        run = BatchRun(spec, env_id, list(range(k)), cfg, None, run_dirs=None, callbacks=None, device=dev,
                         per_seed_actor=engine == "native")
         try:
             rng = np.random.default_rng(0)

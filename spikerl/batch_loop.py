@@ -69,7 +69,7 @@ def train_seed_batch(spec: MethodSpec, env_id: str, seeds: Sequence[int], config
     if callbacks is not None and len(callbacks) != len(seeds):
         raise ValueError(f"{len(callbacks)} callback lists for {len(seeds)} seeds")
     with native_lib.engine(engine):
-        run = _BatchRun(spec, env_id, seeds, config, actor_params, run_dirs=run_dirs, callbacks=callbacks,
+        run = BatchRun(spec, env_id, seeds, config, actor_params, run_dirs=run_dirs, callbacks=callbacks,
                         device=torch.device(device), cuda_graphs=cuda_graphs, per_seed_actor=engine == "native")
         try:
             if resume and run_dirs is not None:
@@ -113,7 +113,10 @@ class _Seed:
     evals: list[EvalEvent]
 
 
-class _BatchRun:
+class BatchRun:
+    """One call of `train_seed_batch`: what it built, and the phases it runs in order (also driven
+    piecewise by `bench.perf_seed_batch`)."""
+
     def __init__(self, spec: MethodSpec, env_id: str, seeds: list[int], cfg: TD3Config,
                  actor_params: dict[str, Any] | None, *, run_dirs: Sequence[Path] | None,
                  callbacks: Sequence[Sequence[Callback]] | None, device: torch.device, cuda_graphs: bool = True,
