@@ -30,6 +30,8 @@ from spikerl.precision import autocast
 from spikerl.replay import ReplayBuffer
 from spikerl.td3 import TD3, UpdateHook
 
+from bench.perf_seed_batch import seed_batch_row
+
 
 def add_perf_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", default="spikerl,popsan,dsrl,mlp")
@@ -42,6 +44,12 @@ def add_perf_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated engines of the spiking layers to time side by side: native, torch "
                         "(default native; e.g. native,torch compares them method by method)")
     p.add_argument("--json", action="store_true", help="also print one JSON line with every number")
+    p.add_argument("--seed-batch", type=int, default=1, metavar="K",
+                   help="also time K seeds of each method trained in one process (spikerl.batch_loop) on each "
+                        "engine: update and action ms of all K, loop env steps/s per seed and aggregate")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="device of the update/action timings and the training loops (default cpu; cuda needs "
+                        "--engines torch)")
     p.add_argument("--checkpoint", metavar="CKPT",
                    help="time update and action on the net, normaliser and replay of this checkpoint.pt "
                         "(a trained net spikes more than a fresh one) instead of the loop benchmark")
@@ -166,7 +174,7 @@ class _SpsProbe(Callback):
 
 
 def training_loop_sps(method: str, env_id: str, loop_steps: int, precision: str | None,
-                      update_hook: UpdateHook | None = None) -> float:
+                      update_hook: UpdateHook | None = None, device: str = "cpu") -> float:
     """Env steps/s of the real loop in its learning phase, one update per env step on average.
     `update_hook`: diagnostics of the loop's updates (tools/kernel_profile)."""
     warm = 1_000
@@ -179,7 +187,7 @@ def training_loop_sps(method: str, env_id: str, loop_steps: int, precision: str 
     # The first quarter after the warm-up still pays for allocator and cache warm-up: it is dropped.
     probe = _SpsProbe(after_step=warm + loop_steps // 4)
     cfg = TD3Config.from_dict(d)
-    train(spec, env_id, 0, cfg, callbacks=[probe], update_hook=update_hook)
+    train(spec, env_id, 0, cfg, callbacks=[probe], update_hook=update_hook, device=device)
     return statistics.mean(probe.rows)
 
 
@@ -200,6 +208,10 @@ def check_perf_arguments(args: argparse.Namespace) -> list[str]:
         raise UsageError(f"--threads must be 1 to {MAX_WORKERS}, got {args.threads}")
     if not 4 <= args.loop_steps <= 10**7:  # a quarter of them is the progress interval
         raise UsageError(f"--loop-steps must be 4 to 10000000, got {args.loop_steps}")
+    if not 1 <= args.seed_batch <= 1_024:
+        raise UsageError(f"--seed-batch must be 1 to 1024, got {args.seed_batch}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is visible to torch")
     if args.checkpoint is None:
         try:
             make_env(args.env).close()
@@ -215,13 +227,13 @@ def run_perf(args: argparse.Namespace) -> int:
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     for e in engines:
         try:
-            native_lib.resolve_engine(e, "cpu", "fp32")
+            native_lib.resolve_engine(e, args.device, "fp32")
         except ValueError as exc:
             raise UsageError(f"--engines: {exc}") from None
     header: dict[str, Any] = {
         "env": args.env, "torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "torch": torch.__version__, "cpu": platform.processor() or platform.machine(), "precision": args.precision,
-        "spiking_kernels": native.status(),
+        "spiking_kernels": native.status(), "device": args.device, "seed_batch": args.seed_batch,
     }
     print("spikerl-bench perf: " + ", ".join(f"{k}={v}" for k, v in header.items()), flush=True)
     if args.checkpoint:
@@ -241,14 +253,23 @@ def run_perf(args: argparse.Namespace) -> int:
         # engines alternate within each method, so both see the same state of a shared machine
         for engine in engines if get_method(m).spiking else ["torch"]:
             with native_lib.engine(engine):
-                upd, act = update_and_action_ms(m, args.env, precision)
-                sps = training_loop_sps(m, args.env, args.loop_steps, precision)
+                upd, act = update_and_action_ms(m, args.env, precision, device=args.device)
+                sps = training_loop_sps(m, args.env, args.loop_steps, precision, device=args.device)
             raw_again = raw_env_sps(args.env, steps=5_000)
             raw_mid = statistics.mean([raw, raw_again])  # the machine is shared: re-measure beside each method
             row = {"method": m, "engine": engine, "update_ms": upd, "action_ms": act, "loop_sps": sps,
                    "raw_env_sps": raw_mid, "ratio": sps / raw_mid}
             rows.append(row)
             print(f"{m:8s} {engine:7s} {upd:18.2f} {act:16.3f} {sps:13.1f} {row['ratio']:9.4f}", flush=True)
+            if args.seed_batch > 1:  # the same method on the same engine, K seeds in one process
+                batch = seed_batch_row(m, args.env, args.seed_batch, args.loop_steps, precision, device=args.device,
+                                       engine=engine)
+                batch["aggregate_vs_single"] = batch["loop_sps_aggregate"] / sps
+                rows.append(batch)
+                print(f"{m:8s} {engine:7s} seed batch K={args.seed_batch}: update {batch['update_ms']:.2f} ms and "
+                      f"action {batch['action_ms']:.3f} ms for all K; loop {batch['loop_sps_per_seed']:.1f} steps/s "
+                      f"per seed, {batch['loop_sps_aggregate']:.1f} aggregate = {batch['aggregate_vs_single']:.2f}x "
+                      f"the single seed's", flush=True)
     print("reference: public SpikeRL code, HalfCheetah-v4, 1 thread: 82 steps/s, 11.0 ms/update, "
           "0.98 ms/action, ratio 0.0044 (goal here: >= 0.009 for popsan and spikerl)")
     if args.json:

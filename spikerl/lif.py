@@ -51,6 +51,7 @@ import torch
 import torch.nn as nn
 
 from spikerl import native
+from spikerl.vmapped import is_vmapped
 from spikerl.precision import state_precision
 from spikerl.surrogate import POPSAN_V_TH, fast_sigmoid_grad_, rect_grad
 
@@ -128,29 +129,71 @@ class _PopSANLIF(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_o: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        # With m_t = do_t/dv_t (surrogate), autograd of the loop gives
-        #   dL/do_t = grad_o_t − dL/dv_{t+1} · 0.75·v_t                (through the reset)
-        #   dL/dv_t = m_t · dL/do_t + dL/dv_{t+1} · 0.75·(1 − o_t)
-        #           = a_t + dL/dv_{t+1} · d_t,  a = grad_o·m,  d = 0.75·(1 − o − v·m)
-        #   dL/dc_t = dL/dv_t + 0.5 · dL/dc_{t+1} = dL/dI_t
-        # g holds m, then a, then dL/dv, then dL/dI, in place.
         v, o = ctx.saved_tensors
-        g = rect_grad(v)
-        keep = torch.sub(scalar(1.0, o.dtype), o)
-        d_t = keep.addcmul_(v, g, value=-1.0).mul_(POPSAN_V_DECAY).unbind(0)
-        g_t = g.mul_(grad_o).unbind(0)
-        T = len(g_t)
-        for t in range(T - 2, -1, -1):
-            torch.addcmul(g_t[t], g_t[t + 1], d_t[t], out=g_t[t])
-        for t in range(T - 2, -1, -1):  # dL/dI_T = dL/dv_T; t+1 already holds dL/dI_{t+1}
-            g_t[t].add_(g_t[t + 1], alpha=POPSAN_C_DECAY)
-        return g
+        return _popsan_backward(v, o, grad_o)
+
+
+def _popsan_backward(v: torch.Tensor, o: torch.Tensor, grad_o: torch.Tensor) -> torch.Tensor:
+    """dL/dI [T, ...] of the PopSAN recurrence from its saved v and o (any shape after T)."""
+    # With m_t = do_t/dv_t (surrogate), autograd of the loop gives
+    #   dL/do_t = grad_o_t − dL/dv_{t+1} · 0.75·v_t                (through the reset)
+    #   dL/dv_t = m_t · dL/do_t + dL/dv_{t+1} · 0.75·(1 − o_t)
+    #           = a_t + dL/dv_{t+1} · d_t,  a = grad_o·m,  d = 0.75·(1 − o − v·m)
+    #   dL/dc_t = dL/dv_t + 0.5 · dL/dc_{t+1} = dL/dI_t
+    # g holds m, then a, then dL/dv, then dL/dI, in place.
+    g = rect_grad(v)
+    keep = torch.sub(scalar(1.0, o.dtype), o)
+    d_t = keep.addcmul_(v, g, value=-1.0).mul_(POPSAN_V_DECAY).unbind(0)
+    g_t = g.mul_(grad_o).unbind(0)
+    T = len(g_t)
+    for t in range(T - 2, -1, -1):
+        torch.addcmul(g_t[t], g_t[t + 1], d_t[t], out=g_t[t])
+    for t in range(T - 2, -1, -1):  # dL/dI_T = dL/dv_T; t+1 already holds dL/dI_{t+1}
+        g_t[t].add_(g_t[t + 1], alpha=POPSAN_C_DECAY)
+    return g
+
+
+class _PopSANLIFVmap(torch.autograd.Function):
+    """`_PopSANLIF` for torch.func.vmap (seed batches, `spikerl.seed_batch`): the same forward and
+    backward, in the form functorch needs (no ctx in forward, v as an extra output to save).
+
+    The recurrence is elementwise over everything but T, so its vmap rule runs it ONCE on the
+    stacked tensor with the seed dim moved behind T, each element computed exactly as alone.
+    A separate class, so the single-seed path keeps its leaner Function untouched."""
+
+    generate_vmap_rule = False
+
+    @staticmethod
+    def forward(i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        o, v = _popsan_forward(i, record=True)
+        return o, v  # type: ignore[return-value]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        o, v = output
+        ctx.save_for_backward(v, o)
+        ctx.mark_non_differentiable(v)
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, grad_o: torch.Tensor, _grad_v: torch.Tensor | None) -> torch.Tensor:  # type: ignore[override]
+        v, o = ctx.saved_tensors
+        return _popsan_backward(v, o, grad_o)
+
+    @staticmethod
+    def vmap(info, in_dims, i: torch.Tensor):  # type: ignore[override]
+        (d,) = in_dims
+        if d is None:
+            return _PopSANLIFVmap.apply(i), (None, None)
+        return _PopSANLIFVmap.apply(i.movedim(d, 1)), (1, 1)
 
 
 def popsan_lif(i: torch.Tensor) -> torch.Tensor:
     """PopSAN LIF spikes o [T, B, N] (fp32) from input currents i = W·x_t + b [T, B, N] (fp32)."""
     if torch.is_grad_enabled() and i.requires_grad:
         return _PopSANLIF.apply(i)
+    if is_vmapped(i):  # a seed batch: requires_grad is not visible through vmap's wrapper
+        return _PopSANLIFVmap.apply(i)[0]
     return _popsan_forward(i)[0]
 
 
@@ -173,7 +216,8 @@ def _dsrl_forward(i: torch.Tensor, theta: float, timesteps: int, record: bool = 
     theta_t = scalar(theta, i.dtype)
     j_t = None if i.dim() == 2 else i.unbind(0)
     steps = timesteps if j_t is None else len(j_t)
-    keep = i.new_empty((steps, *i.shape[-2:]))
+    # [T, ...] like the state; a seed batch (`_DSRLLIFVmap`) brings a 4-D [T, K, B, N] current
+    keep = i.new_empty((steps, *i.shape)) if j_t is None else torch.empty_like(i)
     keep_t = keep.unbind(0)
     u_all = torch.empty_like(keep) if record else None
     u_t = u_all.unbind(0) if u_all is not None else None
@@ -204,21 +248,66 @@ class _DSRLLIF(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_s: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
-        # With g_t = dS_t/dU_t (surrogate) and the reset detached:
-        #   dL/dU_t = grad_s_t · g_t + dL/dU_{t+1} · β·(1 − S_t)
-        #   dL/dI_t = dL/dU_t + α · dL/dI_{t+1}   (layer 2);  dL/dI = Σ_t dL/dU_t (layer 1)
-        # g holds the surrogate, then a = grad_s·surrogate, then dL/dU, then dL/dI, in place.
         u, s = ctx.saved_tensors
-        g = fast_sigmoid_grad_(u - ctx.theta).mul_(grad_s)
-        g_t, keep_t = g.unbind(0), torch.sub(scalar(1.0, s.dtype), s).unbind(0)
-        T = len(g_t)
-        for t in range(T - 2, -1, -1):
-            torch.addcmul(g_t[t], g_t[t + 1], keep_t[t], value=DSRL_BETA, out=g_t[t])
-        if ctx.constant:
-            return g.sum(0), None, None
-        for t in range(T - 2, -1, -1):  # dL/dI_T = dL/dU_T; t+1 already holds dL/dI_{t+1}
-            g_t[t].add_(g_t[t + 1], alpha=DSRL_ALPHA)
-        return g, None, None
+        return _dsrl_backward(u, s, grad_s, ctx.theta, ctx.constant), None, None
+
+
+def _dsrl_backward(u: torch.Tensor, s: torch.Tensor, grad_s: torch.Tensor, theta: float, constant: bool
+                   ) -> torch.Tensor:
+    """dL/dI of the DSRL recurrence from its saved U and S: [B, ...] for a constant current, else [T, ...]."""
+    # With g_t = dS_t/dU_t (surrogate) and the reset detached:
+    #   dL/dU_t = grad_s_t · g_t + dL/dU_{t+1} · β·(1 − S_t)
+    #   dL/dI_t = dL/dU_t + α · dL/dI_{t+1}   (layer 2);  dL/dI = Σ_t dL/dU_t (layer 1)
+    # g holds the surrogate, then a = grad_s·surrogate, then dL/dU, then dL/dI, in place.
+    g = fast_sigmoid_grad_(u - theta).mul_(grad_s)
+    g_t, keep_t = g.unbind(0), torch.sub(scalar(1.0, s.dtype), s).unbind(0)
+    T = len(g_t)
+    for t in range(T - 2, -1, -1):
+        torch.addcmul(g_t[t], g_t[t + 1], keep_t[t], value=DSRL_BETA, out=g_t[t])
+    if constant:
+        return g.sum(0)
+    for t in range(T - 2, -1, -1):  # dL/dI_T = dL/dU_T; t+1 already holds dL/dI_{t+1}
+        g_t[t].add_(g_t[t + 1], alpha=DSRL_ALPHA)
+    return g
+
+
+class _DSRLLIFVmap(torch.autograd.Function):
+    """`_DSRLLIF` for torch.func.vmap (seed batches), as `_PopSANLIFVmap` is for PopSAN: one call on
+    the stacked tensor, the seed dim behind T (a constant current [K, B, N] is run as [K·B, N])."""
+
+    generate_vmap_rule = False
+
+    @staticmethod
+    def forward(i: torch.Tensor, theta: float, timesteps: int  # type: ignore[override]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        s, u = _dsrl_forward(i, theta, timesteps, record=True)
+        return s, u  # type: ignore[return-value]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        s, u = output
+        ctx.save_for_backward(u, s)
+        ctx.theta, ctx.constant = inputs[1], inputs[0].dim() == 2
+        ctx.mark_non_differentiable(u)
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, grad_s: torch.Tensor, _grad_u: torch.Tensor | None  # type: ignore[override]
+                 ) -> tuple[torch.Tensor, None, None]:
+        u, s = ctx.saved_tensors
+        return _dsrl_backward(u, s, grad_s, ctx.theta, ctx.constant), None, None
+
+    @staticmethod
+    def vmap(info, in_dims, i: torch.Tensor, theta: float, timesteps: int):  # type: ignore[override]
+        d = in_dims[0]
+        if d is None:
+            return _DSRLLIFVmap.apply(i, theta, timesteps), (None, None)
+        if i.dim() == 3:  # a constant current: K seeds of [B, N] are K·B rows
+            x = i.movedim(d, 0)
+            K, B, N = x.shape
+            s, u = _DSRLLIFVmap.apply(x.reshape(K * B, N), theta, timesteps)
+            return (s.view(timesteps, K, B, N), u.view(timesteps, K, B, N)), (1, 1)
+        return _DSRLLIFVmap.apply(i.movedim(d, 1), theta, timesteps), (1, 1)
 
 
 def dsrl_lif(i: torch.Tensor, theta: float, timesteps: int | None = None) -> torch.Tensor:
@@ -232,6 +321,8 @@ def dsrl_lif(i: torch.Tensor, theta: float, timesteps: int | None = None) -> tor
     steps = int(timesteps) if timesteps is not None else i.shape[0]
     if torch.is_grad_enabled() and i.requires_grad:
         return _DSRLLIF.apply(i, theta, steps)
+    if is_vmapped(i):  # a seed batch: requires_grad is not visible through vmap's wrapper
+        return _DSRLLIFVmap.apply(i, float(theta), steps)[0]
     return _dsrl_forward(i, theta, steps)[0]
 
 

@@ -156,6 +156,9 @@ class _Run:
         act_dim = int(np.prod(self.env.action_space.shape))
         self.lim = act_limit_of(self.env)
         self.agent = build_agent(spec, env_id, cfg, self.actor_params, obs_dim, act_dim, self.lim, device)
+        # float32, or float64 for a run built under torch.set_default_dtype(float64) (the seed-batch
+        # equivalence tests): observations and sampled batches are handed to the nets in it
+        self.dtype = next(self.agent.critic.parameters()).dtype
         for m in (self.agent.actor, self.agent.critic, self.agent.normalizer):
             self.ctx.broadcast_module_(m)
         self.td3 = TD3(self.agent.actor, self.agent.critic, self.agent.normalizer, cfg, self.lim, device,
@@ -165,7 +168,8 @@ class _Run:
         self.rank_seed = seed + 100_003 * self.rank
         seed_everything(self.rank_seed)
         explore_rng = np.random.default_rng(self.rank_seed)
-        self.replay = ReplayBuffer(obs_dim, act_dim, cfg.replay_size, seed=self.rank_seed, device=device)
+        self.replay = ReplayBuffer(obs_dim, act_dim, cfg.replay_size, seed=self.rank_seed, device=device,
+                                   dtype=self.dtype)
         self.env.action_space.seed(self.rank_seed)
         obs, _ = self.env.reset(seed=self.rank_seed)
         self.s = LoopState(obs=obs, explore_rng=explore_rng)
@@ -286,7 +290,7 @@ class _Run:
 
     @torch.no_grad()
     def act_deterministic(self, obs: np.ndarray) -> np.ndarray:
-        x = torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(0)
+        x = torch.as_tensor(obs, dtype=self.dtype, device=self.device).unsqueeze(0)
         with autocast(self.cfg.precision, self.device):
             a = self.agent.actor(self.agent.normalizer(x))
         return a.float().squeeze(0).cpu().numpy()

@@ -20,7 +20,10 @@ Decoder: rate r = (1/T)·Σ_t o_t of each output neuron; per action dimension k,
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from contextvars import ContextVar
 from enum import Enum
+from typing import Iterator
 
 import torch
 import torch.nn as nn
@@ -28,6 +31,10 @@ import torch.nn as nn
 from spikerl import native
 from spikerl.lif import scalar
 from spikerl.surrogate import ENCODER_V_TH
+from spikerl.vmapped import is_vmapped
+
+
+_POISSON_UNIFORMS: ContextVar[torch.Tensor | None] = ContextVar("poisson_uniforms", default=None)
 
 
 class Encoding(str, Enum):
@@ -70,13 +77,73 @@ class _RegularSpikes(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_o: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        T = ctx.timesteps
-        g = _accumulator_gains(T, grad_o.dtype, grad_o.device)
-        return (g @ grad_o.reshape(T, -1)).view(grad_o.shape[1:]), None
+        return _regular_spikes_backward(grad_o, ctx.timesteps), None
+
+
+def _regular_spikes_backward(grad_o: torch.Tensor, timesteps: int) -> torch.Tensor:
+    """dL/dA = Σ_t g_t · dL/do_t through the differentiable accumulator."""
+    g = _accumulator_gains(timesteps, grad_o.dtype, grad_o.device)
+    return (g @ grad_o.reshape(timesteps, -1)).view(grad_o.shape[1:])
+
+
+class _RegularSpikesVmap(torch.autograd.Function):
+    """`_RegularSpikes` for torch.func.vmap (seed batches, `spikerl.seed_batch`): elementwise
+    over the stimulation, so its vmap rule encodes all seeds in one call, spikes [T, K, B, N]."""
+
+    generate_vmap_rule = False
+
+    @staticmethod
+    def forward(a: torch.Tensor, timesteps: int) -> torch.Tensor:  # type: ignore[override]
+        return _regular_spikes(a, timesteps)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        ctx.timesteps = inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad_o: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return _regular_spikes_backward(grad_o, ctx.timesteps), None
+
+    @staticmethod
+    def vmap(info, in_dims, a: torch.Tensor, timesteps: int):  # type: ignore[override]
+        d = in_dims[0]
+        if d is None:
+            return _RegularSpikesVmap.apply(a, timesteps), None
+        return _RegularSpikesVmap.apply(a.movedim(d, 0), timesteps), 1
+
+
+@contextmanager
+def poisson_uniforms(u: torch.Tensor) -> Iterator[None]:
+    """The U[0, 1) draws [T, B, N] the Poisson encoding in this block compares with A, instead of
+    drawing them from torch's global RNG.
+
+    A seed batch has no global RNG stream per seed: it draws each seed's uniforms from that seed's
+    own generator, in the order its single run would, and hands them in here (inside vmap, or
+    to one seed's actor)."""
+    token = _POISSON_UNIFORMS.set(u)
+    try:
+        yield
+    finally:
+        _POISSON_UNIFORMS.reset(token)
+
+
+def _drawn_poisson_spikes(a: torch.Tensor) -> torch.Tensor:
+    """Poisson spikes of a from the uniforms handed in by `poisson_uniforms`, straight-through.
+
+    a − a.detach() is exactly 0, so the spikes are exact; its gradient is dL/dA = Σ_t dL/do_t."""
+    u = _POISSON_UNIFORMS.get()
+    if u is None:
+        raise RuntimeError("Poisson encoding inside vmap needs each seed's uniforms: wrap the call in "
+                           "spikerl.population.poisson_uniforms(u)")
+    return torch.lt(u, a.detach()).to(a.dtype) + (a - a.detach())
 
 
 def _poisson_spikes(a: torch.Tensor, timesteps: int) -> torch.Tensor:
-    """o_t ~ Bernoulli(A) [T, B, N]: uniform draws below A (3x faster than torch.bernoulli on CPU)."""
+    """o_t ~ Bernoulli(A) [T, B, N]: uniform draws below A (3x faster than torch.bernoulli on CPU),
+    from torch's global RNG, or those handed in by `poisson_uniforms` (a seed batch's per-seed draws)."""
+    u = _POISSON_UNIFORMS.get()
+    if u is not None:
+        return torch.lt(u, a).to(a.dtype)
     return torch.rand((timesteps, *a.shape), dtype=a.dtype, device=a.device).lt_(a)
 
 
@@ -134,9 +201,13 @@ class PopulationEncoder(nn.Module):
         if self.encoding is Encoding.POISSON:
             if torch.is_grad_enabled() and a.requires_grad:
                 return _PoissonSpikes.apply(a, self.timesteps)
+            if is_vmapped(a):  # a seed batch: requires_grad is not visible through vmap's wrapper
+                return _drawn_poisson_spikes(a)
             return _poisson_spikes(a, self.timesteps)
         if torch.is_grad_enabled() and a.requires_grad:
             return _RegularSpikes.apply(a, self.timesteps)
+        if is_vmapped(a):
+            return _RegularSpikesVmap.apply(a, self.timesteps)
         return _regular_spikes(a, self.timesteps)
 
     def extra_repr(self) -> str:

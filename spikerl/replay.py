@@ -17,9 +17,12 @@ class ReplayBatch(NamedTuple):
 
 
 class ReplayBuffer:
-    def __init__(self, obs_dim: int, act_dim: int, capacity: int, seed: int, device: torch.device | str = "cpu"):
+    def __init__(self, obs_dim: int, act_dim: int, capacity: int, seed: int, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32):
+        """`dtype`: of the sampled tensors (the agent's; stored transitions are float32 either way)."""
         self.capacity = int(capacity)
         self.device = torch.device(device)
+        self.dtype = dtype
         self.obs = np.zeros((self.capacity, obs_dim), dtype=np.float32)
         self.next_obs = np.zeros((self.capacity, obs_dim), dtype=np.float32)
         self.act = np.zeros((self.capacity, act_dim), dtype=np.float32)
@@ -40,16 +43,19 @@ class ReplayBuffer:
         self.size = min(self.size + 1, self.capacity)
 
     def sample(self, batch_size: int) -> ReplayBatch:
-        idx = self.rng.integers(0, self.size, size=batch_size)
-        to = lambda a: torch.from_numpy(a[idx]).to(self.device, non_blocking=True)  # noqa: E731
-        return ReplayBatch(to(self.obs), to(self.act), to(self.rew), to(self.next_obs), to(self.terminated))
+        return self.sample_stacked(1, batch_size)
+
+    def sample_stacked(self, n: int, batch_size: int) -> ReplayBatch:
+        """n batches in one draw, as one batch of n·batch_size rows (batch i is rows i·batch_size on):
+        the same indices as n calls of `sample` (numpy's bounded integers are drawn one after
+        another either way; tested), gathered with one fancy index per array."""
+        idx = self.rng.integers(0, self.size, size=n * batch_size)
+        return ReplayBatch(*(torch.from_numpy(a[idx]).to(self.device, self.dtype, non_blocking=True)
+                             for a in (self.obs, self.act, self.rew, self.next_obs, self.terminated)))
 
     def sample_many(self, n: int, batch_size: int) -> list[ReplayBatch]:
-        """n batches in one draw: the same indices as n calls of `sample` (numpy's bounded integers
-        are drawn one after another either way; tested), gathered with one fancy index per array."""
-        idx = self.rng.integers(0, self.size, size=n * batch_size)
-        cols = [torch.from_numpy(a[idx]).to(self.device, non_blocking=True)
-                for a in (self.obs, self.act, self.rew, self.next_obs, self.terminated)]
+        """`sample_stacked`'s rows as n batches."""
+        cols = self.sample_stacked(n, batch_size)
         return [ReplayBatch(*parts) for parts in zip(*(c.split(batch_size) for c in cols))]
 
     def __len__(self) -> int:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from .adam import adam_step, make_adam
 from .config import TD3Config
 from .critic import TwinCritic
-from .precision import autocast
+from .precision import autocast, state_precision
 from .replay import ReplayBatch
 
 GradSync = Callable[[Sequence[torch.Tensor]], None]
@@ -93,8 +93,8 @@ class TD3:
 
     def _critic_step(self, obs: torch.Tensor, act: torch.Tensor, y: torch.Tensor) -> None:
         with autocast(self.cfg.precision, self.device):
-            q = self.critic(obs, act).float()
-        loss_q = F.mse_loss(q[0], y) + F.mse_loss(q[1], y)
+            q = state_precision(self.critic(obs, act))
+        loss_q = critic_loss(q, y)
         for p in self.critic_params:  # zero_grad(set_to_none=True) without its Python overhead
             p.grad = None
         loss_q.backward()
@@ -107,7 +107,7 @@ class TD3:
         """Delayed actor step: maximise Q1(s, μ(s)), gradients only into the actor; then polyak."""
         cfg = self.cfg
         with autocast(cfg.precision, self.device):
-            loss_pi = -self.critic.q1(obs, self.actor(obs)).float().mean()
+            loss_pi = actor_loss(self.critic.q1(obs, self.actor(obs)))
         grads = torch.autograd.grad(loss_pi, self.actor_params)
         for p, g in zip(self.actor_params, grads):
             p.grad = g
@@ -127,13 +127,12 @@ class TD3:
         draws as separate calls)."""
         cfg, lim = self.cfg, self.act_limit
         with autocast(cfg.precision, self.device):
-            next_act = self.actor_target(next_obs).float()
+            next_act = state_precision(self.actor_target(next_obs))
             sizes = list(batch_sizes) if batch_sizes else [next_act.shape[0]]
             eps = torch.cat([torch.randn_like(a) for a in next_act.split(sizes)])
-            eps.mul_(cfg.target_noise * lim).clamp_(-cfg.noise_clip * lim, cfg.noise_clip * lim)
-            next_act = (next_act + eps).clamp_(-lim, lim)
-            q_next = self.critic_target(next_obs, next_act).float().min(dim=0).values
-        return rew + cfg.gamma * (1.0 - terminated) * q_next
+            next_act = smoothed_target_action(next_act, eps, cfg, lim)
+            q_next = state_precision(self.critic_target(next_obs, next_act)).min(dim=0).values
+        return bellman_target(rew, terminated, q_next, cfg.gamma)
 
     def _sync(self, params: Sequence[torch.Tensor]) -> None:
         if self.grad_sync is not None:
@@ -158,6 +157,29 @@ class TD3:
         self.actor_opt.load_state_dict(state["actor_opt"])
         self.critic_opt.load_state_dict(state["critic_opt"])
         self.updates = int(state["updates"])
+
+
+# The update's arithmetic, shared with the seed batch (`spikerl.seed_batch`), which runs it under vmap.
+# `state_precision` brings autocast's bf16 back to fp32 and leaves fp32 and fp64 as they are.
+
+def smoothed_target_action(next_act: torch.Tensor, eps: torch.Tensor, cfg: TD3Config, lim: float) -> torch.Tensor:
+    """clip(μ'(s') + clip(σ·ε, ±c), ±a_max) from standard normal ε (scaled and clipped in place)."""
+    eps.mul_(cfg.target_noise * lim).clamp_(-cfg.noise_clip * lim, cfg.noise_clip * lim)
+    return (next_act + eps).clamp_(-lim, lim)
+
+
+def bellman_target(rew: torch.Tensor, terminated: torch.Tensor, q_next: torch.Tensor, gamma: float) -> torch.Tensor:
+    return rew + gamma * (1.0 - terminated) * q_next
+
+
+def critic_loss(q: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Both critics' mean squared TD errors, summed; q is [2, B]."""
+    return F.mse_loss(q[0], y) + F.mse_loss(q[1], y)
+
+
+def actor_loss(q1: torch.Tensor) -> torch.Tensor:
+    """−mean Q1(s, μ(s))."""
+    return -state_precision(q1).mean()
 
 
 @torch.no_grad()

@@ -1,0 +1,84 @@
+"""Throughput of a seed batch (`spikerl-bench perf --seed-batch K`): K seeds of one method in one
+process (`spikerl.batch_loop`), timed like `bench.perf` times a single seed.
+
+update ms: one TD3 update of all K seeds (a burst of 2, so the delayed actor step counts once,
+with the loop's per-seed sampling, normalising, stacking and random draws), per update.
+action ms: the K seeds' actions for one env step each (normalisers, one vmapped actor call, host
+copy). loop steps/s: env steps per second of ONE seed of the batch in the learning phase, and
+the aggregate (K times that), to set against a single seed's loop steps/s.
+"""
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import numpy as np
+import torch
+
+from baselines.registry import get_method
+from spikerl import native_lib
+from spikerl.batch_loop import BatchRun, train_seed_batch
+from spikerl.config import TD3Config
+
+
+def seed_batch_update_and_action_ms(method: str, env_id: str, k: int, precision: str | None, repeats: int = 50,
+                                    device: str = "cpu", engine: str = "torch") -> tuple[float, float]:
+    """(update ms, action ms) of a freshly built K-seed batch on random replay data."""
+    from bench.perf import median_ms
+
+    spec = get_method(method)
+    cfg_d = {**TD3Config().to_dict(), **spec.td3_params(env_id), "replay_size": 10_000}
+    if precision is not None:
+        cfg_d["precision"] = precision
+    cfg = TD3Config.from_dict(cfg_d)
+    dev = torch.device(device)
+    with native_lib.engine(engine):
+        run = BatchRun(spec, env_id, list(range(k)), cfg, None, run_dirs=None, callbacks=None, device=dev,
+                        per_seed_actor=engine == "native")
+        try:
+            rng = np.random.default_rng(0)
+            lim = run.lim
+            for x in run.seeds:
+                for _ in range(5_000):
+                    x.replay.add(rng.normal(size=run.obs_dim), rng.uniform(-lim, lim, run.act_dim), rng.normal(),
+                                 rng.normal(size=run.obs_dim), False)
+                x.agent.normalizer.update(x.replay.obs[:5_000].astype(np.float64))
+                x.s.obs = rng.normal(size=run.obs_dim)
+
+            def two_updates() -> None:
+                run.update(2)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+
+            update_ms = median_ms(two_updates, repeats, max(1, repeats // 10)) / 2
+            action_ms = median_ms(run.act_all, 5 * repeats, max(1, repeats // 2))
+        finally:
+            run.close()
+    return update_ms, action_ms
+
+
+def seed_batch_loop_sps(method: str, env_id: str, k: int, loop_steps: int, precision: str | None,
+                        device: str = "cpu", engine: str = "torch") -> float:
+    """Env steps/s of one seed of a K-seed batch in its learning phase (multiply by K for the aggregate)."""
+    from bench.perf import _SpsProbe
+
+    warm = 1_000
+    spec = get_method(method)
+    d = {**TD3Config().to_dict(), **spec.td3_params(env_id)}
+    d.update(total_steps=warm + loop_steps, start_steps=warm, update_after=warm, log_every=loop_steps // 4,
+             eval_every=10 * (warm + loop_steps), eval_episodes=1, checkpoint_every=0, replay_size=50_000)
+    if precision is not None:
+        d["precision"] = precision
+    probe = _SpsProbe(after_step=warm + loop_steps // 4)  # the first quarter pays for warm-up: dropped
+    callbacks: list[list[Any]] = [[probe]] + [[] for _ in range(k - 1)]
+    train_seed_batch(spec, env_id, list(range(k)), TD3Config.from_dict(d), callbacks=callbacks, device=device,
+                     engine=engine)
+    return statistics.mean(probe.rows)
+
+
+def seed_batch_row(method: str, env_id: str, k: int, loop_steps: int, precision: str | None,
+                   device: str = "cpu", engine: str = "torch") -> dict[str, Any]:
+    upd, act = seed_batch_update_and_action_ms(method, env_id, k, precision, device=device, engine=engine)
+    sps = seed_batch_loop_sps(method, env_id, k, loop_steps, precision, device=device, engine=engine)
+    return {"method": method, "engine": engine, "seed_batch": k, "update_ms": upd, "action_ms": act,
+            "loop_sps_per_seed": sps, "loop_sps_aggregate": k * sps}

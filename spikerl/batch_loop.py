@@ -1,0 +1,372 @@
+"""The training loop for a seed batch: K seeds of one method × env in one process, read top to
+bottom in `train_seed_batch` (set up, loop, save, close).
+
+It is `spikerl.loop.train` run K times in lock-step: K environments, replay buffers, normalisers,
+exploration RNGs and evaluation envs, one per seed and each seeded as that seed's single run seeds
+it; acting and the TD3 update run once for all K (`spikerl.seed_batch`). Every seed keeps its own
+run folder, callbacks and checkpoint, in the single run's format. One process, one rank: a seed
+batch is not data parallel. The native kernels cannot be vmapped: on engine 'torch' everything is
+vmapped, on 'native' each seed's actor runs alone on the kernels and the rest is batched.
+
+Checkpoints. Each seed's folder gets its own checkpoint.pt. So that a crash between two seeds'
+files never leaves the batch at two different steps, all K are written as checkpoint.pt.next first
+and only then renamed into place; a resume takes the latest step every seed has a file for,
+finishing an interrupted rename.
+"""
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from . import native_lib
+from .callbacks import Callback, CallbackList, EndEvent, EvalEvent, ProgressEvent, RunInfo
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
+from .config import TD3Config
+from .cuda_graphs import GraphedAct, GraphedBurst, capture_for
+from .envs import act_limit_of, capture_env_state, make_env, restore_env_state
+from .evaluation import eval_episode_seeds, run_episodes
+from .loop import Agent, TrainResult, build_agent, params_sha256
+from .loop_state import LoopState
+from .method import MethodSpec
+from .precision import autocast
+from .replay import ReplayBuffer
+from .seed_batch import BatchedTD3, BurstInputs, SeedGenerators
+from .seeding import capture_rng, seed_everything
+
+__all__ = ["train_seed_batch", "NEXT_SUFFIX"]
+
+NEXT_SUFFIX = ".next"
+"""A seed's new checkpoint waits under checkpoint.pt.next until every seed of the batch has one."""
+
+
+def train_seed_batch(spec: MethodSpec, env_id: str, seeds: Sequence[int], config: TD3Config,
+                     actor_params: dict[str, Any] | None = None, *, run_dirs: Sequence[Path] | None = None,
+                     callbacks: Sequence[Sequence[Callback]] | None = None, device: torch.device | str = "cpu",
+                     resume: bool = False, cuda_graphs: bool = True, engine: str = "torch") -> list[TrainResult]:
+    """Train `spec` on `env_id` once per seed, all seeds at once; one TrainResult per seed, in order.
+
+    `run_dirs`: one folder per seed for its checkpoints (none without them). `callbacks`: one list per
+    seed. `resume`: continue every seed from its folder's latest checkpoint of a common step.
+    `cuda_graphs`: on a CUDA device, replay the update bursts and acting as CUDA graphs
+    (`spikerl.cuda_graphs`; eager, with one warning, where capture fails).
+    `engine`: 'torch' vmaps the actors too (pure torch, any device and dtype); 'native' runs each
+    seed's actor alone on the native kernels where they are usable (fp32 CPU) and batches the rest.
+    Seed k's result is that of `spikerl.loop.train(spec, env_id, seeds[k], ...)` on the torch engine,
+    up to the rounding of the batched matmuls (tests/test_seed_batch.py).
+    """
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"a seed batch needs distinct seeds, got {seeds}")
+    if run_dirs is not None and len(run_dirs) != len(seeds):
+        raise ValueError(f"{len(run_dirs)} run folders for {len(seeds)} seeds")
+    if callbacks is not None and len(callbacks) != len(seeds):
+        raise ValueError(f"{len(callbacks)} callback lists for {len(seeds)} seeds")
+    with native_lib.engine(engine):
+        run = BatchRun(spec, env_id, seeds, config, actor_params, run_dirs=run_dirs, callbacks=callbacks,
+                        device=torch.device(device), cuda_graphs=cuda_graphs, per_seed_actor=engine == "native")
+        try:
+            if resume and run_dirs is not None:
+                step = batch_resume_step([Path(d) for d in run_dirs])
+                if step is not None:
+                    run.restore()
+            for s in run.seeds:
+                s.cbs.on_train_start(run.run_info(s))
+            try:
+                run.loop()  # act, step, store, learn, log, evaluate, checkpoint
+                run.finish()  # final evaluation and checkpoint
+            except KeyboardInterrupt:
+                run.end("interrupted", "interrupted")
+                raise
+            except Exception as exc:
+                run.end("failed", f"{type(exc).__name__}: {exc}")
+                exc.__notes__ = getattr(exc, "__notes__", []) + [traceback.format_exc(limit=3)]
+                raise
+        finally:
+            run.close()
+        results = run.results()
+    for s, r in zip(run.seeds, results):
+        s.cbs.on_train_end(EndEvent(step=r.steps, wall_s=r.wall_s, status="complete"))
+    return results
+
+
+@dataclass
+class _Seed:
+    """What one seed of the batch owns: everything its single run owns except the nets."""
+
+    seed: int
+    agent: Agent
+    """Built as the single run builds it; its actor and critic are refreshed from the batch only
+    for hashing the final parameters (training uses the stacked weights)."""
+    env: Any
+    eval_env: Any
+    replay: ReplayBuffer
+    s: LoopState
+    cbs: CallbackList
+    run_dir: Path | None
+    evals: list[EvalEvent]
+
+
+class BatchRun:
+    """One call of `train_seed_batch`: what it built, and the phases it runs in order (also driven
+    piecewise by `bench.perf_seed_batch`)."""
+
+    def __init__(self, spec: MethodSpec, env_id: str, seeds: list[int], cfg: TD3Config,
+                 actor_params: dict[str, Any] | None, *, run_dirs: Sequence[Path] | None,
+                 callbacks: Sequence[Sequence[Callback]] | None, device: torch.device, cuda_graphs: bool = True,
+                 per_seed_actor: bool = False):
+        self.spec, self.env_id, self.cfg, self.device = spec, env_id, cfg, device
+        self.actor_params = dict(spec.actor_params(env_id) if actor_params is None else actor_params)
+        self.t = 0
+        self.finished = False
+        self.log_step, self.log_time = 0, 0.0
+        self.seeds: list[_Seed] = []
+        for k, seed in enumerate(seeds):
+            seed_everything(seed)  # each seed's nets start as in its single run
+            env, eval_env = make_env(env_id, cfg.max_ep_len), make_env(env_id, cfg.max_ep_len)
+            obs_dim = int(np.prod(env.observation_space.shape))
+            self.act_dim = int(np.prod(env.action_space.shape))
+            self.lim = act_limit_of(env)
+            agent = build_agent(spec, env_id, cfg, self.actor_params, obs_dim, self.act_dim, self.lim, device)
+            self.dtype = next(agent.critic.parameters()).dtype
+            replay = ReplayBuffer(obs_dim, self.act_dim, cfg.replay_size, seed=seed, device=device, dtype=self.dtype)
+            env.action_space.seed(seed)
+            obs, _ = env.reset(seed=seed)
+            state = LoopState(obs=obs, explore_rng=np.random.default_rng(seed))
+            self.seeds.append(_Seed(seed, agent, env, eval_env, replay, state,
+                                    CallbackList(callbacks[k] if callbacks is not None else ()),
+                                    Path(run_dirs[k]) if run_dirs is not None else None, []))
+        self.obs_dim = obs_dim
+        self.gens = SeedGenerators.seeded(seeds, device)
+        self.td3 = BatchedTD3([x.agent.actor for x in self.seeds], [x.agent.critic for x in self.seeds], cfg,
+                              self.lim, device, self.gens, per_seed_actor=per_seed_actor)
+        capture = capture_for(device, cuda_graphs)
+        self.bursts, self.acting = GraphedBurst(self.td3, capture), GraphedAct(self.td3, capture)
+
+    # ---- checkpoint and resume
+
+    def save(self) -> None:
+        """Every seed's checkpoint in its single run's format, all K written before any replaces the last."""
+        step = self.t
+        pending = []
+        for k, x in enumerate(self.seeds):
+            assert x.run_dir is not None
+            path = x.run_dir / CHECKPOINT_NAME
+            save_checkpoint(path.with_name(CHECKPOINT_NAME + NEXT_SUFFIX), {
+                "method": self.spec.name, "env_id": self.env_id, "seed": x.seed, "world_size": 1, "rank": 0,
+                "config": self.cfg.to_dict(), "actor_params": self.actor_params,
+                "td3": self.td3.seed_state_dict(k), "normalizer": x.agent.normalizer.state_dict(),
+                "replay": x.replay.state_dict(), "env": capture_env_state(x.env), "loop": x.s.state_dict(),
+                "rng": {**capture_rng(), "torch": self.gens.generators[k].get_state()}, "callbacks": x.cbs.state_dict(),
+                "seed_batch": {"seeds": [y.seed for y in self.seeds], "index": k},
+            })
+            pending.append(path)
+        for path in pending:
+            os.replace(path.with_name(CHECKPOINT_NAME + NEXT_SUFFIX), path)
+        for x, path in zip(self.seeds, pending):
+            x.cbs.on_checkpoint(step, x.s.wall_s(), path)
+
+    def restore(self) -> None:
+        states = []
+        for x in self.seeds:
+            assert x.run_dir is not None
+            state = load_checkpoint(x.run_dir / CHECKPOINT_NAME, map_location=self.device)
+            origin = (state.get("method"), state.get("env_id"), state.get("world_size"), state.get("seed"))
+            if origin != (self.spec.name, self.env_id, 1, x.seed):
+                raise CheckpointError(f"{x.run_dir / CHECKPOINT_NAME} was written by {origin[0]}/{origin[1]} seed "
+                                      f"{origin[3]} at world size {origin[2]}, not {self.spec.name}/{self.env_id} "
+                                      f"seed {x.seed} at 1")
+            states.append(state)
+        self.td3.load_seed_state_dicts([st["td3"] for st in states])
+        self.gens.load_state_dicts([st["rng"]["torch"] for st in states])
+        for x, st in zip(self.seeds, states):
+            x.agent.normalizer.load_state_dict(st["normalizer"])
+            x.replay.load_state_dict(st["replay"])
+            restore_env_state(x.env, st["env"], x.seed)
+            x.s.load_state_dict(st["loop"])
+            x.cbs.load_state_dict(st["callbacks"])
+        self.t = self.seeds[0].s.t
+
+    # ---- the phases
+
+    def run_info(self, x: _Seed) -> RunInfo:
+        return RunInfo(run_dir=x.run_dir, method=self.spec.name, env_id=self.env_id, seed=x.seed,
+                       total_steps=self.cfg.total_steps, rank=0, local_rank=0, world_size=1, device=self.device,
+                       start_step=self.t, start_wall_s=x.s.wall_before_s, resumed=self.t > 0)
+
+    def loop(self) -> None:
+        cfg = self.cfg
+        n_updates = max(1, round(cfg.update_every * cfg.updates_per_step))
+        next_log = _next_multiple(self.t, cfg.log_every)
+        next_eval = _next_multiple(self.t, cfg.eval_every)
+        next_ckpt = _next_multiple(self.t, cfg.checkpoint_every) if cfg.checkpoint_every else None
+        self.log_step, self.log_time = self.t, time.perf_counter()
+        has_dirs = all(x.run_dir is not None for x in self.seeds)
+        while self.t < cfg.total_steps:
+            self.collect_step()
+            if self.t % cfg.obs_norm_every == 0:
+                self.merge_pending_obs()
+            if self.t % cfg.update_every == 0 and self.t >= cfg.update_after:
+                self.update(n_updates)
+            step = self.t
+            if step >= next_log:
+                next_log = _next_multiple(step, cfg.log_every)
+                if not self.log_progress(step):
+                    break
+            if step >= next_eval:
+                next_eval = _next_multiple(step, cfg.eval_every)
+                self.evaluate()
+            if next_ckpt is not None and step >= next_ckpt and has_dirs:
+                next_ckpt = _next_multiple(step, cfg.checkpoint_every)
+                self.save()
+
+    def finish(self) -> None:
+        self.finished = self.t >= self.cfg.total_steps
+        if any(x.s.last_eval_step != self.t for x in self.seeds):
+            self.evaluate()
+        if all(x.run_dir is not None for x in self.seeds) and self.cfg.checkpoint_every:
+            self.save()
+
+    def end(self, status: str, error: str) -> None:
+        for x in self.seeds:
+            x.cbs.on_train_end(EndEvent(step=self.t, wall_s=x.s.wall_s(), status=status, error=error))
+
+    def close(self) -> None:
+        for x in self.seeds:
+            x.env.close()
+            x.eval_env.close()
+
+    def results(self) -> list[TrainResult]:
+        out = []
+        for k, x in enumerate(self.seeds):
+            x.agent.actor.load_state_dict(self.td3.actor.seed_state_dict(k))
+            x.agent.critic.load_state_dict(self.td3.critic.seed_state_dict(k))
+            sha = params_sha256(x.agent.actor, x.agent.critic, x.agent.normalizer)
+            out.append(TrainResult(steps=self.t, wall_s=x.s.wall_s(), final_return_mean=x.s.final_eval,
+                                   best_return_mean=x.s.best_eval, status="complete", updates=self.td3.updates,
+                                   param_sha256=sha, param_sha256_by_rank=[sha], evals=x.evals))
+        return out
+
+    # ---- one env step of every seed, and what the loop does between them
+
+    def collect_step(self) -> None:
+        cfg, lim = self.cfg, self.lim
+        if self.t < cfg.start_steps:
+            actions = [x.env.action_space.sample() if cfg.start_actions == "uniform" else
+                       np.clip(x.s.explore_rng.normal(0.0, cfg.start_noise * lim, size=self.act_dim), -lim, lim)
+                       for x in self.seeds]
+        else:
+            a = self.act_all()
+            actions = [np.clip(a[k] + x.s.explore_rng.normal(0.0, cfg.expl_noise * lim, size=self.act_dim), -lim, lim)
+                       for k, x in enumerate(self.seeds)]
+        for x, action in zip(self.seeds, actions):
+            s = x.s
+            next_obs, reward, terminated, truncated, _ = x.env.step(action)
+            x.replay.add(s.obs, action, reward, next_obs, terminated)  # truncation is not terminal: it bootstraps
+            s.pending_obs.append(s.obs)
+            s.ep_ret += float(reward)
+            s.obs = next_obs
+            s.t += 1
+            if terminated or truncated:
+                s.episodes += 1
+                s.last_train_return = s.ep_ret
+                s.obs, _ = x.env.reset()
+                s.ep_ret = 0.0
+        self.t += 1
+
+    @torch.no_grad()
+    def act_all(self) -> np.ndarray:
+        """Every seed's deterministic action [K, act_dim] for its current observation, in one call."""
+        x = torch.stack([y.agent.normalizer(torch.as_tensor(y.s.obs, dtype=self.dtype, device=self.device)
+                                            .unsqueeze(0)) for y in self.seeds])
+        return self.acting.run(x, self.td3.draw_act(1)).float()[:, 0].cpu().numpy()
+
+    def merge_pending_obs(self) -> None:
+        for x in self.seeds:
+            norm = x.agent.normalizer
+            norm.merge_stats(norm.batch_stats(np.asarray(x.s.pending_obs, dtype=np.float64).reshape(-1, self.obs_dim)))
+            x.s.pending_obs.clear()
+
+    def update(self, n: int) -> None:
+        B = self.cfg.batch_size
+        rows = [x.replay.sample_stacked(n, B) for x in self.seeds]
+        # each seed's normaliser, once over all its rows (as TD3.update_many calls it)
+        normed = [x.agent.normalizer(torch.cat([r.obs, r.next_obs])) for x, r in zip(self.seeds, rows)]
+        draws = self.td3.draw_burst(n, B, self.act_dim)
+        self.bursts.run(BurstInputs(
+            obs=torch.stack([m[:n * B] for m in normed]), act=torch.stack([r.act for r in rows]),
+            rew=torch.stack([r.rew for r in rows]), next_obs=torch.stack([m[n * B:] for m in normed]),
+            terminated=torch.stack([r.terminated for r in rows]), draws=draws))
+
+    def log_progress(self, step: int) -> bool:
+        """Tell every seed's callbacks; False when any of them asked to stop (the batch stops together)."""
+        now = time.perf_counter()
+        sps = (step - self.log_step) / max(now - self.log_time, 1e-9)  # each seed's own env steps/s
+        self.log_step, self.log_time = step, now
+        keep_going = True
+        for k, x in enumerate(self.seeds):
+            event = ProgressEvent(step=step, wall_s=x.s.wall_s(), episodes=x.s.episodes,
+                                  train_return=x.s.last_train_return, sps=sps, updates=self.td3.updates,
+                                  losses=self.td3.losses(k))
+            keep_going &= x.cbs.on_progress(event) is not False
+        return keep_going
+
+    def evaluate(self) -> None:
+        """Each seed's deterministic episodes on its own eval env and fixed seeds, one seed after another."""
+        step = self.t
+        for k, x in enumerate(self.seeds):
+            s = x.s
+            x.cbs.on_eval_start(step, s.wall_s())
+            actor, norm = self.td3.seed_actor(k), x.agent.normalizer
+
+            def policy(obs: np.ndarray) -> np.ndarray:
+                o = torch.as_tensor(obs, dtype=self.dtype, device=self.device).unsqueeze(0)
+                with autocast(self.cfg.precision, self.device):
+                    a = actor(norm(o))
+                return a.float().squeeze(0).cpu().numpy()
+
+            with self.gens.as_global(k):  # Poisson spikes: seed k's stream, as in its single run
+                returns = run_episodes(x.eval_env, policy, eval_episode_seeds(x.seed, self.cfg.eval_episodes))
+            ev = EvalEvent(step=step, wall_s=s.wall_s(), return_mean=float(np.mean(returns)),
+                           return_std=float(np.std(returns)), episodes=len(returns), returns=tuple(returns))
+            s.final_eval = ev.return_mean
+            s.best_eval = ev.return_mean if s.best_eval is None else max(s.best_eval, ev.return_mean)
+            s.last_eval_step = step
+            x.evals.append(ev)
+            x.cbs.on_eval_end(ev)
+
+
+def _next_multiple(step: int, every: int) -> int:
+    return (step // every + 1) * every
+
+
+def batch_resume_step(run_dirs: Sequence[Path]) -> int | None:
+    """The step a seed batch resumes from: the latest one every seed's folder has a checkpoint of
+    (finishing the renames of an interrupted save), or None when no folder has any checkpoint.
+    CheckpointError when some seeds have checkpoints and the others none of a common step."""
+    found: list[dict[int, Path]] = []
+    for d in run_dirs:
+        steps: dict[int, Path] = {}
+        for path in (d / CHECKPOINT_NAME, d / (CHECKPOINT_NAME + NEXT_SUFFIX)):
+            if path.is_file():
+                steps.setdefault(int(load_checkpoint(path)["loop"]["t"]), path)
+        found.append(steps)
+    if not any(found):
+        return None
+    common = set.intersection(*(set(f) for f in found))
+    if not common:
+        raise CheckpointError(f"the seeds' folders hold no checkpoint of a common step "
+                              f"({', '.join(f'{d}: {sorted(f)}' for d, f in zip(run_dirs, found))}); "
+                              "resume them as they were started, or start again")
+    step = max(common)
+    for d, f in zip(run_dirs, found):
+        if f[step].name != CHECKPOINT_NAME:
+            os.replace(f[step], d / CHECKPOINT_NAME)
+        (d / (CHECKPOINT_NAME + NEXT_SUFFIX)).unlink(missing_ok=True)
+    return step

@@ -1,0 +1,108 @@
+"""The seed batch's CUDA-graph buffer discipline (spikerl.cuda_graphs), exercised on the CPU.
+
+`EagerReplay` stands in for a captured graph: it calls the captured function again on the same
+static buffers, so any burst that replayed stale inputs, a buffer that moved, a schedule captured
+in the wrong policy-delay phase or a double-counted update would show up as parameters that
+differ from plain `update_burst` / `act` calls.
+"""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from baselines.registry import get_method
+from spikerl import native_lib
+from spikerl.cuda_graphs import CaptureFailed, EagerReplay, GraphedAct, GraphedBurst, capture_for
+from spikerl.loop import build_agent
+from spikerl.seed_batch import BatchedTD3, BurstInputs, SeedGenerators
+
+from harness_helpers import tiny_config
+
+SEEDS = (0, 1, 2)
+OBS, ACT = 5, 2
+
+
+def _batch(encoding: str) -> BatchedTD3:
+    spec = get_method("popsan")
+    params = {**spec.actor_params("HalfCheetah-v4"), "hidden": (16, 16), "encoding": encoding}
+    cfg = tiny_config(batch_size=8, critic_hidden=(16, 16))
+    agents = []
+    for s in SEEDS:
+        torch.manual_seed(s)
+        agents.append(build_agent(spec, "HalfCheetah-v4", cfg, params, OBS, ACT, 1.0, torch.device("cpu")))
+    return BatchedTD3([a.actor for a in agents], [a.critic for a in agents], cfg, 1.0, torch.device("cpu"),
+                      SeedGenerators.seeded(SEEDS, torch.device("cpu")))
+
+
+def _inputs(td3: BatchedTD3, n: int, gen: torch.Generator) -> BurstInputs:
+    rows = n * td3.cfg.batch_size
+    K = len(SEEDS)
+    return BurstInputs(torch.randn(K, rows, OBS, generator=gen).clamp(-3, 3),
+                       torch.rand(K, rows, ACT, generator=gen) * 2 - 1, torch.randn(K, rows, generator=gen),
+                       torch.randn(K, rows, OBS, generator=gen).clamp(-3, 3),
+                       (torch.rand(K, rows, generator=gen) < 0.1).float(), td3.draw_burst(n, td3.cfg.batch_size, ACT))
+
+
+def _state(td3: BatchedTD3) -> list[torch.Tensor]:
+    nets = (td3.actor, td3.critic, td3.actor_target, td3.critic_target)
+    opt = [t for o in (td3.actor_opt, td3.critic_opt) for st in o.state.values() for t in st.values()]
+    return [t.detach().clone() for net in nets for t in net.params.values()] + [t.clone() for t in opt]
+
+
+@pytest.mark.parametrize("encoding", ["deterministic", "poisson"])
+def test_graphed_bursts_replay_from_static_buffers_like_plain_bursts(encoding):
+    plain, graphed = _batch(encoding), _batch(encoding)
+    runner = GraphedBurst(graphed, EagerReplay)
+    gen_a, gen_b = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    ptrs = None
+    with native_lib.engine("torch"):
+        for n in (3, 3, 3, 3, 2, 3):  # odd bursts alternate the policy-delay phase: two graphs of n = 3
+            plain.update_burst(_inputs(plain, n, gen_a))
+            runner.run(_inputs(graphed, n, gen_b))
+            assert plain.updates == graphed.updates
+            if len(runner.graphs) == 2 and ptrs is None:
+                ptrs = {k: v[0].obs.data_ptr() for k, v in runner.graphs.items()}
+    assert len(runner.graphs) == 3 and ptrs is not None  # (n=3, phase 0), (n=3, phase 1), (n=2, phase 1)
+    assert {k: v[0].obs.data_ptr() for k, v in runner.graphs.items() if k in ptrs} == ptrs  # buffers stay put
+    for a, b in zip(_state(plain), _state(graphed)):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("encoding", ["deterministic", "poisson"])
+def test_graphed_acting_replays_from_static_buffers_like_plain_acting(encoding):
+    plain, graphed = _batch(encoding), _batch(encoding)
+    runner = GraphedAct(graphed, EagerReplay)
+    gen = torch.Generator().manual_seed(1)
+    with native_lib.engine("torch"):
+        for _ in range(4):
+            obs = torch.randn(len(SEEDS), 1, OBS, generator=gen)
+            expected = plain.act(obs, plain.draw_act(1))
+            got = runner.run(obs, graphed.draw_act(1))
+            assert torch.equal(expected, got)
+    assert runner.graph is not None
+
+
+def test_a_failed_capture_warns_once_and_runs_eagerly():
+    plain, graphed = _batch("deterministic"), _batch("deterministic")
+
+    def broken(fn):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    runner = GraphedBurst(graphed, broken)
+    gen_a, gen_b = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    with native_lib.engine("torch"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            plain.update_burst(_inputs(plain, 2, gen_a))
+            runner.run(_inputs(graphed, 2, gen_b))
+    assert [w.category for w in caught] == [CaptureFailed]
+    assert "update burst" in str(caught[0].message) and runner.capture is None and not runner.graphs
+    for a, b in zip(_state(plain), _state(graphed)):
+        assert torch.equal(a, b)
+
+
+def test_graphs_only_on_cuda():
+    assert capture_for(torch.device("cpu")) is None
+    assert capture_for(torch.device("cuda"), enabled=False) is None

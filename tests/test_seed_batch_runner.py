@@ -1,0 +1,78 @@
+"""A seed batch written into K ordinary seed folders (bench.run.seed_batch_runner)."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from bench import schema
+from bench.energy.callback import EnergyCallback
+from bench.run import seed_batch_runner, store
+from bench.run.plan import Plan
+from spikerl.checkpoint import CHECKPOINT_NAME, load_checkpoint
+
+SEEDS = (0, 1, 2)
+
+
+class FakeMeter(EnergyCallback):
+    """A process meter that reads 300 J, counts what reaches it, and changes nothing."""
+
+    def __init__(self):
+        super().__init__(codecarbon=False)
+        self.calls: list[str] = []
+
+    def on_train_start(self, info):
+        self.calls.append(f"start {info.seed}")
+
+    def on_progress(self, event):
+        self.calls.append("progress")
+
+    def on_eval_start(self, step, wall_s):
+        self.calls.append("eval")
+
+    def on_eval_end(self, event):
+        self.calls.append("eval end")
+
+    def on_train_end(self, event):
+        self.calls.append(f"end {event.status}")
+
+    def total_energy_j(self):
+        return 300.0
+
+    def result_fields(self):
+        return {"energy_j": 300.0, "avg_power_w": 30.0, "cpu_energy_j": 300.0, "cpu_source": "estimate",
+                "estimated": True, "emissions_kg": 3e-5, "foreign_cpu_share": 0.25, "train_energy_j": 240.0,
+                "eval_energy_j": 60.0}
+
+
+def test_a_batch_fills_k_seed_folders_and_charges_each_a_kth_of_the_energy(tmp_path, monkeypatch):
+    meter = FakeMeter()
+    monkeypatch.setattr(seed_batch_runner, "extra_callbacks", lambda plan: ([meter], meter.total_energy_j))
+    plan = Plan(methods=("mlp",), envs=("HalfCheetah-v4",), seeds=SEEDS, profile="smoke", total_steps=600,
+                device="cpu", td3_overrides={"start_steps": 200, "update_after": 200, "eval_every": 300,
+                                             "log_every": 150, "checkpoint_every": 300, "batch_size": 32,
+                                             "critic_hidden": (32, 32), "max_ep_len": 100},
+                actor_overrides={"hidden": (32, 32)})
+    results = seed_batch_runner.run_seed_batch(tmp_path, plan, "mlp", "HalfCheetah-v4", SEEDS, plain=True)
+    assert [r["status"] for r in results] == ["complete"] * 3
+    assert len({r["param_sha256_by_rank"][0] for r in results}) == 3
+    for seed, r in zip(SEEDS, results):
+        folder = store.seed_dir(tmp_path, "mlp", "HalfCheetah-v4", seed)
+        saved = store.read_json(folder / schema.RESULT)
+        assert saved["seed"] == seed and saved["seed_batch"] == 3 and saved["engine"] == "torch"  # mlp: no spikes
+        assert saved["energy_j"] == pytest.approx(100.0) and saved["avg_power_w"] == pytest.approx(10.0)
+        assert saved["train_energy_j"] == pytest.approx(80.0) and saved["emissions_kg"] == pytest.approx(1e-5)
+        assert saved["foreign_cpu_share"] == 0.25 and saved["estimated"] is True  # shares are not split
+        assert store.read_json(folder / schema.CONFIG)["seed_batch"] == 3
+        assert saved["macs_per_action"] > 0  # the final actor's activity, read from its own checkpoint
+        with open(folder / schema.PROGRESS) as f:
+            rows = list(csv.DictReader(f))
+        assert [int(r["step"]) for r in rows] == [150, 300, 450, 600]
+        assert {float(r["energy_j"]) for r in rows} == {100.0}
+        with open(folder / schema.EVALS) as f:
+            assert [int(r["step"]) for r in csv.DictReader(f)] == [300, 600]
+        assert load_checkpoint(folder / CHECKPOINT_NAME)["seed"] == seed
+    # one meter for the process: started and stopped once, in eval time during every seed's evaluation
+    assert meter.calls.count("start 0") == 1 and sum(c.startswith("start") for c in meter.calls) == 1
+    assert meter.calls.count("end complete") == 1
+    assert meter.calls.count("eval") == 2 * len(SEEDS) and meter.calls.count("progress") == 4
