@@ -102,6 +102,8 @@ RUN_FIELDS = (
     Field("world_size", kind="int"), Field("backend", kind="str"), Field("precision", kind="str"),
     Field("device", kind="str"), Field("updates", kind="int"),
     Field("engine", kind="str", doc="how the spiking layers ran: native (CPU kernels) or torch"),
+    Field("seed_batch", "", "int", doc="seeds trained together in the run's process (--seed-batch K); its energy "
+          "fields are the process's divided by K"),
 )
 ENERGY_FIELDS = (
     Field("energy_j", "J", doc="gpu_energy_j + cpu_energy_j + ram_energy_j, train + eval"),

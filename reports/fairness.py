@@ -13,7 +13,8 @@ from bench.schema import Status
 from reports.format import fmt_num
 from reports.load import RunFolder
 
-_NOT_COMPUTATION = ("method", "seed", "summary", "precision_reason", "engine_reason", "threads")
+_NOT_COMPUTATION = ("method", "seed", "summary", "precision_reason", "engine_reason", "threads", "placement",
+                    "seed_batch_seeds")
 """config.json keys that name or describe a run without changing what it computes."""
 
 
@@ -101,7 +102,28 @@ def data_parallel_note(seeds: pd.DataFrame, run: RunFolder) -> str | None:
             "at one rank.")
 
 
+def seed_batch_note(seeds: pd.DataFrame) -> str | None:
+    """K seeds in one process share its energy: per-seed figures are the process's / K, and are
+    comparable only between methods run at the same K."""
+    if "seed_batch" not in seeds.columns:
+        return None
+    k = pd.to_numeric(seeds["seed_batch"], errors="coerce")
+    by_method = {str(m): sorted({int(x) for x in g.dropna()}) for m, g in k.groupby(seeds["method"])}
+    ks = {x for xs in by_method.values() for x in xs}
+    if not ks or ks == {1}:
+        return None
+    detail = "; ".join(f"{m}: K = {', '.join(map(str, xs))}" for m, xs in by_method.items())
+    if len(ks) > 1:
+        return (f"Seed batches differ between methods ({detail}): a seed's energy is its process's divided by "
+                "K, so GPS-UP across different K measures the batching, not the methods. Compare at equal K.")
+    (k_all,) = ks
+    return (f"Seed batches: every method trained {k_all} seeds together in one process (--seed-batch "
+            f"{k_all}, batched weights through torch.func.vmap); each seed's time is the batch's and its "
+            f"energy the process's divided by {k_all}. GPS-UP compares methods at this equal K only; these "
+            "per-seed figures are not those of runs trained one seed per process.")
+
+
 def warnings(run: RunFolder, seeds: pd.DataFrame) -> list[str]:
     found = [contention_warning(seeds), engine_warning(seeds), *same_computation_warnings(run),
-             data_parallel_note(seeds, run)]
+             data_parallel_note(seeds, run), seed_batch_note(seeds)]
     return [w for w in found if w]

@@ -157,6 +157,13 @@ RESUME_CASES = {
     "plan-method-override-edited-lr": _set(PLAN, ["method_overrides"], {"mlp": {"td3": {"lr_actor": 0.5}}}),
     "plan-method-override-edited-actor": _set(PLAN, ["method_overrides"], {"mlp": {"actor": {"hidden": [32, 32]}}}),
     "plan-config-sha256-garbage": _set(PLAN, ["config_sha256"], "not a digest"),
+    "plan-launcher-unknown": _set(PLAN, ["launcher"], "kubernetes"),
+    "plan-jobs-zero": _set(PLAN, ["jobs"], 0),
+    "plan-jobs-inline-parallel": _set(PLAN, ["jobs"], 4),
+    "plan-slurm-injection": _set(PLAN, ["slurm"], {"extra": {"comment": "x\nrm -rf /"}}),
+    "plan-slurm-without-slurm": _set(PLAN, ["slurm"], {"partition": "gpu"}),
+    "plan-seed-batch-zero": _set(PLAN, ["seed_batch"], 0),
+    "plan-seed-batch-string": _set(PLAN, ["seed_batch"], "2"),
     # config.json
     "config-edited-lr": _set(CONFIG, ["td3", "lr_actor"], 0.5),
     "config-engine-unknown": _set(CONFIG, ["engine"], "warp"),

@@ -76,3 +76,84 @@ def test_a_batch_fills_k_seed_folders_and_charges_each_a_kth_of_the_energy(tmp_p
     assert meter.calls.count("start 0") == 1 and sum(c.startswith("start") for c in meter.calls) == 1
     assert meter.calls.count("end complete") == 1
     assert meter.calls.count("eval") == 2 * len(SEEDS) and meter.calls.count("progress") == 4
+
+
+# ----------------------------------------------------------------------------- `spikerl-bench run --seed-batch K`
+
+TINY = ["--profile", "smoke", "--methods", "mlp", "--total-steps", "300", "--plain",
+        "--set", "start_steps=100", "--set", "update_after=100", "--set", "eval_every=300",
+        "--set", "eval_episodes=1", "--set", "checkpoint_every=150", "--set", "max_ep_len=100",
+        "--set", "critic_hidden=16,16", "--set", "actor.hidden=16,16"]
+
+
+def _results(run):
+    import json
+
+    return {int(p.parent.name[len("seed"):]): json.loads(p.read_text())
+            for p in sorted(run.glob("mlp/HalfCheetah-v4/seed*/result.json"))}
+
+
+@pytest.fixture(scope="module")
+def batched_run(tmp_path_factory):
+    from bench.cli.main import main
+
+    run = tmp_path_factory.mktemp("batched") / "run"
+    assert main(["run", *TINY, "--seeds", "0,1,2", "--seed-batch", "2", "--out", str(run)]) == 0
+    return run
+
+
+def test_the_cli_trains_seeds_in_batches_of_k_in_plan_order(batched_run):
+    r = _results(batched_run)
+    assert sorted(r) == [0, 1, 2] and {x["status"] for x in r.values()} == {"complete"}
+    assert [r[s]["seed_batch"] for s in (0, 1, 2)] == [2, 2, 1]  # [0, 1] together, then [2] alone
+    assert r[0]["seed_batch_seeds"] == [0, 1] and r[2]["seed_batch_seeds"] == [2]
+    assert r[0]["energy_j"] == pytest.approx(r[1]["energy_j"])  # one process's energy, halved
+    rows = list(csv.DictReader((batched_run / schema.SUMMARY).open()))
+    assert [int(x["seed_batch"]) for x in rows] == [2, 2, 1]
+
+
+def test_a_killed_batch_resumes_from_its_checkpoints(batched_run, tmp_path, capsys):
+    import shutil
+
+    from bench.cli.main import main
+
+    run = tmp_path / "run"
+    shutil.copytree(batched_run, run)
+    before = _results(run)
+    for s in (0, 1):
+        (store.seed_dir(run, "mlp", "HalfCheetah-v4", s) / schema.RESULT).unlink()
+    assert main(["run", "--resume", str(run)]) == 0
+    after = _results(run)
+    for s in (0, 1, 2):
+        assert after[s]["param_sha256_by_rank"] == before[s]["param_sha256_by_rank"]
+    assert main(["run", "--resume", str(run), "--seed-batch", "3"]) == 2
+    assert "drop --seed-batch" in capsys.readouterr().err
+
+
+def test_a_sweep_of_seed_batches_trains_what_the_inline_batches_train(batched_run, tmp_path):
+    """--launcher local --jobs 2 with --seed-batch 2: one job per batch, the same parameters."""
+    import os
+
+    from bench.cli.main import main
+
+    jobs = min(2, len(os.sched_getaffinity(0)))
+    run = tmp_path / "run"
+    assert main(["run", *TINY, "--seeds", "0,1,2", "--seed-batch", "2", "--out", str(run),
+                 "--launcher", "local", "--jobs", str(jobs)]) == 0
+    inline, swept = _results(batched_run), _results(run)
+    for s in (0, 1, 2):
+        assert swept[s]["param_sha256_by_rank"] == inline[s]["param_sha256_by_rank"]
+    assert len(list((run / "submitit").glob("*_submitted.pkl"))) == 2  # two batches, two jobs
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--seed-batch", "0"], "--seed-batch must be 1 to"),
+    (["--seed-batch", "2", "--nproc", "2"], "a seed batch is one process"),
+])
+def test_bad_seed_batches_are_refused_before_anything_is_written(argv, needle, tmp_path, capsys):
+    from bench.cli.main import main
+
+    out = tmp_path / "run"
+    assert main(["run", *TINY, "--seeds", "0,1", "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1 and not out.exists()

@@ -3,9 +3,10 @@
     python -m tools.sweep_speedup [--jobs 2] [--methods popsan] [--seeds 0-3] [--total-steps 3000]
                                   [--out DIR] [-- EXTRA RUN FLAGS]
 
-Runs `spikerl-bench run` twice on the same plan: the reference (inline, --jobs 1: every run
-alone on the machine) and `--launcher local --jobs N` (N runs at once, each pinned to its own
-cores). Prints the wall time of each sweep and the speedup, each run's param_sha256 in both
+Runs `spikerl-bench run` on the same plan: the reference (inline, --jobs 1: every run alone on
+the machine, in one process) and `--launcher local --jobs N` (N runs at once, each a submitit job
+pinned to its own cores); with --local-jobs1 also `--launcher local --jobs 1` (one job at a
+time: the same launcher, so its process start per run is in both). Prints the wall time of each sweep and the speedup, each run's param_sha256 in both
 (parallel execution must not change what is trained), and each run's energy account: the
 reference's measured energy against the parallel run's attributed energy, with the share.
 """
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--total-steps", default="3000")
     p.add_argument("--profile", default="smoke")
     p.add_argument("--out", type=Path, default=Path("runs") / time.strftime("sweep-speedup-%Y%m%dT%H%M%S"))
+    p.add_argument("--local-jobs1", action="store_true", help="also time --launcher local --jobs 1")
     p.add_argument("extra", nargs="*", help="more `spikerl-bench run` flags (after --)")
     a = p.parse_args(argv)
     plan = ["--profile", a.profile, "--methods", a.methods, "--envs", a.envs, "--seeds", a.seeds,
@@ -62,10 +64,18 @@ def main(argv: list[str] | None = None) -> int:
           f"torch threads per run 1 (the default), OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
     print(f"sweep: {' '.join(plan)}")
     seq_s = _sweep(a.out / "jobs1", plan)
+    local1_s = _sweep(a.out / "local-jobs1", [*plan, "--launcher", "local", "--jobs", "1"]) if a.local_jobs1 else None
     par_s = _sweep(a.out / f"jobs{a.jobs}", [*plan, "--launcher", "local", "--jobs", str(a.jobs)])
     seq, par = _rows(a.out / "jobs1"), _rows(a.out / f"jobs{a.jobs}")
-    print(f"\nwall time: --jobs 1 {seq_s:,.1f} s, --launcher local --jobs {a.jobs} {par_s:,.1f} s: "
+    print(f"\nwall time: inline (--jobs 1) {seq_s:,.1f} s, --launcher local --jobs {a.jobs} {par_s:,.1f} s: "
           f"{par_s / seq_s:.2f}x the time, speedup {seq_s / par_s:.2f}x")
+    if local1_s is not None:
+        same1 = all(r["sha"] == seq[k]["sha"] for k, r in _rows(a.out / "local-jobs1").items())
+        print(f"           --launcher local --jobs 1 {local1_s:,.1f} s: --jobs {a.jobs} takes {par_s / local1_s:.2f}x "
+              f"its time, speedup {local1_s / par_s:.2f}x (its parameters identical too: {same1})")
+    walls = {name: [_f(r["wall_s"]) for r in rows.values()] for name, rows in (("inline", seq), ("parallel", par))}
+    print("per-run training wall s: " + "; ".join(f"{n} " + ", ".join(f"{w:.1f}" for w in ws)
+                                                  for n, ws in walls.items()))
     print(f"\n{'run':<28} {'same params':>11} {'E jobs1 J':>10} {'E jobs' + str(a.jobs) + ' J':>10} "
           f"{'share':>6} {'fgn CPU':>7}  sources (jobs {a.jobs})")
     same = True

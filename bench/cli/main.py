@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--engine", choices=("auto", "native", "torch"), default=None,
                      help="how spiking layers execute: native CPU kernels (fp32) or pure torch; auto (default) "
                           "picks native wherever it runs, so every spiking method gets the same engine")
+    run.add_argument("--seed-batch", type=int, metavar="K",
+                     help="train K seeds of each method x env together in one process (batched weights through "
+                          "torch.func.vmap; each seed keeps its own folder and is charged 1/K of the process's "
+                          "energy); default 1")
     run.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
     run.add_argument("--nproc", type=int, help="start N local data-parallel ranks for every method (default: each "
                      "method's own: SpikeRL uses every local GPU with --device cuda, the others 1; under torchrun, "

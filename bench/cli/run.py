@@ -108,7 +108,7 @@ def exit_rank(code: int) -> None:
 
 def resume_plan(args: argparse.Namespace) -> Plan:
     conflicting = [f for f in ("methods", "envs", "seeds", "total_steps", "out", "precision", "nproc", "engine",
-                               "launcher", "jobs", *_SLURM_FLAGS)
+                               "seed_batch", "launcher", "jobs", *_SLURM_FLAGS)
                    if getattr(args, f) is not None] + (["set"] if args.settings else []) \
         + (["slurm_opt"] if args.slurm_opt else [])
     if conflicting:
@@ -162,10 +162,10 @@ def new_plan(args: argparse.Namespace) -> Plan:
     profile = PROFILES[args.profile]
     td3_overrides, actor_overrides = parse_set_options(args.settings)
     method_overrides = parse_method_set_options(args.settings)
-    for flag in ("threads", "nproc"):
+    for flag in ("threads", "nproc", "seed_batch"):
         value = getattr(args, flag)
         if value is not None and not 0 < value <= MAX_WORKERS:
-            raise UsageError(f"--{flag} must be 1 to {MAX_WORKERS}, got {value}")
+            raise UsageError(f"--{flag.replace('_', '-')} must be 1 to {MAX_WORKERS}, got {value}")
     if len(args.country) != 3 or not args.country.isalpha():
         raise UsageError(f"--country must be an ISO-3 code such as USA, FRA or DEU, got {args.country!r}")
     launcher, jobs = args.launcher or "inline", args.jobs if args.jobs is not None else 1
@@ -184,6 +184,7 @@ def new_plan(args: argparse.Namespace) -> Plan:
         baseline=args.baseline, country=args.country.upper(), power_interval_s=args.power_interval,
         target_return=args.target_return, nproc=args.nproc, backend=args.backend or "auto",
         threads=args.threads, engine=args.engine or "auto", launcher=launcher, jobs=jobs, slurm=slurm,
+        seed_batch=args.seed_batch or 1,
         config_file=None if getattr(args, "config", None) is None else str(args.config),
         config_sha256=getattr(args, "config_sha256", None),
         argv=tuple(sys.argv[1:]),

@@ -17,7 +17,7 @@ from bench.compare.load import METHOD, ENV, STATUS, RunData, Side
 _NOT_CONFIG = {METHOD, ENV, STATUS, "error", "emissions_error", "meter_errors"}
 RECORD_CONFIG_FIELDS = tuple(
     f.name for f in schema.RESULT_FIELDS if f.kind in ("str", "bool") and f.name not in _NOT_CONFIG
-) + tuple(f.name for f in schema.RESULT_FIELDS if f.name in ("world_size", "steps"))
+) + tuple(f.name for f in schema.RESULT_FIELDS if f.name in ("world_size", "steps", "seed_batch"))
 """Result fields that describe how a run ran; every string or boolean field of the schema
 (a new one such as `engine` joins automatically), plus world size and the step budget."""
 

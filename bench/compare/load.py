@@ -267,7 +267,7 @@ def load_json(path: Path) -> Side:
 
 # plan.json fields that change what a run does or how it is measured (the rest name or describe it)
 PLAN_SETUP_KEYS = ("total_steps", "device", "precision", "td3_overrides", "actor_overrides", "method_overrides",
-                   "nproc", "threads", "backend", "power_interval_s", "country")
+                   "nproc", "threads", "seed_batch", "backend", "power_interval_s", "country")
 # environment.json fields that say which machine ran it; a different machine is not a code change
 MACHINE_KEYS = ("cpu_model", "cpu_count", "gpus", "spiking_kernels")
 ABOUT_KEYS = ("git_commit", "git_dirty", "torch", "python", "hostname", "spikerl_bench_version")

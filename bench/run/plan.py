@@ -14,6 +14,8 @@ from spikerl.config import TD3Config, coerce_value
 from spikerl.envs import check_checkpointable, make_env
 
 MAX_SEED = 2**32 - 1  # numpy's SeedSequence and gymnasium's reset(seed=) accept up to this
+MAX_SEED_BATCH = 1_024
+"""Bound of --seed-batch: K environments, replay buffers and agents live in one process."""
 MAX_WORKERS = 1_024
 """Bound of --nproc and --threads: each is a process or an OS thread, so a typo must not fork thousands."""
 
@@ -51,6 +53,8 @@ class Plan:
     threads: int | None = None
     engine: str = "auto"
     """'auto' (native kernels for spiking layers where they run, else torch), 'native' or 'torch'."""
+    seed_batch: int = 1
+    """Seeds of one method × env trained together in one process (spikerl.batch_loop); 1: one run each."""
     launcher: str = "inline"
     """Where the runs execute: 'inline' (this process, one after another), 'local' (submitit jobs on
     this machine) or 'slurm' (a submitit job array); bench.run.sweep."""
@@ -89,6 +93,21 @@ class Plan:
         for key in ("methods", "envs", "seeds", "argv"):
             kw[key] = tuple(kw.get(key, ()))
         return cls(**kw)
+
+    def batches(self, runs: Sequence[RunKey] | None = None) -> list[tuple[RunKey, ...]]:
+        """The plan's runs (or those of `runs`) in the units that train together: each method × env's
+        seeds cut into consecutive groups of `seed_batch` in plan order (one run per unit when
+        seed_batch is 1). The cut depends only on the plan, so a resume finds the same batches."""
+        wanted = None if runs is None else set(runs)
+        groups = [self.seeds[i:i + self.seed_batch] for i in range(0, len(self.seeds), self.seed_batch)]
+        out = []
+        for e in self.envs:
+            for group in groups:
+                for m in self.methods:
+                    unit = tuple((m, e, s) for s in group if wanted is None or (m, e, s) in wanted)
+                    if unit:
+                        out.append(unit)
+        return out
 
     def runs(self, methods: Sequence[str] | None = None) -> list[RunKey]:
         """Every (method, env, seed), or only those of `methods`, in training order."""
@@ -137,6 +156,7 @@ _PLAN_CHECKS = {
     "backend": lambda v: v in ("auto", "nccl", "gloo", "mpi"),
     "threads": lambda v: v is None or (type(v) is int and 0 < v <= MAX_WORKERS),
     "engine": lambda v: v in ("auto", "native", "torch"),
+    "seed_batch": lambda v: type(v) is int and 0 < v <= MAX_SEED_BATCH,
     "launcher": lambda v: v in ("inline", "local", "slurm"),
     "jobs": lambda v: type(v) is int and 0 < v <= MAX_WORKERS,
     "slurm": lambda v: isinstance(v, dict),

@@ -63,7 +63,7 @@ def run_one(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, *, r
     saved = load_run_config(folder, spec, env_id) if resume else None
     run = saved or resolve_config(spec, env_id, plan, ctx.device)
     base = {"method": method, "env": env_id, "seed": seed, "world_size": ctx.world_size, "backend": ctx.backend,
-            "precision": run.td3.precision, "device": ctx.device.type, "engine": run.engine}
+            "precision": run.td3.precision, "device": ctx.device.type, "engine": run.engine, "seed_batch": 1}
     if ctx.is_main:
         folder.mkdir(parents=True, exist_ok=True)
         if point is not None:
@@ -178,7 +178,10 @@ def _selected(plan: Plan, methods: Sequence[str] | None, only_runs: Sequence[Run
 
 def _run_all(run_dir: Path, plan: Plan, resume: bool, plain: bool, ctx: DistContext,
              points: dict[RunKey, ResumePoint], runs: Sequence[RunKey]) -> int:
-    """Train these unfinished runs of the plan in order; returns how many did not complete."""
+    """Train these unfinished runs of the plan in order (seed batches together); returns how many
+    did not complete."""
+    if plan.seed_batch > 1:
+        return _run_batches(run_dir, plan, resume, plain, runs)
     failed = 0
     sweep = SweepClock(len(runs), plan.total_steps)
     for method, env_id, seed in runs:
@@ -190,13 +193,34 @@ def _run_all(run_dir: Path, plan: Plan, resume: bool, plain: bool, ctx: DistCont
             continue
         result = run_one(run_dir, plan, method, env_id, seed, resume=resume, plain=plain, ctx=ctx,
                          point=points.get((method, env_id, seed)), sweep=sweep)
-        if result["status"] != Status.COMPLETE:
-            failed += 1
-            print(f"spikerl-bench: {method} on {env_id} seed {seed} {result['status']}: {result.get('error')}",
-                  file=sys.stderr)
+        failed += _report(result)
         if ctx.is_main:
             write_summary(run_dir, plan)
     return failed
+
+
+def _run_batches(run_dir: Path, plan: Plan, resume: bool, plain: bool, runs: Sequence[RunKey]) -> int:
+    """`--seed-batch K`: each method × env's seeds K at a time in one process (one rank)."""
+    from bench.run.seed_batch_runner import run_seed_batch
+
+    failed = 0
+    for unit in plan.batches(runs):
+        if resume and all(is_complete(store.seed_dir(run_dir, *r)) for r in unit):
+            continue
+        method, env_id = unit[0][:2]
+        results = run_seed_batch(run_dir, plan, method, env_id, [r[2] for r in unit], resume=resume, plain=plain)
+        failed += sum(_report(r) for r in results)
+        write_summary(run_dir, plan)
+    return failed
+
+
+def _report(result: dict[str, Any]) -> int:
+    """1 (and a line) for a run that did not complete, else 0."""
+    if result["status"] == Status.COMPLETE:
+        return 0
+    print(f"spikerl-bench: {result['method']} on {result['env']} seed {result['seed']} {result['status']}: "
+          f"{result.get('error')}", file=sys.stderr)
+    return 1
 
 
 def finish_run_folder(run_dir: Path, plan: Plan) -> None:

@@ -24,6 +24,7 @@ from baselines.registry import get_method
 from bench import schema
 from bench.energy.callback import EnergyCallback
 from bench.run import store
+from bench.run.placement import placement
 from bench.run.plan import Plan
 from bench.run.recorder import CsvRecorder, ProgressDisplay
 from bench.run.resolve import resolve_config, resolve_device
@@ -114,6 +115,7 @@ def run_seed_batch(run_dir: Path, plan: Plan, method: str, env_id: str, seeds: S
         store.write_json(folder / schema.CONFIG, {
             **base, "seed": seed, "seed_batch_seeds": seeds, "precision_reason": run.precision_reason,
             "engine_reason": f"{run.engine_reason}; {ENGINE_REASONS[run.engine]}", "threads": torch.get_num_threads(),
+            "placement": placement(),
             "td3": run.td3.to_dict(), "actor": run.actor, "summary": spec.summary,
         })
     meters, energy_probe = extra_callbacks(plan)

@@ -50,10 +50,10 @@ class Slot:
 
 @dataclass(frozen=True)
 class Task:
-    """One run of the sweep, as submitit pickles it for its job."""
+    """One unit of the sweep (a run, or a seed batch of --seed-batch K runs), as submitit pickles it."""
 
     run_dir: str
-    run: RunKey
+    runs: tuple[RunKey, ...]
     context: TaskContext
     cpus: tuple[int, ...] = ()
     finish_folder: bool = False
@@ -91,10 +91,10 @@ def check_fits(plan: Plan, runs: Sequence[RunKey] | None = None) -> None:
         return
     from bench.run.resolve import resolve_device
 
-    runs = plan.runs() if runs is None else runs
+    units = plan.batches(runs)
     device = resolve_device(plan.device)
-    world_size = max(world_size_for(get_method(m), plan, device) for m in {r[0] for r in runs})
-    local_slots(min(plan.jobs, len(runs)), world_size, device.type)
+    world_size = max(world_size_for(get_method(m), plan, device) for m in {u[0][0] for u in units})
+    local_slots(min(plan.jobs, len(units)), world_size, device.type)
 
 
 def _cuda_count() -> int:
@@ -107,12 +107,23 @@ def unfinished_runs(run_dir: Path, plan: Plan) -> list[RunKey]:
     return [r for r in plan.runs() if not is_complete(store.seed_dir(run_dir, *r))]
 
 
+def unfinished_units(run_dir: Path, plan: Plan) -> list[tuple[RunKey, ...]]:
+    """What the sweep still has to execute, one job each: runs, or whole seed batches."""
+    todo = set(unfinished_runs(run_dir, plan))
+    return [unit for unit in plan.batches() if todo & set(unit)]
+
+
+def label(unit: Sequence[RunKey]) -> str:
+    method, env_id = unit[0][:2]
+    return f"{method}/{env_id}/{','.join(str(r[2]) for r in unit)}"
+
+
 # ---------------------------------------------------------------------------------- the task
 
 
 def run_task(task: Task) -> int:
-    """The body of one job: train one run into its seed folder (resuming it if it had started).
-    Pickled by reference, so a task runs the code installed where it executes."""
+    """The body of one job: train one run (or seed batch) into its seed folders, resuming what had
+    started. Pickled by reference, so a task runs the code installed where it executes."""
     from spikerl.distributed import detect_launch
 
     if task.cpus:
@@ -120,17 +131,16 @@ def run_task(task: Task) -> int:
     os.environ[TASK_ENV] = task.context.to_env()
     run_dir = Path(task.run_dir)
     plan = _load_plan(run_dir)
-    method = task.run[0]
     launch = detect_launch()
     if launch is not None:  # one rank of a multi-task SLURM job
-        code = _run_as_rank(run_dir, plan, task.run, launch)
+        code = _run_as_rank(run_dir, plan, task.runs, launch)
     else:
-        code = _run_alone(run_dir, plan, task.run)
+        code = _run_alone(run_dir, plan, task.runs)
     if task.finish_folder and (launch is None or launch.rank == 0):
         finish_if_done(run_dir, plan)
     if code not in (0, None):
-        raise RuntimeError(f"{method} on {task.run[1]} seed {task.run[2]} ended with exit code {code} "
-                           f"(see {store.seed_dir(run_dir, *task.run) / schema.RESULT})")
+        raise RuntimeError(f"{label(task.runs)} ended with exit code {code} "
+                           f"(see {store.seed_dir(run_dir, *task.runs[0]) / schema.RESULT})")
     return 0
 
 
@@ -150,26 +160,26 @@ def _load_plan(run_dir: Path) -> Plan:
     return plan
 
 
-def _run_alone(run_dir: Path, plan: Plan, run: RunKey) -> int:
+def _run_alone(run_dir: Path, plan: Plan, runs: tuple[RunKey, ...]) -> int:
     from bench.run.launch import launch_local
     from bench.run.resolve import resolve_device
     from bench.run.runner import execute
 
     device = resolve_device(plan.device)
-    world_size = world_size_for(get_method(run[0]), plan, device)
+    world_size = world_size_for(get_method(runs[0][0]), plan, device)
     if world_size > 1:  # local launcher: the job starts the ranks on its own cores
-        return launch_local(run_dir, world_size, plain=True, runs=[run])
-    return execute(run_dir, plan, resume=True, plain=True, only_runs=[run])
+        return launch_local(run_dir, world_size, plain=True, runs=runs)
+    return execute(run_dir, plan, resume=True, plain=True, only_runs=runs)
 
 
-def _run_as_rank(run_dir: Path, plan: Plan, run: RunKey, launch: Any) -> int:
+def _run_as_rank(run_dir: Path, plan: Plan, runs: tuple[RunKey, ...], launch: Any) -> int:
     from bench.run.resolve import resolve_device
     from bench.run.runner import execute
     from spikerl.distributed import init_distributed, shutdown_distributed
 
     ctx = init_distributed(launch, plan.backend, resolve_device(plan.device).type)
     try:
-        return execute(run_dir, plan, resume=True, plain=True, ctx=ctx, only_runs=[run])
+        return execute(run_dir, plan, resume=True, plain=True, ctx=ctx, only_runs=runs)
     finally:
         shutdown_distributed()
 
@@ -195,7 +205,7 @@ def run_sweep(run_dir: Path, plan: Plan, *, plain: bool) -> int:
     """Execute the plan's unfinished runs through its launcher; the exit code of `spikerl-bench run`."""
     from bench.run.runner import finish_run_folder
 
-    todo = unfinished_runs(run_dir, plan)
+    todo = unfinished_units(run_dir, plan)
     if not todo:
         write_summary(run_dir, plan)
         finish_run_folder(run_dir, plan)
@@ -209,45 +219,44 @@ def run_sweep(run_dir: Path, plan: Plan, *, plain: bool) -> int:
     raise UsageError(f"not a sweep launcher: {plan.launcher!r}")
 
 
-def run_local(run_dir: Path, plan: Plan, todo: Sequence[RunKey], *, plain: bool) -> int:
+def run_local(run_dir: Path, plan: Plan, todo: Sequence[tuple[RunKey, ...]], *, plain: bool) -> int:
     """Up to plan.jobs runs at once, each a submitit local job on its own slot; waits for all."""
     from bench.run.resolve import resolve_device
     from bench.run.runner import finish_run_folder
 
     device = resolve_device(plan.device)
-    world_size = max(world_size_for(get_method(m), plan, device) for m in {r[0] for r in todo})
+    world_size = max(world_size_for(get_method(m), plan, device) for m in {u[0][0] for u in todo})
     jobs = min(plan.jobs, len(todo))
     free = local_slots(jobs, world_size, device.type)
     executor = submitit.LocalExecutor(folder=run_dir / SUBMITIT_DIR)
     executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN)
     queue = list(todo)
-    running: dict[Any, tuple[RunKey, Slot]] = {}
+    running: dict[Any, tuple[tuple[RunKey, ...], Slot]] = {}
     failed: list[str] = []
     started_s = time.monotonic()
-    print(f"sweep: {len(todo)} run(s), {jobs} at once on this machine (submitit local; logs in "
+    print(f"sweep: {len(todo)} {'seed batch(es)' if plan.seed_batch > 1 else 'run(s)'}, {jobs} at once on this machine (submitit local; logs in "
           f"{run_dir / SUBMITIT_DIR})", file=sys.stderr)
     try:
         while queue or running:
             while queue and free:
-                run, slot = queue.pop(0), free.pop(0)
+                unit, slot = queue.pop(0), free.pop(0)
                 if device.type == "cuda":
                     executor.update_parameters(visible_gpus=list(slot.gpus), gpus_per_node=len(slot.gpus))
                 context = TaskContext(launcher="local", slot=slot.index, concurrent_runs=jobs)
-                job = executor.submit(run_task, Task(str(run_dir), run, context, cpus=slot.cpus))
-                running[job] = (run, slot)
+                job = executor.submit(run_task, Task(str(run_dir), unit, context, cpus=slot.cpus))
+                running[job] = (unit, slot)
                 where = f"cpus {_ranges(slot.cpus)}" + (f", GPUs {','.join(map(str, slot.gpus))}" if slot.gpus else "")
-                print(f"  started {'/'.join(map(str, run))} as job {job.job_id} on {where}", file=sys.stderr)
+                print(f"  started {label(unit)} as job {job.job_id} on {where}", file=sys.stderr)
             time.sleep(POLL_S)
             for job in [j for j in running if j.done()]:
-                run, slot = running.pop(job)
+                unit, slot = running.pop(job)
                 free.append(slot)
-                label = "/".join(map(str, run))
                 try:
                     job.result()
-                    print(f"  done {label} ({_elapsed(started_s)})", file=sys.stderr)
+                    print(f"  done {label(unit)} ({_elapsed(started_s)})", file=sys.stderr)
                 except Exception as exc:  # noqa: BLE001 - the run's result.json says why
-                    failed.append(label)
-                    print(f"spikerl-bench: {label} failed: {_last_line(exc)} (log: {job.paths.stderr})",
+                    failed.append(label(unit))
+                    print(f"spikerl-bench: {label(unit)} failed: {_last_line(exc)} (log: {job.paths.stderr})",
                           file=sys.stderr)
     except KeyboardInterrupt:
         for job in running:
@@ -282,24 +291,24 @@ def slurm_executor(run_dir: Path, plan: Plan, world_size: int, n_tasks: int) -> 
     return executor
 
 
-def submit_slurm(run_dir: Path, plan: Plan, todo: Sequence[RunKey]) -> int:
+def submit_slurm(run_dir: Path, plan: Plan, todo: Sequence[tuple[RunKey, ...]]) -> int:
     """One job array per world size; returns at once (`spikerl-bench status` follows the sweep)."""
     import torch
 
     device = torch.device("cuda" if plan.device == "cuda" else "cpu")  # the compute nodes', not this host's
-    groups: dict[int, list[RunKey]] = {}
-    for run in todo:
-        groups.setdefault(world_size_for(get_method(run[0]), plan, device), []).append(run)
+    groups: dict[int, list[tuple[RunKey, ...]]] = {}
+    for unit in todo:
+        groups.setdefault(world_size_for(get_method(unit[0][0]), plan, device), []).append(unit)
     ids = []
     for world_size, runs in groups.items():
         executor = slurm_executor(run_dir, plan, world_size, len(runs))
         context = TaskContext(launcher="slurm", concurrent_runs=min(plan.jobs, len(runs)))
         with executor.batch():
-            jobs = [executor.submit(ResumableTask(), Task(str(run_dir), run, context, finish_folder=True))
-                    for run in runs]
+            jobs = [executor.submit(ResumableTask(), Task(str(run_dir), unit, context, finish_folder=True))
+                    for unit in runs]
         array_id = jobs[0].job_id.split("_")[0] if jobs else "?"
         ids.append(array_id)
-        print(f"sweep: submitted job array {array_id}: {len(runs)} run(s) of {world_size} rank(s), "
+        print(f"sweep: submitted job array {array_id}: {len(runs)} task(s) of {world_size} rank(s), "
               f"{min(plan.jobs, len(runs))} at once", file=sys.stderr)
     print(f"follow it with: spikerl-bench status {run_dir} --watch", file=sys.stderr)
     return 0

@@ -37,7 +37,20 @@ def check_plan(plan: Plan) -> torch.device:
     for m in plan.methods:
         for e in plan.envs:
             resolve_config(get_method(m), e, plan, device)
+    check_seed_batch(plan, device)
     return device
+
+
+def check_seed_batch(plan: Plan, device: torch.device) -> None:
+    """A seed batch is one process on one device: it does not combine with data-parallel ranks."""
+    if plan.seed_batch == 1:
+        return
+    from bench.run.resolve import world_size_for
+
+    parallel = [m for m in plan.methods if world_size_for(get_method(m), plan, device) > 1]
+    if parallel:
+        raise UsageError(f"--seed-batch {plan.seed_batch}: {', '.join(parallel)} would train on several ranks "
+                         "(--nproc, or SpikeRL's default on GPUs); a seed batch is one process: pass --nproc 1")
 
 
 def check_backend(backend: str, device: torch.device) -> None:
