@@ -261,6 +261,7 @@ def test_a_config_difference_is_refused_in_one_line(tmp_path, capsys):
     ({"energy_source": "estimate", "estimated": True}, "energy_source"),
     ({"engine": "torch-compile"}, "engine"),       # a newer writer's column that says how the run ran
     ({"world_size": 2}, "world_size"),
+    ({"seed_batch": 2}, "seed_batch"),  # against a folder from before the field: one seed per process
 ])
 def test_result_fields_that_say_how_a_run_ran_must_match(tmp_path, capsys, extra, needle):
     base_extra = {"engine": "eager"} if "engine" in extra else {}

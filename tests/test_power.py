@@ -18,7 +18,7 @@ from bench.energy.base import PowerIntegrator
 from bench.energy.estimate import CpuLoad, EstimateSource, load_power_w, lookup_tdp
 from bench.energy.nvml import NvmlCounterSource, NvmlSampledSource, open_nvml
 from bench.energy.rapl import RaplSource, find_package_zones, open_rapl, wrapped_delta_uj
-from spikerl.callbacks import EndEvent, EvalEvent, RunInfo
+from spikerl.callbacks import EndEvent, EvalEvent, ProgressEvent, RunInfo
 from tests import fake_pynvml
 from tests.dist_workers import end_worker
 from tests.fake_pynvml import FakeGpu
@@ -562,6 +562,55 @@ def test_concurrent_runs_are_charged_their_cpu_time_share_of_shared_energy(tmp_p
     resumed.load_state_dict(state)
     _drive(resumed, clock, tmp_path, start_wall_s=10.0)
     assert resumed.total_energy_j() == pytest.approx(2300.0)
+
+
+class ScriptedShareProbe(FakeProbe):
+    """The run's share of the machine's busy CPU time, interval by interval, from a list."""
+
+    shares = [0.5, 0.5, 1.0, 1.0, 1.0, 1.0]
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self._k = 0
+
+    def sample(self) -> None:
+        share = self.shares[min(self._k, len(self.shares) - 1)]
+        self._k += 1
+        self.observed_cpu_s += 2.0
+        self.own_cpu_s += 2.0 * share
+        self.machine_busy_cpu_s += 2.0
+
+
+def test_attribution_is_charged_interval_by_interval_never_falls_and_survives_a_resume(tmp_path, clock):
+    made: list = []
+    factory = _gpu_cpu_ram_factory(clock, gpu_w=0.0, cpu_w=40.0, ram_w=20.0, made=made)
+    cb = EnergyCallback(codecarbon=False, probe_factory=ScriptedShareProbe, concurrent_runs=2,
+                        meter_factory=factory)
+    cb.on_train_start(_info(tmp_path))
+    clock.advance(10.0)
+    cb.on_progress(ProgressEvent(step=10, wall_s=10.0, episodes=0, train_return=None, sps=1.0, updates=0,
+                                 losses={}))  # interval 1: share 0.5 of 600 J
+    first = cb.total_energy_j()
+    clock.advance(10.0)
+    cb.on_progress(ProgressEvent(step=20, wall_s=20.0, episodes=0, train_return=None, sps=1.0, updates=0,
+                                 losses={}))  # interval 2: share 1.0 of 600 J (the other run ended)
+    second = cb.total_energy_j()
+    assert first == pytest.approx(300.0) and second == pytest.approx(900.0)  # never re-weighted backwards
+    state = cb.state_dict()
+    cb.on_train_end(EndEvent(step=20, wall_s=20.0, status="complete"))
+    r = cb.result_fields()
+    assert (r["cpu_energy_j"], r["ram_energy_j"]) == pytest.approx((600.0, 300.0))
+    assert r["attributed_share"] == pytest.approx(900.0 / 1200.0)
+    # resumed as the last unit of the sweep, alone: what was attributed stays so, labels included
+    alone = EnergyCallback(codecarbon=False, probe_factory=ScriptedShareProbe, meter_factory=factory)
+    alone.load_state_dict(state)
+    alone.on_train_start(_info(tmp_path, start_wall_s=20.0, resumed=True))
+    clock.advance(10.0)
+    alone.on_train_end(EndEvent(step=30, wall_s=30.0, status="complete"))
+    r2 = alone.result_fields()
+    assert r2["energy_j"] == pytest.approx(900.0 + 600.0)  # the new segment, alone, is all its own
+    assert r2["cpu_source"].endswith("+attributed") and r2["concurrent_runs"] == 2
+    assert r2["attributed_share"] == pytest.approx(1500.0 / 1800.0)
 
 
 def test_a_run_alone_is_not_attributed(tmp_path, clock):

@@ -98,18 +98,21 @@ def batched_run(tmp_path_factory):
     from bench.cli.main import main
 
     run = tmp_path_factory.mktemp("batched") / "run"
-    assert main(["run", *TINY, "--seeds", "0,1,2", "--seed-batch", "2", "--out", str(run)]) == 0
+    assert main(["run", *TINY, "--seeds", "0,1", "--seed-batch", "2", "--out", str(run)]) == 0
     return run
 
 
-def test_the_cli_trains_seeds_in_batches_of_k_in_plan_order(batched_run):
+def test_the_cli_trains_seeds_in_batches_of_k(batched_run):
     r = _results(batched_run)
-    assert sorted(r) == [0, 1, 2] and {x["status"] for x in r.values()} == {"complete"}
-    assert [r[s]["seed_batch"] for s in (0, 1, 2)] == [2, 2, 1]  # [0, 1] together, then [2] alone
-    assert r[0]["seed_batch_seeds"] == [0, 1] and r[2]["seed_batch_seeds"] == [2]
+    assert sorted(r) == [0, 1] and {x["status"] for x in r.values()} == {"complete"}
+    assert [r[s]["seed_batch"] for s in (0, 1)] == [2, 2] and r[1]["seed_batch_seeds"] == [0, 1]
     assert r[0]["energy_j"] == pytest.approx(r[1]["energy_j"])  # one process's energy, halved
     rows = list(csv.DictReader((batched_run / schema.SUMMARY).open()))
-    assert [int(x["seed_batch"]) for x in rows] == [2, 2, 1]
+    assert [int(x["seed_batch"]) for x in rows] == [2, 2]
+    cuts = Plan(methods=("mlp", "popsan"), envs=("HalfCheetah-v4",), seeds=(0, 1, 2, 3), profile="smoke",
+                total_steps=10, device="cpu", seed_batch=2).batches()
+    assert [[(m, s) for m, _, s in unit] for unit in cuts] == [
+        [("mlp", 0), ("mlp", 1)], [("popsan", 0), ("popsan", 1)], [("mlp", 2), ("mlp", 3)], [("popsan", 2), ("popsan", 3)]]
 
 
 def test_a_killed_batch_resumes_from_its_checkpoints(batched_run, tmp_path, capsys):
@@ -124,7 +127,7 @@ def test_a_killed_batch_resumes_from_its_checkpoints(batched_run, tmp_path, caps
         (store.seed_dir(run, "mlp", "HalfCheetah-v4", s) / schema.RESULT).unlink()
     assert main(["run", "--resume", str(run)]) == 0
     after = _results(run)
-    for s in (0, 1, 2):
+    for s in (0, 1):
         assert after[s]["param_sha256_by_rank"] == before[s]["param_sha256_by_rank"]
     assert main(["run", "--resume", str(run), "--seed-batch", "3"]) == 2
     assert "drop --seed-batch" in capsys.readouterr().err
@@ -138,10 +141,11 @@ def test_a_sweep_of_seed_batches_trains_what_the_inline_batches_train(batched_ru
 
     jobs = min(2, len(os.sched_getaffinity(0)))
     run = tmp_path / "run"
-    assert main(["run", *TINY, "--seeds", "0,1,2", "--seed-batch", "2", "--out", str(run),
+    assert main(["run", *TINY, "--seeds", "0-3", "--seed-batch", "2", "--out", str(run),
                  "--launcher", "local", "--jobs", str(jobs)]) == 0
     inline, swept = _results(batched_run), _results(run)
-    for s in (0, 1, 2):
+    assert {s: r["status"] for s, r in swept.items()} == dict.fromkeys(range(4), "complete")
+    for s in (0, 1):  # the same batch [0, 1] as inline
         assert swept[s]["param_sha256_by_rank"] == inline[s]["param_sha256_by_rank"]
     assert len(list((run / "submitit").glob("*_submitted.pkl"))) == 2  # two batches, two jobs
 
@@ -149,6 +153,7 @@ def test_a_sweep_of_seed_batches_trains_what_the_inline_batches_train(batched_ru
 @pytest.mark.parametrize("argv, needle", [
     (["--seed-batch", "0"], "--seed-batch must be 1 to"),
     (["--seed-batch", "2", "--nproc", "2"], "a seed batch is one process"),
+    (["--seed-batch", "2", "--seeds", "0-2"], "do not split into batches of 2"),
 ])
 def test_bad_seed_batches_are_refused_before_anything_is_written(argv, needle, tmp_path, capsys):
     from bench.cli.main import main

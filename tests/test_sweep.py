@@ -144,8 +144,12 @@ def test_local_slots_are_disjoint_and_refuse_what_the_machine_lacks():
     slots = local_slots(3, 1, "cpu", cpus=range(8))
     assert [s.cpus for s in slots] == [(0, 1), (2, 3), (4, 5)]
     assert [s.gpus for s in slots] == [(), (), ()]
-    gpu = local_slots(2, 2, "cuda", cpus=range(16), gpu_count=4)
+    gpu = local_slots(2, 2, "cuda", cpus=range(16), gpu_count=4, visible=None)
     assert [s.gpus for s in gpu] == [(0, 1), (2, 3)]
+    inside = local_slots(2, 1, "cuda", cpus=range(16), gpu_count=2, visible="5,7")  # an allocation's GPUs
+    assert [s.gpus for s in inside] == [(5,), (7,)]
+    with pytest.raises(UsageError, match="UUID"):
+        local_slots(2, 1, "cuda", cpus=range(16), gpu_count=2, visible="GPU-aaaa,GPU-bbbb")
     with pytest.raises(UsageError, match="2 CPU"):
         local_slots(3, 1, "cpu", cpus=[0, 1])
     with pytest.raises(UsageError, match="1 GPU"):
@@ -308,3 +312,77 @@ def test_a_preempted_slurm_task_is_requeued_and_resumes(tmp_path):
     assert main(["run", *TINY, "--seeds", "0", "--total-steps", "900", "--out", str(uninterrupted)]) == 0
     assert _results(run)[("mlp", 0)]["param_sha256_by_rank"] == \
         _results(uninterrupted)[("mlp", 0)]["param_sha256_by_rank"]
+
+
+def test_a_run_another_process_is_training_is_left_to_it(inline_and_local, tmp_path, capsys):
+    """`status` calls a silent run stalled; a --resume while its task still trains must not train it
+    a second time in the same folder."""
+    import shutil
+    import subprocess
+    import sys
+
+    inline, _ = inline_and_local
+    run = tmp_path / "run"
+    shutil.copytree(inline, run)
+    folder = run / "mlp" / "HalfCheetah-v4" / "seed1"
+    (folder / schema.RESULT).unlink()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom bench.run.store import RunLock\n"
+        f"assert RunLock({str(folder)!r}).acquire()\nprint('held', flush=True)\ntime.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = sorted(p.name for p in folder.iterdir())
+        capsys.readouterr()
+        assert main(["run", "--resume", str(run)]) == 1
+        assert "being trained by another process" in capsys.readouterr().err
+        assert sorted(p.name for p in folder.iterdir()) == before and not (folder / schema.RESULT).exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["run", "--resume", str(run)]) == 0  # the lock died with its process
+    assert json.loads((folder / schema.RESULT).read_text())["status"] == "complete"
+
+
+def test_plan_json_slurm_options_are_rebuilt_not_trusted(tmp_path):
+    """Values read back from plan.json reach the sbatch script only through the flags' own checks."""
+    from bench.run.sweep_options import normalised_slurm
+
+    for bad in ({"extra": {"\nreboot\n": "x"}}, {"mem": "16G\n"}, {"partition": 5}, {"gpus_per_task": "2"},
+                {"account": ["a"]}, {"extra": {"comment": "\n/tmp/evil"}}, {"time_min": True}, {"extra": []},
+                {"qos": "High"} | {"qos": " high"}, "gpu"):
+        with pytest.raises(UsageError):
+            normalised_slurm(bad)
+    good = slurm_options(partition="gpu", time="30:00", mem="16g", extra=["constraint=a100"])
+    assert good["time_min"] == 30 and normalised_slurm(good) == good  # sbatch reads 30:00 as M:S
+
+
+def test_a_slurm_folder_path_with_a_control_character_is_refused(tmp_path, capsys):
+    from tests.fake_slurm import FakeSlurm
+
+    with FakeSlurm(tmp_path / "slurm"):
+        out = tmp_path / "run\nreboot"
+        assert main(["run", *TINY, "--out", str(out), "--launcher", "slurm"]) == 2
+        assert "control character" in capsys.readouterr().err and not out.exists()
+        bad_opt = tmp_path / "run2"  # an option sbatch refuses: one line, and no folder left behind
+        assert main(["run", *TINY, "--out", str(bad_opt), "--launcher", "slurm", "--slurm-opt", "frobnicate=1"]) == 2
+        err = capsys.readouterr().err
+        assert "sbatch refused the job array" in err and "Traceback" not in err and not bad_opt.exists()
+
+
+def test_the_submitit_folder_must_be_private(inline_and_local, tmp_path):
+    import shutil
+
+    from bench.run.sweep import private_submitit_dir
+
+    _, local = inline_and_local
+    run = tmp_path / "run"
+    shutil.copytree(local, run)
+    assert private_submitit_dir(run).stat().st_mode & 0o022 == 0
+    (run / "submitit").chmod(0o777)
+    with pytest.raises(UsageError, match="writable by others"):
+        private_submitit_dir(run)
+    shutil.rmtree(run / "submitit")
+    (run / "submitit").symlink_to(tmp_path)
+    with pytest.raises(UsageError, match="link"):
+        private_submitit_dir(run)

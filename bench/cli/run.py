@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from bench.run.resolve import resolve_device, world_size_groups
 from bench.run.resume import check_resumable
 from bench.run.runner import create_run_folder, execute, finish_run_folder
 from bench.run.summary import write_summary
-from bench.run.sweep import check_fits, run_sweep, unfinished_runs
+from bench.run.sweep import SubmissionError, check_fits, check_folder_name, run_sweep, unfinished_runs
 from bench.run.sweep_options import check_launcher, slurm_options
 from bench.run.validate import check_plan
 
@@ -42,13 +43,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = new_plan(args)
     check_fits(plan)
     run_dir = args.out or default_run_dir(plan)
+    check_folder_name(plan, run_dir)
     create_run_folder(run_dir, plan)
     print(f"run folder: {run_dir}", file=sys.stderr)
     if plan.baseline not in plan.methods:
         print(f"note: baseline {plan.baseline!r} is not among the methods; GPS-UP columns stay empty",
               file=sys.stderr)
     if plan.launcher != "inline":
-        return run_sweep(run_dir, plan, plain=args.plain)
+        try:
+            return run_sweep(run_dir, plan, plain=args.plain)
+        except SubmissionError:
+            if not any(run_dir.glob("*/*/seed*")):  # nothing ran: leave no folder behind a refusal
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
     return run_groups(run_dir, plan, resume=False, plain=args.plain)
 
 
@@ -60,6 +67,7 @@ def resume_sweep(run_dir: Path, plan: Plan, *, plain: bool) -> int:
         torch.device("cuda" if plan.device == "cuda" else "cpu")
     for world_size, methods in world_size_groups(plan, device).items():
         check_resumable(run_dir, plan, world_size, device, methods)
+    check_folder_name(plan, run_dir)
     check_fits(plan, unfinished_runs(run_dir, plan))
     print(f"resuming {run_dir} through the {plan.launcher} launcher", file=sys.stderr)
     return run_sweep(run_dir, plan, plain=plain)

@@ -133,7 +133,9 @@ def _cells(r: RunStatus) -> list[str]:
     sps = f"{r.sps:,.1f}" if r.sps is not None else ("?" if running and unknown_progress else "—")
     eta = _fmt_duration(r.eta_s) if r.eta_s is not None else ("?" if running and unknown_progress else "—")
     if r.energy_j is not None:
-        energy = _fmt_energy(r.energy_j) + (" est." if r.energy_estimated else "")
+        marks = [m for m, on in (("est.", r.energy_estimated), ("attr.", r.energy_attributed),
+                                 (f"1/{r.seed_batch}", r.seed_batch > 1)) if on]
+        energy = _fmt_energy(r.energy_j) + (f" {' '.join(marks)}" if marks else "")
     else:
         energy = "?" if unknown_progress and r.state != Status.PENDING.value else "—"
     return [r.method, r.env, str(r.seed), r.state, steps, sps, eta, where(r), energy, "; ".join(r.notes)]

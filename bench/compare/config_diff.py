@@ -22,8 +22,15 @@ RECORD_CONFIG_FIELDS = tuple(
 (a new one such as `engine` joins automatically), plus world size and the step budget."""
 
 
+ABSENT_MEANS = {"seed_batch": 1}
+"""Fields whose absence (a folder from before they existed) says how the run ran: one seed per process."""
+
+
 def _record_config(run: RunData) -> dict[str, Any]:
     out = {k: run.record.get(k) for k in RECORD_CONFIG_FIELDS}
+    for k, v in ABSENT_MEANS.items():
+        if out.get(k) is None:
+            out[k] = v
     # columns a newer writer added that the schema here does not know yet, of the same kinds
     known = {f.name for f in schema.SUMMARY_FIELDS}
     out.update({k: v for k, v in run.record.items()

@@ -17,12 +17,15 @@ nodes with one all_reduce in which only local-rank-0 processes contribute.
 
 Runs executing side by side on one machine (`concurrent_runs` > 1, a sweep's --jobs) own their
 GPU but share the CPU package and the RAM: those two components are the machine's, so each run
-is charged its measured share of the machine's busy CPU time (bench.energy.contention),
+is charged, interval by interval between probe samples, its measured share of the machine's busy
+CPU time (bench.energy.contention),
 
-    cpu_energy_j = machine CPU energy × cpu_time_share,  ram_energy_j likewise,
+    Δcpu_energy_j = Δ machine CPU energy × Δ own CPU s / Δ machine busy CPU s,  RAM likewise,
 
-labelled `+attributed` in their sources, with `attributed_share` and `concurrent_runs` recorded.
-The CPU estimate then reads the whole machine's load, not the run's pinned cores.
+so the cumulative figure never falls and a resume carries it on. The components are labelled
+`+attributed` (for the whole run, once any segment was), with `attributed_share` (attributed CPU
+and RAM energy over the machine's) and `concurrent_runs` (the most at once) recorded. The CPU
+estimate then reads the whole machine's load, not the run's pinned cores.
 
 Call `total_energy_j()` for the cumulative energy column of progress.csv / evals.csv
 (node-local until the run ends), and `result_fields()` after training for result.json.
@@ -80,6 +83,12 @@ class EnergyTotals:
     own_cpu_s: float = 0.0
     """CPU seconds of the run's processes, and the machine's busy CPU seconds over the same time."""
     machine_busy_cpu_s: float = 0.0
+    cpu_attributed_j: float = 0.0
+    """The run's part of cpu_energy_j / ram_energy_j (all of it in segments it ran alone)."""
+    ram_attributed_j: float = 0.0
+    attributed: bool = False
+    """Some segment ran beside other runs of its sweep: cpu/ram are the machine's, shared."""
+    concurrent_runs: int = 1
     sources: list[str] = field(default_factory=list)
     estimated: bool = False
     meter_errors: list[str] = field(default_factory=list)
@@ -114,6 +123,10 @@ class EnergyTotals:
             foreign_gpu_processes=max(self.foreign_gpu_processes, other.foreign_gpu_processes),
             own_cpu_s=self.own_cpu_s + other.own_cpu_s,
             machine_busy_cpu_s=self.machine_busy_cpu_s + other.machine_busy_cpu_s,
+            cpu_attributed_j=self.cpu_attributed_j + other.cpu_attributed_j,
+            ram_attributed_j=self.ram_attributed_j + other.ram_attributed_j,
+            attributed=self.attributed or other.attributed,
+            concurrent_runs=max(self.concurrent_runs, other.concurrent_runs),
             sources=list(dict.fromkeys(self.sources + other.sources)),
             estimated=self.estimated or other.estimated,
             meter_errors=list(dict.fromkeys(self.meter_errors + other.meter_errors)),
@@ -129,6 +142,8 @@ class EnergyTotals:
             state["codecarbon_emissions_kg"] = state["emissions_kg"]  # checkpoints before one account
         if "components" not in state:
             state["components"] = [c for c in COMPONENTS if state.get(f"{c}_energy_j")]
+        for c in ("cpu", "ram"):  # checkpoints before attribution: the run had it all
+            state.setdefault(f"{c}_attributed_j", state.get(f"{c}_energy_j", 0.0))
         known = {f.name for f in dc_fields(cls)}
         return cls(**{k: v for k, v in state.items() if k in known})
 
@@ -185,6 +200,9 @@ class EnergyCallback(Callback):
         self._phase: str | None = None
         self._done_j: dict[str, float] = {}  # per device, closed windows of this segment
         self._phase_j = {"train": 0.0, "eval": 0.0}
+        self._attr_j = {"cpu": 0.0, "ram": 0.0}  # this segment's attributed CPU and RAM energy
+        self._attr_last: tuple[float, float, float, float] | None = None  # (cpu J, ram J, own s, busy s)
+        self._attr_share: float | None = None  # of the last interval
         self._notes: list[str] = []
         self._carbon_setup_error: str | None = None
         self._active = False
@@ -280,6 +298,34 @@ class EnergyCallback(Callback):
     def _sample_probe(self) -> None:
         if self._probe is not None:
             self._probe.sample()
+        if self.attributed and self._active:
+            self._attribute_interval()
+
+    def _shared_j(self) -> tuple[float, float]:
+        """This segment's CPU and RAM energy so far (the machine's)."""
+        done = dict(self._done_j)
+        if self._meter is not None and self._phase is not None:
+            for d, e in self._meter.read_window(self._phase).energy_j_by_device.items():
+                done[d] = done.get(d, 0.0) + e
+        return (sum(e for d, e in done.items() if component_of(d) == "cpu"),
+                sum(e for d, e in done.items() if component_of(d) == "ram"))
+
+    def _attribute_interval(self) -> None:
+        """Charge the run its CPU-time share of the machine's CPU and RAM energy since the last sample."""
+        try:
+            cpu_j, ram_j = self._shared_j()
+        except Exception:  # noqa: BLE001 - a meter that cannot be read is reported by the meter
+            return
+        own_s = self._probe.own_cpu_s if self._probe is not None else 0.0
+        busy_s = self._probe.machine_busy_cpu_s if self._probe is not None else 0.0
+        last = self._attr_last or (0.0, 0.0, 0.0, 0.0)
+        d_busy = busy_s - last[3]
+        if d_busy > 0:
+            self._attr_share = min(max((own_s - last[2]) / d_busy, 0.0), 1.0)
+        share = self._attr_share if self._attr_share is not None else 1.0 / self.concurrent_runs
+        self._attr_j["cpu"] += (cpu_j - last[0]) * share
+        self._attr_j["ram"] += (ram_j - last[1]) * share
+        self._attr_last = (cpu_j, ram_j, own_s, busy_s)
 
     def on_progress(self, event: ProgressEvent) -> bool | None:
         self._sample_probe()
@@ -339,12 +385,24 @@ class EnergyCallback(Callback):
             foreign_gpu_processes=probe.foreign_gpu_processes if probe else 0,
             own_cpu_s=probe.own_cpu_s if probe else 0.0,
             machine_busy_cpu_s=probe.machine_busy_cpu_s if probe else 0.0,
+            attributed=self.attributed, concurrent_runs=self.concurrent_runs,
             energy_j_by_device=done,
             sources=[meter.source] if meter is not None else [],
             estimated=meter.estimated if meter is not None else False,
             meter_errors=list(self._notes) + (list(meter.errors) if meter is not None else [])
             + ([probe.error] if probe is not None and probe.error else []),
         )
+        if self.attributed:
+            # the energy read after the last sample is charged at the last interval's share
+            last = self._attr_last or (0.0, 0.0, 0.0, 0.0)
+            share = self._attr_share if self._attr_share is not None else 1.0 / self.concurrent_runs
+            seg.cpu_attributed_j = self._attr_j["cpu"] + (seg.cpu_energy_j - last[0]) * share
+            seg.ram_attributed_j = self._attr_j["ram"] + (seg.ram_energy_j - last[1]) * share
+            if self._attr_share is None and self._probe is not None:
+                seg.meter_errors.append(f"CPU time share not measured: the machine's CPU and RAM energy split "
+                                        f"evenly over {self.concurrent_runs} concurrent runs")
+        else:
+            seg.cpu_attributed_j, seg.ram_attributed_j = seg.cpu_energy_j, seg.ram_energy_j
         if not self.codecarbon:
             seg.codecarbon_emissions_kg = seg.codecarbon_energy_kwh = None
             seg.emissions_errors = ["CodeCarbon disabled"]
@@ -371,7 +429,7 @@ class EnergyCallback(Callback):
         vec = [node.train_energy_j, node.eval_energy_j, node.gpu_energy_j, node.cpu_energy_j, node.ram_energy_j,
                node.codecarbon_emissions_kg or 0.0, node.codecarbon_energy_kwh or 0.0,
                node.foreign_cpu_s, node.observed_cpu_s, float(node.foreign_gpu_processes),
-               node.own_cpu_s, node.machine_busy_cpu_s,
+               node.own_cpu_s, node.machine_busy_cpu_s, node.cpu_attributed_j, node.ram_attributed_j,
                active * (node.codecarbon_emissions_kg is None), active * node.estimated, active,
                active * bool(node.meter_errors), active * bool(node.emissions_errors),
                *(active * (c in node.components) for c in COMPONENTS)]
@@ -380,6 +438,7 @@ class EnergyCallback(Callback):
         t = torch.tensor(vec, dtype=torch.float64, device=device)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         (train_j, eval_j, gpu_j, cpu_j, ram_j, kg, kwh, foreign_s, observed_s, foreign_gpu, own_s, busy_s,
+         cpu_attr_j, ram_attr_j,
          n_missing, n_est,
          n_nodes, n_meter_err, n_cc_err, *n_comp) = t.cpu().tolist()
         meter_errors = list(node.meter_errors)
@@ -399,48 +458,50 @@ class EnergyCallback(Callback):
             models=node.models,
             codecarbon_emissions_kg=None if n_missing > 0 else kg, codecarbon_energy_kwh=None if n_missing > 0 else kwh,
             foreign_cpu_s=foreign_s, observed_cpu_s=observed_s, foreign_gpu_processes=int(foreign_gpu),
-            own_cpu_s=own_s, machine_busy_cpu_s=busy_s,
+            own_cpu_s=own_s, machine_busy_cpu_s=busy_s, cpu_attributed_j=cpu_attr_j, ram_attributed_j=ram_attr_j,
+            attributed=node.attributed, concurrent_runs=node.concurrent_runs,
             sources=node.sources, estimated=n_est > 0, meter_errors=meter_errors,
             emissions_errors=emissions_errors, energy_j_by_device=dict(node.energy_j_by_device))
 
-    def _current(self) -> EnergyTotals | None:
+    def _raw(self) -> EnergyTotals | None:
+        """The account so far with the machine's CPU and RAM energy whole (before attribution)."""
         if self._final is not None:
-            return self._attribute(self._final)
+            return self._final
         if not self._active:
             return None
-        return self._attribute(self._prior.plus(self._segment(None)))
+        return self._prior.plus(self._segment(None))
 
-    def _share(self, totals: EnergyTotals) -> float | None:
-        if not self.attributed:
+    def _current(self) -> EnergyTotals | None:
+        raw = self._raw()
+        return None if raw is None else self._attribute(raw)
+
+    @staticmethod
+    def _share(totals: EnergyTotals) -> float | None:
+        """Attributed CPU and RAM energy over the machine's (None for a run that was never attributed)."""
+        if not totals.attributed:
             return None
-        if totals.machine_busy_cpu_s > 0:
-            return min(totals.own_cpu_s / totals.machine_busy_cpu_s, 1.0)
-        return 1.0 / self.concurrent_runs  # not measured (no /proc): an even split, said in meter_errors
-
-    def _attribute(self, totals: EnergyTotals) -> EnergyTotals:
-        """The run's part of the machine's CPU and RAM energy (module docstring); GPUs are its own."""
-        share = self._share(totals)
-        if share is None:
-            return totals
         shared_j = totals.cpu_energy_j + totals.ram_energy_j
-        cut_j = shared_j * (1.0 - share)
+        return (totals.cpu_attributed_j + totals.ram_attributed_j) / shared_j if shared_j > 0 else None
+
+    @staticmethod
+    def _attribute(totals: EnergyTotals) -> EnergyTotals:
+        """The run's part of the machine's CPU and RAM energy (module docstring); GPUs are its own."""
+        if not totals.attributed:
+            return totals
         whole_j = totals.energy_j
-        scale = (whole_j - cut_j) / whole_j if whole_j > 0 else share
+        cut_j = (totals.cpu_energy_j - totals.cpu_attributed_j) + (totals.ram_energy_j - totals.ram_attributed_j)
+        scale = (whole_j - cut_j) / whole_j if whole_j > 0 else 1.0
         out = EnergyTotals(**asdict(totals))
-        out.cpu_energy_j, out.ram_energy_j = totals.cpu_energy_j * share, totals.ram_energy_j * share
+        out.cpu_energy_j, out.ram_energy_j = totals.cpu_attributed_j, totals.ram_attributed_j
         # train and eval each keep their part of the run's total
         out.train_energy_j, out.eval_energy_j = totals.train_energy_j * scale, totals.eval_energy_j * scale
         out.component_sources = {c: f"{src}+attributed" if c in ("cpu", "ram") else src
                                  for c, src in totals.component_sources.items()}
-        # CodeCarbon measured the whole machine as well: the same share keeps it comparable
+        # CodeCarbon measured the whole machine as well: the same factor keeps it comparable
         if out.codecarbon_energy_kwh is not None:
             out.codecarbon_energy_kwh *= scale
         if out.codecarbon_emissions_kg is not None:
             out.codecarbon_emissions_kg *= scale
-        if totals.machine_busy_cpu_s <= 0:
-            out.meter_errors = out.meter_errors + [
-                f"CPU time share not measured: the machine's CPU and RAM energy split evenly over "
-                f"{self.concurrent_runs} concurrent runs"]
         return out
 
     def total_energy_j(self) -> float | None:
@@ -450,7 +511,9 @@ class EnergyCallback(Callback):
 
     def result_fields(self) -> dict[str, Any]:
         """The per-run account for result.json / summary.csv (exactly bench.schema.ENERGY_COLUMNS)."""
-        cur = self._current() or EnergyTotals(codecarbon_emissions_kg=None, codecarbon_energy_kwh=None)
+        raw = self._raw()
+        cur = (self._attribute(raw) if raw is not None else None) or \
+            EnergyTotals(codecarbon_emissions_kg=None, codecarbon_energy_kwh=None)
         wall_s = self._wall_s
         energy_j = cur.energy_j if cur.components else None
         intensity = self.carbon_intensity_g_per_kwh
@@ -459,7 +522,7 @@ class EnergyCallback(Callback):
         out: dict[str, Any] = {
             "energy_j": energy_j,
             "energy_source": "+".join(dict.fromkeys([*(s for src in cur.sources for s in src.split("+")),
-                                                     *(["attributed"] if self.attributed else [])])) or "none",
+                                                     *(["attributed"] if cur.attributed else [])])) or "none",
             "estimated": bool(cur.estimated),
             "avg_power_w": energy_j / wall_s if energy_j is not None and wall_s and wall_s > 0 else None,
         }
@@ -481,8 +544,8 @@ class EnergyCallback(Callback):
             "codecarbon_energy_ratio": cc_kwh * J_PER_KWH / energy_j if cc_kwh is not None and energy_j else None,
             "foreign_cpu_share": cur.foreign_cpu_s / cur.observed_cpu_s if cur.observed_cpu_s > 0 else None,
             "foreign_gpu_processes": cur.foreign_gpu_processes if "gpu" in cur.components else None,
-            "concurrent_runs": self.concurrent_runs,
-            "attributed_share": self._share(cur),
+            "concurrent_runs": max(cur.concurrent_runs, self.concurrent_runs),
+            "attributed_share": self._share(raw) if raw is not None else None,
             "emissions_error": None if emissions_kg is not None or energy_j is None
             else f"no carbon intensity for {self.country_iso_code} (CodeCarbon's data unavailable)",
             "codecarbon_error": "; ".join(cur.emissions_errors) or None,

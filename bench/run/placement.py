@@ -49,10 +49,12 @@ def current_task(environ: dict[str, str] | None = None) -> TaskContext:
 def job_id(environ: dict[str, str] | None = None) -> str | None:
     """The scheduler's id of this task: SLURM's array task (123_4) or job, else submitit's local job."""
     env = os.environ if environ is None else environ
+    if env.get("SUBMITIT_LOCAL_JOB_ID"):  # a local job, even inside a SLURM allocation
+        return env["SUBMITIT_LOCAL_JOB_ID"]
     array, index = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
     if array and index:
         return f"{array}_{index}"
-    return env.get("SLURM_JOB_ID") or env.get("SUBMITIT_LOCAL_JOB_ID") or None
+    return env.get("SLURM_JOB_ID") or None
 
 
 def placement(task: TaskContext | None = None) -> dict[str, Any]:

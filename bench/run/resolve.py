@@ -51,6 +51,13 @@ def resolve_config(spec: MethodSpec, env_id: str, plan: Plan, device: torch.devi
     return RunConfig(td3, actor, reason, engine, why)
 
 
+def check_settings(spec: MethodSpec, env_id: str, plan: Plan) -> None:
+    """The plan's settings for `spec` on `env_id` (budgets, --set, actor settings), resolved as on
+    a CPU: UsageError for any that is unknown or out of range, wherever the runs will execute."""
+    _resolve_td3(spec, env_id, plan, torch.device("cpu"))
+    _actor_params(spec, env_id, plan)
+
+
 def _resolve_td3(spec: MethodSpec, env_id: str, plan: Plan, device: torch.device) -> tuple[TD3Config, str]:
     d = TD3Config().to_dict()
     d.update(spec.td3_params(env_id))
@@ -97,6 +104,10 @@ def world_size_for(spec: MethodSpec, plan: Plan, device: torch.device) -> int:
     (SpikeRL: every local GPU), else one."""
     if plan.nproc is not None:
         return plan.nproc
+    if plan.launcher == "slurm":
+        # a method's "every local GPU" would be counted on the submitting host, not the compute
+        # nodes: under SLURM the ranks of a run are what --nproc says (default 1), wherever submitted
+        return 1
     return spec.world_size.resolve() if device.type == "cuda" else 1
 
 

@@ -181,7 +181,7 @@ def _run_all(run_dir: Path, plan: Plan, resume: bool, plain: bool, ctx: DistCont
     """Train these unfinished runs of the plan in order (seed batches together); returns how many
     did not complete."""
     if plan.seed_batch > 1:
-        return _run_batches(run_dir, plan, resume, plain, runs)
+        return _run_batches(run_dir, plan, resume, plain, runs, points)
     failed = 0
     sweep = SweepClock(len(runs), plan.total_steps)
     for method, env_id, seed in runs:
@@ -191,15 +191,23 @@ def _run_all(run_dir: Path, plan: Plan, resume: bool, plain: bool, ctx: DistCont
         if ctx.broadcast_object(resume and is_complete(folder)):
             sweep.skip()
             continue
-        result = run_one(run_dir, plan, method, env_id, seed, resume=resume, plain=plain, ctx=ctx,
-                         point=points.get((method, env_id, seed)), sweep=sweep)
+        lock = store.RunLock(folder)
+        if not ctx.broadcast_object(lock.acquire() if ctx.is_main else None):
+            failed += _busy([(method, env_id, seed)])
+            continue
+        try:
+            result = run_one(run_dir, plan, method, env_id, seed, resume=resume, plain=plain, ctx=ctx,
+                             point=points.get((method, env_id, seed)), sweep=sweep)
+        finally:
+            lock.release()
         failed += _report(result)
         if ctx.is_main:
             write_summary(run_dir, plan)
     return failed
 
 
-def _run_batches(run_dir: Path, plan: Plan, resume: bool, plain: bool, runs: Sequence[RunKey]) -> int:
+def _run_batches(run_dir: Path, plan: Plan, resume: bool, plain: bool, runs: Sequence[RunKey],
+                 points: dict[RunKey, ResumePoint]) -> int:
     """`--seed-batch K`: each method × env's seeds K at a time in one process (one rank)."""
     from bench.run.seed_batch_runner import run_seed_batch
 
@@ -208,10 +216,28 @@ def _run_batches(run_dir: Path, plan: Plan, resume: bool, plain: bool, runs: Seq
         if resume and all(is_complete(store.seed_dir(run_dir, *r)) for r in unit):
             continue
         method, env_id = unit[0][:2]
-        results = run_seed_batch(run_dir, plan, method, env_id, [r[2] for r in unit], resume=resume, plain=plain)
+        locks = [store.RunLock(store.seed_dir(run_dir, *r)) for r in unit]
+        taken = [lock.acquire() for lock in locks]
+        try:
+            if not all(taken):
+                failed += _busy(unit)
+                continue
+            results = run_seed_batch(run_dir, plan, method, env_id, [r[2] for r in unit], resume=resume,
+                                     plain=plain, point=points.get(unit[0]))
+        finally:
+            for lock in locks:
+                lock.release()
         failed += sum(_report(r) for r in results)
         write_summary(run_dir, plan)
     return failed
+
+
+def _busy(runs: Sequence[RunKey]) -> int:
+    """Runs another process is training right now: left to it, untouched."""
+    for method, env_id, seed in runs:
+        print(f"spikerl-bench: {method} on {env_id} seed {seed} is being trained by another process "
+              "(its folder's lock is held); left to it", file=sys.stderr)
+    return len(runs)
 
 
 def _report(result: dict[str, Any]) -> int:

@@ -28,7 +28,7 @@ from bench.run.placement import placement
 from bench.run.plan import Plan
 from bench.run.recorder import CsvRecorder, ProgressDisplay
 from bench.run.resolve import resolve_config, resolve_device
-from bench.run.resume import load_run_config
+from bench.run.resume import ResumePoint, cut_power_csv, load_run_config
 from bench.run.runner import extra_callbacks, measure_activity
 from bench.schema import Status
 from spikerl.batch_loop import train_seed_batch
@@ -99,8 +99,11 @@ def _share(probe: Callable[[], float | None] | None, k: int) -> Callable[[], flo
 
 
 def run_seed_batch(run_dir: Path, plan: Plan, method: str, env_id: str, seeds: Sequence[int], *,
-                   resume: bool = False, plain: bool = False) -> list[dict[str, Any]]:
-    """Train `seeds` of method × env as one batch into their seed folders; their result.json dicts, in order."""
+                   resume: bool = False, plain: bool = False, point: ResumePoint | None = None
+                   ) -> list[dict[str, Any]]:
+    """Train `seeds` of method × env as one batch into their seed folders; their result.json dicts, in
+    order. `point`: where the first seed's checkpoint stands, when the batch resumes (its folder
+    holds the process's power.csv, cut back to it as a single run's is)."""
     spec = get_method(method)
     seeds = [int(s) for s in seeds]
     K = len(seeds)
@@ -110,6 +113,8 @@ def run_seed_batch(run_dir: Path, plan: Plan, method: str, env_id: str, seeds: S
     run = next((s for s in saved if s is not None), None) or resolve_config(spec, env_id, plan, device)
     base = {"method": method, "env": env_id, "world_size": 1, "backend": "none", "precision": run.td3.precision,
             "device": device.type, "engine": run.engine, "seed_batch": K}
+    if point is not None:
+        cut_power_csv(folders[0] / schema.POWER, point)
     for folder, seed in zip(folders, seeds):
         folder.mkdir(parents=True, exist_ok=True)
         store.write_json(folder / schema.CONFIG, {

@@ -92,6 +92,10 @@ class RunStatus:
     """Energy so far: the last progress row's (result.json's once finished)."""
     energy_estimated: bool | None = None
     """True where the run's result or config says its energy is estimated; None where nothing says."""
+    energy_attributed: bool = False
+    """Its CPU and RAM energy is a share of the machine's (runs side by side: concurrent_runs > 1)."""
+    seed_batch: int = 1
+    """Seeds trained in its process: its energy is the process's / seed_batch."""
     device: str | None = None
     placement: Placement | None = None
     last_update_s: float | None = None
@@ -215,8 +219,11 @@ def run_status(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, n
         if sps and steps is not None:
             eta = max(0, total_steps - steps) / sps
     estimated = True if (result or {}).get("estimated") is True or config_estimated else None
+    attributed = bool((result or {}).get("attributed")) or (placement is not None and placement.concurrent_runs > 1)
+    seed_batch = int((result or {}).get("seed_batch", 1))
     return RunStatus(**key, state=state, steps=steps, total_steps=total_steps, sps=sps, eta_s=eta, energy_j=energy,
-                     energy_estimated=estimated, device=device, placement=placement, last_update_s=age,
+                     energy_estimated=estimated, energy_attributed=attributed, seed_batch=seed_batch,
+                     device=device, placement=placement, last_update_s=age,
                      notes=tuple(notes))
 
 
@@ -281,7 +288,7 @@ def _read_result(path: Path, notes: list[str]) -> tuple[dict | None, float | Non
     except store.RunFolderError:
         result = None
     final = {s.value for s in schema.FINAL_STATUSES}
-    if not isinstance(result, dict) or result.get("status") not in final:
+    if not isinstance(result, dict) or not isinstance(result.get("status"), str) or result["status"] not in final:
         notes.append(f"unreadable {schema.RESULT}")
         return None, mtime
     out: dict[str, Any] = {"status": result["status"]}
@@ -291,6 +298,10 @@ def _read_result(path: Path, notes: list[str]) -> tuple[dict | None, float | Non
         out["energy_j"] = float(result["energy_j"])
     if isinstance(result.get("estimated"), bool):
         out["estimated"] = result["estimated"]
+    if isinstance(result.get("energy_source"), str) and "attributed" in result["energy_source"]:
+        out["attributed"] = True
+    if _is_int(result.get("seed_batch"), 2, 2**20):
+        out["seed_batch"] = result["seed_batch"]
     if isinstance(result.get("error"), str) and result["error"]:
         out["error"] = _printable(result["error"], 160)
     return out, mtime

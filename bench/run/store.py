@@ -44,12 +44,43 @@ def folder_lock(run_dir: Path) -> Iterator[None]:
     """Hold the run folder's lock: one process at a time rebuilds what every run contributes to
     (summary.csv, the report), however many runs finish at once and on whichever node. POSIX
     record locks (lockf) are what NFS and the cluster filesystems SLURM sites share honour."""
-    fd = os.open(Path(run_dir) / FOLDER_LOCK, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    fd = os.open(Path(run_dir) / FOLDER_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE)
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # closing drops the lock
+
+
+TRAIN_LOCK = ".train.lock"
+
+
+class RunLock:
+    """Held by the one process training a run, for as long as it trains: a second process (a
+    resume started while the first still runs, a requeued task beside its old attempt) finds it
+    taken and leaves the run alone. POSIX record locks vanish with their process, so a killed run
+    never leaves a stale lock behind."""
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / TRAIN_LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock if it is free; False when another process holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def atomic_write_text(path: Path, text: str) -> None:

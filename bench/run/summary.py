@@ -130,6 +130,11 @@ def results_table(run_dir: Path, plan: Plan) -> str | None:
     rows = []
     for (method, env), g in done.groupby(["method", "env"], sort=False):
         est = " est." if g.get("estimated", pd.Series(dtype=bool)).astype(str).str.lower().eq("true").any() else ""
+        if g.get("energy_source", pd.Series(dtype=str)).astype(str).str.contains("attributed", regex=False).any():
+            est += " attr."  # a share of the machine's: runs executed side by side
+        k = pd.to_numeric(g.get("seed_batch", pd.Series(dtype=float)), errors="coerce").max()
+        if k == k and k > 1:
+            est += f" 1/{int(k)}"  # the process's energy over the seeds it trained together
 
         def mean(col: str) -> float:
             return float(pd.to_numeric(g[col], errors="coerce").mean()) if col in g else float("nan")
@@ -143,7 +148,8 @@ def results_table(run_dir: Path, plan: Plan) -> str | None:
                      _num(mean("wall_s"), "{:,.1f} s"), _num(energy / 1e3, "{:,.2f} kJ") + est,
                      _num(kg * 1e3, "{:,.3f} g") + est, ratio("speedup"), ratio("powerup"), ratio("greenup")])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-    lines = ["results (complete seeds, means; GPS-UP against " + plan.baseline + "):",
+    lines = ["results (complete seeds, means; GPS-UP against " + plan.baseline + "; est. estimated, attr. a share "
+             "of the machine's energy by CPU time, 1/K a seed batch's share):",
              "  " + "  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths)))]
     lines += ["  " + "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
               for r in rows]

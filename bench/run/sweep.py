@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import sys
 import time
 from dataclasses import dataclass
@@ -33,10 +34,16 @@ from bench.run.placement import TASK_ENV, TaskContext
 from bench.run.plan import Plan, RunKey, UsageError
 from bench.run.resolve import world_size_for
 from bench.run.summary import is_complete, write_summary
+from bench.run.sweep_options import normalised_slurm
 
 SUBMITIT_DIR = "submitit"
 LOCAL_TIMEOUT_MIN = 60 * 24 * 365  # submitit's local jobs default to 2 min; runs take what they take
+CANCEL_WAIT_S = 60.0  # for cancelled jobs to write their results and checkpoints before we summarise
 POLL_S = 0.25  # how often the local launcher looks for a finished job (a free slot)
+
+
+class SubmissionError(UsageError):
+    """The scheduler refused a submission (one line, exit code 2)."""
 
 
 @dataclass(frozen=True)
@@ -61,9 +68,10 @@ class Task:
 
 
 def local_slots(jobs: int, world_size: int, device_type: str, cpus: Sequence[int] | None = None,
-                gpu_count: int | None = None) -> list[Slot]:
+                gpu_count: int | None = None, visible: str | None = None) -> list[Slot]:
     """Disjoint cores (and GPUs) for `jobs` runs of `world_size` ranks each; UsageError when the
-    machine has too few to give every run its own."""
+    machine has too few to give every run its own. GPUs are named as the machine numbers them:
+    inside an allocation (CUDA_VISIBLE_DEVICES=2,3, `visible`) slot 0 gets GPU 2, not GPU 0."""
     cpus = sorted(os.sched_getaffinity(0)) if cpus is None else list(cpus)
     per_run = len(cpus) // jobs
     if per_run < world_size:
@@ -75,8 +83,38 @@ def local_slots(jobs: int, world_size: int, device_type: str, cpus: Sequence[int
         if count < jobs * world_size:
             raise UsageError(f"--jobs {jobs}: {count} GPU(s) here cannot give each of {jobs} runs its own "
                              f"{world_size} GPU(s); use --jobs {max(1, count // world_size)} or fewer")
-        gpus = [tuple(range(k * world_size, (k + 1) * world_size)) for k in range(jobs)]
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
+        entries = [v.strip() for v in visible.split(",") if v.strip()] if visible is not None else None
+        if entries is not None and not all(v.isdigit() for v in entries):
+            raise UsageError(f"--jobs {jobs}: CUDA_VISIBLE_DEVICES={visible!r} names GPUs by UUID or MIG slice; "
+                             "the local launcher hands GPUs out by index: use --jobs 1 or indices")
+        physical = [int(v) for v in entries] if entries is not None else list(range(count))
+        gpus = [tuple(physical[k * world_size:(k + 1) * world_size]) for k in range(jobs)]
     return [Slot(k, tuple(cpus[k * per_run:(k + 1) * per_run]), gpus[k]) for k in range(jobs)]
+
+
+def private_submitit_dir(run_dir: Path) -> Path:
+    """RUN/submitit, where submitit keeps the pickled tasks its jobs unpickle: code, in effect. So
+    it is this user's own folder, writable by nobody else, and not a link to somewhere else."""
+    path = run_dir / SUBMITIT_DIR
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot make submitit's folder ({exc.strerror or exc})") from None
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{path} is not a plain folder; submitit's task files must not live behind a link")
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise UsageError(f"{path} is writable by others or owned by someone else: its pickled tasks run as code "
+                         "(chmod go-w, or start a new run folder)")
+    return path
+
+
+def check_folder_name(plan: Plan, run_dir: Path) -> None:
+    """A SLURM sweep's folder is written into #SBATCH lines (--output, --error): a control
+    character in its path would end the line and start another."""
+    if plan.launcher == "slurm" and any(ord(c) < 32 or ord(c) == 127 for c in str(Path(run_dir).absolute())):
+        raise UsageError(f"--launcher slurm: the run folder's path {str(run_dir)!r} holds a control character")
 
 
 def check_fits(plan: Plan, runs: Sequence[RunKey] | None = None) -> None:
@@ -92,6 +130,8 @@ def check_fits(plan: Plan, runs: Sequence[RunKey] | None = None) -> None:
     from bench.run.resolve import resolve_device
 
     units = plan.batches(runs)
+    if not units:
+        return
     device = resolve_device(plan.device)
     world_size = max(world_size_for(get_method(m), plan, device) for m in {u[0][0] for u in units})
     local_slots(min(plan.jobs, len(units)), world_size, device.type)
@@ -210,7 +250,7 @@ def run_sweep(run_dir: Path, plan: Plan, *, plain: bool) -> int:
         write_summary(run_dir, plan)
         finish_run_folder(run_dir, plan)
         return 0
-    (run_dir / SUBMITIT_DIR).mkdir(exist_ok=True)
+    private_submitit_dir(run_dir)
     (run_dir / SUBMITIT_DIR / "finished").unlink(missing_ok=True)
     if plan.launcher == "local":
         return run_local(run_dir, plan, todo, plain=plain)
@@ -251,16 +291,23 @@ def run_local(run_dir: Path, plan: Plan, todo: Sequence[tuple[RunKey, ...]], *, 
             for job in [j for j in running if j.done()]:
                 unit, slot = running.pop(job)
                 free.append(slot)
+                # the runs' own result.json decide, not submitit's pickle of the job's return value
+                if all(is_complete(store.seed_dir(run_dir, *r)) for r in unit):
+                    print(f"  done {label(unit)} ({_elapsed(started_s)})", file=sys.stderr)
+                    continue
+                failed.append(label(unit))
                 try:
                     job.result()
-                    print(f"  done {label(unit)} ({_elapsed(started_s)})", file=sys.stderr)
-                except Exception as exc:  # noqa: BLE001 - the run's result.json says why
-                    failed.append(label(unit))
-                    print(f"spikerl-bench: {label(unit)} failed: {_last_line(exc)} (log: {job.paths.stderr})",
-                          file=sys.stderr)
+                    why = "ended without completing"
+                except Exception as exc:  # noqa: BLE001 - the run's result.json says more
+                    why = _last_line(exc)
+                print(f"spikerl-bench: {label(unit)} failed: {why} (log: {job.paths.stderr})", file=sys.stderr)
     except KeyboardInterrupt:
         for job in running:
-            job.cancel(check=False)
+            job.cancel(check=False)  # SIGINT: each run records itself as interrupted
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        while any(not j.done() for j in running) and time.monotonic() < deadline:
+            time.sleep(POLL_S)
         write_summary(run_dir, plan)
         print(f"spikerl-bench: interrupted; finish with: spikerl-bench run --resume {run_dir}", file=sys.stderr)
         return 130
@@ -274,10 +321,11 @@ def run_local(run_dir: Path, plan: Plan, todo: Sequence[tuple[RunKey, ...]], *, 
 
 def slurm_executor(run_dir: Path, plan: Plan, world_size: int, n_tasks: int) -> submitit.SlurmExecutor:
     """A SlurmExecutor for one array of `n_tasks` runs of `world_size` ranks (one rank per task)."""
-    opts = plan.slurm
+    opts = normalised_slurm(plan.slurm)  # never the raw values of plan.json
     executor = submitit.SlurmExecutor(folder=run_dir / SUBMITIT_DIR / "%A")
+    name = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in run_dir.name)
     params: dict[str, Any] = {
-        "job_name": f"spikerl-bench-{run_dir.name}"[:64], "time": opts.get("time_min", 24 * 60),
+        "job_name": f"spikerl-bench-{name}"[:64], "time": opts.get("time_min", 24 * 60),
         "ntasks_per_node": world_size, "nodes": 1, "array_parallelism": min(plan.jobs, n_tasks),
         "cpus_per_task": opts.get("cpus_per_task", plan.threads or 1),
         "additional_parameters": dict(opts.get("extra", {})),
@@ -303,9 +351,13 @@ def submit_slurm(run_dir: Path, plan: Plan, todo: Sequence[tuple[RunKey, ...]]) 
     for world_size, runs in groups.items():
         executor = slurm_executor(run_dir, plan, world_size, len(runs))
         context = TaskContext(launcher="slurm", concurrent_runs=min(plan.jobs, len(runs)))
-        with executor.batch():
-            jobs = [executor.submit(ResumableTask(), Task(str(run_dir), unit, context, finish_folder=True))
-                    for unit in runs]
+        try:
+            with executor.batch():
+                jobs = [executor.submit(ResumableTask(), Task(str(run_dir), unit, context, finish_folder=True))
+                        for unit in runs]
+        except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as exc:
+            raise SubmissionError(f"sbatch refused the job array: {_last_line(exc)}"
+                                  + (f" (arrays {', '.join(ids)} were submitted)" if ids else "")) from None
         array_id = jobs[0].job_id.split("_")[0] if jobs else "?"
         ids.append(array_id)
         print(f"sweep: submitted job array {array_id}: {len(runs)} task(s) of {world_size} rank(s), "

@@ -15,7 +15,7 @@ SLURM_OPTIONS = ("partition", "time_min", "gpus_per_task", "cpus_per_task", "mem
 _TOKEN = re.compile(r"[A-Za-z0-9_.,:=@+/%-]{1,200}")
 _KEY = re.compile(r"[a-z][a-z0-9-]{0,63}")
 _MEM = re.compile(r"[0-9]{1,7}[KMGT]?B?", re.IGNORECASE)
-_TIME = re.compile(r"(?:(\d{1,3})-)?(\d{1,2}):(\d{2})(?::(\d{2}))?")
+_TIME = re.compile(r"(?:(\d{1,3})-)?(\d{1,6}(?::\d{1,2}){0,2})")
 # options submitit sets itself: a --slurm-opt for them would contradict the job it generates
 _OWNED = {"array", "output", "error", "job-name", "open-mode", "signal", "parsable", "wrap", "ntasks-per-node",
           "nodes", "time", "partition", "gpus-per-task", "cpus-per-task", "mem", "account", "qos"}
@@ -23,16 +23,19 @@ MAX_TIME_MIN = 366 * 24 * 60
 
 
 def parse_time_min(text: str) -> int:
-    """A SLURM time limit in minutes: '90', '1:30:00' (h:mm:ss), '2-00:00:00' (d-hh:mm:ss)."""
+    """A SLURM time limit in whole minutes, in sbatch's own grammar: 'M', 'M:S', 'H:M:S', 'D-H',
+    'D-H:M' or 'D-H:M:S' (so '30:00' is 30 minutes, as sbatch reads it). Seconds round up."""
     t = text.strip()
-    if t.isdigit():
-        minutes = int(t)
+    m = _TIME.fullmatch(t)
+    if m is None:
+        raise UsageError(f"--slurm-time: expected sbatch's M, M:S, H:M:S, D-H, D-H:M or D-H:M:S, got {text!r}")
+    days, rest = m.group(1), m.group(2).split(":")
+    parts = [int(x) for x in rest]
+    if days is None:
+        h, mins, secs = (0, parts[0], 0) if len(parts) == 1 else (0, *parts) if len(parts) == 2 else tuple(parts)
     else:
-        m = _TIME.fullmatch(t)
-        if m is None:
-            raise UsageError(f"--slurm-time: expected minutes, H:MM:SS or D-HH:MM:SS, got {text!r}")
-        days, hours, mins, secs = (int(x) if x else 0 for x in m.groups())
-        minutes = days * 1440 + hours * 60 + mins + (1 if secs else 0)
+        h, mins, secs = (parts + [0, 0])[:3]
+    minutes = int(days or 0) * 1440 + h * 60 + mins + (1 if secs else 0)
     if not 0 < minutes <= MAX_TIME_MIN:
         raise UsageError(f"--slurm-time must be 1 minute to 366 days, got {text!r}")
     return minutes
@@ -100,20 +103,33 @@ def check_launcher(launcher: str, jobs: int, slurm: dict[str, Any]) -> None:
         raise UsageError("--jobs N > 1 runs several runs at once: choose --launcher local or slurm")
     if slurm and launcher != "slurm":
         raise UsageError("--slurm-* options need --launcher slurm")
+    normalised_slurm(slurm)
+
+
+def normalised_slurm(slurm: Any) -> dict[str, Any]:
+    """Plan.slurm rebuilt through the flags' own checks; UsageError unless it is exactly that
+    rebuild (a value that would be stripped, re-cased or retyped on its way into the sbatch script
+    is refused, not silently changed). The executor is built from this, never from raw values."""
+    if not isinstance(slurm, dict):
+        raise UsageError(f"slurm options must be a table, got {type(slurm).__name__}")
     unknown = set(slurm) - set(SLURM_OPTIONS)
     if unknown:
-        raise UsageError(f"slurm options: unknown {', '.join(sorted(unknown))}; known: {', '.join(SLURM_OPTIONS)}")
-    rebuilt = slurm_options(
-        partition=slurm.get("partition"), account=slurm.get("account"), qos=slurm.get("qos"),
-        gpus_per_task=slurm.get("gpus_per_task"), cpus_per_task=slurm.get("cpus_per_task"),
-        mem=slurm.get("mem") if isinstance(slurm.get("mem"), str) else None,
-        extra=[f"{k}={v}" for k, v in slurm.get("extra", {}).items()] if isinstance(slurm.get("extra"), dict) else (),
-    )
-    for key in ("gpus_per_task", "cpus_per_task"):
+        raise UsageError(f"slurm options: unknown {', '.join(sorted(map(str, unknown)))}; "
+                         f"known: {', '.join(SLURM_OPTIONS)}")
+    for key in ("partition", "mem", "account", "qos"):
+        if key in slurm and not isinstance(slurm[key], str):
+            raise UsageError(f"slurm option {key} must be text, got {slurm[key]!r}")
+    for key in ("gpus_per_task", "cpus_per_task", "time_min"):
         if key in slurm and type(slurm[key]) is not int:
             raise UsageError(f"slurm option {key} must be an integer, got {slurm[key]!r}")
-    if "time_min" in slurm and not (type(slurm["time_min"]) is int and 0 < slurm["time_min"] <= MAX_TIME_MIN):
-        raise UsageError(f"slurm option time_min must be 1 to {MAX_TIME_MIN}, got {slurm['time_min']!r}")
-    for key in ("mem", "extra"):
-        if key in slurm and key not in rebuilt:
-            raise UsageError(f"slurm option {key} has an invalid value {slurm[key]!r}")
+    extra = slurm.get("extra", {})
+    if not isinstance(extra, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
+        raise UsageError(f"slurm option extra must map option names to text, got {extra!r}")
+    rebuilt = slurm_options(
+        partition=slurm.get("partition"), account=slurm.get("account"), qos=slurm.get("qos"),
+        gpus_per_task=slurm.get("gpus_per_task"), cpus_per_task=slurm.get("cpus_per_task"), mem=slurm.get("mem"),
+        time=str(slurm["time_min"]) if "time_min" in slurm else None, extra=[f"{k}={v}" for k, v in extra.items()])
+    if rebuilt != slurm:
+        changed = sorted(k for k in set(rebuilt) | set(slurm) if rebuilt.get(k) != slurm.get(k))
+        raise UsageError(f"slurm option {changed[0]} has an invalid value {slurm.get(changed[0])!r}")
+    return rebuilt

@@ -11,7 +11,7 @@ from baselines.registry import get_method
 from bench.energy.carbon import validate_country
 from bench.run.sweep_options import check_launcher
 from bench.run.plan import Plan, UsageError, validate_names
-from bench.run.resolve import resolve_config, resolve_device
+from bench.run.resolve import check_settings, resolve_config, resolve_device
 
 
 def check_plan(plan: Plan) -> torch.device:
@@ -30,8 +30,15 @@ def check_plan(plan: Plan) -> torch.device:
         if m not in plan.methods:  # a setting that would silently go nowhere
             raise UsageError(f"--set {m}:KEY=VALUE: {m!r} is not among the methods ({', '.join(plan.methods)})")
     if plan.launcher == "slurm" and plan.device == "cuda" and not torch.cuda.is_available():
-        # submitted from a login node without GPUs: each task checks the rest where it runs
-        return torch.device("cuda")
+        # submitted from a login node without GPUs: every setting is checked here; the device's own
+        # choices (precision, engine) are checked by each task where it runs
+        cuda = torch.device("cuda")
+        check_backend(plan.backend, cuda)
+        for m in plan.methods:
+            for e in plan.envs:
+                check_settings(get_method(m), e, plan)
+        check_seed_batch(plan, cuda)
+        return cuda
     device = resolve_device(plan.device)
     check_backend(plan.backend, device)
     for m in plan.methods:
@@ -45,6 +52,10 @@ def check_seed_batch(plan: Plan, device: torch.device) -> None:
     """A seed batch is one process on one device: it does not combine with data-parallel ranks."""
     if plan.seed_batch == 1:
         return
+    if len(plan.seeds) % plan.seed_batch:
+        # a smaller last batch would charge its seeds a different share of a process than the rest
+        raise UsageError(f"--seed-batch {plan.seed_batch}: {len(plan.seeds)} seeds do not split into batches of "
+                         f"{plan.seed_batch}; every seed's energy must be the same share of a process")
     from bench.run.resolve import world_size_for
 
     parallel = [m for m in plan.methods if world_size_for(get_method(m), plan, device) > 1]
