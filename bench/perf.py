@@ -173,20 +173,26 @@ class _SpsProbe(Callback):
             self.rows.append(event.sps)
 
 
-def training_loop_sps(method: str, env_id: str, loop_steps: int, precision: str | None,
-                      update_hook: UpdateHook | None = None, device: str = "cpu") -> float:
-    """Env steps/s of the real loop in its learning phase, one update per env step on average.
-    `update_hook`: diagnostics of the loop's updates (tools/kernel_profile)."""
+def loop_benchmark_config(method: str, env_id: str, loop_steps: int, precision: str | None
+                          ) -> tuple[TD3Config, "_SpsProbe"]:
+    """The method's recipe with a 1,000-step warm-up, `loop_steps` of learning after it and no
+    evaluation or checkpoint in the way; and the probe that times the learning phase."""
     warm = 1_000
-    spec = get_method(method)
-    d = {**TD3Config().to_dict(), **spec.td3_params(env_id)}
+    d = {**TD3Config().to_dict(), **get_method(method).td3_params(env_id)}
     d.update(total_steps=warm + loop_steps, start_steps=warm, update_after=warm, log_every=loop_steps // 4,
              eval_every=10 * (warm + loop_steps), eval_episodes=1, checkpoint_every=0, replay_size=50_000)
     if precision is not None:
         d["precision"] = precision
     # The first quarter after the warm-up still pays for allocator and cache warm-up: it is dropped.
-    probe = _SpsProbe(after_step=warm + loop_steps // 4)
-    cfg = TD3Config.from_dict(d)
+    return TD3Config.from_dict(d), _SpsProbe(after_step=warm + loop_steps // 4)
+
+
+def training_loop_sps(method: str, env_id: str, loop_steps: int, precision: str | None,
+                      update_hook: UpdateHook | None = None, device: str = "cpu") -> float:
+    """Env steps/s of the real loop in its learning phase, one update per env step on average.
+    `update_hook`: diagnostics of the loop's updates (tools/kernel_profile)."""
+    spec = get_method(method)
+    cfg, probe = loop_benchmark_config(method, env_id, loop_steps, precision)
     train(spec, env_id, 0, cfg, callbacks=[probe], update_hook=update_hook, device=device)
     return statistics.mean(probe.rows)
 

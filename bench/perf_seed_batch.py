@@ -60,18 +60,11 @@ def seed_batch_update_and_action_ms(method: str, env_id: str, k: int, precision:
 def seed_batch_loop_sps(method: str, env_id: str, k: int, loop_steps: int, precision: str | None,
                         device: str = "cpu", engine: str = "torch") -> float:
     """Env steps/s of one seed of a K-seed batch in its learning phase (multiply by K for the aggregate)."""
-    from bench.perf import _SpsProbe
+    from bench.perf import loop_benchmark_config
 
-    warm = 1_000
-    spec = get_method(method)
-    d = {**TD3Config().to_dict(), **spec.td3_params(env_id)}
-    d.update(total_steps=warm + loop_steps, start_steps=warm, update_after=warm, log_every=loop_steps // 4,
-             eval_every=10 * (warm + loop_steps), eval_episodes=1, checkpoint_every=0, replay_size=50_000)
-    if precision is not None:
-        d["precision"] = precision
-    probe = _SpsProbe(after_step=warm + loop_steps // 4)  # the first quarter pays for warm-up: dropped
+    cfg, probe = loop_benchmark_config(method, env_id, loop_steps, precision)
     callbacks: list[list[Any]] = [[probe]] + [[] for _ in range(k - 1)]
-    train_seed_batch(spec, env_id, list(range(k)), TD3Config.from_dict(d), callbacks=callbacks, device=device,
+    train_seed_batch(get_method(method), env_id, list(range(k)), cfg, callbacks=callbacks, device=device,
                      engine=engine)
     return statistics.mean(probe.rows)
 

@@ -32,7 +32,7 @@ from .config import TD3Config
 from .cuda_graphs import GraphedAct, GraphedBurst, capture_for
 from .envs import act_limit_of, capture_env_state, make_env, restore_env_state
 from .evaluation import eval_episode_seeds, run_episodes
-from .loop import Agent, TrainResult, build_agent, params_sha256
+from .loop import Agent, TrainResult, build_agent, params_sha256, step_env
 from .loop_state import LoopState
 from .method import MethodSpec
 from .precision import autocast
@@ -266,18 +266,7 @@ class BatchRun:
             actions = [np.clip(a[k] + x.s.explore_rng.normal(0.0, cfg.expl_noise * lim, size=self.act_dim), -lim, lim)
                        for k, x in enumerate(self.seeds)]
         for x, action in zip(self.seeds, actions):
-            s = x.s
-            next_obs, reward, terminated, truncated, _ = x.env.step(action)
-            x.replay.add(s.obs, action, reward, next_obs, terminated)  # truncation is not terminal: it bootstraps
-            s.pending_obs.append(s.obs)
-            s.ep_ret += float(reward)
-            s.obs = next_obs
-            s.t += 1
-            if terminated or truncated:
-                s.episodes += 1
-                s.last_train_return = s.ep_ret
-                s.obs, _ = x.env.reset()
-                s.ep_ret = 0.0
+            step_env(x.env, x.replay, x.s, action)
         self.t += 1
 
     @torch.no_grad()

@@ -31,7 +31,7 @@ from .replay import ReplayBuffer
 from .seeding import capture_rng, restore_rng, seed_everything
 from .td3 import TD3, UpdateHook
 
-__all__ = ["Agent", "TrainResult", "build_agent", "params_sha256", "train"]
+__all__ = ["Agent", "TrainResult", "build_agent", "params_sha256", "step_env", "train"]
 
 
 @dataclass
@@ -121,6 +121,21 @@ def train(spec: MethodSpec, env_id: str, seed: int, config: TD3Config,
     result = run.result()
     run.cbs.on_train_end(EndEvent(step=result.steps, wall_s=result.wall_s, status="complete"))
     return result
+
+
+def step_env(env: Any, replay: ReplayBuffer, s: LoopState, action: np.ndarray) -> None:
+    """Step `env` with `action`, store the transition and record a finished episode in `s`."""
+    next_obs, reward, terminated, truncated, _ = env.step(action)
+    replay.add(s.obs, action, reward, next_obs, terminated)  # truncation is not terminal: it bootstraps
+    s.pending_obs.append(s.obs)
+    s.ep_ret += float(reward)
+    s.obs = next_obs
+    s.t += 1
+    if terminated or truncated:
+        s.episodes += 1
+        s.last_train_return = s.ep_ret
+        s.obs, _ = env.reset()
+        s.ep_ret = 0.0
 
 
 def _next_multiple(step: int, every: int) -> int:
@@ -276,17 +291,7 @@ class _Run:
             action = self.act_deterministic(s.obs)
             action = np.clip(action + s.explore_rng.normal(0.0, cfg.expl_noise * lim, size=self.agent.act_dim),
                              -lim, lim)
-        next_obs, reward, terminated, truncated, _ = self.env.step(action)
-        self.replay.add(s.obs, action, reward, next_obs, terminated)  # truncation is not terminal: it bootstraps
-        s.pending_obs.append(s.obs)
-        s.ep_ret += float(reward)
-        s.obs = next_obs
-        s.t += 1
-        if terminated or truncated:
-            s.episodes += 1
-            s.last_train_return = s.ep_ret
-            s.obs, _ = self.env.reset()
-            s.ep_ret = 0.0
+        step_env(self.env, self.replay, s, action)
 
     @torch.no_grad()
     def act_deterministic(self, obs: np.ndarray) -> np.ndarray:
