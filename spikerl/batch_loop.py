@@ -335,17 +335,23 @@ def _next_multiple(step: int, every: int) -> int:
     return (step // every + 1) * every
 
 
-def batch_resume_step(run_dirs: Sequence[Path]) -> int | None:
-    """The step a seed batch resumes from: the latest one every seed's folder has a checkpoint of
-    (finishing the renames of an interrupted save), or None when no folder has any checkpoint.
-    CheckpointError when some seeds have checkpoints and the others none of a common step."""
+def _checkpoint_steps(run_dirs: Sequence[Path]) -> list[dict[int, Path]]:
+    """Per seed folder, the step of each checkpoint it holds (checkpoint.pt and checkpoint.pt.next)."""
     found: list[dict[int, Path]] = []
     for d in run_dirs:
         steps: dict[int, Path] = {}
-        for path in (d / CHECKPOINT_NAME, d / (CHECKPOINT_NAME + NEXT_SUFFIX)):
+        for path in (Path(d) / CHECKPOINT_NAME, Path(d) / (CHECKPOINT_NAME + NEXT_SUFFIX)):
             if path.is_file():
                 steps.setdefault(int(load_checkpoint(path)["loop"]["t"]), path)
         found.append(steps)
+    return found
+
+
+def batch_common_step(run_dirs: Sequence[Path], found: list[dict[int, Path]] | None = None) -> int | None:
+    """The latest step every seed's folder has a checkpoint of, or None when no folder has any;
+    CheckpointError when some do and no step is common. Reads only (bench's resume checks call it
+    before anything is written)."""
+    found = _checkpoint_steps(run_dirs) if found is None else found
     if not any(found):
         return None
     common = set.intersection(*(set(f) for f in found))
@@ -353,9 +359,18 @@ def batch_resume_step(run_dirs: Sequence[Path]) -> int | None:
         raise CheckpointError(f"the seeds' folders hold no checkpoint of a common step "
                               f"({', '.join(f'{d}: {sorted(f)}' for d, f in zip(run_dirs, found))}); "
                               "resume them as they were started, or start again")
-    step = max(common)
+    return max(common)
+
+
+def batch_resume_step(run_dirs: Sequence[Path]) -> int | None:
+    """The step a seed batch resumes from (`batch_common_step`), finishing the renames of an
+    interrupted save so every seed's checkpoint.pt holds it."""
+    found = _checkpoint_steps(run_dirs)
+    step = batch_common_step(run_dirs, found)
+    if step is None:
+        return None
     for d, f in zip(run_dirs, found):
         if f[step].name != CHECKPOINT_NAME:
-            os.replace(f[step], d / CHECKPOINT_NAME)
-        (d / (CHECKPOINT_NAME + NEXT_SUFFIX)).unlink(missing_ok=True)
+            os.replace(f[step], Path(d) / CHECKPOINT_NAME)
+        (Path(d) / (CHECKPOINT_NAME + NEXT_SUFFIX)).unlink(missing_ok=True)
     return step

@@ -162,3 +162,22 @@ def test_bad_seed_batches_are_refused_before_anything_is_written(argv, needle, t
     assert main(["run", *TINY, "--seeds", "0,1", "--out", str(out), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_a_batch_whose_seeds_disagree_is_refused_before_anything_is_written(batched_run, tmp_path, capsys):
+    import shutil
+
+    from bench.cli.main import main
+    from spikerl.checkpoint import CHECKPOINT_NAME
+
+    run = tmp_path / "run"
+    shutil.copytree(batched_run, run)
+    for s in (0, 1):
+        (store.seed_dir(run, "mlp", "HalfCheetah-v4", s) / schema.RESULT).unlink()
+    (store.seed_dir(run, "mlp", "HalfCheetah-v4", 1) / CHECKPOINT_NAME).unlink()  # seed 1 lost its checkpoint
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["run", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "common step" in err and len(err.splitlines()) == 1
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

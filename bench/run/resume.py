@@ -80,6 +80,8 @@ def check_resumable(run_dir: Path, plan: Plan, world_size: int, device: torch.de
     runs = plan.runs(methods)
     if only_runs is not None:
         runs = [r for r in runs if r in set(only_runs)]
+    if plan.seed_batch > 1:
+        _check_batches(run_dir, plan, runs)
     for method, env_id, seed in runs:
         folder = store.seed_dir(run_dir, method, env_id, seed)
         if os.path.lexists(folder):
@@ -87,6 +89,16 @@ def check_resumable(run_dir: Path, plan: Plan, world_size: int, device: torch.de
             if point is not None:
                 points[(method, env_id, seed)] = point
     return points
+
+
+def _check_batches(run_dir: Path, plan: Plan, runs: Sequence[tuple[str, str, int]]) -> None:
+    """Every started seed batch resumes from one step all its seeds have a checkpoint of."""
+    from spikerl.batch_loop import batch_common_step
+
+    for unit in plan.batches(runs):
+        folders = [store.seed_dir(run_dir, *r) for r in unit]
+        if any(os.path.lexists(f) for f in folders) and not all(_is_finished(f) for f in folders):
+            batch_common_step(folders)
 
 
 def check_run(folder: Path, plan: Plan, method: str, env_id: str, seed: int, world_size: int,
