@@ -80,9 +80,6 @@ class EnergyTotals:
     foreign_cpu_s: float = 0.0
     observed_cpu_s: float = 0.0
     foreign_gpu_processes: int = 0
-    own_cpu_s: float = 0.0
-    """CPU seconds of the run's processes, and the machine's busy CPU seconds over the same time."""
-    machine_busy_cpu_s: float = 0.0
     cpu_attributed_j: float = 0.0
     """The run's part of cpu_energy_j / ram_energy_j (all of it in segments it ran alone)."""
     ram_attributed_j: float = 0.0
@@ -121,8 +118,6 @@ class EnergyTotals:
             foreign_cpu_s=self.foreign_cpu_s + other.foreign_cpu_s,
             observed_cpu_s=self.observed_cpu_s + other.observed_cpu_s,
             foreign_gpu_processes=max(self.foreign_gpu_processes, other.foreign_gpu_processes),
-            own_cpu_s=self.own_cpu_s + other.own_cpu_s,
-            machine_busy_cpu_s=self.machine_busy_cpu_s + other.machine_busy_cpu_s,
             cpu_attributed_j=self.cpu_attributed_j + other.cpu_attributed_j,
             ram_attributed_j=self.ram_attributed_j + other.ram_attributed_j,
             attributed=self.attributed or other.attributed,
@@ -301,12 +296,20 @@ class EnergyCallback(Callback):
         if self.attributed and self._active:
             self._attribute_interval()
 
+    def _energy_so_far(self) -> tuple[dict[str, float], dict[str, float]]:
+        """This segment's energy so far: per device, and per phase (closed windows + the open one)."""
+        done = dict(self._done_j)
+        phase_j = dict(self._phase_j)
+        if self._meter is not None and self._phase is not None:
+            m = self._meter.read_window(self._phase)
+            for d, e in m.energy_j_by_device.items():
+                done[d] = done.get(d, 0.0) + e
+            phase_j[self._phase] += m.total_energy_j
+        return done, phase_j
+
     def _shared_j(self) -> tuple[float, float]:
         """This segment's CPU and RAM energy so far (the machine's)."""
-        done = dict(self._done_j)
-        if self._meter is not None and self._phase is not None:
-            for d, e in self._meter.read_window(self._phase).energy_j_by_device.items():
-                done[d] = done.get(d, 0.0) + e
+        done, _ = self._energy_so_far()
         return (sum(e for d, e in done.items() if component_of(d) == "cpu"),
                 sum(e for d, e in done.items() if component_of(d) == "ram"))
 
@@ -359,13 +362,7 @@ class EnergyCallback(Callback):
     # ------------------------------------------------------------------ accounting
     def _segment(self, carbon: CarbonResult | None) -> EnergyTotals:
         """This node's totals since on_train_start (live while training)."""
-        done = dict(self._done_j)
-        phase_j = dict(self._phase_j)
-        if self._meter is not None and self._phase is not None:
-            m = self._meter.read_window(self._phase)
-            for d, e in m.energy_j_by_device.items():
-                done[d] = done.get(d, 0.0) + e
-            phase_j[self._phase] += m.total_energy_j
+        done, phase_j = self._energy_so_far()
         by_comp: dict[str, list[str]] = {}
         for d in done:
             comp = component_of(d)
@@ -383,8 +380,6 @@ class EnergyCallback(Callback):
             foreign_cpu_s=probe.foreign_cpu_s if probe else 0.0,
             observed_cpu_s=probe.observed_cpu_s if probe else 0.0,
             foreign_gpu_processes=probe.foreign_gpu_processes if probe else 0,
-            own_cpu_s=probe.own_cpu_s if probe else 0.0,
-            machine_busy_cpu_s=probe.machine_busy_cpu_s if probe else 0.0,
             attributed=self.attributed, concurrent_runs=self.concurrent_runs,
             energy_j_by_device=done,
             sources=[meter.source] if meter is not None else [],
@@ -429,7 +424,7 @@ class EnergyCallback(Callback):
         vec = [node.train_energy_j, node.eval_energy_j, node.gpu_energy_j, node.cpu_energy_j, node.ram_energy_j,
                node.codecarbon_emissions_kg or 0.0, node.codecarbon_energy_kwh or 0.0,
                node.foreign_cpu_s, node.observed_cpu_s, float(node.foreign_gpu_processes),
-               node.own_cpu_s, node.machine_busy_cpu_s, node.cpu_attributed_j, node.ram_attributed_j,
+               node.cpu_attributed_j, node.ram_attributed_j,
                active * (node.codecarbon_emissions_kg is None), active * node.estimated, active,
                active * bool(node.meter_errors), active * bool(node.emissions_errors),
                *(active * (c in node.components) for c in COMPONENTS)]
@@ -437,8 +432,7 @@ class EnergyCallback(Callback):
         device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
         t = torch.tensor(vec, dtype=torch.float64, device=device)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        (train_j, eval_j, gpu_j, cpu_j, ram_j, kg, kwh, foreign_s, observed_s, foreign_gpu, own_s, busy_s,
-         cpu_attr_j, ram_attr_j,
+        (train_j, eval_j, gpu_j, cpu_j, ram_j, kg, kwh, foreign_s, observed_s, foreign_gpu, cpu_attr_j, ram_attr_j,
          n_missing, n_est,
          n_nodes, n_meter_err, n_cc_err, *n_comp) = t.cpu().tolist()
         meter_errors = list(node.meter_errors)
@@ -458,7 +452,7 @@ class EnergyCallback(Callback):
             models=node.models,
             codecarbon_emissions_kg=None if n_missing > 0 else kg, codecarbon_energy_kwh=None if n_missing > 0 else kwh,
             foreign_cpu_s=foreign_s, observed_cpu_s=observed_s, foreign_gpu_processes=int(foreign_gpu),
-            own_cpu_s=own_s, machine_busy_cpu_s=busy_s, cpu_attributed_j=cpu_attr_j, ram_attributed_j=ram_attr_j,
+            cpu_attributed_j=cpu_attr_j, ram_attributed_j=ram_attr_j,
             attributed=node.attributed, concurrent_runs=node.concurrent_runs,
             sources=node.sources, estimated=n_est > 0, meter_errors=meter_errors,
             emissions_errors=emissions_errors, energy_j_by_device=dict(node.energy_j_by_device))
