@@ -36,7 +36,9 @@ from bench.perf_seed_batch import seed_batch_row
 def add_perf_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", default="spikerl,popsan,dsrl,mlp")
     p.add_argument("--env", default="HalfCheetah-v4")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1, the issue's setting)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1, the issue's setting); a seed "
+                   "batch on a CPU trains its K seeds in this many groups, one thread each, against a single "
+                   "seed on this many torch threads")
     p.add_argument("--loop-steps", type=int, default=2_000, help="measured training-loop steps per method")
     p.add_argument("--precision", choices=("fp32", "bf16", "method"), default="fp32",
                    help="precision of the update timings (default fp32; 'method' uses each recipe's)")
@@ -272,7 +274,8 @@ def run_perf(args: argparse.Namespace) -> int:
                                        engine=engine)
                 batch["aggregate_vs_single"] = batch["loop_sps_aggregate"] / sps
                 rows.append(batch)
-                print(f"{m:8s} {engine:7s} seed batch K={args.seed_batch}: update {batch['update_ms']:.2f} ms and "
+                print(f"{m:8s} {engine:7s} seed batch K={args.seed_batch} in {batch['seed_groups']} group(s), one "
+                      f"thread each: update {batch['update_ms']:.2f} ms and "
                       f"action {batch['action_ms']:.3f} ms for all K; loop {batch['loop_sps_per_seed']:.1f} steps/s "
                       f"per seed, {batch['loop_sps_aggregate']:.1f} aggregate = {batch['aggregate_vs_single']:.2f}x "
                       f"the single seed's", flush=True)

@@ -6,6 +6,10 @@ with the loop's per-seed sampling, normalising, stacking and random draws), per 
 action ms: the K seeds' actions for one env step each (normalisers, one vmapped actor call, host
 copy). loop steps/s: env steps per second of ONE seed of the batch in the learning phase, and
 the aggregate (K times that), to set against a single seed's loop steps/s.
+
+Threads: on a CPU the batch trains its K seeds in `torch.get_num_threads()` groups, one thread
+each (`spikerl.seed_groups`), where the single seed it is set against uses that many torch
+threads: both get the same cores.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from baselines.registry import get_method
 from spikerl import native_lib
 from spikerl.batch_loop import BatchRun, train_seed_batch
 from spikerl.config import TD3Config
+from spikerl.seed_groups import seed_batch_workers
 
 
 def seed_batch_update_and_action_ms(method: str, env_id: str, k: int, precision: str | None, repeats: int = 50,
@@ -73,5 +78,7 @@ def seed_batch_row(method: str, env_id: str, k: int, loop_steps: int, precision:
                    device: str = "cpu", engine: str = "torch") -> dict[str, Any]:
     upd, act = seed_batch_update_and_action_ms(method, env_id, k, precision, device=device, engine=engine)
     sps = seed_batch_loop_sps(method, env_id, k, loop_steps, precision, device=device, engine=engine)
-    return {"method": method, "engine": engine, "seed_batch": k, "update_ms": upd, "action_ms": act,
+    groups = seed_batch_workers(torch.device(device), k, torch.get_num_threads())
+    return {"method": method, "engine": engine, "seed_batch": k, "seed_groups": groups, "update_ms": upd,
+            "action_ms": act,
             "loop_sps_per_seed": sps, "loop_sps_aggregate": k * sps}

@@ -38,6 +38,7 @@ from .method import MethodSpec
 from .precision import autocast
 from .replay import ReplayBuffer
 from .seed_batch import BatchedTD3, BurstInputs, SeedGenerators
+from .seed_groups import SeedGroups, seed_batch_workers
 from .seeding import capture_rng, seed_everything
 
 __all__ = ["train_seed_batch", "NEXT_SUFFIX"]
@@ -49,7 +50,8 @@ NEXT_SUFFIX = ".next"
 def train_seed_batch(spec: MethodSpec, env_id: str, seeds: Sequence[int], config: TD3Config,
                      actor_params: dict[str, Any] | None = None, *, run_dirs: Sequence[Path] | None = None,
                      callbacks: Sequence[Sequence[Callback]] | None = None, device: torch.device | str = "cpu",
-                     resume: bool = False, cuda_graphs: bool = True, engine: str = "torch") -> list[TrainResult]:
+                     resume: bool = False, cuda_graphs: bool = True, engine: str = "torch",
+                     workers: int | None = None) -> list[TrainResult]:
     """Train `spec` on `env_id` once per seed, all seeds at once; one TrainResult per seed, in order.
 
     `run_dirs`: one folder per seed for its checkpoints (none without them). `callbacks`: one list per
@@ -58,6 +60,9 @@ def train_seed_batch(spec: MethodSpec, env_id: str, seeds: Sequence[int], config
     (`spikerl.cuda_graphs`; eager, with one warning, where capture fails).
     `engine`: 'torch' vmaps the actors too (pure torch, any device and dtype); 'native' runs each
     seed's actor alone on the native kernels where they are usable (fp32 CPU) and batches the rest.
+    `workers`: on a CPU, the seeds are cut into this many groups, each trained on a thread of its
+    own with one torch thread (`spikerl.seed_groups`); default torch's thread count on entry, which
+    is restored on return. A CUDA device runs one group.
     Seed k's result is that of `spikerl.loop.train(spec, env_id, seeds[k], ...)` on the torch engine,
     up to the rounding of the batched matmuls (tests/test_seed_batch.py).
     """
@@ -70,7 +75,8 @@ def train_seed_batch(spec: MethodSpec, env_id: str, seeds: Sequence[int], config
         raise ValueError(f"{len(callbacks)} callback lists for {len(seeds)} seeds")
     with native_lib.engine(engine):
         run = BatchRun(spec, env_id, seeds, config, actor_params, run_dirs=run_dirs, callbacks=callbacks,
-                        device=torch.device(device), cuda_graphs=cuda_graphs, per_seed_actor=engine == "native")
+                        device=torch.device(device), cuda_graphs=cuda_graphs, per_seed_actor=engine == "native",
+                        workers=workers)
         try:
             if resume and run_dirs is not None:
                 step = batch_resume_step([Path(d) for d in run_dirs])
@@ -120,7 +126,7 @@ class BatchRun:
     def __init__(self, spec: MethodSpec, env_id: str, seeds: list[int], cfg: TD3Config,
                  actor_params: dict[str, Any] | None, *, run_dirs: Sequence[Path] | None,
                  callbacks: Sequence[Sequence[Callback]] | None, device: torch.device, cuda_graphs: bool = True,
-                 per_seed_actor: bool = False):
+                 per_seed_actor: bool = False, workers: int | None = None):
         self.spec, self.env_id, self.cfg, self.device = spec, env_id, cfg, device
         self.actor_params = dict(spec.actor_params(env_id) if actor_params is None else actor_params)
         self.t = 0
@@ -144,8 +150,15 @@ class BatchRun:
                                     Path(run_dirs[k]) if run_dirs is not None else None, []))
         self.obs_dim = obs_dim
         self.gens = SeedGenerators.seeded(seeds, device)
-        self.td3 = BatchedTD3([x.agent.actor for x in self.seeds], [x.agent.critic for x in self.seeds], cfg,
-                              self.lim, device, self.gens, per_seed_actor=per_seed_actor)
+        actors, critics = [x.agent.actor for x in self.seeds], [x.agent.critic for x in self.seeds]
+        workers = seed_batch_workers(device, len(seeds), workers or torch.get_num_threads())
+        self.torch_threads = torch.get_num_threads()  # restored by close()
+        self.td3: BatchedTD3 | SeedGroups
+        if workers > 1:
+            self.td3 = SeedGroups(actors, critics, cfg, self.lim, device, self.gens, workers, per_seed_actor)
+            torch.set_num_threads(1)  # one per group: see spikerl.seed_groups
+        else:
+            self.td3 = BatchedTD3(actors, critics, cfg, self.lim, device, self.gens, per_seed_actor=per_seed_actor)
         capture = capture_for(device, cuda_graphs)
         self.bursts, self.acting = GraphedBurst(self.td3, capture), GraphedAct(self.td3, capture)
 
@@ -238,6 +251,9 @@ class BatchRun:
             x.cbs.on_train_end(EndEvent(step=self.t, wall_s=x.s.wall_s(), status=status, error=error))
 
     def close(self) -> None:
+        if isinstance(self.td3, SeedGroups):
+            self.td3.close()
+        torch.set_num_threads(self.torch_threads)
         for x in self.seeds:
             x.env.close()
             x.eval_env.close()
@@ -245,8 +261,9 @@ class BatchRun:
     def results(self) -> list[TrainResult]:
         out = []
         for k, x in enumerate(self.seeds):
-            x.agent.actor.load_state_dict(self.td3.actor.seed_state_dict(k))
-            x.agent.critic.load_state_dict(self.td3.critic.seed_state_dict(k))
+            state = self.td3.seed_state_dict(k)
+            x.agent.actor.load_state_dict(state["actor"])
+            x.agent.critic.load_state_dict(state["critic"])
             sha = params_sha256(x.agent.actor, x.agent.critic, x.agent.normalizer)
             out.append(TrainResult(steps=self.t, wall_s=x.s.wall_s(), final_return_mean=x.s.final_eval,
                                    best_return_mean=x.s.best_eval, status="complete", updates=self.td3.updates,

@@ -24,6 +24,7 @@ the tests compare the two). Only fp32 CPU tensors outside autocast take the nati
 from __future__ import annotations
 
 import ctypes
+import threading
 from typing import Sequence
 
 import torch
@@ -250,7 +251,12 @@ def _check_act_shapes(obs: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, 
 
 _ACT_PLANS: dict[tuple, tuple] = {}
 """popsan_act's ctypes argument arrays and scratch, keyed by the tensors' addresses and shapes: they
-only hold pointers, so a key that matches is always right (even for another net at the same addresses)."""
+only hold pointers, so a key that matches is always right (even for another net at the same addresses).
+A plan's scratch is used by one call at a time as long as one net does not act on two threads at once
+(a seed batch's threads each act for their own seeds)."""
+_ACT_PLANS_MAX = 64
+"""Plans kept: a seed batch of up to 64 seeds acts without planning again."""
+_ACT_PLANS_LOCK = threading.Lock()
 
 
 def popsan_act(obs: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, weights: Sequence[torch.Tensor],
@@ -277,9 +283,10 @@ def popsan_act(obs: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, weights
         plan = (d, tensors[1].numel() // d, n, (ctypes.c_int64 * (n + 1))(*sizes),
                 (ctypes.c_void_p * n)(*[_ptr(w) for w in ws]), (ctypes.c_void_p * n)(*[_ptr(b) for b in bs]),
                 torch.empty(timesteps * (max(sizes[0], widest) + 2 * widest) + sizes[0], dtype=torch.float32))
-        if len(_ACT_PLANS) >= 8:
-            _ACT_PLANS.pop(next(iter(_ACT_PLANS)))
-        _ACT_PLANS[key] = plan
+        with _ACT_PLANS_LOCK:  # a seed batch's threads act at once, each seed on its own plan
+            if len(_ACT_PLANS) >= _ACT_PLANS_MAX:
+                _ACT_PLANS.pop(next(iter(_ACT_PLANS)))
+            _ACT_PLANS[key] = plan
     d, pop, n, c_sizes, c_w, c_b, scratch = plan
     obs_c = tensors[0]
     out = torch.empty(obs_c.shape[0], tensors[3].shape[0], dtype=torch.float32)

@@ -74,9 +74,26 @@ class StackedNet:
         for key in self.keys:
             every[key].copy_(torch.stack([s[key] for s in states]))
 
-    def seed(self, k: int) -> dict[str, torch.Tensor]:
-        """Seed k's tensors (views), for calling the template on one seed alone."""
-        return {n: t[k] for n, t in self.tensors().items()}
+    def seed_modules(self) -> list[nn.Module]:
+        """Seed k's net as a module of its own, for each k: a copy of the template whose parameters
+        and buffers are views of slice k of the stacked tensors. It reads the current weights (the
+        optimiser and polyak update the stacked tensors in place) and runs exactly as a single run's
+        module, with no functional_call per call; its trainable parameters are leaves of their
+        own, so a backward through it hands their gradients back to the caller, not the stack."""
+        tensors, mods = self.tensors(), []
+        for k in range(self.K):
+            module = copy.deepcopy(self.template)
+            for name, t in tensors.items():
+                path, _, attr = name.rpartition(".")
+                owner = module.get_submodule(path)
+                view = t.detach()[k]
+                if name in self.params:
+                    owner._parameters[attr] = nn.Parameter(view, requires_grad=t.requires_grad and
+                                                           name in self.trainable)
+                else:
+                    owner._buffers[attr] = view
+            mods.append(module)
+        return mods
 
 
 class _Q1(nn.Module):
@@ -203,10 +220,13 @@ class BatchedTD3:
 
     def __init__(self, actors: Sequence[nn.Module], critics: Sequence[nn.Module], config: TD3Config,
                  act_limit: float, device: torch.device, generators: SeedGenerators, per_seed_actor: bool = False):
-        """`per_seed_actor`: run the actors seed by seed (each on views of the stacked weights, so on the
-        native kernels where they are usable) instead of vmapped; critics, losses and optimisers stay
-        batched. The native kernels skip silent inputs, which at batch 100 outweighs what one batched
-        dense pass saves."""
+        """`per_seed_actor`: run the actors seed by seed (each a module on views of the stacked weights,
+        so on the native kernels where they are usable) instead of vmapped; critics, losses and
+        optimisers stay batched. The native kernels skip silent inputs, which at batch 100 outweighs
+        what one batched dense pass saves.
+
+        Every method sets the thread-local state it needs (grad mode, autocast, Poisson uniforms), so
+        that a batch may run on a thread of its own (`spikerl.seed_groups`)."""
         self.cfg, self.act_limit, self.device = config, float(act_limit), device
         self.per_seed_actor = per_seed_actor
         self.K = len(actors)
@@ -219,6 +239,10 @@ class BatchedTD3:
         self.critic_opt = make_adam(self.critic.trainable_params(), config.lr_critic)
         self.gens = generators
         self.encoder = poisson_encoder(self.actor.template)
+        self.actor_seeds = self.actor.seed_modules()
+        self.target_seeds = self.actor_target.seed_modules() if per_seed_actor else []
+        # every seed's trainable leaves, seed-major, in the optimiser's order
+        self.seed_params = [dict(m.named_parameters())[n] for m in self.actor_seeds for n in self.actor.trainable]
         self.dtype = next(iter(self.critic.params.values())).dtype
         self.updates = 0
         self.last_losses: dict[str, torch.Tensor] = {}
@@ -305,12 +329,19 @@ class BatchedTD3:
             with autocast(cfg.precision, self.device):
                 return actor_loss(functional_call(q1, cp, (obs, a)))
 
-        with autocast(cfg.precision, self.device):
-            a = self._actors(self.actor, obs, u)
         critic = {f"critic.{n}": t for n, t in self.critic.tensors().items()}
-        loss_pi = _over_seeds(one, critic, obs, a)
         params = self.actor.trainable_params()
-        grads = torch.autograd.grad(loss_pi.sum(), params)
+        if self.per_seed_actor:
+            a = torch.stack([self._seed_actor_call(self.actor_seeds, k, obs, u, grad=True) for k in range(self.K)])
+            loss_pi = _over_seeds(one, critic, obs, a)
+            # each seed's module holds leaves of its own: their gradients, stacked, are the stack's
+            flat = torch.autograd.grad(loss_pi.sum(), self.seed_params)
+            grads = [torch.stack(flat[i::len(params)]) for i in range(len(params))]
+        else:
+            with autocast(cfg.precision, self.device):
+                a = self._actors(self.actor, obs, u)
+            loss_pi = _over_seeds(one, critic, obs, a)
+            grads = list(torch.autograd.grad(loss_pi.sum(), params))
         for p, g in zip(params, grads):
             # vmap returns weight gradients transposed in memory, and the fused CPU Adam kernel walks a
             # gradient as if it had its parameter's (contiguous) layout: it must get a contiguous one
@@ -321,6 +352,14 @@ class BatchedTD3:
             for target, source in ((self.actor_target, self.actor), (self.critic_target, self.critic)):
                 # polyak_ walks the modules' parameters, not their buffers: the same here
                 torch._foreach_lerp_(list(target.params.values()), list(source.params.values()), cfg.tau)
+
+    def _seed_actor_call(self, modules: list[nn.Module], k: int, obs: torch.Tensor, u: torch.Tensor | None,
+                         grad: bool) -> torch.Tensor:
+        """Seed k's actor (of `modules`) on obs[k] under the batch's grad mode, autocast and seed k's
+        Poisson uniforms."""
+        with torch.set_grad_enabled(grad), autocast(self.cfg.precision, self.device), \
+                _uniforms(None if u is None else u[k]):
+            return modules[k](obs[k])
 
     # ---- acting
 
@@ -348,17 +387,14 @@ class BatchedTD3:
                     return functional_call(template, ap, (x,))
 
             return _over_seeds(one, net.tensors(), obs, u)
-        # one unbind per tensor: its backward stacks the K gradients in one op
-        names, views = list(net.tensors()), [t.unbind(0) for t in net.tensors().values()]
-        out = []
-        for k in range(self.K):
-            with _uniforms(None if u is None else u[k]):
-                out.append(functional_call(template, {n: v[k] for n, v in zip(names, views)}, (obs[k],)))
-        return torch.stack(out)
+        if torch.is_grad_enabled():
+            raise RuntimeError("per-seed actors take gradients through _actor_step only")
+        modules = self.actor_seeds if net is self.actor else self.target_seeds
+        return torch.stack([self._seed_actor_call(modules, k, obs, u, grad=False) for k in range(self.K)])
 
     def seed_actor(self, k: int) -> nn.Module:
-        """A module that acts as seed k's actor alone (views of the stacked weights; no copy)."""
-        return _SeedView(self.actor.template, self.actor, k)
+        """Seed k's actor as a module of its own (views of the stacked weights; no copy)."""
+        return self.actor_seeds[k]
 
     # ---- per-seed state, in the single run's format (`TD3.state_dict`)
 
@@ -384,17 +420,6 @@ class BatchedTD3:
 
     def losses(self, k: int) -> dict[str, float]:
         return {name: float(v[k]) for name, v in self.last_losses.items()}
-
-
-class _SeedView(nn.Module):
-    """Seed k of a StackedNet as an ordinary module's forward (evaluation, diagnostics)."""
-
-    def __init__(self, template: nn.Module, net: StackedNet, k: int):
-        super().__init__()
-        self._template, self._net, self._k = [template], net, k  # a list: not registered as a submodule
-
-    def forward(self, *args: Any) -> Any:
-        return functional_call(self._template[0], self._net.seed(self._k), args)
 
 
 def _seed_opt_state(opt: torch.optim.Optimizer, k: int) -> dict[str, Any]:

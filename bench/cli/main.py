@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--power-interval", type=power_interval, default=0.1, help="power sampling period in s")
     run.add_argument("--target-return", type=finite_float, help="return for energy/time-to-target (default: 90%% "
                      "of the baseline's final return on the same env and seed)")
-    run.add_argument("--threads", type=int, help="torch intra-op threads (default: 1)")
+    run.add_argument("--threads", type=int, help="torch intra-op threads (default: 1); with --seed-batch K on a CPU, "
+                     "the K seeds train in this many groups, one thread each")
     run.add_argument("--engine", choices=("auto", "native", "torch"), default=None,
                      help="how spiking layers execute: native CPU kernels (fp32) or pure torch; auto (default) "
                           "picks native wherever it runs, so every spiking method gets the same engine")

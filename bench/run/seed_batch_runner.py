@@ -4,7 +4,8 @@ Each seed folder gets what `bench.run.runner.run_one` writes for a single run: c
 progress.csv, evals.csv, checkpoint.pt (the single run's format) and result.json, with
 `seed_batch` = K (and the batch's seeds) in config.json and result.json. The engine is the plan's
 (`bench.run.resolve`): on 'native' each seed's actor runs alone on the kernels and the rest is
-batched; on 'torch' everything is vmapped.
+batched; on 'torch' everything is vmapped. On a CPU with --threads N the seeds train in N groups,
+one thread each (`spikerl.seed_groups`); engine_reason says so.
 
 Energy. The K seeds share one process, so they share one meter: a single EnergyCallback measures
 the process (its power.csv and CodeCarbon files are in the first seed's folder), sees every
@@ -32,6 +33,7 @@ from bench.run.resume import ResumePoint, cut_power_csv, load_run_config
 from bench.run.runner import extra_callbacks, measure_activity
 from bench.schema import Status
 from spikerl.batch_loop import train_seed_batch
+from spikerl.seed_groups import seed_batch_workers
 from spikerl.callbacks import Callback, EndEvent, EvalEvent, ProgressEvent, RunInfo
 
 PER_SEED_SHARE = ("energy_j", "avg_power_w", "gpu_energy_j", "cpu_energy_j", "ram_energy_j", "train_energy_j",
@@ -115,11 +117,14 @@ def run_seed_batch(run_dir: Path, plan: Plan, method: str, env_id: str, seeds: S
             "device": device.type, "engine": run.engine, "seed_batch": K}
     if point is not None:
         cut_power_csv(folders[0] / schema.POWER, point)
+    workers = seed_batch_workers(device, K, torch.get_num_threads())
+    groups_reason = f"; the seeds in {workers} groups, one thread each" if workers > 1 else ""
     for folder, seed in zip(folders, seeds):
         folder.mkdir(parents=True, exist_ok=True)
         store.write_json(folder / schema.CONFIG, {
             **base, "seed": seed, "seed_batch_seeds": seeds, "precision_reason": run.precision_reason,
-            "engine_reason": f"{run.engine_reason}; {ENGINE_REASONS[run.engine]}", "threads": torch.get_num_threads(),
+            "engine_reason": f"{run.engine_reason}; {ENGINE_REASONS[run.engine]}{groups_reason}",
+            "threads": torch.get_num_threads(),
             "placement": placement(),
             "td3": run.td3.to_dict(), "actor": run.actor, "summary": spec.summary,
         })

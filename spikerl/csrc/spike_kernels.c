@@ -20,16 +20,16 @@
 
 #if defined(__AVX2__)
 static int32_t compact_lut[256][8]; /* for each 8-bit mask, the positions of its set bits, in order */
-static int compact_lut_ready = 0;
 
-static void compact_lut_init(void) {
+/* filled when the library is loaded, before any thread can call a kernel (a seed batch calls the
+ * kernels from several threads at once) */
+__attribute__((constructor)) static void compact_lut_init(void) {
     for (int mask = 0; mask < 256; mask++) {
         int m = 0;
         for (int j = 0; j < 8; j++)
             if (mask & (1 << j)) compact_lut[mask][m++] = j;
         for (; m < 8; m++) compact_lut[mask][m] = 0;
     }
-    compact_lut_ready = 1;
 }
 #endif
 
@@ -103,9 +103,6 @@ int64_t spike_lists(const float* restrict x, int64_t R, int64_t K, int64_t step,
         }
     }
     if (other) return -1;
-#if defined(__AVX2__)
-    if (!compact_lut_ready) compact_lut_init();
-#endif
     const uint64_t last = (K & 63) ? (((uint64_t)1 << (K & 63)) - 1) : ~(uint64_t)0;
     uint64_t tmp[2][64]; /* K <= 4096: the caller checks */
     int64_t total = 0;
