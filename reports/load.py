@@ -275,14 +275,14 @@ def _load_seed(root: Path, d: Path, problems: list[Problem]) -> SeedRun:
     seed = int(_SEED_DIR.match(d.name).group(1))  # type: ignore[union-attr]
     rel = d.relative_to(root).as_posix()
 
-    def read_log(name: str, fields: tuple[schema.Field, ...]) -> pd.DataFrame | None:
-        return _read_csv(d / name, f"{rel}/{name}", problems, required=True, numeric=_numeric(fields),
+    def read_log(name: str, fields: tuple[schema.Field, ...], required: bool = True) -> pd.DataFrame | None:
+        return _read_csv(d / name, f"{rel}/{name}", problems, required=required, numeric=_numeric(fields),
                          must_have=schema.REQUIRED_COLUMNS[name])
 
     config = _read_json(d / schema.CONFIG, f"{rel}/{schema.CONFIG}", problems, required=True)
     result = _sane_result(_read_json(d / schema.RESULT, f"{rel}/{schema.RESULT}", problems, required=False),
                           f"{rel}/{schema.RESULT}", problems)
-    power = read_log(schema.POWER, schema.POWER_FIELDS)
+    power = read_log(schema.POWER, schema.POWER_FIELDS, required=not _batch_meter_elsewhere(config, seed))
     if power is not None:
         power["device"] = power["device"].astype(str)
         if "estimated" in power.columns:
@@ -295,6 +295,19 @@ def _load_seed(root: Path, d: Path, problems: list[Problem]) -> SeedRun:
                    evals=read_log(schema.EVALS, schema.EVAL_FIELDS), power=power,
                    emissions=_read_csv(d / schema.EMISSIONS, f"{rel}/{schema.EMISSIONS}", problems,
                                        required=False))
+
+
+def _batch_meter_elsewhere(config: Any, seed: int) -> bool:
+    """Whether config.json says this seed trained in a seed batch whose one meter (power.csv,
+    CodeCarbon's files) wrote into another seed's folder: the batch's first seed's."""
+    if not isinstance(config, dict):
+        return False
+    k, seeds = config.get("seed_batch"), config.get("seed_batch_seeds")
+    if type(k) is not int or k < 2 or not isinstance(seeds, list) or len(seeds) != k:
+        return False
+    if not all(type(s) is int for s in seeds) or seed not in seeds:
+        return False
+    return seeds[0] != seed
 
 
 def _seed_status(result: dict | None, result_exists: bool, rel: str, problems: list[Problem]) -> str:

@@ -324,11 +324,14 @@ class BatchRun:
         return keep_going
 
     def evaluate(self) -> None:
-        """Each seed's deterministic episodes on its own eval env and fixed seeds, one seed after another."""
+        """Each seed's deterministic episodes on its own eval env and fixed seeds, one seed after
+        another; then every seed's evaluation ends at once. One meter measures the batch, so each
+        seed's eval row is written after all K have evaluated and carries the same share of the
+        round's energy (ending them one by one charged seed k with seeds 0..k−1's episodes)."""
         step = self.t
+        events = []
         for k, x in enumerate(self.seeds):
-            s = x.s
-            x.cbs.on_eval_start(step, s.wall_s())
+            x.cbs.on_eval_start(step, x.s.wall_s())
             actor, norm = self.td3.seed_actor(k), x.agent.normalizer
 
             def policy(obs: np.ndarray) -> np.ndarray:
@@ -339,8 +342,10 @@ class BatchRun:
 
             with self.gens.as_global(k):  # Poisson spikes: seed k's stream, as in its single run
                 returns = run_episodes(x.eval_env, policy, eval_episode_seeds(x.seed, self.cfg.eval_episodes))
-            ev = EvalEvent(step=step, wall_s=s.wall_s(), return_mean=float(np.mean(returns)),
-                           return_std=float(np.std(returns)), episodes=len(returns), returns=tuple(returns))
+            events.append(EvalEvent(step=step, wall_s=x.s.wall_s(), return_mean=float(np.mean(returns)),
+                                    return_std=float(np.std(returns)), episodes=len(returns), returns=tuple(returns)))
+        for x, ev in zip(self.seeds, events):
+            s = x.s
             s.final_eval = ev.return_mean
             s.best_eval = ev.return_mean if s.best_eval is None else max(s.best_eval, ev.return_mean)
             s.last_eval_step = step

@@ -82,7 +82,7 @@ def test_a_batch_fills_k_seed_folders_and_charges_each_a_kth_of_the_energy(tmp_p
 
 TINY = ["--profile", "smoke", "--methods", "mlp", "--total-steps", "300", "--plain",
         "--set", "start_steps=100", "--set", "update_after=100", "--set", "eval_every=300",
-        "--set", "eval_episodes=1", "--set", "checkpoint_every=150", "--set", "max_ep_len=100",
+        "--set", "eval_episodes=5", "--set", "checkpoint_every=150", "--set", "max_ep_len=100",
         "--set", "critic_hidden=16,16", "--set", "actor.hidden=16,16"]
 
 
@@ -113,6 +113,42 @@ def test_the_cli_trains_seeds_in_batches_of_k(batched_run):
                 total_steps=10, device="cpu", seed_batch=2).batches()
     assert [[(m, s) for m, _, s in unit] for unit in cuts] == [
         [("mlp", 0), ("mlp", 1)], [("popsan", 0), ("popsan", 1)], [("mlp", 2), ("mlp", 3)], [("popsan", 2), ("popsan", 3)]]
+
+
+def test_every_seed_of_a_batch_is_charged_the_same_share_of_an_evaluation_round(batched_run):
+    """The seeds evaluate one after another under one meter; each row is written once all have. (Rows
+    written one by one differ by a seed's whole evaluation, 5 episodes here: several % of the run.)"""
+    rows = {s: list(csv.DictReader((store.seed_dir(batched_run, "mlp", "HalfCheetah-v4", s) / schema.EVALS).open()))
+            for s in (0, 1)}
+    assert [r["step"] for r in rows[0]] == [r["step"] for r in rows[1]] and rows[0]
+    for a, b in zip(rows[0], rows[1]):
+        assert float(a["energy_j"]) > 0
+        assert float(a["energy_j"]) == pytest.approx(float(b["energy_j"]), rel=1e-2)
+
+
+def test_the_report_finds_the_batch_meter_in_its_first_seed_folder_only(batched_run, tmp_path):
+    """One meter per process: power.csv is in seed 0's folder. Seed 1 lacking one is no problem;
+    seed 0 lacking it is, and so is a seed of no batch lacking it."""
+    import json
+    import shutil
+
+    from reports.load import load_run
+
+    def power_problems(run) -> list[str]:
+        return sorted(p.path for p in load_run(run).problems if p.path.endswith(schema.POWER))
+
+    first = store.seed_dir(batched_run, "mlp", "HalfCheetah-v4", 0)
+    assert (first / schema.POWER).is_file()
+    assert not (store.seed_dir(batched_run, "mlp", "HalfCheetah-v4", 1) / schema.POWER).exists()
+    assert power_problems(batched_run) == []
+    run = tmp_path / "run"
+    shutil.copytree(batched_run, run)
+    (store.seed_dir(run, "mlp", "HalfCheetah-v4", 0) / schema.POWER).unlink()
+    assert power_problems(run) == ["mlp/HalfCheetah-v4/seed0/power.csv"]
+    config = store.seed_dir(run, "mlp", "HalfCheetah-v4", 1) / schema.CONFIG
+    cfg = json.loads(config.read_text())
+    config.write_text(json.dumps({**cfg, "seed_batch_seeds": ["0", 1]}))  # not the writer's: trusted for nothing
+    assert power_problems(run) == ["mlp/HalfCheetah-v4/seed0/power.csv", "mlp/HalfCheetah-v4/seed1/power.csv"]
 
 
 def test_a_killed_batch_resumes_from_its_checkpoints(batched_run, tmp_path, capsys):

@@ -8,10 +8,12 @@ batched; on 'torch' everything is vmapped. On a CPU with --threads N the seeds t
 one thread each (`spikerl.seed_groups`); engine_reason says so.
 
 Energy. The K seeds share one process, so they share one meter: a single EnergyCallback measures
-the process (its power.csv and CodeCarbon files are in the first seed's folder), sees every
+the process (its power.csv and CodeCarbon files are in the first seed's folder, where the report
+reads them for the whole batch: config.json's `seed_batch_seeds` names it), sees every
 seed's evaluation as eval time, and each seed is charged the process's energy divided by K
 (energy, its components, train/eval split, power, emissions and CodeCarbon's figures alike; the
-shares and ratios stay as measured). progress.csv and evals.csv carry the same per-seed share.
+shares and ratios stay as measured). progress.csv and evals.csv carry the same per-seed share; all K
+seeds' eval rows of a step are written once every seed has evaluated, so each carries the same share.
 GPS-UP must compare methods at equal K only: a batch's per-seed energy is not a lone run's.
 """
 from __future__ import annotations
