@@ -240,10 +240,15 @@ def make_charts(report: Report) -> dict[str, list[Chart]]:
         "interrupted seeds contribute the steps they reached); band = ±1 std over seeds. Wall "
         f"time and energy are the seeds' mean at that step. Source: {CURVES_SOURCE}.")
         for c in report.curves]
+    batched = sorted({s.seed_batch for p in report.power for ss in p.by_method.values() for s in ss
+                      if s.seed_batch > 1})
+    batch_note = (f" A seed batch's line is its whole process's power, all K = {', '.join(map(str, batched))} "
+                  "seeds (one meter, in its first seed's folder); the tables charge each seed 1/K."
+                  if batched else "")
     power = [power_traces(
         report.power, colors,
         f"Power of each device as sampled (long traces averaged into at most {MAX_TRACE_POINTS} "
-        f"points); the legend names the source and marks estimates. Source: {POWER_SOURCE}.")]
+        f"points); the legend names the source and marks estimates.{batch_note} Source: {POWER_SOURCE}.")]
     mass = Unit(report.units.get("mass", "kg CO₂e"), dict(MASS_UNITS).get(report.units.get("mass"), 1.0))
     carbon = equivalents_chart(
         report.equivalents_data, colors,

@@ -282,7 +282,7 @@ def _load_seed(root: Path, d: Path, problems: list[Problem]) -> SeedRun:
     config = _read_json(d / schema.CONFIG, f"{rel}/{schema.CONFIG}", problems, required=True)
     result = _sane_result(_read_json(d / schema.RESULT, f"{rel}/{schema.RESULT}", problems, required=False),
                           f"{rel}/{schema.RESULT}", problems)
-    power = read_log(schema.POWER, schema.POWER_FIELDS, required=not _batch_meter_elsewhere(config, seed))
+    power = read_log(schema.POWER, schema.POWER_FIELDS, required=not _batch_meter_elsewhere(config, seed, d))
     if power is not None:
         power["device"] = power["device"].astype(str)
         if "estimated" in power.columns:
@@ -297,17 +297,26 @@ def _load_seed(root: Path, d: Path, problems: list[Problem]) -> SeedRun:
                                        required=False))
 
 
-def _batch_meter_elsewhere(config: Any, seed: int) -> bool:
-    """Whether config.json says this seed trained in a seed batch whose one meter (power.csv,
-    CodeCarbon's files) wrote into another seed's folder: the batch's first seed's."""
+def batch_seeds(config: Any) -> list[int] | None:
+    """The seeds of the seed batch config.json says this seed trained in (`seed_batch_seeds`, in
+    order), or None for a lone run or fields that are not a batch's: K ≥ 2 distinct ints."""
     if not isinstance(config, dict):
-        return False
+        return None
     k, seeds = config.get("seed_batch"), config.get("seed_batch_seeds")
     if type(k) is not int or k < 2 or not isinstance(seeds, list) or len(seeds) != k:
+        return None
+    if not all(type(s) is int for s in seeds) or len(set(seeds)) != k:
+        return None
+    return seeds
+
+
+def _batch_meter_elsewhere(config: Any, seed: int, folder: Path) -> bool:
+    """Whether this seed trained in a seed batch whose one meter (power.csv, CodeCarbon's files)
+    wrote into another seed folder beside this one, the batch's first seed's, which exists."""
+    seeds = batch_seeds(config)
+    if seeds is None or seed not in seeds or seeds[0] == seed:
         return False
-    if not all(type(s) is int for s in seeds) or seed not in seeds:
-        return False
-    return seeds[0] != seed
+    return (folder.parent / f"{schema.SEED_DIR_PREFIX}{seeds[0]}").is_dir()
 
 
 def _seed_status(result: dict | None, result_exists: bool, rel: str, problems: list[Problem]) -> str:

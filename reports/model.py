@@ -72,6 +72,8 @@ class DeviceTrace:
 class SeedPower:
     seed: int
     devices: list[DeviceTrace]
+    seed_batch: int = 1
+    """Seeds the traced process trained: K for a seed batch's meter (its first seed's folder)."""
 
 
 @dataclass(frozen=True)

@@ -156,11 +156,12 @@ class BatchRun:
         self.td3: BatchedTD3 | SeedGroups
         if workers > 1:
             self.td3 = SeedGroups(actors, critics, cfg, self.lim, device, self.gens, workers, per_seed_actor)
-            torch.set_num_threads(1)  # one per group: see spikerl.seed_groups
         else:
             self.td3 = BatchedTD3(actors, critics, cfg, self.lim, device, self.gens, per_seed_actor=per_seed_actor)
         capture = capture_for(device, cuda_graphs)
         self.bursts, self.acting = GraphedBurst(self.td3, capture), GraphedAct(self.td3, capture)
+        if workers > 1:
+            torch.set_num_threads(1)  # one per group (spikerl.seed_groups); the last step: close() restores it
 
     # ---- checkpoint and resume
 

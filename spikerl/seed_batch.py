@@ -225,8 +225,10 @@ class BatchedTD3:
         optimisers stay batched. The native kernels skip silent inputs, which at batch 100 outweighs
         what one batched dense pass saves.
 
-        Every method sets the thread-local state it needs (grad mode, autocast, Poisson uniforms), so
-        that a batch may run on a thread of its own (`spikerl.seed_groups`)."""
+        A batch may run on a thread of its own (`spikerl.seed_groups`), where torch's thread-local
+        state starts at its defaults: `update_burst` enables grad and `act` disables it, bf16 opens
+        its autocast wherever it computes, and each seed's Poisson uniforms are set around its call.
+        (fp32 opens none: call it outside autocast, as `spikerl.batch_loop` does.)"""
         self.cfg, self.act_limit, self.device = config, float(act_limit), device
         self.per_seed_actor = per_seed_actor
         self.K = len(actors)
@@ -272,6 +274,7 @@ class BatchedTD3:
 
     # ---- the update
 
+    @torch.enable_grad()
     def update_burst(self, inputs: BurstInputs) -> None:
         """n = rows / batch_size updates on every seed, as `TD3.update_many` runs them on each alone."""
         B = self.cfg.batch_size

@@ -58,7 +58,9 @@ class SeedGroups:
         self.groups = [BatchedTD3(actors[a:b], critics[a:b], config, act_limit, device,
                                   SeedGenerators(generators.generators[a:b]), per_seed_actor=per_seed_actor)
                        for a, b in self.bounds]
-        self._pool = ThreadPoolExecutor(len(self.groups) - 1, "seed-group") if len(self.groups) > 1 else None
+        # a new thread takes torch's thread count at its first parallel op, or at once from here
+        self._pool = (ThreadPoolExecutor(len(self.groups) - 1, "seed-group", initializer=torch.set_num_threads,
+                                         initargs=(1,)) if len(self.groups) > 1 else None)
 
     @property
     def workers(self) -> int:

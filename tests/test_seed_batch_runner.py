@@ -147,8 +147,23 @@ def test_the_report_finds_the_batch_meter_in_its_first_seed_folder_only(batched_
     assert power_problems(run) == ["mlp/HalfCheetah-v4/seed0/power.csv"]
     config = store.seed_dir(run, "mlp", "HalfCheetah-v4", 1) / schema.CONFIG
     cfg = json.loads(config.read_text())
-    config.write_text(json.dumps({**cfg, "seed_batch_seeds": ["0", 1]}))  # not the writer's: trusted for nothing
-    assert power_problems(run) == ["mlp/HalfCheetah-v4/seed0/power.csv", "mlp/HalfCheetah-v4/seed1/power.csv"]
+    both = ["mlp/HalfCheetah-v4/seed0/power.csv", "mlp/HalfCheetah-v4/seed1/power.csv"]
+    for bad in (["0", 1], [1, 1], [0, 1, 2], 0):  # not the writer's: trusted for nothing
+        config.write_text(json.dumps({**cfg, "seed_batch_seeds": bad}))
+        assert power_problems(run) == both
+    config.write_text(json.dumps(cfg))
+    shutil.rmtree(store.seed_dir(run, "mlp", "HalfCheetah-v4", 0))  # the meter's folder is gone
+    assert power_problems(run) == ["mlp/HalfCheetah-v4/seed1/power.csv"]
+
+
+def test_the_power_chart_says_a_batch_trace_is_the_whole_process(batched_run):
+    from reports import series
+    from reports.load import load_run
+
+    traces = series.power_traces(load_run(batched_run), "HalfCheetah-v4")
+    assert [(s.seed, s.seed_batch) for s in traces.by_method["mlp"]] == [(0, 2)]
+    html = (batched_run / "report.html").read_text()
+    assert "is its whole process" in html and "all K = 2 seeds" in html
 
 
 def test_a_killed_batch_resumes_from_its_checkpoints(batched_run, tmp_path, capsys):

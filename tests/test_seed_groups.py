@@ -5,6 +5,7 @@ run with groups, and resumes bit-exactly, is in tests/test_seed_batch.py.)"""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import torch
@@ -88,24 +89,28 @@ def test_each_group_trains_as_the_batch_of_its_seeds_alone():
         groups.close()
 
 
-def test_a_failing_group_fails_the_call_and_leaves_no_thread_running():
+def test_a_failing_group_fails_the_call_only_once_the_other_groups_are_done():
+    """Group 0 (the caller's thread) fails at once while group 1 (a pool thread) is still
+    updating: the error surfaces only after group 1 has finished, so nothing trains on behind it."""
     actors, critics, cfg = _nets(SEEDS[:4], encoding="deterministic")
     groups = SeedGroups(actors, critics, cfg, 1.0, CPU, SeedGenerators.seeded(SEEDS[:4], CPU), workers=2)
     finished = threading.Event()
 
     def fails(inputs):
-        raise ValueError("group 1 broke")
+        raise ValueError("group 0 broke")
 
-    def slow(inputs, original=groups.groups[0].update_burst):
+    def slow(inputs, original=groups.groups[1].update_burst):
+        time.sleep(0.5)
         original(inputs)
         finished.set()
 
-    groups.groups[1].update_burst = fails
-    groups.groups[0].update_burst = slow
+    groups.groups[0].update_burst = fails
+    groups.groups[1].update_burst = slow
     try:
-        with pytest.raises(ValueError, match="group 1 broke"), native_lib.engine("torch"):
+        with pytest.raises(ValueError, match="group 0 broke"), native_lib.engine("torch"):
             groups.update_burst(_four(groups, cfg))
-        assert finished.is_set()  # the other group had finished before the error surfaced
+        assert finished.is_set()
+        assert groups.groups[1].updates == 1
     finally:
         groups.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("seed-group")]

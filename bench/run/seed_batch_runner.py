@@ -8,8 +8,9 @@ batched; on 'torch' everything is vmapped. On a CPU with --threads N the seeds t
 one thread each (`spikerl.seed_groups`); engine_reason says so.
 
 Energy. The K seeds share one process, so they share one meter: a single EnergyCallback measures
-the process (its power.csv and CodeCarbon files are in the first seed's folder, where the report
-reads them for the whole batch: config.json's `seed_batch_seeds` names it), sees every
+the process (its power.csv and CodeCarbon files are in the first seed's folder, named by
+config.json's `seed_batch_seeds`; the report does not ask the other seeds for them and captions the
+power trace as the whole process's), sees every
 seed's evaluation as eval time, and each seed is charged the process's energy divided by K
 (energy, its components, train/eval split, power, emissions and CodeCarbon's figures alike; the
 shares and ratios stay as measured). progress.csv and evals.csv carry the same per-seed share; all K
