@@ -12,28 +12,19 @@ import warnings
 import pytest
 import torch
 
-from baselines.registry import get_method
 from spikerl import native_lib
 from spikerl.cuda_graphs import CaptureFailed, EagerReplay, GraphedAct, GraphedBurst, capture_for
-from spikerl.loop import build_agent
 from spikerl.seed_batch import BatchedTD3, BurstInputs, SeedGenerators
 
-from harness_helpers import tiny_config
+from harness_helpers import tiny_popsan_nets
 
 SEEDS = (0, 1, 2)
 OBS, ACT = 5, 2
 
 
 def _batch(encoding: str) -> BatchedTD3:
-    spec = get_method("popsan")
-    params = {**spec.actor_params("HalfCheetah-v4"), "hidden": (16, 16), "encoding": encoding}
-    cfg = tiny_config(batch_size=8, critic_hidden=(16, 16))
-    agents = []
-    for s in SEEDS:
-        torch.manual_seed(s)
-        agents.append(build_agent(spec, "HalfCheetah-v4", cfg, params, OBS, ACT, 1.0, torch.device("cpu")))
-    return BatchedTD3([a.actor for a in agents], [a.critic for a in agents], cfg, 1.0, torch.device("cpu"),
-                      SeedGenerators.seeded(SEEDS, torch.device("cpu")))
+    actors, critics, cfg = tiny_popsan_nets(SEEDS, encoding, OBS, ACT)
+    return BatchedTD3(actors, critics, cfg, 1.0, torch.device("cpu"), SeedGenerators.seeded(SEEDS, torch.device("cpu")))
 
 
 def _inputs(td3: BatchedTD3, n: int, gen: torch.Generator) -> BurstInputs:

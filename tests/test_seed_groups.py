@@ -14,11 +14,10 @@ from baselines.registry import get_method
 from spikerl import native_lib
 from spikerl.batch_loop import train_seed_batch
 from spikerl.callbacks import Callback
-from spikerl.loop import build_agent
 from spikerl.seed_batch import BatchedTD3, BurstInputs, SeedGenerators
 from spikerl.seed_groups import SeedGroups, group_bounds
 
-from harness_helpers import tiny_config
+from harness_helpers import tiny_config, tiny_popsan_nets
 
 SEEDS = (0, 1, 2, 3, 4)
 OBS, ACT = 5, 2
@@ -26,14 +25,7 @@ CPU = torch.device("cpu")
 
 
 def _nets(seeds, encoding="poisson"):
-    spec = get_method("popsan")
-    params = {**spec.actor_params("HalfCheetah-v4"), "hidden": (16, 16), "encoding": encoding}
-    cfg = tiny_config(batch_size=8, critic_hidden=(16, 16))
-    agents = []
-    for s in seeds:
-        torch.manual_seed(s)
-        agents.append(build_agent(spec, "HalfCheetah-v4", cfg, params, OBS, ACT, 1.0, CPU))
-    return [a.actor for a in agents], [a.critic for a in agents], cfg
+    return tiny_popsan_nets(seeds, encoding, OBS, ACT)
 
 
 def _inputs(td3, n: int, batch_size: int, gen: torch.Generator) -> BurstInputs:
