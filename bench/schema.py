@@ -140,13 +140,30 @@ ACTIVITY_FIELDS = (
     Field("inference_energy_j_per_action_est", "J/action",
           doc="ESTIMATE on neuromorphic hardware: AC x 0.9 pJ + MAC x 4.6 pJ (45 nm, Horowitz 2014)"),
 )
+# ---- result.json fields agreed between the GPS-UP, meters and resume work, one tuple per owner so
+# that each adds its own. Names (units) agreed once:
+#   PHASE_FIELDS (GPS-UP): train_wall_s, eval_wall_s, other_wall_s (s); other_energy_j (J; train_energy_j
+#     and eval_energy_j stay in ENERGY_FIELDS); measured_energy_share (training phase, 0-1),
+#     run_measured_energy_share (whole run, 0-1); pue (x); carbon_intensity_source (str: codecarbon-country,
+#     codecarbon-region, user); region (str)
+#   METER_FIELDS (meters): gpu_coverage, cpu_coverage, ram_coverage (0-1, empty where not metered; resume gaps
+#     count as unmetered); gpu_devices_metered (int); idle_window_s (s); gpu_idle_power_w, cpu_idle_power_w,
+#     ram_idle_power_w (W); gpu_dynamic_energy_j, cpu_dynamic_energy_j, ram_dynamic_energy_j (J, gross minus
+#     idle); gpu_counter_power_ratio (x, worst GPU's NVML counter energy / integrated power); meter_verdict
+#     (str: measured, partly estimated, estimated)
+#   RESUME_FIELDS (resume): log_rows_dropped (str, file:steps list); unmetered_s (s, gaps between segments
+#     of the power trace)
+PHASE_FIELDS: tuple[Field, ...] = ()
+METER_FIELDS: tuple[Field, ...] = ()
+RESUME_FIELDS: tuple[Field, ...] = ()
+
 # ---- columns summary.csv adds across runs (bench.metrics)
 TARGET_FIELDS = (Field("target_return"), Field("energy_to_target_j", "J"), Field("time_to_target_s", "s"))
 GPSUP_FIELDS = (Field("speedup", "x"), Field("powerup", "x"), Field("greenup", "x"),
                 Field("gpsup_category", kind="int"))
 EQUIVALENT_FIELDS = (Field("car_miles", "mi"), Field("tv_hours", "h"), Field("household_week_pct", "%"))
 
-RESULT_FIELDS = RUN_FIELDS + ENERGY_FIELDS + ACTIVITY_FIELDS
+RESULT_FIELDS = RUN_FIELDS + ENERGY_FIELDS + PHASE_FIELDS + METER_FIELDS + RESUME_FIELDS + ACTIVITY_FIELDS
 SUMMARY_FIELDS = RESULT_FIELDS + GPSUP_FIELDS + TARGET_FIELDS + EQUIVALENT_FIELDS
 
 PROGRESS_COLUMNS = _names(PROGRESS_FIELDS)
