@@ -9,10 +9,12 @@ Actor (DESIGN §3.3), on max-abs-normalised obs x ∈ [−1, 1]^obs_dim (MaxAbsN
   code zeroes U in place after computing the spikes, which autograd treats the same way.
 - Output: a non-spiking, non-leaky integrator U_t = U_{t−1} + W₂·S¹_t, so U_T = Σ_t W₂·S¹_t
   (one matmul on all T·B rows, then a sum over t); action = act_limit · tanh(U_T).
-- Engine: fp32 on a CPU outside autocast runs the native kernels (`spikerl.native`), as the
-  PopSAN actor does: LIF recurrences and BPTT in C, layer 2's currents as sums over spike lists,
-  the integrator as W₂·(Σ_t S¹_t), and acting at batch 1 in one kernel call (`dsrl_act`).
-  Anything else runs the pure-torch path. The two agree to fp32 rounding (tests/test_native.py).
+- Engine: fp32 on a CPU (outside autocast, or under CPU bf16 autocast in the bf16 recipe of
+  `spikerl.lif`) runs the native kernels (`spikerl.native`), as the PopSAN actor does: LIF
+  recurrences and BPTT in C, layer 2's currents as sums over spike lists, the integrator as
+  W₂·(Σ_t S¹_t), and acting at batch 1 in fp32 in one kernel call (`dsrl_act`). Anything else runs
+  the pure-torch path. The two agree to fp32 rounding (tests/test_native.py), and in bf16 to the
+  tolerances of tests/test_native_bf16.py.
 
 Choices where the paper leaves room:
 - Initial weights N(0, 1/sqrt(fan_in)) are read as std = 1/sqrt(fan_in) (variance 1/fan_in),
@@ -75,15 +77,20 @@ class DSRLActor(nn.Module):
         """Max-abs-normalised obs [B, obs_dim] → action [B, act_dim] in [−act_limit, act_limit]."""
         T = self.timesteps
         if native.usable(obs_norm, self.fc0.weight):
-            if obs_norm.shape[0] * T < native.SPARSE_MIN_ROWS and not torch.is_grad_enabled():
+            if obs_norm.shape[0] * T < native.SPARSE_MIN_ROWS and not torch.is_grad_enabled() \
+                    and not native.bf16_autocast():  # (the acting kernel has no bf16 recipe)
                 # acting: the whole net in one kernel call
                 return native.dsrl_act(obs_norm, self.fc0.weight, self.fc1.weight, self.fc2.weight, self.threshold,
                                        self.act_limit, T)
             # the analog input stays one BLAS matmul on B rows; each kernel hands its spikes on as bit masks too
-            s0, bits = native_dsrl_lif(self.fc0(sign_split(obs_norm)), self.threshold, T)
+            s0, bits = native_dsrl_lif(state_precision(self.fc0(sign_split(obs_norm))), self.threshold, T)
             s1 = native_dsrl_layer(s0, self.fc1.weight, self.threshold, bits)
             # the integrator's U_T = Σ_t W₂·S¹_t as W₂·(Σ_t S¹_t): spike counts are exact, and one matmul
             # on B rows costs half of T·B rows through the spike lists (measured)
+            if native.bf16_autocast():  # bf16 rounds each timestep's W₂·S¹_t, as the torch path does
+                B = s1.shape[1]
+                u = state_precision(self.fc2(s1.reshape(T * B, -1))).view(T, B, -1).sum(0)
+                return self.act_limit * torch.tanh(u)
             return self.act_limit * torch.tanh(self.fc2(s1.sum(0)))
         i0 = state_precision(self.fc0(sign_split(obs_norm)))
         s0 = dsrl_lif(i0, self.threshold, T)

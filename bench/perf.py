@@ -235,7 +235,7 @@ def run_perf(args: argparse.Namespace) -> int:
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     for e in engines:
         try:
-            native_lib.resolve_engine(e, args.device, "fp32")
+            native_lib.resolve_engine(e, args.device, "bf16" if args.precision == "bf16" else "fp32")
         except ValueError as exc:
             raise UsageError(f"--engines: {exc}") from None
     header: dict[str, Any] = {

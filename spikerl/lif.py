@@ -31,7 +31,8 @@ spikes are bit-identical. Only the batched matmul may round differently from per
 (BLAS can sum in another order for T·B rows than for B rows, ~1 ulp). Gradients agree with
 autograd of the naive loop to rounding; tests pin both in fp64 and fp32.
 
-Native path. fp32 CPU tensors outside autocast run the same equations on the C kernels of
+Native path. fp32 CPU tensors outside autocast (or under CPU bf16 autocast, in the bf16 recipe
+described above `_fp32_block`) run the same equations on the C kernels of
 `spikerl.native` (the `_Native*` Functions below): a PopSAN layer, and DSRL's layer 1 (its B-row
 matmul stays in torch; the kernel runs the constant-current recurrence) and layer 2 (currents
 from spike lists, then the decaying-current recurrence). The kernels round like the torch
@@ -45,6 +46,7 @@ to the next matmul in whatever dtype autocast picks.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import torch
@@ -335,19 +337,46 @@ def dsrl_lif_trace(i: torch.Tensor, theta: float, timesteps: int | None = None) 
     return DSRLTrace(torch.stack(currents), u, s)  # type: ignore[arg-type]
 
 
+# The bf16 recipe on the native kernels (`bf16` below: CPU bf16 autocast is on, `native.bf16_autocast`)
+# rounds where autocast's bf16 matmul would: its weight and bias are rounded to bf16 before the fp32
+# sums, and each sum is rounded to bf16 once, then kept as fp32 for the fp32 recurrence (`state_precision`
+# on the torch path). Spikes are 0/1, exact in bf16, so the inputs need no rounding. Backward rounds
+# as the bf16 matmul's autograd does: dL/dI reaches it through the cast to fp32 (rounded to bf16),
+# and dW, db and dx are each one fp32 sum of bf16 values rounded once. Only the summation order
+# differs from torch's (a sum can land on the other side of a bf16 rounding boundary, ~1e-4 of the
+# currents), and the first layer's input gradient is rounded after the encoder's sum over T rather
+# than per timestep; tests/test_native_bf16.py states the tolerances.
+
+
+def _fp32_block(bf16: bool) -> contextlib.AbstractContextManager:
+    """Autocast off while the bf16 recipe computes in fp32 on pre-rounded values (a matmul under
+    autocast would round again and hand back bf16)."""
+    return torch.autocast("cpu", enabled=False) if bf16 else contextlib.nullcontext()
+
+
+def _rounded(t: torch.Tensor | None, bf16: bool) -> torch.Tensor | None:
+    """t rounded to bf16 in place (a fresh result of ours) when `bf16`, else t."""
+    return native.round_bf16(t, out=t) if bf16 and t is not None else t
+
+
 def _native_layer_forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, record: bool,
-                          x_bits: torch.Tensor | None = None
+                          x_bits: torch.Tensor | None = None, bf16: bool = False
                           ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, native.SpikeIndex | None,
-                                     torch.Tensor]:
-    """(o, v if record, x as [T·B, K], its spike lists, o's bit masks) for spikes x [T, B, K] on the
-    native kernels. `x_bits`: x's bit masks, if the layer before wrote them; o's are empty (numel 0)
-    where the kernel cannot write them."""
+                                     torch.Tensor, torch.Tensor]:
+    """(o, v if record, x as [T·B, K], its spike lists, o's bit masks, the weight used) for spikes
+    x [T, B, K] on the native kernels. `x_bits`: x's bit masks, if the layer before wrote them; o's are
+    empty (numel 0) where the kernel cannot write them. `bf16`: the bf16 recipe (w and b rounded, the
+    currents rounded; the weight returned is the rounded copy)."""
     T, B, K = x.shape
     x2 = x.reshape(T * B, K).contiguous()
-    i, index = native.spike_linear(x2, w, b, step=B, bits=x_bits)
+    if bf16:
+        w, b = native.round_bf16(w), native.round_bf16(b)
+    with _fp32_block(bf16):
+        i, index = native.spike_linear(x2, w, b, step=B, bits=x_bits)
+    _rounded(i, bf16)
     o_bits = native.spike_bits_like(T * B, w.shape[0])
     o, v = native.popsan_lif_forward(i.view(T, B, -1), record=record, bits=o_bits)
-    return o, v, x2, index, o_bits if o_bits is not None else _NO_BITS
+    return o, v, x2, index, o_bits if o_bits is not None else _NO_BITS, w
 
 
 _NO_BITS = torch.empty(0, dtype=torch.int64)
@@ -355,12 +384,14 @@ _NO_BITS = torch.empty(0, dtype=torch.int64)
 
 def _native_layer_backward(ctx, grad_o: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None,
                                                                  torch.Tensor | None]:
-    """(dL/dI [T, B, N], dL/dW, dL/db) from what `_native_layer_forward` saved in ctx."""
+    """(dL/dI [T, B, N], dL/dW, dL/db) from what `_native_layer_forward` saved in ctx (rounded to bf16
+    under the bf16 recipe, `ctx.bf16`)."""
     x2, w, v, o = ctx.saved_tensors[:4]
-    g = native.popsan_lif_backward(v, o, grad_o)
+    g = _rounded(native.popsan_lif_backward(v, o, grad_o), ctx.bf16)
     g2 = g.view(x2.shape[0], -1)
-    gw = native.linear_grad_weight(g2, x2, ctx.index) if ctx.needs_input_grad[1] else None
-    gb = g2.sum(0) if ctx.needs_input_grad[2] else None
+    with _fp32_block(ctx.bf16):
+        gw = _rounded(native.linear_grad_weight(g2, x2, ctx.index), ctx.bf16) if ctx.needs_input_grad[1] else None
+        gb = _rounded(g2.sum(0), ctx.bf16) if ctx.needs_input_grad[2] else None
     return g, gw, gb
 
 
@@ -376,9 +407,10 @@ class _NativePopSANLayer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,  # type: ignore[override]
-                x_bits: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        o, v, x2, ctx.index, o_bits = _native_layer_forward(x, w, b, record=True, x_bits=x_bits)
-        ctx.save_for_backward(x2, w, v, o)
+                x_bits: torch.Tensor | None, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        o, v, x2, ctx.index, o_bits, w_used = _native_layer_forward(x, w, b, True, x_bits, bf16)
+        ctx.save_for_backward(x2, w_used, v, o)
+        ctx.bf16 = bf16
         ctx.mark_non_differentiable(o_bits)
         return o, o_bits
 
@@ -386,8 +418,11 @@ class _NativePopSANLayer(torch.autograd.Function):
     def backward(ctx, grad_o: torch.Tensor, _: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         g, gw, gb = _native_layer_backward(ctx, grad_o)
         w = ctx.saved_tensors[1]
-        gx = (g.view(-1, g.shape[-1]) @ w).view(*g.shape[:2], -1) if ctx.needs_input_grad[0] else None
-        return gx, gw, gb, None
+        gx = None
+        if ctx.needs_input_grad[0]:
+            with _fp32_block(ctx.bf16):
+                gx = _rounded((g.view(-1, g.shape[-1]) @ w), ctx.bf16).view(*g.shape[:2], -1)
+        return gx, gw, gb, None, None
 
 
 class _NativeEncodedPopSANLayer(torch.autograd.Function):
@@ -401,9 +436,10 @@ class _NativeEncodedPopSANLayer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, w: torch.Tensor, b: torch.Tensor, s: torch.Tensor,  # type: ignore[override]
-                gains: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        o, v, s2, ctx.index, o_bits = _native_layer_forward(s, w, b, record=True)
-        ctx.save_for_backward(s2, w, v, o, gains)
+                gains: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        o, v, s2, ctx.index, o_bits, w_used = _native_layer_forward(s, w, b, True, None, bf16)
+        ctx.save_for_backward(s2, w_used, v, o, gains)
+        ctx.bf16 = bf16
         ctx.mark_non_differentiable(o_bits)
         return o, o_bits
 
@@ -412,28 +448,33 @@ class _NativeEncodedPopSANLayer(torch.autograd.Function):
         g, gw, gb = _native_layer_backward(ctx, grad_o)
         w, gains = ctx.saved_tensors[1], ctx.saved_tensors[4]
         T, B = g.shape[:2]
-        ga = (gains @ g.view(T, -1)).view(B, -1) @ w if ctx.needs_input_grad[0] else None
-        return ga, gw, gb, None, None
+        ga = None
+        if ctx.needs_input_grad[0]:
+            with _fp32_block(ctx.bf16):
+                ga = _rounded((gains @ g.view(T, -1)).view(B, -1) @ w, ctx.bf16)
+        return ga, gw, gb, None, None, None
 
 
 def native_encoded_popsan_layer(a: torch.Tensor, s: torch.Tensor, gains: torch.Tensor, w: torch.Tensor,
                                 b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(PopSAN spikes [T, B, N] of fc(s), their bit masks or None) where s are the encoder's spikes of
-    stimulation a."""
+    stimulation a; in the bf16 recipe under CPU bf16 autocast."""
     if torch.is_grad_enabled() and (a.requires_grad or w.requires_grad or b.requires_grad):
-        o, bits = _NativeEncodedPopSANLayer.apply(a, w, b, s, gains)
+        o, bits = _NativeEncodedPopSANLayer.apply(a, w, b, s, gains, native.bf16_autocast())
         return o, bits if bits.numel() else None
     return native_popsan_layer(s, w, b)
 
 
 def native_popsan_layer(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, x_bits: torch.Tensor | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(PopSAN spikes [T, B, N] of fc(x), their bit masks or None) on the native kernels; callers
-    check `native.usable` first. `x_bits`: x's bit masks, from the layer that made x."""
+    """(PopSAN spikes [T, B, N] of fc(x), their bit masks or None) on the native kernels (the bf16
+    recipe under CPU bf16 autocast); callers check `native.usable` first. `x_bits`: x's bit masks,
+    from the layer that made x."""
+    bf16 = native.bf16_autocast()
     if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or b.requires_grad):
-        o, bits = _NativePopSANLayer.apply(x, w, b, x_bits)
+        o, bits = _NativePopSANLayer.apply(x, w, b, x_bits, bf16)
     else:
-        o, _, _, _, bits = _native_layer_forward(x, w, b, record=False, x_bits=x_bits)
+        o, _, _, _, bits, _ = _native_layer_forward(x, w, b, False, x_bits, bf16)
     return o, bits if bits.numel() else None
 
 
@@ -474,15 +515,21 @@ def native_dsrl_lif(i: torch.Tensor, theta: float, timesteps: int) -> tuple[torc
 
 
 def _native_dsrl_layer_forward(x: torch.Tensor, w: torch.Tensor, theta: float, record: bool,
-                               x_bits: torch.Tensor | None
-                               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, native.SpikeIndex | None]:
-    """(S, U if record, x as [T·B, K], its spike lists) for spikes x [T, B, K]: the currents W·x_t of
-    all T·B rows (no bias), then the decaying-current recurrence."""
+                               x_bits: torch.Tensor | None, bf16: bool = False
+                               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, native.SpikeIndex | None,
+                                          torch.Tensor]:
+    """(S, U if record, x as [T·B, K], its spike lists, the weight used) for spikes x [T, B, K]: the
+    currents W·x_t of all T·B rows (no bias), then the decaying-current recurrence. `bf16`: the bf16
+    recipe (w and the currents rounded, as for PopSAN's layers)."""
     T, B, K = x.shape
     x2 = x.reshape(T * B, K).contiguous()
-    j, index = native.spike_linear(x2, w, None, step=B, bits=x_bits)
+    if bf16:
+        w = native.round_bf16(w)
+    with _fp32_block(bf16):
+        j, index = native.spike_linear(x2, w, None, step=B, bits=x_bits)
+    _rounded(j, bf16)
     s, u = native.dsrl_lif_forward(j.view(T, B, -1), theta, T, record=record)
-    return s, u, x2, index
+    return s, u, x2, index, w
 
 
 class _NativeDSRLLayer(torch.autograd.Function):
@@ -496,29 +543,32 @@ class _NativeDSRLLayer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, theta: float,  # type: ignore[override]
-                x_bits: torch.Tensor | None) -> torch.Tensor:
-        s, u, x2, ctx.index = _native_dsrl_layer_forward(x, w, theta, True, x_bits)
-        ctx.save_for_backward(x2, w, u, s)
-        ctx.theta = theta
+                x_bits: torch.Tensor | None, bf16: bool) -> torch.Tensor:
+        s, u, x2, ctx.index, w_used = _native_dsrl_layer_forward(x, w, theta, True, x_bits, bf16)
+        ctx.save_for_backward(x2, w_used, u, s)
+        ctx.theta, ctx.bf16 = theta, bf16
         return s
 
     @staticmethod
     def backward(ctx, grad_s: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         x2, w, u, s = ctx.saved_tensors
-        g = native.dsrl_lif_backward(u, s, grad_s, ctx.theta, constant=False)
+        g = _rounded(native.dsrl_lif_backward(u, s, grad_s, ctx.theta, constant=False), ctx.bf16)
         g2 = g.view(x2.shape[0], -1)
-        gw = native.linear_grad_weight(g2, x2, ctx.index) if ctx.needs_input_grad[1] else None
-        gx = (g2 @ w).view(*g.shape[:2], -1) if ctx.needs_input_grad[0] else None
-        return gx, gw, None, None
+        with _fp32_block(ctx.bf16):
+            gw = _rounded(native.linear_grad_weight(g2, x2, ctx.index), ctx.bf16) if ctx.needs_input_grad[1] else None
+            gx = _rounded(g2 @ w, ctx.bf16).view(*g.shape[:2], -1) if ctx.needs_input_grad[0] else None
+        return gx, gw, None, None, None
 
 
 def native_dsrl_layer(x: torch.Tensor, w: torch.Tensor, theta: float, x_bits: torch.Tensor | None = None
                       ) -> torch.Tensor:
-    """DSRL layer-2 spikes [T, B, N] of the spikes x [T, B, K] through w on the native kernels; callers
-    check `native.usable` first. `x_bits`: x's bit masks, from the layer before."""
+    """DSRL layer-2 spikes [T, B, N] of the spikes x [T, B, K] through w on the native kernels (the bf16
+    recipe under CPU bf16 autocast); callers check `native.usable` first. `x_bits`: x's bit masks, from
+    the layer before."""
+    bf16 = native.bf16_autocast()
     if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
-        return _NativeDSRLLayer.apply(x, w, theta, x_bits)
-    return _native_dsrl_layer_forward(x, w, theta, False, x_bits)[0]
+        return _NativeDSRLLayer.apply(x, w, theta, x_bits, bf16)
+    return _native_dsrl_layer_forward(x, w, theta, False, x_bits, bf16)[0]
 
 
 class PopSANLIFLayer(nn.Module):

@@ -19,7 +19,8 @@ multiply-adds. `csrc/spike_kernels.c` does both jobs in a few plain loops:
 
 The library is built and loaded by `spikerl.native_lib`; without it (no compiler,
 `SPIKERL_NATIVE=0`) everything runs on the pure-torch path in `spikerl.lif` (same equations;
-the tests compare the two). Only fp32 CPU tensors outside autocast take the native path.
+the tests compare the two). Only fp32 CPU tensors take the native path: outside autocast in fp32,
+or under CPU bf16 autocast in the bf16 recipe (`bf16_autocast`; spikerl/lif.py rounds as autocast does).
 """
 from __future__ import annotations
 
@@ -52,14 +53,14 @@ shapes: 0.40 vs 0.72 ms at 0.15, 0.71 vs 0.72 ms at 0.30, 0.77 vs 0.72 ms at 0.3
 
 
 def usable(*tensors: torch.Tensor) -> bool:
-    """Whether these tensors may take the native path: fp32, CPU, contiguous-able, outside autocast
-    and outside `torch_path()`."""
+    """Whether these tensors may take the native path: fp32, CPU, contiguous-able, outside
+    `torch_path()`, and outside autocast or under CPU bf16 autocast (the bf16 recipe: `bf16_autocast`)."""
     if torch_only():
         return False
     for t in tensors:
         if t.dtype != torch.float32 or t.device.type != "cpu":
             return False
-    if _cpu_autocast():
+    if _cpu_autocast() and not bf16_autocast():
         return False
     return library() is not None
 
@@ -69,6 +70,28 @@ def _cpu_autocast() -> bool:
         return torch.is_autocast_enabled("cpu")
     except TypeError:  # torch < 2.4 has no device argument
         return torch.is_autocast_cpu_enabled()
+
+
+def bf16_autocast() -> bool:
+    """Whether CPU autocast to bfloat16 is on: the native layers then run the bf16 recipe."""
+    if not _cpu_autocast():
+        return False
+    try:
+        return torch.get_autocast_dtype("cpu") == torch.bfloat16
+    except AttributeError:  # torch < 2.4
+        return torch.get_autocast_cpu_dtype() == torch.bfloat16
+
+
+def round_bf16(t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """fp32 t rounded to bf16 and kept in fp32 (what `t.bfloat16().float()` gives, in one pass):
+    into `out` (t itself for in place), else into a new tensor. No graph."""
+    lib = library()
+    assert lib is not None and t.dtype == torch.float32
+    src = t.detach().contiguous()
+    dst = torch.empty_like(src) if out is None else out
+    assert dst.is_contiguous() and dst.dtype == torch.float32 and dst.numel() == src.numel()
+    lib.round_bf16(_ptr(src), _ptr(dst), src.numel())
+    return dst
 
 
 def _ptr(t: torch.Tensor) -> int:

@@ -186,6 +186,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.dsrl_lif_backward.argtypes, lib.dsrl_lif_backward.restype = [p, p, p, p, p, i64, i64, f32], None
     lib.dsrl_act.argtypes = [p, i64, i64, i64, i64, i64, i64, p, p, p, f32, f32, p, p]
     lib.dsrl_act.restype = None
+    lib.round_bf16.argtypes, lib.round_bf16.restype = [p, p, i64], None
 
 
 def library() -> ctypes.CDLL | None:
@@ -285,16 +286,16 @@ def torch_only() -> bool:
 
 
 ENGINES = ("native", "torch")
-"""How spiking layers execute: 'native' (this module's CPU kernels, fp32) or 'torch' (pure torch,
-any device and precision). `resolve_engine('auto', ...)` picks native wherever it can run."""
+"""How spiking layers execute: 'native' (this module's CPU kernels, fp32 or the bf16 recipe) or 'torch'
+(pure torch, any device and precision). `resolve_engine('auto', ...)` picks native wherever it can run."""
 
 
 def native_unusable_reason(device_type: str, precision: str) -> str | None:
     """Why the native kernels cannot run a job on this device in this precision, or None."""
     if device_type != "cpu":
         return f"the native kernels run on the CPU only (device {device_type})"
-    if precision != "fp32":
-        return f"the native kernels run in fp32 only ({precision} runs on the torch path)"
+    if precision not in ("fp32", "bf16"):
+        return f"the native kernels run in fp32 and bf16 only ({precision} runs on the torch path)"
     if library() is None:
         return unavailable_reason()
     return None

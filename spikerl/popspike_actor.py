@@ -37,7 +37,8 @@ class PopSpikingActor(nn.Module):
         """Normalised obs [B, obs_dim] → action [B, act_dim] in [−act_limit, act_limit]."""
         first, *rest = self.layers  # (slicing a ModuleList builds a new module on every call)
         if (obs_norm.shape[0] * self.timesteps < native.SPARSE_MIN_ROWS and not torch.is_grad_enabled()
-                and self.encoder.encoding is Encoding.DETERMINISTIC and native.usable(obs_norm, first.fc.weight)):
+                and self.encoder.encoding is Encoding.DETERMINISTIC and native.usable(obs_norm, first.fc.weight)
+                and not native.bf16_autocast()):  # (the acting kernel has no bf16 recipe: layer by layer then)
             # acting: the whole net in one kernel call
             fcs = [m.fc for m in self.layers]
             enc, dec = self.encoder, self.decoder

@@ -261,7 +261,6 @@ NEW_RUN_CASES = {
     "seeds-huge-range": ["--seeds", "0-99999999999"],
     "power-interval-inf": ["--power-interval", "inf"],
     "engine-unknown": ["--engine", "warp"],
-    "engine-native-in-bf16": ["--methods", "popsan", "--engine", "native", "--precision", "bf16"],
     "start-actions-unknown": ["--set", "start_actions=normal"],
     "start-noise-nan": ["--set", "start_noise=nan"],
     "start-noise-zero": ["--set", "start_noise=0"],

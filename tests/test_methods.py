@@ -26,6 +26,7 @@ import baselines.dsrl as dsrl_module
 import spikerl.lif as lif_module
 from baselines.dsrl import DSRLActor, threshold_for
 from baselines.registry import METHODS, get_method
+from spikerl import native
 from spikerl.config import TD3Config
 from spikerl.method import ActorContext, WorldSize
 from spikerl.popspike_actor import PopSpikingActor
@@ -252,7 +253,8 @@ def test_bf16_autocast_keeps_fp32_weights_and_state(name, monkeypatch):
         if isinstance(module, nn.Linear):
             module.register_forward_hook(lambda m, args, out: linear_dtypes.append(out.dtype))
     seen = _record_recurrences(monkeypatch)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    # the torch path's recipe (the native kernels' bf16 recipe: tests/test_native_bf16.py)
+    with torch.autocast("cpu", dtype=torch.bfloat16), native.torch_path():
         act = actor(torch.randn(4, ctx.obs_dim))
     saved = [s for t in seen if t.grad_fn is not None and "LIF" in type(t.grad_fn).__name__
              for s in t.grad_fn.saved_tensors]  # membrane state and keep masks, read before backward frees them

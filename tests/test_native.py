@@ -322,13 +322,15 @@ def test_weights_changed_by_a_fused_optimiser_step_are_used_at_once():
 
 
 @needs_native
-def test_native_path_only_for_fp32_cpu_outside_autocast_and_torch_path():
+def test_native_path_only_for_fp32_cpu_outside_fp16_autocast_and_torch_path():
     x = torch.zeros(3, 2, 8)
     w = torch.zeros(4, 8)
     assert native.usable(x, w)
     assert not native.usable(x.double(), w.double())
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.float16):
         assert not native.usable(x, w)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert native.usable(x, w)  # the bf16 recipe (tests/test_native_bf16.py)
     with native.torch_path():
         assert not native.usable(x, w)
         with native.torch_path():
@@ -600,14 +602,14 @@ def test_dsrl_acting_kernel_rejects_mismatched_shapes():
 
 
 @needs_native
-def test_dsrl_takes_the_torch_path_outside_fp32_cpu():
+def test_dsrl_takes_the_torch_path_outside_fp32_cpu_and_bf16_autocast():
     actor = _dsrl_test_actor(on_grid=False)
     obs = torch.rand(6, 17)
     kernels: list[str] = []
     with native.observe_kernels(lambda name, sec: kernels.append(name)):
         with native.torch_path():
             actor(obs).sum().backward()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.float16):
             actor(obs).float().sum().backward()
         actor.double()(obs.double()).sum().backward()
         assert kernels == []

@@ -1,6 +1,8 @@
 """bfloat16 mixed precision: bf16 matmuls, fp32 state, weights and optimiser, no float16 anywhere."""
 import pytest
 import torch
+
+from spikerl import native
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from baselines.registry import get_method
@@ -111,7 +113,7 @@ def test_state_stays_fp32_under_autocast():
     seen = []
     orig = layer.fc.forward
     layer.fc.forward = lambda x: (lambda y: (seen.append(y.dtype), y)[1])(orig(x))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.bfloat16), native.torch_path():  # (the kernels: test_native_bf16.py)
         out = layer(torch.ones(5, 2, 8))
     assert seen == [torch.bfloat16]
     assert out.dtype == torch.float32  # spikes computed from fp32 membranes

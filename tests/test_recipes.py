@@ -7,6 +7,7 @@ import torch
 from baselines.registry import get_method
 from bench.run.plan import Plan, UsageError
 from bench.run.profiles import PROFILES, Profile
+import bench.run.resolve as resolve_module
 from bench.run.resolve import resolve_config, run_engine, world_size_for, world_size_groups
 from spikerl import native_lib
 from spikerl.method import WorldSize
@@ -49,9 +50,9 @@ def test_the_engine_is_resolved_per_method(monkeypatch):
     if native_lib.library() is not None:
         assert run_engine(get_method("dsrl"), "auto", CPU, "fp32") == "native"
         assert run_engine(get_method("popsan"), "native", CPU, "fp32") == "native"
-    assert run_engine(get_method("popsan"), "auto", CPU, "bf16") == "torch"
-    with pytest.raises(UsageError, match="fp32 only"):
-        run_engine(get_method("popsan"), "native", CPU, "bf16")
+        # the kernels run the bf16 recipe too (tests/test_native_bf16.py)
+        assert run_engine(get_method("popsan"), "auto", CPU, "bf16") == "native"
+        assert run_engine(get_method("spikerl"), "native", CPU, "bf16") == "native"
     with pytest.raises(UsageError, match="CPU only"):
         run_engine(get_method("popsan"), "native", torch.device("cuda"), "fp32")
     monkeypatch.setattr(native_lib, "library", lambda: None)
@@ -83,11 +84,19 @@ def test_auto_gives_every_spiking_method_one_engine(monkeypatch):
     monkeypatch.setattr(precision, "native_bf16", lambda device: False)
     engines = {m: resolve_config(get_method(m), "HalfCheetah-v4", plan, CPU).engine for m in plan.methods}
     assert engines == {"spikerl": "native", "popsan": "native", "dsrl": "native", "mlp": "torch"}
-    # with native bf16 SpikeRL trains in bf16, which the kernels cannot: then nobody gets them
+    # with native bf16 SpikeRL trains in bf16, which the kernels run too: still native for all
     monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+    configs = {m: resolve_config(get_method(m), "HalfCheetah-v4", plan, CPU) for m in plan.methods}
+    assert configs["spikerl"].td3.precision == "bf16"
+    assert {m: c.engine for m, c in configs.items()} == engines
+    # where one spiking method cannot run native, nobody gets it, and asking for it is refused in one line
+    def no_bf16(device_type: str, precision: str) -> str | None:
+        return "no bf16 here" if precision == "bf16" else None
+
+    monkeypatch.setattr(native_lib, "native_unusable_reason", no_bf16)
+    monkeypatch.setattr(resolve_module, "native_unusable_reason", no_bf16)
     configs = {m: resolve_config(get_method(m), "HalfCheetah-v4", plan, CPU) for m in plan.methods}
     assert {m: c.engine for m, c in configs.items()} == {m: "torch" for m in plan.methods}
     assert "spikerl on HalfCheetah-v4 cannot run native" in configs["popsan"].engine_reason
-    # asking for native then is refused in one line, naming the method that cannot
-    with pytest.raises(UsageError, match="spikerl: --engine native: .*fp32 only"):
+    with pytest.raises(UsageError, match="spikerl: --engine native: no bf16 here"):
         resolve_config(get_method("spikerl"), "HalfCheetah-v4", _plan(engine="native"), CPU)

@@ -82,7 +82,7 @@ def _resolve_td3(spec: MethodSpec, env_id: str, plan: Plan, device: torch.device
 
 def plan_engine(plan: Plan, device: torch.device) -> tuple[str, str]:
     """The one engine every spiking method of the plan runs on. 'auto' is 'native' only where all
-    of them can run natively (a bf16 recipe on a CPU with native bf16 cannot), else 'torch' for all:
+    of them can run natively (none can on CUDA or without a C compiler), else 'torch' for all:
     a comparison must not partly measure which method got the faster engine. Returns (engine, why)."""
     if plan.engine != "auto":
         return plan.engine, f"--engine {plan.engine}"

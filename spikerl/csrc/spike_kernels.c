@@ -765,3 +765,18 @@ void dsrl_act(const float* restrict obs, int64_t B, int64_t D, int64_t N0, int64
         }
     }
 }
+
+/* bf16 rounding of n floats, src -> dst (may be the same buffer), kept as fp32: what torch's casts
+ * fp32 -> bf16 -> fp32 give (round to nearest, ties to even; a NaN stays a NaN). The bf16 recipe on
+ * these kernels (spikerl/lif.py) rounds weights and biases with it before the fp32 sums, and the
+ * sums after them, as autocast's bf16 matmuls round their fp32 accumulators once on output. */
+void round_bf16(const float* src, float* dst, int64_t n) {
+    for (int64_t k = 0; k < n; k++) {
+        uint32_t u;
+        memcpy(&u, src + k, sizeof u);
+        uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+        uint32_t quiet_nan = (u | 0x00400000u) & 0xffff0000u;
+        u = ((u & 0x7fffffffu) > 0x7f800000u) ? quiet_nan : rounded;
+        memcpy(dst + k, &u, sizeof u);
+    }
+}
