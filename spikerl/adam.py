@@ -6,8 +6,8 @@ checks) before the fused kernel runs; for these small nets that is a measurable 
 update. `adam_step` skips it by calling the private `torch._fused_adam_` with the arguments
 `opt.step()` would pass, on the state `opt` owns (so `opt.state_dict()` is unchanged). It does so
 only when this torch has the kernel and a one-time self-test shows it matches `opt.step()` bit for
-bit; any other torch, and any optimiser setting the shortcut does not cover, goes through
-`opt.step()`. Set `SPIKERL_FAST_ADAM=0` to always use the public path.
+bit; any other torch, any optimiser setting the shortcut does not cover, and every CUDA optimiser
+(capturable, so that CUDA graphs capture the public step) goes through `opt.step()`. Set `SPIKERL_FAST_ADAM=0` to always use the public path.
 """
 from __future__ import annotations
 
@@ -21,12 +21,21 @@ import torch
 log = logging.getLogger(__name__)
 
 
+def adam_options(device_type: str) -> dict[str, bool]:
+    """Adam's flags on this device type. On CUDA the public optimiser is capturable (its step
+    counters live on the device, so `opt.step()` itself can be captured in a CUDA graph with no
+    private shortcut); on the CPU it is fused, and `adam_step` may take the shortcut."""
+    return {"fused": True, "capturable": True} if device_type == "cuda" else {"fused": True}
+
+
 def make_adam(params: Iterable[torch.Tensor], lr: float) -> torch.optim.Adam:
     # The fused kernel updates every tensor in one call; it exists on CPU and CUDA in torch >= 2.4.
+    params = list(params)
+    device_type = params[0].device.type if params else "cpu"
     try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
+        return torch.optim.Adam(params, lr=lr, **adam_options(device_type))
     except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr, foreach=True)
+        return torch.optim.Adam(params, lr=lr, foreach=True, capturable=device_type == "cuda")
 
 
 def adam_step(opt: torch.optim.Adam) -> None:
@@ -73,12 +82,13 @@ def _self_test() -> bool:
 
 def _fast_step(opt: torch.optim.Adam) -> bool:
     """Run opt's step through the fused kernel and return True, or return False (nothing done)
-    when the shortcut does not cover opt: several groups, not fused, amsgrad, weight decay,
-    maximize, a tensor lr, step hooks (or a torch that keeps them elsewhere), or state not yet
-    initialised."""
+    when the shortcut does not cover opt: several groups, not fused, capturable (CUDA: the public
+    step is what a graph captures), amsgrad, weight decay, maximize, a tensor lr, step hooks (or a
+    torch that keeps them elsewhere), or state not yet initialised."""
     groups = opt.param_groups
     g = groups[0]
-    if (len(groups) != 1 or not g.get("fused") or g["amsgrad"] or g["weight_decay"] or g["maximize"]
+    if (len(groups) != 1 or not g.get("fused") or g.get("capturable") or g["amsgrad"] or g["weight_decay"]
+            or g["maximize"]
             or g.get("decoupled_weight_decay") or isinstance(g["lr"], torch.Tensor)
             or getattr(opt, "_optimizer_step_pre_hooks", True) or getattr(opt, "_optimizer_step_post_hooks", True)):
         return False

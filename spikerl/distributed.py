@@ -190,12 +190,31 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
+def check_local_gpus(nproc: int | None, backend: str, device: torch.device) -> None:
+    """Refuse `nproc` local NCCL ranks on fewer visible GPUs: NCCL cannot run two ranks of one
+    communicator on one GPU, so they would hang or fail at the first all-reduce, after the run
+    folder is written (Gloo ranks may share a GPU: tools/gpu_check_all.sh runs two on one)."""
+    if nproc is None or nproc < 2 or device.type != "cuda":
+        return
+    if resolve_backend(backend, device) != "nccl":
+        return
+    visible = torch.cuda.device_count()
+    if visible < nproc:
+        raise DistributedSetupError(f"--nproc {nproc} with NCCL needs {nproc} visible GPUs, this machine has {visible} "
+                                    f"(NCCL puts one rank on each GPU; use --backend gloo to share them, or --nproc "
+                                    f"{max(1, visible)})")
+
+
 def init_distributed(launch: LaunchInfo, backend: str, device_type: str, timeout_s: float = 1800) -> DistContext:
     """Join the process group and pick this rank's device (cuda:local_rank on GPUs)."""
     import datetime
 
     if device_type == "cuda":
-        device = torch.device("cuda", launch.local_rank % max(1, torch.cuda.device_count()))
+        visible = torch.cuda.device_count()
+        if resolve_backend(backend, torch.device("cuda")) == "nccl" and launch.local_rank >= visible:
+            raise DistributedSetupError(f"local rank {launch.local_rank} with NCCL needs {launch.local_rank + 1} visible "
+                                        f"GPUs, this node has {visible} (one rank per GPU; --backend gloo shares them)")
+        device = torch.device("cuda", launch.local_rank % max(1, visible))
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")

@@ -61,11 +61,16 @@ _GAINS: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
 
 
 def _accumulator_gains(timesteps: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """g_t = Σ_{k<t} (1 − 0.999)^k for t = 1..T: d o_t / d A through the differentiable accumulator."""
+    """g_t = Σ_{k<t} (1 − 0.999)^k for t = 1..T: d o_t / d A through the differentiable accumulator.
+
+    Made on the device by T fills with Python scalars (kernel arguments), never by copying a host
+    list: a host->device copy is illegal inside a CUDA-graph capture, where this may first be reached."""
     key = (timesteps, dtype, device)
     if key not in _GAINS:
-        gains = [sum((1.0 - ENCODER_V_TH) ** k for k in range(t + 1)) for t in range(timesteps)]
-        _GAINS[key] = torch.tensor(gains, dtype=dtype, device=device)
+        gains = torch.empty(timesteps, dtype=dtype, device=device)
+        for t in range(timesteps):
+            gains[t].fill_(sum((1.0 - ENCODER_V_TH) ** k for k in range(t + 1)))
+        _GAINS[key] = gains
     return _GAINS[key]
 
 

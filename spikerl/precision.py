@@ -13,10 +13,13 @@ import torch
 
 
 def autocast(precision: str, device: torch.device) -> ContextManager:
+    """The precision's autocast on `device`. On CUDA its weight cache is off: a CUDA graph captured
+    inside an outer autocast would otherwise replay the bf16 copies of the weights made at capture
+    time, stale after the first optimiser step (the cache only saves a cast per weight per region)."""
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=device.type != "cuda")
     raise ValueError(f"unknown precision {precision!r} (expected 'fp32' or 'bf16')")
 
 

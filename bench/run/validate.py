@@ -41,6 +41,7 @@ def check_plan(plan: Plan) -> torch.device:
         return cuda
     device = resolve_device(plan.device)
     check_backend(plan.backend, device)
+    check_local_gpus(plan.nproc, plan.backend, device)
     for m in plan.methods:
         for e in plan.envs:
             resolve_config(get_method(m), e, plan, device)
@@ -71,6 +72,16 @@ def check_backend(backend: str, device: torch.device) -> None:
 
     try:
         resolve_backend(backend, device)
+    except DistributedSetupError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def check_local_gpus(nproc: int | None, backend: str, device: torch.device) -> None:
+    """--nproc N local NCCL ranks need N visible GPUs (`spikerl.distributed.check_local_gpus`)."""
+    from spikerl.distributed import DistributedSetupError, check_local_gpus as check
+
+    try:
+        check(nproc, backend, device)
     except DistributedSetupError as exc:
         raise UsageError(str(exc)) from None
 
