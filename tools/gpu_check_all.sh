@@ -1,26 +1,34 @@
 #!/usr/bin/env bash
-# Every GPU check of the suite in one script (about 4 minutes on one H100/H200):
-#   1. energy: NVML counter vs integrated sampled power vs CodeCarbon on a ~30 s load;
-#   2. distributed: NCCL world size 1 + bf16 autocast on CUDA, 2 Gloo ranks sharing the GPU, update ms;
-#   3. meters in a real run: `spikerl-bench run --device cuda` records NVML energy in result.json.
-# Usage: bash tools/gpu_check_all.sh OUT_DIR   (each part is independent; a failing part is reported)
+# Every GPU check of the suite in one prepared script, one table (tools/gpu_check.py), <= 8 minutes on
+# one H100 with no network:
+#   capture ok/fallback per method x fp32/bf16 and graphed vs eager max |d| after 250 updates;
+#   update ms, action ms, loop env steps/s at K = 1, 4, 16 (popsan, spikerl);
+#   NVML energy per seed of a 4-seed batch against the counter; a 2-rank Gloo run on the one GPU;
+#   the --nproc 2 NCCL refusal on one GPU.
+#
+# Usage: bash tools/gpu_check_all.sh OUT_DIR [--device cpu]
+#   --device cpu: the dry mode, which runs every part that can run without a GPU (capture through the
+#   eager stand-in, tiny nets; speed at K = 1, 2; Gloo on the CPU; the refusal with a faked GPU count).
+#
+# On the device machine the image's CUDA torch is used; the packages it lacks travel as wheels in
+# .whl/ (see /work/.library/device/README.md; tools/gpu_wheels.txt names them) and are installed into
+# /tmp/site first. The whole check is killed at 470 s; each row is printed as its part finishes.
 set -uo pipefail
-out="${1:?usage: gpu_check_all.sh OUT_DIR}"
+out="${1:?usage: gpu_check_all.sh OUT_DIR [--device cpu]}"
+device=cuda
+[ "${2:-}" = "--device" ] && device="${3:-cuda}"
 mkdir -p "$out"
-echo "== 1. energy counters" | tee "$out/energy.txt"
-timeout 150 python3 -m tools.gpu_check_energy --seconds 30 2>&1 | tee -a "$out/energy.txt" || echo "energy check failed: $?"
-echo "== 2. distributed + bf16" | tee "$out/distributed.txt"
-STEPS=4000 timeout 240 bash tools/gpu_check_distributed.sh "$out/dist" 2>&1 | grep -v '^\[' | tee -a "$out/distributed.txt" \
-  || echo "distributed check failed: $?"
-echo "== 3. meters in a real CUDA run" | tee "$out/meter.txt"
-timeout 150 python3 -m bench.cli run --methods spikerl,popsan --total-steps 3000 --device cuda --profile smoke \
-  --set eval_every=1500 --out "$out/run" --plain 2>&1 | grep -v '^\[' | tee -a "$out/meter.txt" || echo "meter run failed: $?"
-python3 - "$out/run" <<'PY' 2>&1 | tee -a "$out/meter.txt"
-import csv, sys
-from pathlib import Path
-rows = list(csv.DictReader(open(Path(sys.argv[1]) / "summary.csv")))
-for r in rows:
-    print({k: r.get(k) for k in ("method", "status", "precision", "wall_s", "energy_j", "energy_source", "estimated",
-                                 "gpu_energy_j", "cpu_energy_j", "avg_power_w", "emissions_kg",
-                                 "codecarbon_energy_kwh", "speedup", "powerup", "greenup", "gpsup_category")})
-PY
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}" || { echo "wheel install failed"; exit 1; }
+else
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+if [ "$device" = cuda ]; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+  timeout 470 python3 -m tools.gpu_check --out "$out" --device cuda --updates 250 --ks 1,4,16 \
+    --speed-methods popsan,spikerl --loop-steps 1000 --run-steps 1500 2>&1 | grep -v '^\[' | tee "$out/table.txt"
+else
+  timeout 900 python3 -m tools.gpu_check --out "$out" --device cpu --tiny --updates 6 --ks 1,2 \
+    --speed-methods popsan --loop-steps 300 --run-steps 600 2>&1 | grep -v '^\[' | tee "$out/table.txt"
+fi
