@@ -210,11 +210,8 @@ def init_distributed(launch: LaunchInfo, backend: str, device_type: str, timeout
     import datetime
 
     if device_type == "cuda":
-        visible = torch.cuda.device_count()
-        if resolve_backend(backend, torch.device("cuda")) == "nccl" and launch.local_rank >= visible:
-            raise DistributedSetupError(f"local rank {launch.local_rank} with NCCL needs {launch.local_rank + 1} visible "
-                                        f"GPUs, this node has {visible} (one rank per GPU; --backend gloo shares them)")
-        device = torch.device("cuda", launch.local_rank % max(1, visible))
+        # (modulo: under SLURM each task may see only its own GPU, as cuda:0, whatever its local rank)
+        device = torch.device("cuda", launch.local_rank % max(1, torch.cuda.device_count()))
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")

@@ -11,8 +11,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import spikerl.population as population
 from bench.cli.main import main
-from spikerl import adam, distributed
-from spikerl.distributed import DistributedSetupError, LaunchInfo, check_local_gpus
+from spikerl import adam
+from spikerl.distributed import DistributedSetupError, check_local_gpus
 from spikerl.precision import autocast
 
 
@@ -81,11 +81,6 @@ def test_nccl_ranks_on_fewer_gpus_are_refused(monkeypatch):
     check_local_gpus(4, "auto", torch.device("cpu"))
     _fake_gpus(monkeypatch, 2)
     check_local_gpus(2, "nccl", cuda)
-    # a launcher's rank past the visible GPUs is refused before it joins a group
-    _fake_gpus(monkeypatch, 1)
-    launch = LaunchInfo(1, 2, 1, "127.0.0.1", 29500, "torchrun")
-    with pytest.raises(DistributedSetupError, match="local rank 1 with NCCL needs 2 visible GPUs"):
-        distributed.init_distributed(launch, "nccl", "cuda")
 
 
 def test_run_nproc_2_nccl_on_one_gpu_is_one_line_and_exit_2_before_anything_is_written(monkeypatch, tmp_path, capsys):

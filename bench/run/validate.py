@@ -41,7 +41,8 @@ def check_plan(plan: Plan) -> torch.device:
         return cuda
     device = resolve_device(plan.device)
     check_backend(plan.backend, device)
-    check_local_gpus(plan.nproc, plan.backend, device)
+    if plan.launcher != "slurm":  # (SLURM places --nproc ranks over nodes: each task checks its own)
+        check_local_gpus(plan.nproc, plan.backend, device)
     for m in plan.methods:
         for e in plan.envs:
             resolve_config(get_method(m), e, plan, device)
