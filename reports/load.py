@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from bench import schema
+from bench.run import store
 from bench.schema import Status
 
 _SEED_DIR = re.compile(rf"^{re.escape(schema.SEED_DIR_PREFIX)}(-?\d+)$")
@@ -236,6 +237,8 @@ def load_run(run_dir: str | Path) -> RunFolder:
             f"{path}: not a run folder (no {schema.PLAN}, {schema.SUMMARY} or "
             f"<method>/<env>/{schema.SEED_DIR_PREFIX}<k>/ inside); "
             "pass the folder that `spikerl-bench run` created")
+    # a report killed mid-write left its temporary files here: the next report (or run) removes them
+    store.clean_stale_temps(path)
     problems: list[Problem] = []
     plan = _read_json(path / schema.PLAN, schema.PLAN, problems, required=True)
     environment = _read_json(path / schema.ENVIRONMENT, schema.ENVIRONMENT, problems, required=True)

@@ -332,7 +332,15 @@ class EnergyCallback(Callback):
 
     def on_progress(self, event: ProgressEvent) -> bool | None:
         self._sample_probe()
+        self._raise_csv_failure()
         return None
+
+    def _raise_csv_failure(self) -> None:
+        """A power.csv write that failed (a full disk) stops the run on this thread, naming the file:
+        the trace must not go on with a hole the result does not know of (issue 26)."""
+        failure = getattr(self._meter, "csv_failure", None)
+        if failure is not None:
+            raise failure
 
     def on_eval_start(self, step: int, wall_s: float) -> None:
         self._switch("eval")
@@ -554,6 +562,7 @@ class EnergyCallback(Callback):
             return asdict(self._node)
         if not self._active:
             return {}
+        self._raise_csv_failure()  # before the checkpoint is written: the previous one stays the latest
         self._sample_probe()
         flush = getattr(self._tracker, "flush", None)
         carbon = flush() if flush is not None else None

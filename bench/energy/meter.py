@@ -86,7 +86,7 @@ class PowerMeter:
         self._fallbacks_used = 0
         self.gaps: list[Gap] = []
         self._rows: list[PowerRow] = []
-        self._csv = PowerCsv(csv_path, self.errors) if csv_path is not None else None
+        self._csv = PowerCsv(csv_path, self.errors, t_offset_s) if csv_path is not None else None
         self._last_flush_t = self._t0
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
@@ -394,6 +394,11 @@ class PowerMeter:
                     time.sleep(interval_s)
                     if self._stop_event.is_set():
                         return
+
+    @property
+    def csv_failure(self) -> OSError | None:
+        """The write of power.csv that failed (a full disk), if one did: the run must stop."""
+        return self._csv.failure if self._csv is not None else None
 
     def flush(self) -> None:
         """Write the queued power rows (done in batches, every `flush_every_s`)."""

@@ -26,7 +26,7 @@ import torch
 
 from baselines.registry import get_method
 from bench import schema
-from bench.run import store
+from bench.run import restart, store
 from bench.run.plan import Plan
 from bench.run.resolve import RunConfig, check_actor_params, method_overrides, resolve_config
 from bench.schema import FINAL_STATUSES, Status
@@ -119,6 +119,9 @@ def check_run(folder: Path, plan: Plan, method: str, env_id: str, seed: int, wor
         raise store.RunFolderError(f"{folder} trains on the native engine, which is unavailable here "
                                    f"({native_lib.unavailable_reason()}); resuming on torch would mix engines")
     check_logs(folder)
+    why = restart.unusable(folder, method, env_id, world_size)
+    if why is not None:  # retraining from step 0 would overwrite its rows: said, not done
+        raise store.RunFolderError(restart.lost_seed_message(folder, method, env_id, seed, why))
     step = resume_step(folder, world_size, method=method, env_id=env_id, load=False)
     if step is None:
         return None
@@ -273,27 +276,40 @@ def cut_power_csv(path: Path, point: ResumePoint) -> None:
     """Keep the rows of power.csv up to the checkpoint: time at most the checkpoint's wall
     seconds and each device's cumulative energy at most its checkpointed value (the resumed
     meter continues from exactly those). Rows are in time order, so the kept rows are a prefix
-    and the file is truncated at the first row past the checkpoint, or at a row that does not
-    parse (one cut short by a kill). Truncating is one system call: a crash leaves the old or
-    the new length, never a mixed file."""
+    and the file is truncated at the first row past the checkpoint, or at the last line when a
+    kill cut it short. Truncating is one system call: a crash leaves the old or the new length,
+    never a mixed file. A garbage row inside that prefix (a disk fault, an edit) is dropped by an
+    atomic rewrite and recorded (bench.run.log_repairs), not taken as the end of the trace."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return
     lines = data.decode("utf-8").splitlines(keepends=True)
-    if not lines or lines[0].rstrip("\r\n") != ",".join(schema.POWER_COLUMNS):
+    header = lines[0].rstrip("\r\n").split(",") if lines else []
+    if header not in (list(schema.POWER_COLUMNS), list(schema.POWER_COLUMNS_BEFORE_SEGMENTS)):
         return  # another schema: bench.energy.power_csv moves the file aside rather than mixing
+    width = len(header)
     t_col, dev_col, e_col = (schema.POWER_COLUMNS.index(c) for c in ("t_s", "device", "energy_j"))
-    keep = len(lines[0].encode("utf-8"))
-    for line in lines[1:]:
+    keep, kept_lines, dropped = len(lines[0].encode("utf-8")), [lines[0]], []
+    for line_no, line in enumerate(lines[1:], start=2):
+        if not line.endswith("\n"):
+            break  # cut short by a kill: the latest row, past the checkpoint
         row = next(csv.reader([line]), [])
-        if not line.endswith("\n") or len(row) != len(schema.POWER_COLUMNS):
-            break
-        t_s, energy_j = _number(row[t_col]), _number(row[e_col])
+        t_s = _number(row[t_col]) if len(row) == width else math.nan
+        energy_j = _number(row[e_col]) if len(row) == width else math.nan
+        if math.isnan(t_s) or math.isnan(energy_j):
+            dropped.append(f"line {line_no}")
+            continue
         if not (t_s <= point.wall_s and energy_j <= point.energy_j_by_device.get(row[dev_col], 0.0)):
             break
         keep += len(line.encode("utf-8"))
-    if keep < len(data):
+        kept_lines.append(line)
+    if dropped:
+        from bench.run import log_repairs
+
+        store.atomic_write_text(path, "".join(kept_lines))
+        log_repairs.record(path.parent, path.name, dropped, point.step)
+    elif keep < len(data):
         os.truncate(path, keep)
 
 
