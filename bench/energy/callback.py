@@ -366,6 +366,8 @@ class EnergyCallback(Callback):
             carbon = self._tracker.stop()
         self._node = self._prior.plus(self._segment(carbon)) if self._active else EnergyTotals()
         self._final = self._reduce(self._node, event.status)
+        if event.status == "complete":  # the last rows, written at stop, failed: no result over a holed trace
+            self._raise_csv_failure()
 
     # ------------------------------------------------------------------ accounting
     def _segment(self, carbon: CarbonResult | None) -> EnergyTotals:
