@@ -250,6 +250,17 @@ def load_run(run_dir: str | Path) -> RunFolder:
                      seeds=seeds, runs=runs, problems=problems)
 
 
+def power_segment_starts(power: pd.DataFrame) -> tuple[float, ...]:
+    """Where each resumed segment of a power trace starts (its segment_start_s), in order; empty
+    for a trace of one segment or from before segments were recorded."""
+    if "segment" not in power.columns or "segment_start_s" not in power.columns:
+        return ()
+    seg = power[["segment", "segment_start_s"]].dropna()
+    seg = seg[seg["segment"] > seg["segment"].min()] if len(seg) else seg
+    starts = seg.groupby("segment", sort=True)["segment_start_s"].first()
+    return tuple(float(x) for x in starts if math.isfinite(float(x)))
+
+
 def _read_summary(path: Path, problems: list[Problem]) -> pd.DataFrame | None:
     summary = _read_csv(path / schema.SUMMARY, schema.SUMMARY, problems, required=False,
                         numeric=schema.NUMERIC_SUMMARY_COLUMNS + ("seed",))

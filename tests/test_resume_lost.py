@@ -5,7 +5,6 @@ exact, the power trace is labelled by segment, and usage errors go to stderr."""
 from __future__ import annotations
 
 import csv
-import errno
 import hashlib
 import json
 import os
@@ -255,3 +254,107 @@ def test_atomic_writes_name_their_writer(tmp_path, monkeypatch):
     with atomic.atomic_open(tmp_path / "a.json") as f:
         f.write("{}")
     assert seen[0].startswith(f".a.json.{os.getpid()}-") and atomic._TMP_NAME.match(seen[0])
+
+
+# ----------------------------------------------------------------------------- 3: power segments
+
+
+def _power_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_power_csv_rows_carry_their_segment_and_its_start(tmp_path):
+    from bench.energy.power_csv import PowerCsv
+    from bench.energy.segments import read_segments, unmetered_s
+
+    path = tmp_path / "power.csv"
+    first = PowerCsv(path, [], 0.0)
+    first.open()
+    first.write([("0.100", "cpu", "10.0", "1.0", "estimate", True), ("0.200", "cpu", "10.0", "2.0", "estimate", True)])
+    first.close()
+    second = PowerCsv(path, [], 0.5)  # resumed from a checkpoint at 0.5 s: 0.3 s no row covers
+    second.open()
+    second.write([("0.600", "cpu", "10.0", "6.0", "estimate", True)])
+    second.close()
+    third = PowerCsv(path, [], 0.7)  # 0.1 s more
+    third.open()
+    third.write([("0.800", "cpu", "10.0", "8.0", "estimate", True)])
+    third.close()
+    rows = _power_rows(path)
+    assert [(r["segment"], r["segment_start_s"]) for r in rows] == [("0", "0.000"), ("0", "0.000"),
+                                                                    ("1", "0.500"), ("2", "0.700")]
+    assert [s.index for s in read_segments(path)] == [0, 1, 2]
+    assert unmetered_s(path) == pytest.approx(0.3 + 0.1)
+
+
+def test_a_power_csv_from_before_segments_is_continued_not_moved_aside(tmp_path):
+    from bench.energy.power_csv import PowerCsv
+    from bench.energy.segments import unmetered_s
+    from bench.schema import POWER_COLUMNS, POWER_COLUMNS_BEFORE_SEGMENTS
+
+    path = tmp_path / "power.csv"
+    path.write_text(",".join(POWER_COLUMNS_BEFORE_SEGMENTS) + "\n0.100,cpu,10.0,1.0,estimate,True\n")
+    errors: list[str] = []
+    meter_csv = PowerCsv(path, errors, 0.4)
+    meter_csv.open()
+    meter_csv.write([("0.500", "cpu", "10.0", "5.0", "estimate", True)])
+    meter_csv.close()
+    assert errors == [] and not list(tmp_path.glob("*.bak*"))
+    lines = path.read_text().splitlines()
+    assert lines == [",".join(POWER_COLUMNS), "0.100,cpu,10.0,1.0,estimate,True,,", "0.500,cpu,10.0,5.0,estimate,True,1,0.400"]
+    assert unmetered_s(path) == pytest.approx(0.3)
+
+
+def test_a_resumed_trace_has_two_segments_and_records_the_time_between(template, tmp_path):
+    import torch
+
+    from bench.energy.segments import read_segments, unmetered_s
+
+    run = _copy(template, tmp_path)
+    wall_s = torch.load(run / SEED / "checkpoint.pt", weights_only=True)["loop"]["wall_s"]
+    import bench.run.runner as runner
+
+    finish, runner.finish_run_folder = runner.finish_run_folder, lambda *a: None
+    try:
+        assert main(["run", "--resume", str(run), "--plain"]) == 0
+    finally:
+        runner.finish_run_folder = finish
+    power = run / SEED / "power.csv"
+    segs = read_segments(power)
+    assert [s.index for s in segs] == [0, 1]
+    assert segs[1].start_s == pytest.approx(wall_s, abs=1e-3) and segs[0].last_t_s <= wall_s + 1e-9
+    t = [float(r["t_s"]) for r in _power_rows(power)]
+    assert all(a <= b for a, b in zip(t, t[1:]))
+    result = json.loads((run / SEED / "result.json").read_text())
+    assert result["unmetered_s"] == unmetered_s(power) and result["unmetered_s"] >= 0
+
+
+def test_the_power_chart_breaks_lines_at_segment_starts():
+    from reports.charts import _broken_at
+
+    t, p = _broken_at([0.1, 0.2, 0.6, 0.7], [1.0, 2.0, 3.0, 4.0], [0.5])
+    assert [x for x in t[:2]] == [0.1, 0.2] and math_isnan(t[2]) and list(t[3:]) == [0.6, 0.7]
+    t, p = _broken_at([0.1, 0.2], [1.0, 2.0], [])
+    assert list(t) == [0.1, 0.2]
+
+
+def math_isnan(x: float) -> bool:
+    return x != x
+
+
+def test_the_appendix_lists_what_a_resume_repaired(template, tmp_path, no_report):
+    from reports.load import load_run, power_segment_starts
+    from reports.resume_notes import resume_rows
+
+    run = _copy(template, tmp_path)
+    _replace_line(run / SEED / "progress.csv", "200,", "200,garbage\n")
+    lost = run / SEED.parent / "seed0.lost-20260101T000000Z"
+    lost.mkdir()
+    assert main(["run", "--resume", str(run), "--plain"]) == 0
+    folder = load_run(run)
+    rows = {r[0].text: r[1].text for r in resume_rows(folder)}
+    assert "log rows dropped while healing: progress.csv:200" in rows[f"resume: {SEED.as_posix()}"]
+    assert "--restart-seed" in rows[f"resume: {(SEED.parent / lost.name).as_posix()}"]
+    seed = next(r for r in folder.runs if r.seed == 0)
+    assert len(power_segment_starts(seed.power)) == 1
