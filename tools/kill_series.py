@@ -17,6 +17,7 @@ import csv
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -80,20 +81,26 @@ def main() -> int:
     ap.add_argument("--checkpoint-every", type=int, default=200)
     ap.add_argument("--kills", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0, help="of the kill moments")
+    ap.add_argument("--reference", type=Path, help="an uninterrupted run folder of the same arguments to reuse")
     a = ap.parse_args()
     rng = random.Random(a.seed)
     a.out.mkdir(parents=True, exist_ok=False)
     argv = run_args(a.method, a.total_steps, a.checkpoint_every)
     log = a.out / "stderr.log"
     t0 = time.monotonic()
-    full = start([*argv, "--out", str(a.out / "full")], log)
-    if full.wait() != 0:
-        print(json.dumps({"error": "the reference run failed; see " + str(log)}))
-        return 1
-    full_s = time.monotonic() - t0
+    if a.reference is not None:  # an uninterrupted run of the same arguments, made before
+        shutil.copytree(a.reference, a.out / "full")
+        full_s = float(json.loads((a.out / "full" / str(SEED).format(method=a.method) / "result.json")
+                                  .read_text())["wall_s"]) + 15.0
+    else:
+        full = start([*argv, "--out", str(a.out / "full")], log)
+        if full.wait() != 0:
+            print(json.dumps({"error": "the reference run failed; see " + str(log)}))
+            return 1
+        full_s = time.monotonic() - t0
     cut = a.out / "cut"
     seed = cut / str(SEED).format(method=a.method)
-    kills, restarts, resumes = [], 0, 0
+    kills, resumes, fresh_starts, refusals = [], 0, 0, []
     proc = start([*argv, "--out", str(cut)], log)
     while len(kills) < a.kills:
         left = full_s * (1 - last_step(seed / "progress.csv") / a.total_steps) + 5.0
@@ -107,11 +114,16 @@ def main() -> int:
         else:
             if proc.returncode == 0:
                 break  # finished before this kill: the series ends with fewer kills
-        before = len(list(seed.parent.glob("seed0.lost-*")))
+            refusals.append(proc.returncode)  # a resume that did not run: said in stderr.log
+            if len(refusals) > 5:
+                break
+        if not (cut / "plan.json").exists():  # killed before its folder was made: start it again
+            shutil.rmtree(cut, ignore_errors=True)
+            proc = start([*argv, "--out", str(cut)], log)
+            fresh_starts += 1
+            continue
         proc = start(["run", "--resume", str(cut), "--plain", "--restart-seed"], log)
         resumes += 1
-        time.sleep(0.5)
-        restarts += len(list(seed.parent.glob("seed0.lost-*"))) - before
     code = proc.wait()
     if code != 0:  # the last attempt was killed or refused: one more resume to the end
         code = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--resume", str(cut), "--plain",
@@ -121,8 +133,8 @@ def main() -> int:
     got = json.loads((seed / "result.json").read_text()) if (seed / "result.json").exists() else {}
     print(json.dumps({
         "method": a.method, "total_steps": a.total_steps, "checkpoint_every": a.checkpoint_every,
-        "reference_s": round(full_s, 1), "kills": len(kills), "steps_at_kills": kills, "resumes": resumes,
-        "seeds_restarted": restarts, "final_exit_code": code, "status": got.get("status"),
+        "reference_s": round(full_s, 1), "kills": len(kills), "steps_at_kills": kills, "resumes": resumes, "fresh_starts": fresh_starts,
+        "seeds_restarted": restarts, "attempts_that_exited_non_zero": refusals, "final_exit_code": code, "status": got.get("status"),
         "param_sha256_equal": got.get("param_sha256_by_rank") == ref.get("param_sha256_by_rank"),
         "final_return_equal": got.get("final_return_mean") == ref.get("final_return_mean"),
         "unmetered_s": got.get("unmetered_s"), "log_rows_dropped": got.get("log_rows_dropped"),
