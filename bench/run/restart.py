@@ -46,6 +46,13 @@ def lost_seed_message(folder: Path, method: str, env_id: str, seed: int, why: st
             f"to {folder.name}{LOST_SUFFIX}<UTC time>)")
 
 
+def lost_seed_error(folder: Path, method: str, env_id: str, seed: int,
+                    exc: CheckpointError | None) -> store.RunFolderError:
+    """The one-line refusal of a seed with logs whose checkpoint is missing (`exc` None) or unusable."""
+    why = "no checkpoint" if exc is None else f"no usable checkpoint ({' '.join(str(exc).split())[:160]})"
+    return store.RunFolderError(lost_seed_message(folder, method, env_id, seed, why))
+
+
 def unusable(folder: Path, method: str, env_id: str, world_size: int) -> str | None:
     """Why the seed in `folder` cannot continue although it logged rows, or None if it can (or
     logged nothing: a fresh start then overwrites nothing)."""

@@ -119,16 +119,22 @@ def check_run(folder: Path, plan: Plan, method: str, env_id: str, seed: int, wor
         raise store.RunFolderError(f"{folder} trains on the native engine, which is unavailable here "
                                    f"({native_lib.unavailable_reason()}); resuming on torch would mix engines")
     check_logs(folder)
-    why = restart.unusable(folder, method, env_id, world_size)
-    if why is not None:  # retraining from step 0 would overwrite its rows: said, not done
-        raise store.RunFolderError(restart.lost_seed_message(folder, method, env_id, seed, why))
-    step = resume_step(folder, world_size, method=method, env_id=env_id, load=False)
+    logged = restart.logged_rows(folder) > 0  # then retraining from step 0 would overwrite rows: said, not done
+    try:
+        step = resume_step(folder, world_size, method=method, env_id=env_id, load=False)
+    except CheckpointError as exc:
+        raise restart.lost_seed_error(folder, method, env_id, seed, exc) if logged else exc from None
     if step is None:
+        if logged and not restart.has_checkpoint_files(folder):
+            raise restart.lost_seed_error(folder, method, env_id, seed, None)
         return None
     point = None
     for rank in range(world_size):
         path = checkpoint_path(folder, rank, world_size, step)
-        state = load_run_checkpoint(folder, rank, world_size, step, method=method, env_id=env_id)
+        try:
+            state = load_run_checkpoint(folder, rank, world_size, step, method=method, env_id=env_id)
+        except CheckpointError as exc:
+            raise restart.lost_seed_error(folder, method, env_id, seed, exc) if logged else exc from None
         if rank == 0:
             point = _resume_point(path, state, world_size)
             if point.step > run.td3.total_steps:
