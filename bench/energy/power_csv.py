@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import IO, Any, Sequence
 
+from bench.csv_rows import csv_rows
 from bench.schema import POWER_COLUMNS, POWER_COLUMNS_BEFORE_SEGMENTS
 from spikerl.atomic import WriteError, atomic_open
 
@@ -72,11 +73,12 @@ class PowerCsv:
     def _add_segment_columns(self) -> None:
         """The old six columns, plus the segment columns left empty (which process wrote each row
         is not known); one atomic rewrite, so a crash leaves the old file or the new one."""
-        rows = list(csv.reader(io.StringIO(self.path.read_text(encoding="utf-8"))))[1:]
+        text = self.path.read_text(encoding="utf-8", errors="replace")
+        rows = [r for _, r in csv_rows(io.StringIO(text))][1:]
         with atomic_open(self.path, "w") as f:
             w = csv.writer(f, lineterminator="\n")
             w.writerow(POWER_COLUMNS)
-            w.writerows(r + ["", ""] for r in rows if len(r) == len(POWER_COLUMNS_BEFORE_SEGMENTS))
+            w.writerows(r + ["", ""] for r in rows if r is not None and len(r) == len(POWER_COLUMNS_BEFORE_SEGMENTS))
 
     def write(self, rows: Sequence[PowerRow]) -> None:
         """Append rows; a disk error is recorded and kept as `failure` (raised by the callback)."""
@@ -114,7 +116,10 @@ def last_segment(path: Path) -> int:
         return -1
     lines = [ln for ln in tail.split("\n")[:-1] if ln]  # the part after the last newline is not whole
     for line in reversed(lines):
-        cells = next(csv.reader([line]), [])
+        try:
+            cells = next(csv.reader([line]), [])
+        except csv.Error:  # a field past the csv module's limit: not a row
+            continue
         if len(cells) == len(POWER_COLUMNS):
             try:
                 return int(cells[POWER_COLUMNS.index("segment")])

@@ -10,11 +10,11 @@ counts it as unmetered.
 """
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.csv_rows import csv_rows
 from bench.schema import POWER_COLUMNS
 
 MAX_ROWS = 5_000_000  # a day at 0.1 s per device for a few devices; past it the trace is not read here
@@ -40,15 +40,15 @@ def read_segments(path: Path) -> list[Segment] | None:
     except OSError:
         return None
     with f:
-        reader = csv.reader(f)
-        if next(reader, None) != list(POWER_COLUMNS):
+        reader = csv_rows(f)
+        if next(reader, (0, None))[1] != list(POWER_COLUMNS):
             return None
         i_t, i_seg, i_start = (POWER_COLUMNS.index(c) for c in ("t_s", "segment", "segment_start_s"))
         out: list[Segment] = []
-        for n, row in enumerate(reader):
+        for n, (_, row) in enumerate(reader):
             if n >= MAX_ROWS:
                 break
-            if len(row) != len(POWER_COLUMNS):
+            if row is None or len(row) != len(POWER_COLUMNS):
                 continue
             t_s, start_s = _num(row[i_t]), _num(row[i_start])
             try:

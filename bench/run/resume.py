@@ -272,9 +272,9 @@ def check_logs(folder: Path) -> None:
         except OSError as exc:
             raise store.RunFolderError(f"unreadable {path}: {exc.strerror or exc}") from None
         if columns is not None and text:
-            header = next(csv.reader(io.StringIO(text.partition("\n")[0])), [])
+            header = next(store.csv_rows([text.partition("\n")[0]]), (0, None))[1]
             if header != list(columns):
-                raise store.RunFolderError(f"{path}: header {header[:12]} is not {list(columns)}; "
+                raise store.RunFolderError(f"{path}: header {str(header)[:200]} is not {list(columns)}; "
                                            "move it aside to resume")
 
 
@@ -300,7 +300,7 @@ def cut_power_csv(path: Path, point: ResumePoint) -> None:
     for line_no, line in enumerate(lines[1:], start=2):
         if not line.endswith("\n"):
             break  # cut short by a kill: the latest row, past the checkpoint
-        row = next(csv.reader([line]), [])
+        row = next(store.csv_rows([line]), (0, None))[1] or []
         t_s = _number(row[t_col]) if len(row) == width else math.nan
         energy_j = _number(row[e_col]) if len(row) == width else math.nan
         if math.isnan(t_s) or math.isnan(energy_j):

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from bench.csv_rows import csv_rows
 from bench.run import log_repairs
 from bench.schema import PLAN, SEED_DIR_PREFIX
 from spikerl.atomic import FILE_MODE, WriteError, atomic_open, remove_stale_temps  # noqa: F401  (FILE_MODE: for writers outside bench)
@@ -170,18 +171,18 @@ class CsvLog:
             raise RunFolderError(f"unreadable {self.path}: {exc}") from None
         if not text.endswith("\n"):  # the last line was cut off mid-write: the latest row, past the checkpoint
             text = text[:text.rfind("\n") + 1]
-        reader = csv.reader(io.StringIO(text))
-        header = next(reader, None)
+        rows = csv_rows(io.StringIO(text))
+        header = next(rows, (0, None))[1]
         if header != self.columns:
-            raise RunFolderError(f"{self.path}: header {header} does not match {self.columns}")
+            raise RunFolderError(f"{self.path}: header {str(header)[:200]} does not match {self.columns}")
         kept, dropped = [], []
-        for cells in reader:
-            row = dict(zip(self.columns, cells))
-            if len(cells) == len(self.columns) and self._whole(row):
+        for line_num, cells in rows:
+            row = dict(zip(self.columns, cells or []))
+            if cells is not None and len(cells) == len(self.columns) and self._whole(row):
                 if _finite_float(row["step"]) <= step:
                     kept.append(row)
-            elif cells:  # a garbage row inside the log: said, not dropped silently
-                label = log_repairs.dropped_label(cells[0], reader.line_num)
+            elif cells is None or cells:  # a garbage row inside the log: said, not dropped silently
+                label = log_repairs.dropped_label(cells[0] if cells else None, line_num)
                 if not (label.isdigit() and int(label) > step):  # past the checkpoint: redone anyway
                     dropped.append(label)
         log_repairs.record(self.path.parent, self.path.name, dropped, step)
