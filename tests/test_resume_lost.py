@@ -358,3 +358,19 @@ def test_the_appendix_lists_what_a_resume_repaired(template, tmp_path, no_report
     assert "--restart-seed" in rows[f"resume: {(SEED.parent / lost.name).as_posix()}"]
     seed = next(r for r in folder.runs if r.seed == 0)
     assert len(power_segment_starts(seed.power)) == 1
+
+
+def test_a_trace_whose_first_process_wrote_no_row_counts_the_time_before_its_first_segment(tmp_path):
+    from bench.energy.power_csv import PowerCsv
+    from bench.energy.segments import unmetered_s
+
+    path = tmp_path / "power.csv"
+    killed = PowerCsv(path, [], 0.0)  # killed before its first batch of rows
+    killed.open()
+    killed.close()
+    resumed = PowerCsv(path, [], 2.25)
+    resumed.open()
+    resumed.write([("2.350", "cpu", "10.0", "23.5", "estimate", True)])
+    resumed.close()
+    assert [r["segment_start_s"] for r in _power_rows(path)] == ["2.250"]
+    assert unmetered_s(path) == pytest.approx(2.25)

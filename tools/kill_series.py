@@ -3,9 +3,9 @@ bit-exactly like an uninterrupted one, with a continuous power trace.
 
     python -m tools.kill_series --out /tmp/kills --method popsan --total-steps 3000 --kills 16
 
-Trains an uninterrupted reference, then the same run killed `--kills` times (each kill at a
-moment drawn uniformly from the expected remaining time of that attempt, and the whole process
-group killed, as a scheduler would) and resumed with `--resume --restart-seed` each time, to the
+Trains an uninterrupted reference, then the same run killed `--kills` times (a fifth of the kills
+at a moment of an attempt's start-up, the others at a moment of its training drawn uniformly
+from its expected remaining time, the whole process group killed, as a scheduler would) and resumed with `--resume --restart-seed` each time, to the
 end. Prints one JSON object: kills landed, steps at each kill, seeds restarted, whether
 param_sha256 and the final return match, and the power trace's continuity (time and energy
 never step back, segments in order, the largest gap between rows inside a segment, unmetered_s).
@@ -103,8 +103,16 @@ def main() -> int:
     kills, resumes, fresh_starts, refusals = [], 0, 0, []
     proc = start([*argv, "--out", str(cut)], log)
     while len(kills) < a.kills:
-        left = full_s * (1 - last_step(seed / "progress.csv") / a.total_steps) + 5.0
-        delay = rng.uniform(0.0, 2 * left / (a.kills - len(kills) + 1))
+        if rng.random() < 0.2:  # a moment of its start-up (imports, checks, the folder's set-up)
+            delay = rng.uniform(0.0, 5.0)
+        else:  # a moment of its training: from its first new progress row on
+            begun = last_step(seed / "progress.csv")
+            waited = time.monotonic()
+            while proc.poll() is None and last_step(seed / "progress.csv") <= begun \
+                    and time.monotonic() - waited < 120:
+                time.sleep(0.05)
+            left = full_s * (1 - last_step(seed / "progress.csv") / a.total_steps)
+            delay = rng.uniform(0.0, 2 * max(left, 1.0) / (a.kills - len(kills) + 1))
         try:
             proc.wait(timeout=delay)
         except subprocess.TimeoutExpired:

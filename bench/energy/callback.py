@@ -564,6 +564,8 @@ class EnergyCallback(Callback):
             return asdict(self._node)
         if not self._active:
             return {}
+        if self._meter is not None:  # the trace up to this checkpoint on disk: a kill after it loses no row
+            self._meter.flush()
         self._raise_csv_failure()  # before the checkpoint is written: the previous one stays the latest
         self._sample_probe()
         flush = getattr(self._tracker, "flush", None)

@@ -76,6 +76,7 @@ class PowerMeter:
         self._flush_every_s = flush_every_s
         self._sync_fn = sync_fn
         self._lock = threading.RLock()
+        self._flush_lock = threading.Lock()
         self._sources: list[EnergySource] = []
         self._state: dict[int, _SourceState] = {}
         self._energy_j: dict[str, float] = {}
@@ -401,12 +402,14 @@ class PowerMeter:
         return self._csv.failure if self._csv is not None else None
 
     def flush(self) -> None:
-        """Write the queued power rows (done in batches, every `flush_every_s`)."""
-        with self._lock:
-            rows, self._rows = self._rows, []
-            self._last_flush_t = self._clock()
-        if self._csv is not None:
-            self._csv.write(rows)  # outside the lock: a slow disk must not hold up window reads
+        """Write the queued power rows (done in batches, every `flush_every_s`, and at each
+        checkpoint). Flushes from two threads write their batches in the order they took them."""
+        with self._flush_lock:
+            with self._lock:
+                rows, self._rows = self._rows, []
+                self._last_flush_t = self._clock()
+            if self._csv is not None:
+                self._csv.write(rows)  # outside the lock: a slow disk must not hold up window reads
 
     def stop(self) -> None:
         """Stop the sampler, write the last rows, release the sources. Idempotent."""

@@ -66,13 +66,14 @@ def read_segments(path: Path) -> list[Segment] | None:
 
 
 def unmetered_s(path: Path) -> float | None:
-    """Seconds between the last row before each segment and that segment's start, summed; None
-    for a trace of one segment (or none)."""
+    """Seconds between the last row before each segment (0 for the first) and that segment's
+    start, summed: a first process killed before it wrote a row leaves the trace starting at the
+    second's start, and that counts too. None for a trace of one segment from 0 (or none)."""
     segments = read_segments(path)
-    if not segments or len(segments) < 2:
+    if not segments or (len(segments) == 1 and segments[0].start_s == 0.0):
         return None
-    gap, covered_to = 0.0, segments[0].last_t_s
-    for seg in segments[1:]:
+    gap, covered_to = 0.0, 0.0
+    for seg in segments:
         gap += max(0.0, seg.start_s - covered_to)
         covered_to = max(covered_to, seg.last_t_s)
     return round(gap, 3)
