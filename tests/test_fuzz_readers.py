@@ -87,7 +87,13 @@ def _csv_edit(data: bytes, draw) -> bytes:  # noqa: ANN001
 @st.composite
 def malformed(draw, original: bytes, kind: str) -> bytes:  # noqa: ANN001
     how = draw(st.sampled_from(["truncate", "splice", "overwrite", "encoding", "random", "edit", "edit", "edit",
-                                "nest", "huge"]))
+                                "nest", "huge", "bigfield"]))
+    if how == "bigfield":  # one field past the csv module's 128 KiB limit, on a line of its own or in a row
+        lines = original.split(b"\n")
+        at = draw(st.integers(1, max(1, len(lines) - 1)))
+        field = draw(st.sampled_from([b"9", b'"x', b"x"])) * draw(st.integers(131_073, 300_000))
+        lines.insert(at, field if kind == "csv" else b'"' + field + b'"')
+        return b"\n".join(lines)
     if how == "truncate":
         return original[:draw(st.integers(0, len(original)))]
     if how in ("splice", "overwrite"):
