@@ -312,7 +312,10 @@ def test_a_resumed_trace_has_two_segments_and_records_the_time_between(template,
     from bench.energy.segments import read_segments, unmetered_s
 
     run = _copy(template, tmp_path)
-    wall_s = torch.load(run / SEED / "checkpoint.pt", weights_only=True)["loop"]["wall_s"]
+    state = torch.load(run / SEED / "checkpoint.pt", weights_only=True)
+    power_t_s = state["callbacks"]["energy"]["power_t_s"]  # the trace's clock at the checkpoint
+    # (not the loop's wall_s: the meter starts at its own moment; resuming the trace at wall_s left
+    # a gap of their difference at every resume, ~1.5-2 s in a kill series)
     import bench.run.runner as runner
 
     finish, runner.finish_run_folder = runner.finish_run_folder, lambda *a: None
@@ -323,11 +326,13 @@ def test_a_resumed_trace_has_two_segments_and_records_the_time_between(template,
     power = run / SEED / "power.csv"
     segs = read_segments(power)
     assert [s.index for s in segs] == [0, 1]
-    assert segs[1].start_s == pytest.approx(wall_s, abs=1e-3) and segs[0].last_t_s <= wall_s + 1e-9
+    assert segs[1].start_s == pytest.approx(power_t_s, abs=1e-3) and segs[0].last_t_s <= power_t_s
     t = [float(r["t_s"]) for r in _power_rows(power)]
     assert all(a <= b for a, b in zip(t, t[1:]))
     result = json.loads((run / SEED / "result.json").read_text())
-    assert result["unmetered_s"] == unmetered_s(power) and result["unmetered_s"] >= 0
+    assert result["unmetered_s"] == unmetered_s(power)
+    # rows are flushed at the checkpoint: what no row covers is about one sampling interval (0.1 s)
+    assert 0 <= result["unmetered_s"] < 0.5
 
 
 def test_the_power_chart_breaks_lines_at_segment_starts():

@@ -396,6 +396,10 @@ class PowerMeter:
                     if self._stop_event.is_set():
                         return
 
+    def t_s_now(self) -> float:
+        """The trace's time now (power.csv's t_s of a row sampled at this moment)."""
+        return self._t_s(self._clock())
+
     @property
     def csv_failure(self) -> OSError | None:
         """The write of power.csv that failed (a full disk), if one did: the run must stop."""

@@ -45,6 +45,9 @@ class ResumePoint:
     step: int
     wall_s: float
     energy_j_by_device: dict[str, float]
+    power_t_s: float | None = None
+    """power.csv's t_s at the checkpoint (the meter's clock, which starts at its own moment, not
+    the loop's); None for checkpoints from before it was recorded: wall_s stands in."""
 
 
 def load_run_config(folder: Path, spec: MethodSpec | None = None, env_id: str = "") -> RunConfig | None:
@@ -244,7 +247,9 @@ def _resume_point(path: Path, state: dict[str, Any], world_size: int) -> ResumeP
     if type(t) is not int or t < 0 or type(total) is not int or total <= 0 or not _finite(wall_s) or wall_s < 0 \
             or not isinstance(by_device, dict) or not all(isinstance(k, str) and _finite(v) for k, v in by_device.items()):
         raise CheckpointError(f"{path}: its step, wall time or energy account is not a set of valid numbers")
-    return ResumePoint(global_steps(t, total, world_size), float(wall_s), {k: float(v) for k, v in by_device.items()})
+    power_t_s = energy.get("power_t_s") if isinstance(energy, dict) else None
+    return ResumePoint(global_steps(t, total, world_size), float(wall_s), {k: float(v) for k, v in by_device.items()},
+                       float(power_t_s) if _finite(power_t_s) and power_t_s >= 0 else None)
 
 
 def _finite(x: Any) -> bool:
@@ -279,9 +284,10 @@ def check_logs(folder: Path) -> None:
 
 
 def cut_power_csv(path: Path, point: ResumePoint) -> None:
-    """Keep the rows of power.csv up to the checkpoint: time at most the checkpoint's wall
-    seconds and each device's cumulative energy at most its checkpointed value (the resumed
-    meter continues from exactly those). Rows are in time order, so the kept rows are a prefix
+    """Keep the rows of power.csv up to the checkpoint: t_s at most the trace's time at the
+    checkpoint (`power_t_s`; its wall seconds for checkpoints from before that was recorded) and
+    each device's cumulative energy at most its checkpointed value (the resumed meter continues
+    from exactly those, so the trace is continuous in its own time base). Rows are in time order, so the kept rows are a prefix
     and the file is truncated at the first row past the checkpoint, or at the last line when a
     kill cut it short. Truncating is one system call: a crash leaves the old or the new length,
     never a mixed file. A garbage row inside that prefix (a disk fault, an edit) is dropped by an
@@ -296,6 +302,7 @@ def cut_power_csv(path: Path, point: ResumePoint) -> None:
         return  # another schema: bench.energy.power_csv moves the file aside rather than mixing
     width = len(header)
     t_col, dev_col, e_col = (schema.POWER_COLUMNS.index(c) for c in ("t_s", "device", "energy_j"))
+    until_s = point.wall_s if point.power_t_s is None else point.power_t_s
     keep, kept_lines, dropped = len(lines[0].encode("utf-8")), [lines[0]], []
     for line_no, line in enumerate(lines[1:], start=2):
         if not line.endswith("\n"):
@@ -306,7 +313,7 @@ def cut_power_csv(path: Path, point: ResumePoint) -> None:
         if math.isnan(t_s) or math.isnan(energy_j):
             dropped.append(f"line {line_no}")
             continue
-        if not (t_s <= point.wall_s and energy_j <= point.energy_j_by_device.get(row[dev_col], 0.0)):
+        if not (t_s <= until_s and energy_j <= point.energy_j_by_device.get(row[dev_col], 0.0)):
             break
         keep += len(line.encode("utf-8"))
         kept_lines.append(line)
