@@ -258,3 +258,21 @@ def test_every_reader_answers_malformed_files_clearly(name, sample):
             shutil.rmtree(work, ignore_errors=True)
 
     fuzz()
+
+
+def test_a_plan_lacking_a_field_without_default_is_refused_in_one_line(tmp_path):
+    """Found by the fuzz: a plan.json whose "device" key was mangled raised a TypeError."""
+    from bench.run.plan import Plan
+
+    plan = {"methods": ["mlp"], "envs": ["HalfCheetah-v4"], "seeds": [0], "profile": "smoke", "total_steps": 600}
+    with pytest.raises(store.RunFolderError, match="lacks device"):
+        Plan.from_json(plan, "plan.json")
+
+
+def test_an_infinite_step_in_progress_is_no_traceback(tmp_path):
+    """Found by the fuzz: the last progress row of a run that did not finish, step 'inf'."""
+    from bench.run.summary import last_progress
+    from bench.schema import PROGRESS_COLUMNS
+
+    (tmp_path / "progress.csv").write_text(",".join(PROGRESS_COLUMNS) + "\ninf,1,1,1,1,1,1,1,1\n")
+    assert last_progress(tmp_path) == {"steps": 0, "wall_s": None}
