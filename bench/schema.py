@@ -91,7 +91,11 @@ POWER_FIELDS = (
     Field("energy_j", "J", doc="cumulative energy of this device"),
     Field("source", "", "str", doc="nvml-counter, nvml-sampled, rapl or estimate"),
     Field("estimated", "", "bool"),
+    # the segment columns came later: a power.csv of the six columns above still reads (segment empty)
+    Field("segment", "", "int", doc="0 for the first process that trained the run, +1 for each resume"),
+    Field("segment_start_s", "s", doc="t_s at which this segment's meter started (the checkpoint's wall_s)"),
 )
+POWER_COLUMNS_BEFORE_SEGMENTS = ("t_s", "device", "power_w", "energy_j", "source", "estimated")
 
 # ---- result.json of one run (and its row of summary.csv)
 RUN_FIELDS = (
@@ -155,7 +159,12 @@ ACTIVITY_FIELDS = (
 #     of the power trace)
 PHASE_FIELDS: tuple[Field, ...] = ()
 METER_FIELDS: tuple[Field, ...] = ()
-RESUME_FIELDS: tuple[Field, ...] = ()
+RESUME_FIELDS: tuple[Field, ...] = (
+    Field("log_rows_dropped", kind="str", doc="rows a resume dropped from damaged logs: file:steps (or line n "
+          "where the step was unreadable), '; ' between files; empty when none (bench.run.log_repairs)"),
+    Field("unmetered_s", "s", doc="seconds of the run's time base no power row covers, between the segments of "
+          "a resumed run's trace (bench.energy.segments); empty when the trace is one segment"),
+)
 
 # ---- columns summary.csv adds across runs (bench.metrics)
 TARGET_FIELDS = (Field("target_return"), Field("energy_to_target_j", "J"), Field("time_to_target_s", "s"))

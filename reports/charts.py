@@ -76,6 +76,7 @@ def power_traces(traces: Sequence[PowerTraces], colors: Mapping[str, str], capti
     style = {d: DEVICE_STYLES[i % len(DEVICE_STYLES)] for i, d in enumerate(devices)}
     whats: dict[str, str] = {}
     methods_seen: list[str] = []
+    resumed = False
     for ax, data in zip(flat, traces or [None]):
         if data is None or not any(data.by_method.values()):
             empty(ax, "no power.csv in this run" if data is None else f"{mpl_text(data.env)}: no power.csv yet")
@@ -85,8 +86,12 @@ def power_traces(traces: Sequence[PowerTraces], colors: Mapping[str, str], capti
         for m, seeds in data.by_method.items():
             for seed in seeds:
                 for t in seed.devices:
-                    ax.plot(t.t_s / scale, t.power_w, color=colors.get(m, "#333333"), ls=style[t.device], lw=1.0,
+                    t_s, power_w = _broken_at(t.t_s, t.power_w, seed.segment_starts_s)
+                    ax.plot(t_s / scale, power_w, color=colors.get(m, "#333333"), ls=style[t.device], lw=1.0,
                             alpha=0.85)
+                for start in seed.segment_starts_s:  # a resume: the trace is not joined across it
+                    ax.axvline(start / scale, color=colors.get(m, "#333333"), ls=":", lw=0.8, alpha=0.7)
+                    resumed = True
                     top = max(top, float(t.power_w.max()) if len(t.power_w) else 0.0)
                     whats.setdefault(t.device, t.what)
             if seeds and m not in methods_seen:
@@ -100,12 +105,24 @@ def power_traces(traces: Sequence[PowerTraces], colors: Mapping[str, str], capti
     handles = [Line2D([], [], color=colors.get(m, "#333333"), lw=2, label=mpl_text(m)) for m in methods_seen]
     handles += [Line2D([], [], color="#444444", ls=style[d], lw=1.2,
                        label=f"{mpl_text(d)}" + (f" ({mpl_text(whats[d])})" if whats.get(d) else "")) for d in devices]
+    if resumed:
+        handles.append(Line2D([], [], color="#444444", ls=":", lw=0.8, label="resumed here (segment start)"))
     if handles:
         fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 5), frameon=False,
                    title="Power per device (one line per seed)", title_fontproperties={"size": 11})
     else:
         fig.suptitle("Power per device", fontsize=11)
     return Chart("power", "Power traces", caption, fig)
+
+
+def _broken_at(t_s: Any, power_w: Any, starts: Sequence[float]) -> tuple[Any, Any]:
+    """The trace with a gap (NaN) before each segment start, so that no line joins two processes'
+    segments across the time between them (result.json's unmetered_s)."""
+    t_s, power_w = np.asarray(t_s, dtype=float), np.asarray(power_w, dtype=float)
+    cuts = sorted({int(i) for i in np.searchsorted(t_s, starts) if 0 < i < len(t_s)})
+    if not cuts:
+        return t_s, power_w
+    return np.insert(t_s, cuts, np.nan), np.insert(power_w, cuts, np.nan)
 
 
 def equivalents_chart(eq: pd.DataFrame, colors: Mapping[str, str], caption: str, mass: Unit) -> Chart:
@@ -245,6 +262,10 @@ def make_charts(report: Report) -> dict[str, list[Chart]]:
     batch_note = (f" A seed batch's line is its whole process's power, all K = {', '.join(map(str, batched))} "
                   "seeds (one meter, in its first seed's folder); the tables charge each seed 1/K."
                   if batched else "")
+    if any(s.segment_starts_s for p in report.power for ss in p.by_method.values() for s in ss):
+        batch_note += (" A dotted vertical marks where a resumed run's next segment starts (a new process after "
+                       "a kill); the line is not joined across it, and the time between segments no row covers "
+                       "is result.json's unmetered_s.")
     power = [power_traces(
         report.power, colors,
         f"Power of each device as sampled (long traces averaged into at most {MAX_TRACE_POINTS} "

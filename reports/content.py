@@ -7,7 +7,7 @@ import json
 from datetime import datetime, timezone
 
 from bench.run.profiles import DEFAULT_BASELINE
-from reports import aggregates, crosstask, facts, fairness, series, tables
+from reports import aggregates, crosstask, facts, fairness, resume_notes, series, tables
 from reports.format import DASH, SEED_FILES
 from reports.load import RunFolder
 from reports.model import STATUS_ORDER, Report, ReportError
@@ -70,7 +70,7 @@ def build_content(run: RunFolder, baseline: str | None = None) -> Report:
         power=[series.power_traces(run, env) for env in with_folders],
         command=str(plan.get("command") or DASH),
         argv=[str(a) for a in argv],
-        environment=tables.environment_table(run.environment),
+        environment=resume_notes.with_resume_rows(tables.environment_table(run.environment), run),
         configs=facts.configs(run),
         plan_json=json.dumps(plan, indent=2, sort_keys=True, default=str) if plan else "plan.json missing",
         crosstask=ct,

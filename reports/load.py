@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from bench import schema
+from bench.run import store
 from bench.schema import Status
 
 _SEED_DIR = re.compile(rf"^{re.escape(schema.SEED_DIR_PREFIX)}(-?\d+)$")
@@ -236,6 +237,8 @@ def load_run(run_dir: str | Path) -> RunFolder:
             f"{path}: not a run folder (no {schema.PLAN}, {schema.SUMMARY} or "
             f"<method>/<env>/{schema.SEED_DIR_PREFIX}<k>/ inside); "
             "pass the folder that `spikerl-bench run` created")
+    # a report killed mid-write left its temporary files here: the next report (or run) removes them
+    store.clean_stale_temps(path)
     problems: list[Problem] = []
     plan = _read_json(path / schema.PLAN, schema.PLAN, problems, required=True)
     environment = _read_json(path / schema.ENVIRONMENT, schema.ENVIRONMENT, problems, required=True)
@@ -245,6 +248,17 @@ def load_run(run_dir: str | Path) -> RunFolder:
     seeds = _seed_table(runs, summary, problems)
     return RunFolder(path=path, plan=plan, environment=environment, summary=summary,
                      seeds=seeds, runs=runs, problems=problems)
+
+
+def power_segment_starts(power: pd.DataFrame) -> tuple[float, ...]:
+    """Where each resumed segment of a power trace starts (its segment_start_s), in order; empty
+    for a trace of one segment or from before segments were recorded."""
+    if "segment" not in power.columns or "segment_start_s" not in power.columns:
+        return ()
+    seg = power[["segment", "segment_start_s"]].dropna()
+    seg = seg[seg["segment"] > seg["segment"].min()] if len(seg) else seg
+    starts = seg.groupby("segment", sort=True)["segment_start_s"].first()
+    return tuple(float(x) for x in starts if math.isfinite(float(x)))
 
 
 def _read_summary(path: Path, problems: list[Problem]) -> pd.DataFrame | None:

@@ -74,6 +74,8 @@ class SeedPower:
     devices: list[DeviceTrace]
     seed_batch: int = 1
     """Seeds the traced process trained: K for a seed batch's meter (its first seed's folder)."""
+    segment_starts_s: tuple[float, ...] = ()
+    """t_s where each resumed segment of the trace starts (the first segment's start excluded)."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import pandas as pd
 from bench import schema
 from reports import stats
 from reports.format import ENERGY_UNITS, SEED_FILES, STEPS, pick_unit, time_unit
-from reports.load import RunFolder, SeedRun, batch_seeds
+from reports.load import RunFolder, SeedRun, batch_seeds, power_segment_starts
 from reports.model import CurvePanel, DeviceTrace, LearningCurves, PowerTraces, SeedPower
 
 MAX_TRACE_POINTS = 600
@@ -42,7 +42,8 @@ def power_traces(run: RunFolder, env: str) -> PowerTraces:
     by_method = {m: [r for r in rs if r.power is not None] for m, rs in _runs_by_method(run, env).items()}
     longest = max((r.power["t_s"].max() for rs in by_method.values() for r in rs if len(r.power)), default=0)
     return PowerTraces(env, time_unit([longest]),
-                       {m: [SeedPower(r.seed, _device_traces(r.power), len(batch_seeds(r.config) or [r.seed]))
+                       {m: [SeedPower(r.seed, _device_traces(r.power), len(batch_seeds(r.config) or [r.seed]),
+                                      power_segment_starts(r.power))
                             for r in rs] for m, rs in by_method.items()})
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .atomic import atomic_open
+from .atomic import WriteError, atomic_open
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 2
@@ -30,8 +30,15 @@ class CheckpointError(RuntimeError):
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over the old one, so a
     crash at any moment leaves either the previous or the new checkpoint, never half of one."""
-    with atomic_open(Path(path), "wb") as f:
-        torch.save({"format_version": FORMAT_VERSION, **state}, f)
+    try:
+        with atomic_open(Path(path), "wb") as f:
+            torch.save({"format_version": FORMAT_VERSION, **state}, f)
+    except WriteError:
+        raise
+    except RuntimeError as exc:  # torch's zip writer reports a full disk as "unexpected pos ..."
+        if "inline_container" not in str(exc) and "write" not in str(exc).lower():
+            raise
+        raise WriteError(Path(path), exc) from None
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -85,10 +85,10 @@ def test_power_csv_is_cut_back_to_the_checkpoint_on_resume(tmp_path):
 def test_cut_power_csv_keeps_the_prefix_up_to_the_checkpoint(tmp_path):
     path = tmp_path / "power.csv"
     header = ",".join(POWER_COLUMNS) + "\n"
-    rows = ["0.100,cpu,10.000,1.0000,estimate,True\n",
-            "0.200,cpu,10.000,2.0000,estimate,True\n",
-            "0.300,cpu,10.000,3.0000,estimate,True\n",  # energy beyond the checkpoint's
-            "0.250,cpu,10.000,2.5000,estimate,True\n",
+    rows = ["0.100,cpu,10.000,1.0000,estimate,True,0,0.000\n",
+            "0.200,cpu,10.000,2.0000,estimate,True,0,0.000\n",
+            "0.300,cpu,10.000,3.0000,estimate,True,0,0.000\n",  # energy beyond the checkpoint's
+            "0.250,cpu,10.000,2.5000,estimate,True,0,0.000\n",
             "0.400,cpu,10.0"]  # cut short by a kill
     path.write_text(header + "".join(rows))
     cut_power_csv(path, ResumePoint(step=600, wall_s=0.35, energy_j_by_device={"cpu": 2.6}))

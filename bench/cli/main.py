@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "names, e.g. examples/sweeps/paper.toml; flags given beside it override it")
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish every unfinished run of RUN_DIR "
                      "(through the launcher it started with)")
+    run.add_argument("--restart-seed", action="store_true", help="with --resume: retrain from step 0 every "
+                     "unfinished seed that has logs but no usable checkpoint, after moving its old files to "
+                     "seed<k>.lost-<UTC time> beside it (without it, such a seed is refused)")
     sweep = run.add_argument_group("sweep execution", "where the runs of the plan execute (bench.run.sweep)")
     sweep.add_argument("--launcher", choices=("inline", "local", "slurm"), default=None,
                        help="inline (default): one run after another in this process, the reference for clean "
@@ -125,6 +128,11 @@ def _optional_registrars():
     return regs
 
 
+def _commands(parser: argparse.ArgumentParser) -> list[str]:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sorted(sub.choices)
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from baselines.registry import METHODS
     from spikerl.config import TD3Config
@@ -152,12 +160,15 @@ def cmd_perf(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from spikerl.atomic import WriteError
     from spikerl.checkpoint import CheckpointError
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
+    if args.command is None:  # a usage error like any other: usage and one error line on stderr
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: a command is required, one of: {', '.join(_commands(parser))} "
+              "(see --help)", file=sys.stderr)
         return EXIT_USAGE
     try:
         args = with_config_file(parser, argv, args)
@@ -165,12 +176,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, store.RunFolderError, CheckpointError) as exc:
         print("spikerl-bench: error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, always
         return EXIT_USAGE
+    except WriteError as exc:  # a full disk: what was written before stays whole
+        print("spikerl-bench: error: " + " ".join(f"{exc}; {_after_write_error(exc.path)}".split()), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("spikerl-bench: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into a reader that stopped early (e.g. `| head`)
         sys.stdout = open(os.devnull, "w")
         return 0
+
+
+def _after_write_error(path: Path) -> str:
+    """What to do next: the run folder above the file, if it is one, resumes once space is free."""
+    run = next((p for p in path.parents if store.is_run_folder(p)), None)
+    if run is None:
+        return "nothing was half-written"
+    return (f"the last checkpoint and every complete row are intact; free space, then finish with: "
+            f"spikerl-bench run --resume {run}")
 
 
 if __name__ == "__main__":

@@ -35,11 +35,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         exit_rank(run_as_rank(args, launch))
     if args.only_methods is not None or args.only_runs is not None:
         raise UsageError("--only-methods and --only-runs are set by the local launcher for its ranks; use --methods")
+    if getattr(args, "restart_seed", False) and args.resume is None:
+        raise UsageError("--restart-seed goes with --resume RUN_DIR")
     if args.resume is not None:
         plan = resume_plan(args)
         if plan.launcher != "inline":
-            return resume_sweep(args.resume, plan, plain=args.plain)
-        return run_groups(args.resume, plan, resume=True, plain=args.plain)
+            return resume_sweep(args.resume, plan, plain=args.plain, restart=args.restart_seed)
+        return run_groups(args.resume, plan, resume=True, plain=args.plain, restart=args.restart_seed)
     plan = new_plan(args)
     check_fits(plan)
     run_dir = args.out or default_run_dir(plan)
@@ -59,12 +61,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_groups(run_dir, plan, resume=False, plain=args.plain)
 
 
-def resume_sweep(run_dir: Path, plan: Plan, *, plain: bool) -> int:
+def resume_sweep(run_dir: Path, plan: Plan, *, plain: bool, restart: bool = False) -> int:
     """Resubmit a sweep's unfinished runs through its launcher, once each can be continued exactly."""
     import torch
 
     device = resolve_device(plan.device) if plan.launcher == "local" else \
         torch.device("cuda" if plan.device == "cuda" else "cpu")
+    if restart:
+        _restart_seeds(run_dir, plan, world_size_groups(plan, device))
     for world_size, methods in world_size_groups(plan, device).items():
         check_resumable(run_dir, plan, world_size, device, methods)
     check_folder_name(plan, run_dir)
@@ -73,11 +77,13 @@ def resume_sweep(run_dir: Path, plan: Plan, *, plain: bool) -> int:
     return run_sweep(run_dir, plan, plain=plain)
 
 
-def run_groups(run_dir: Path, plan: Plan, *, resume: bool, plain: bool) -> int:
+def run_groups(run_dir: Path, plan: Plan, *, resume: bool, plain: bool, restart: bool = False) -> int:
     """Train the plan: each group of methods that share a world size in turn (one group unless
     methods default to different sizes, as SpikeRL on several GPUs), then finish the folder."""
     device = resolve_device(plan.device)
     groups = world_size_groups(plan, device)
+    if restart:
+        _restart_seeds(run_dir, plan, groups)
     if resume:  # refused here in one line, not once by every rank
         for world_size, methods in groups.items():
             if world_size > 1:
@@ -100,6 +106,14 @@ def run_groups(run_dir: Path, plan: Plan, *, resume: bool, plain: bool) -> int:
     write_summary(run_dir, plan)
     finish_run_folder(run_dir, plan)
     return code
+
+
+def _restart_seeds(run_dir: Path, plan: Plan, groups: dict[int, list[str]]) -> None:
+    """--restart-seed: the seeds without a usable checkpoint moved aside, before any check or write."""
+    from bench.run.restart import restart_lost_seeds
+
+    with store.folder_lock(run_dir):
+        restart_lost_seeds(run_dir, {ws: plan.runs(methods) for ws, methods in groups.items()})
 
 
 def exit_rank(code: int) -> None:
@@ -130,6 +144,8 @@ def run_as_rank(args: argparse.Namespace, launch) -> int:  # noqa: ANN001
     """One rank of a torchrun / mpirun / srun / --nproc job: rank 0 makes the folder, all train."""
     from spikerl.distributed import DistributedSetupError, init_distributed, shutdown_distributed
 
+    if args.restart_seed:
+        raise UsageError("--restart-seed is not for one rank of a launched job; run it without the launcher")
     if args.resume is not None:
         plan = resume_plan(args)
     else:

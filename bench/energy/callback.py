@@ -33,6 +33,7 @@ Call `total_energy_j()` for the cumulative energy column of progress.csv / evals
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields as dc_fields
 from typing import Any, Callable, Sequence
@@ -186,6 +187,7 @@ class EnergyCallback(Callback):
         self._tracker_factory = tracker_factory
         self._probe_factory = probe_factory
         self._prior = EnergyTotals()
+        self._power_t_s: float | None = None  # the trace's t_s at the checkpoint resumed from
         self._node: EnergyTotals | None = None   # this node, final
         self._final: EnergyTotals | None = None  # all nodes, final
         self._wall_s: float | None = None
@@ -225,7 +227,8 @@ class EnergyCallback(Callback):
         try:
             self._meter = self._meter_factory(gpu_ids=gpu_ids, cpu=self.cpu, ram=self.ram,
                                               interval_s=self.interval_s, csv_path=csv_path,
-                                              t_offset_s=info.start_wall_s, sync_fn=sync_fn,
+                                              t_offset_s=info.start_wall_s if self._power_t_s is None
+                                              else self._power_t_s, sync_fn=sync_fn,
                                               energy_offset_j=self._prior.energy_j_by_device, **shared)
         except EnergySourceError:
             raise  # only when the user asked for a source this machine cannot give
@@ -332,7 +335,15 @@ class EnergyCallback(Callback):
 
     def on_progress(self, event: ProgressEvent) -> bool | None:
         self._sample_probe()
+        self._raise_csv_failure()
         return None
+
+    def _raise_csv_failure(self) -> None:
+        """A power.csv write that failed (a full disk) stops the run on this thread, naming the file:
+        the trace must not go on with a hole the result does not know of (issue 26)."""
+        failure = getattr(self._meter, "csv_failure", None)
+        if failure is not None:
+            raise failure
 
     def on_eval_start(self, step: int, wall_s: float) -> None:
         self._switch("eval")
@@ -358,6 +369,8 @@ class EnergyCallback(Callback):
             carbon = self._tracker.stop()
         self._node = self._prior.plus(self._segment(carbon)) if self._active else EnergyTotals()
         self._final = self._reduce(self._node, event.status)
+        if event.status == "complete":  # the last rows, written at stop, failed: no result over a holed trace
+            self._raise_csv_failure()
 
     # ------------------------------------------------------------------ accounting
     def _segment(self, carbon: CarbonResult | None) -> EnergyTotals:
@@ -554,6 +567,11 @@ class EnergyCallback(Callback):
             return asdict(self._node)
         if not self._active:
             return {}
+        power_t_s = None
+        if self._meter is not None:  # the trace up to this checkpoint on disk: a kill after it loses no row
+            power_t_s = self._meter.t_s_now()  # the resumed trace continues from here, in its own time base
+            self._meter.flush()
+        self._raise_csv_failure()  # before the checkpoint is written: the previous one stays the latest
         self._sample_probe()
         flush = getattr(self._tracker, "flush", None)
         carbon = flush() if flush is not None else None
@@ -561,8 +579,10 @@ class EnergyCallback(Callback):
         if self.codecarbon and carbon is None:
             seg.emissions_errors.append("CodeCarbon could not report at a checkpoint: its figures before it are "
                                         "missing after a resume")
-        return asdict(self._prior.plus(seg))
+        return {**asdict(self._prior.plus(seg)), "power_t_s": power_t_s}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
             self._prior = EnergyTotals.from_dict(state)
+            t = state.get("power_t_s")
+            self._power_t_s = float(t) if type(t) in (int, float) and math.isfinite(t) and t >= 0 else None

@@ -76,6 +76,7 @@ class PowerMeter:
         self._flush_every_s = flush_every_s
         self._sync_fn = sync_fn
         self._lock = threading.RLock()
+        self._flush_lock = threading.Lock()
         self._sources: list[EnergySource] = []
         self._state: dict[int, _SourceState] = {}
         self._energy_j: dict[str, float] = {}
@@ -86,7 +87,7 @@ class PowerMeter:
         self._fallbacks_used = 0
         self.gaps: list[Gap] = []
         self._rows: list[PowerRow] = []
-        self._csv = PowerCsv(csv_path, self.errors) if csv_path is not None else None
+        self._csv = PowerCsv(csv_path, self.errors, t_offset_s) if csv_path is not None else None
         self._last_flush_t = self._t0
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
@@ -395,13 +396,24 @@ class PowerMeter:
                     if self._stop_event.is_set():
                         return
 
+    def t_s_now(self) -> float:
+        """The trace's time now (power.csv's t_s of a row sampled at this moment)."""
+        return self._t_s(self._clock())
+
+    @property
+    def csv_failure(self) -> OSError | None:
+        """The write of power.csv that failed (a full disk), if one did: the run must stop."""
+        return self._csv.failure if self._csv is not None else None
+
     def flush(self) -> None:
-        """Write the queued power rows (done in batches, every `flush_every_s`)."""
-        with self._lock:
-            rows, self._rows = self._rows, []
-            self._last_flush_t = self._clock()
-        if self._csv is not None:
-            self._csv.write(rows)  # outside the lock: a slow disk must not hold up window reads
+        """Write the queued power rows (done in batches, every `flush_every_s`, and at each
+        checkpoint). Flushes from two threads write their batches in the order they took them."""
+        with self._flush_lock:
+            with self._lock:
+                rows, self._rows = self._rows, []
+                self._last_flush_t = self._clock()
+            if self._csv is not None:
+                self._csv.write(rows)  # outside the lock: a slow disk must not hold up window reads
 
     def stop(self) -> None:
         """Stop the sampler, write the last rows, release the sources. Idempotent."""

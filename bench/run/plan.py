@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -87,7 +87,9 @@ class Plan:
         for key, check in _PLAN_CHECKS.items():
             if key in kw and not check(kw[key]):
                 raise RunFolderError(f"{source}: {key} has an invalid value {_short(kw[key])}")
-        for key in ("methods", "envs", "seeds"):
+        required = [k for k, f in cls.__dataclass_fields__.items()
+                    if f.default is MISSING and f.default_factory is MISSING]  # type: ignore[misc]
+        for key in ("methods", "envs", "seeds", *required):
             if key not in kw:
                 raise RunFolderError(f"{source}: lacks {key}")
         for key in ("methods", "envs", "seeds", "argv"):

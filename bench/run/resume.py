@@ -26,7 +26,7 @@ import torch
 
 from baselines.registry import get_method
 from bench import schema
-from bench.run import store
+from bench.run import restart, store
 from bench.run.plan import Plan
 from bench.run.resolve import RunConfig, check_actor_params, method_overrides, resolve_config
 from bench.schema import FINAL_STATUSES, Status
@@ -45,6 +45,9 @@ class ResumePoint:
     step: int
     wall_s: float
     energy_j_by_device: dict[str, float]
+    power_t_s: float | None = None
+    """power.csv's t_s at the checkpoint (the meter's clock, which starts at its own moment, not
+    the loop's); None for checkpoints from before it was recorded: wall_s stands in."""
 
 
 def load_run_config(folder: Path, spec: MethodSpec | None = None, env_id: str = "") -> RunConfig | None:
@@ -119,13 +122,22 @@ def check_run(folder: Path, plan: Plan, method: str, env_id: str, seed: int, wor
         raise store.RunFolderError(f"{folder} trains on the native engine, which is unavailable here "
                                    f"({native_lib.unavailable_reason()}); resuming on torch would mix engines")
     check_logs(folder)
-    step = resume_step(folder, world_size, method=method, env_id=env_id, load=False)
+    logged = restart.logged_rows(folder) > 0  # then retraining from step 0 would overwrite rows: said, not done
+    try:
+        step = resume_step(folder, world_size, method=method, env_id=env_id, load=False)
+    except CheckpointError as exc:
+        raise restart.lost_seed_error(folder, method, env_id, seed, exc) if logged else exc from None
     if step is None:
+        if logged and not restart.has_checkpoint_files(folder):
+            raise restart.lost_seed_error(folder, method, env_id, seed, None)
         return None
     point = None
     for rank in range(world_size):
         path = checkpoint_path(folder, rank, world_size, step)
-        state = load_run_checkpoint(folder, rank, world_size, step, method=method, env_id=env_id)
+        try:
+            state = load_run_checkpoint(folder, rank, world_size, step, method=method, env_id=env_id)
+        except CheckpointError as exc:
+            raise restart.lost_seed_error(folder, method, env_id, seed, exc) if logged else exc from None
         if rank == 0:
             point = _resume_point(path, state, world_size)
             if point.step > run.td3.total_steps:
@@ -235,7 +247,9 @@ def _resume_point(path: Path, state: dict[str, Any], world_size: int) -> ResumeP
     if type(t) is not int or t < 0 or type(total) is not int or total <= 0 or not _finite(wall_s) or wall_s < 0 \
             or not isinstance(by_device, dict) or not all(isinstance(k, str) and _finite(v) for k, v in by_device.items()):
         raise CheckpointError(f"{path}: its step, wall time or energy account is not a set of valid numbers")
-    return ResumePoint(global_steps(t, total, world_size), float(wall_s), {k: float(v) for k, v in by_device.items()})
+    power_t_s = energy.get("power_t_s") if isinstance(energy, dict) else None
+    return ResumePoint(global_steps(t, total, world_size), float(wall_s), {k: float(v) for k, v in by_device.items()},
+                       float(power_t_s) if _finite(power_t_s) and power_t_s >= 0 else None)
 
 
 def _finite(x: Any) -> bool:
@@ -263,37 +277,52 @@ def check_logs(folder: Path) -> None:
         except OSError as exc:
             raise store.RunFolderError(f"unreadable {path}: {exc.strerror or exc}") from None
         if columns is not None and text:
-            header = next(csv.reader(io.StringIO(text.partition("\n")[0])), [])
+            header = next(store.csv_rows([text.partition("\n")[0]]), (0, None))[1]
             if header != list(columns):
-                raise store.RunFolderError(f"{path}: header {header[:12]} is not {list(columns)}; "
+                raise store.RunFolderError(f"{path}: header {str(header)[:200]} is not {list(columns)}; "
                                            "move it aside to resume")
 
 
 def cut_power_csv(path: Path, point: ResumePoint) -> None:
-    """Keep the rows of power.csv up to the checkpoint: time at most the checkpoint's wall
-    seconds and each device's cumulative energy at most its checkpointed value (the resumed
-    meter continues from exactly those). Rows are in time order, so the kept rows are a prefix
-    and the file is truncated at the first row past the checkpoint, or at a row that does not
-    parse (one cut short by a kill). Truncating is one system call: a crash leaves the old or
-    the new length, never a mixed file."""
+    """Keep the rows of power.csv up to the checkpoint: t_s at most the trace's time at the
+    checkpoint (`power_t_s`; its wall seconds for checkpoints from before that was recorded) and
+    each device's cumulative energy at most its checkpointed value (the resumed meter continues
+    from exactly those, so the trace is continuous in its own time base). Rows are in time order, so the kept rows are a prefix
+    and the file is truncated at the first row past the checkpoint, or at the last line when a
+    kill cut it short. Truncating is one system call: a crash leaves the old or the new length,
+    never a mixed file. A garbage row inside that prefix (a disk fault, an edit) is dropped by an
+    atomic rewrite and recorded (bench.run.log_repairs), not taken as the end of the trace."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return
     lines = data.decode("utf-8").splitlines(keepends=True)
-    if not lines or lines[0].rstrip("\r\n") != ",".join(schema.POWER_COLUMNS):
+    header = lines[0].rstrip("\r\n").split(",") if lines else []
+    if header not in (list(schema.POWER_COLUMNS), list(schema.POWER_COLUMNS_BEFORE_SEGMENTS)):
         return  # another schema: bench.energy.power_csv moves the file aside rather than mixing
+    width = len(header)
     t_col, dev_col, e_col = (schema.POWER_COLUMNS.index(c) for c in ("t_s", "device", "energy_j"))
-    keep = len(lines[0].encode("utf-8"))
-    for line in lines[1:]:
-        row = next(csv.reader([line]), [])
-        if not line.endswith("\n") or len(row) != len(schema.POWER_COLUMNS):
-            break
-        t_s, energy_j = _number(row[t_col]), _number(row[e_col])
-        if not (t_s <= point.wall_s and energy_j <= point.energy_j_by_device.get(row[dev_col], 0.0)):
+    until_s = point.wall_s if point.power_t_s is None else point.power_t_s
+    keep, kept_lines, dropped = len(lines[0].encode("utf-8")), [lines[0]], []
+    for line_no, line in enumerate(lines[1:], start=2):
+        if not line.endswith("\n"):
+            break  # cut short by a kill: the latest row, past the checkpoint
+        row = next(store.csv_rows([line]), (0, None))[1] or []
+        t_s = _number(row[t_col]) if len(row) == width else math.nan
+        energy_j = _number(row[e_col]) if len(row) == width else math.nan
+        if math.isnan(t_s) or math.isnan(energy_j):
+            dropped.append(f"line {line_no}")
+            continue
+        if not (t_s <= until_s and energy_j <= point.energy_j_by_device.get(row[dev_col], 0.0)):
             break
         keep += len(line.encode("utf-8"))
-    if keep < len(data):
+        kept_lines.append(line)
+    if dropped:
+        from bench.run import log_repairs
+
+        store.atomic_write_text(path, "".join(kept_lines))
+        log_repairs.record(path.parent, path.name, dropped, point.step)
+    elif keep < len(data):
         os.truncate(path, keep)
 
 

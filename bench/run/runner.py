@@ -11,7 +11,7 @@ import torch
 from baselines.registry import get_method
 from bench import schema
 from bench.energy.callback import EnergyCallback
-from bench.run import store
+from bench.run import log_repairs, store
 from bench.run.environment import collect_environment
 from bench.metrics import activity
 from bench.run.placement import current_task, placement
@@ -24,6 +24,7 @@ from bench.run.validate import check_plan, make_new_folder
 from bench.schema import Status
 from spikerl import native_lib
 from spikerl.callbacks import Callback
+from spikerl.atomic import WriteError
 from spikerl.distributed import DistContext
 from spikerl.loop import TrainResult, train
 
@@ -93,6 +94,8 @@ def run_one(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, *, r
         _write_result(folder, base, {"status": Status.INTERRUPTED.value, "error": "interrupted by signal"},
                       meters, ctx)
         raise
+    except WriteError:
+        raise  # a full disk: nothing more can be written; the sweep stops and says which file (bench.cli)
     except Exception as exc:
         fields = {"status": Status.FAILED.value, "error": f"{type(exc).__name__}: {exc}"}
         if ctx.active:
@@ -129,6 +132,7 @@ def _write_result(folder: Path, base: dict[str, Any], fields: dict[str, Any],
     for m in meters:
         if isinstance(m, EnergyCallback):
             result.update(m.result_fields())
+    result.update(log_repairs.result_fields(folder))
     if ctx.is_main:
         store.write_json(folder / schema.RESULT, result)
     return result
@@ -149,6 +153,7 @@ def execute(run_dir: Path, plan: Plan, resume: bool, plain: bool = False, ctx: D
         started = any(store.seed_dir(run_dir, *r).exists() for r in _selected(plan, methods, only_runs))
         if ctx.is_main and started:  # a fresh folder handed to --nproc ranks is not a resume
             print(f"resuming {run_dir}", file=sys.stderr)
+            store.clean_stale_temps(run_dir, [store.seed_dir(run_dir, *r) for r in _selected(plan, methods, only_runs)])
     try:
         failed = _run_all(run_dir, plan, resume, plain, ctx, points, _selected(plan, methods, only_runs))
     except KeyboardInterrupt:
@@ -264,6 +269,10 @@ def finish_run_folder(run_dir: Path, plan: Plan) -> None:
     for ep in entry_points(group="spikerl_bench.run_finished"):
         try:
             ep.load()(run_dir, plan.to_json())
+        except OSError as exc:  # a full disk: said in one line naming the file, and the command fails
+            if isinstance(exc, WriteError):
+                raise
+            raise WriteError(Path(exc.filename) if isinstance(exc.filename, str) else Path(run_dir), exc) from None
         except Exception as exc:  # noqa: BLE001
             print(f"spikerl-bench: {ep.name} after the run failed: {type(exc).__name__}: {exc} "
                   f"(retry with: spikerl-bench {ep.name} {run_dir})", file=sys.stderr)

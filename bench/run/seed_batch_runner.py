@@ -27,7 +27,7 @@ import torch
 from baselines.registry import get_method
 from bench import schema
 from bench.energy.callback import EnergyCallback
-from bench.run import store
+from bench.run import log_repairs, store
 from bench.run.placement import placement
 from bench.run.plan import Plan
 from bench.run.recorder import CsvRecorder, ProgressDisplay
@@ -35,6 +35,7 @@ from bench.run.resolve import resolve_config, resolve_device
 from bench.run.resume import ResumePoint, cut_power_csv, load_run_config
 from bench.run.runner import extra_callbacks, measure_activity
 from bench.schema import Status
+from spikerl.atomic import WriteError
 from spikerl.batch_loop import train_seed_batch
 from spikerl.seed_groups import seed_batch_workers
 from spikerl.callbacks import Callback, EndEvent, EvalEvent, ProgressEvent, RunInfo
@@ -154,6 +155,8 @@ def run_seed_batch(run_dir: Path, plan: Plan, method: str, env_id: str, seeds: S
         _write_results(folders, seeds, base, [{"status": Status.INTERRUPTED.value, "error": "interrupted by signal"}] * K,
                        energy, K)
         raise
+    except WriteError:
+        raise  # a full disk stops the sweep, naming the file (bench.cli)
     except Exception as exc:
         fields = [{"status": Status.FAILED.value, "error": f"{type(exc).__name__}: {exc}"}] * K
     return _write_results(folders, seeds, base, fields, energy, K)
@@ -170,6 +173,7 @@ def _write_results(folders: Sequence[Path], seeds: Sequence[int], base: dict[str
             result.update(last_progress(folder))
         if energy is not None:
             result.update(per_seed_energy(energy.result_fields(), k))
+        result.update(log_repairs.result_fields(folder))
         store.write_json(folder / schema.RESULT, result)
         out.append(result)
     return out

@@ -16,8 +16,10 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from bench.csv_rows import csv_rows
+from bench.run import log_repairs
 from bench.schema import PLAN, SEED_DIR_PREFIX
-from spikerl.atomic import FILE_MODE, atomic_open  # noqa: F401  (FILE_MODE: for writers outside bench)
+from spikerl.atomic import FILE_MODE, WriteError, atomic_open, remove_stale_temps  # noqa: F401  (FILE_MODE: for writers outside bench)
 
 FOLDER_LOCK = ".folder.lock"
 
@@ -167,26 +169,43 @@ class CsvLog:
             text = self.path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise RunFolderError(f"unreadable {self.path}: {exc}") from None
-        if not text.endswith("\n"):  # the last line was cut off mid-write
+        if not text.endswith("\n"):  # the last line was cut off mid-write: the latest row, past the checkpoint
             text = text[:text.rfind("\n") + 1]
-        reader = csv.DictReader(io.StringIO(text))
-        if reader.fieldnames != self.columns:
-            raise RunFolderError(f"{self.path}: header {reader.fieldnames} does not match {self.columns}")
-        return [r for r in reader if self._whole(r) and _finite_float(r["step"]) <= step]
+        rows = csv_rows(io.StringIO(text))
+        header = next(rows, (0, None))[1]
+        if header != self.columns:
+            raise RunFolderError(f"{self.path}: header {str(header)[:200]} does not match {self.columns}")
+        kept, dropped = [], []
+        for line_num, cells in rows:
+            row = dict(zip(self.columns, cells or []))
+            if cells is not None and len(cells) == len(self.columns) and self._whole(row):
+                if _finite_float(row["step"]) <= step:
+                    kept.append(row)
+            elif cells is None or cells:  # a garbage row inside the log: said, not dropped silently
+                label = log_repairs.dropped_label(cells[0] if cells else None, line_num)
+                if not (label.isdigit() and int(label) > step):  # past the checkpoint: redone anyway
+                    dropped.append(label)
+        log_repairs.record(self.path.parent, self.path.name, dropped, step)
+        return kept
 
-    def _whole(self, row: dict[str | None, Any]) -> bool:
-        return None not in row and all(v is not None for v in row.values()) and \
-            not any(math.isnan(_finite_float(row[c])) for c in self.required)
+    def _whole(self, row: dict[str, Any]) -> bool:
+        return not any(math.isnan(_finite_float(row[c])) for c in self.required)
 
     def append(self, row: dict[str, Any]) -> None:
         assert self._f is not None, "CsvLog.open() first"
-        self._w.writerow({k: _cell(row.get(k)) for k in self.columns})
-        self._f.flush()
+        try:
+            self._w.writerow({k: _cell(row.get(k)) for k in self.columns})
+            self._f.flush()
+        except OSError as exc:  # a full disk: the run stops, naming the file; the rows before stay whole
+            raise WriteError(self.path, exc) from None
 
     def close(self) -> None:
         if self._f is not None:
-            self._f.close()
-            self._f = None
+            f, self._f = self._f, None
+            try:
+                f.close()
+            except OSError:
+                pass  # only a row whose append already raised WriteError can be pending here
 
 
 def is_run_folder(path: Path) -> bool:
@@ -203,3 +222,18 @@ def load_plan(run_dir: Path) -> dict[str, Any]:
     if not isinstance(plan, dict) or not {"methods", "envs", "seeds"} <= set(plan):
         raise RunFolderError(f"{run_dir / PLAN} lacks methods/envs/seeds")
     return plan
+
+
+def clean_stale_temps(run_dir: Path, seed_folders: Iterable[Path] = ()) -> list[Path]:
+    """Remove what interrupted writes left in the run folder, its figures/ and these seed
+    folders (spikerl.atomic.remove_stale_temps: our own temporary names only, of writers no
+    longer running, older than this process); one line on stderr says how many went."""
+    import sys
+
+    removed: list[Path] = []
+    for folder in (Path(run_dir), Path(run_dir) / "figures", *seed_folders):
+        removed += remove_stale_temps(folder)
+    if removed:
+        print(f"spikerl-bench: removed {len(removed)} temporary file(s) of interrupted writes "
+              f"({', '.join(sorted({p.name.split('.')[1] for p in removed}))})", file=sys.stderr)
+    return removed

@@ -22,7 +22,7 @@ def last_progress(folder: Path) -> dict[str, Any]:
         with open(folder / schema.PROGRESS, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         return {"steps": int(float(rows[-1]["step"])), "wall_s": float(rows[-1]["wall_s"])}
-    except (OSError, IndexError, KeyError, TypeError, ValueError, UnicodeDecodeError, csv.Error):
+    except (OSError, IndexError, KeyError, TypeError, ValueError, OverflowError, UnicodeDecodeError, csv.Error):
         return {"steps": 0, "wall_s": None}
 
 

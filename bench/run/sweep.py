@@ -209,6 +209,12 @@ def _run_alone(run_dir: Path, plan: Plan, runs: tuple[RunKey, ...]) -> int:
     world_size = world_size_for(get_method(runs[0][0]), plan, device)
     if world_size > 1:  # local launcher: the job starts the ranks on its own cores
         return launch_local(run_dir, world_size, plain=True, runs=runs)
+    # a requeued attempt (preempted before its first checkpoint) has logs but nothing to resume:
+    # its files are kept in seed<k>.lost-<time>, said on stderr, and the run starts again
+    from bench.run.restart import restart_lost_seeds
+
+    with store.folder_lock(run_dir):
+        restart_lost_seeds(run_dir, {1: list(runs)})
     return execute(run_dir, plan, resume=True, plain=True, only_runs=runs)
 
 
