@@ -14,6 +14,7 @@ from bench.energy.callback import EnergyCallback
 from bench.run import store
 from bench.run.environment import collect_environment
 from bench.metrics import activity
+from bench.metrics.basis import measured_energy_share
 from bench.run.placement import current_task, placement
 from bench.run.plan import Plan, RunKey, UsageError
 from bench.run.recorder import CsvRecorder, ProgressDisplay, SweepClock
@@ -63,7 +64,8 @@ def run_one(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, *, r
     saved = load_run_config(folder, spec, env_id) if resume else None
     run = saved or resolve_config(spec, env_id, plan, ctx.device)
     base = {"method": method, "env": env_id, "seed": seed, "world_size": ctx.world_size, "backend": ctx.backend,
-            "precision": run.td3.precision, "device": ctx.device.type, "engine": run.engine, "seed_batch": 1}
+            "precision": run.td3.precision, "device": ctx.device.type, "engine": run.engine, "seed_batch": 1,
+            **work_fields(run.td3)}
     if ctx.is_main:
         folder.mkdir(parents=True, exist_ok=True)
         if point is not None:
@@ -85,7 +87,8 @@ def run_one(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, *, r
                                      device=ctx.device, resume=resume, ctx=ctx)
         fields = {"status": res.status, "error": None, "steps": res.steps, "wall_s": res.wall_s,
                   "final_return_mean": res.final_return_mean, "best_return_mean": res.best_return_mean,
-                  "updates": res.updates, "param_sha256_by_rank": res.param_sha256_by_rank}
+                  "updates": res.updates, "param_sha256_by_rank": res.param_sha256_by_rank,
+                  **{f"{p}_wall_s": v for p, v in res.phase_s.items()}}
         if ctx.is_main:
             with native_lib.engine(run.engine):
                 fields.update(measure_activity(folder, spec, env_id, seed, run))
@@ -121,6 +124,18 @@ def measure_activity(folder: Path, spec: Any, env_id: str, seed: int, run: RunCo
     return act.result_fields() if act is not None else activity.empty_fields()
 
 
+def work_fields(td3: Any) -> dict[str, Any]:
+    """The settings GPS-UP checks for equal work beside steps and updates (bench.metrics.work)."""
+    return {"batch_size": td3.batch_size, "eval_every": td3.eval_every, "eval_episodes": td3.eval_episodes}
+
+
+def energy_phase_fields(energy: EnergyCallback, result: dict[str, Any]) -> dict[str, Any]:
+    """The other phase's energy and the measured shares, from the meter's account."""
+    out = energy.phase_fields()
+    share = measured_energy_share(result)
+    return {**out, "measured_energy_share": share, "run_measured_energy_share": share}
+
+
 def _write_result(folder: Path, base: dict[str, Any], fields: dict[str, Any],
                   meters: Sequence[Callback], ctx: DistContext) -> dict[str, Any]:
     result = {**base, **fields}
@@ -129,6 +144,7 @@ def _write_result(folder: Path, base: dict[str, Any], fields: dict[str, Any],
     for m in meters:
         if isinstance(m, EnergyCallback):
             result.update(m.result_fields())
+            result.update(energy_phase_fields(m, result))
     if ctx.is_main:
         store.write_json(folder / schema.RESULT, result)
     return result
