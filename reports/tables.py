@@ -12,6 +12,8 @@ from typing import Any
 import pandas as pd
 
 from bench.metrics.equivalents import DEFAULT_TABLE
+from bench.metrics.format import ratio_text
+from bench.metrics.gpsup import PHASE_LABELS
 from bench.schema import Status
 from reports import stats
 from bench.energy.contention import CONTENDED_ABOVE
@@ -93,12 +95,23 @@ def _return_columns(sts: list[stats.SeedStats]) -> tuple[list[str], list[str]]:
     return means, iqms
 
 
-def _category_cell(method: str, baseline: str, category: Any, tag: str) -> Cell:
+def _ratio_cell(pr: dict[str, Any], col: str) -> str:
+    """'1.42× (1.31–1.55)'; after powerup and greenup not measured, the basis word (model, mixed)."""
+    if pr.get("is_baseline"):
+        return fmt_ratio(pr.get(col))
+    basis = pr.get("gpsup_basis")
+    word = None if col == "speedup" or basis == "measured" else (basis or "model")
+    return ratio_text(pr.get(col), pr.get(f"{col}_ci_low"), pr.get(f"{col}_ci_high"), word)
+
+
+def _category_cell(method: str, baseline: str, category: Any, tag: str, basis: Any = "measured") -> Cell:
     if method == baseline:
         return Cell("baseline")
     if not finite(category):
         return Cell(DASH)
     c = int(category)
+    if basis != "measured":  # a category drawn from a power model is not a result: no colour
+        return Cell(f"{c} ({basis or 'model'}){tag}")
     return Cell(f"{c} {'▼' if c <= 4 else '▲'}{tag}", "green" if c <= 4 else "red")
 
 
@@ -108,6 +121,22 @@ def _to_target_text(done: pd.DataFrame, value: str, has_target: bool) -> str:
         return DASH
     text = value if reached else "not reached"
     return text + f" ({reached}/{len(done)} reached)"
+
+
+def _gpsup_notes(points: pd.DataFrame, env: str, phase: str) -> list[str]:
+    """Which phase the ratios compare, what 'model' means, and each method's reason for no ratio."""
+    notes = [f"Speedup, powerup, greenup and category compare the {PHASE_LABELS[phase]} (time and energy of "
+             f"that phase; --gpsup-phase {'run' if phase == 'train' else 'train'} for the other), as the ratio of "
+             "the seed means with its 95 % bootstrap interval in brackets. Energy to target is the whole run's: "
+             "what it cost to get there.",
+             "'model' / 'mixed' after powerup and greenup: one or both sides' energy comes (partly) from a power "
+             "model (CodeCarbon's TDP curve, its RAM model), which makes powerup ≈ 1 and greenup ≈ speedup by "
+             "construction: shown, never a finding."]
+    rows = points[points["env"] == env] if len(points) else points
+    for rec in rows.to_dict("records") if len(rows) else []:
+        if isinstance(rec.get("gpsup_note"), str) and rec["gpsup_note"]:
+            notes.append(f"{rec['method']}: {rec['gpsup_note']}.")
+    return notes
 
 
 def _aggregate_notes(baseline: str, seed_counts: set[int], target: str | None) -> list[str]:
@@ -130,17 +159,17 @@ def _aggregate_notes(baseline: str, seed_counts: set[int], target: str | None) -
 
 
 def results_tables(run: RunFolder, env: str, baseline: str, points: pd.DataFrame,
-                   units: Units | None = None) -> tuple[Table, Table]:
+                   units: Units | None = None, phase: str = "train") -> tuple[Table, Table]:
     """(aggregate table, per-seed table) of one env, in the report's units."""
     seeds = run.seeds[run.seeds["env"] == env]
     units = units or report_units(run.seeds)
     methods = [m for m in run.methods if (seeds["method"] == m).any()]
-    return (_aggregate_table(env, methods, seeds, baseline, points, units),
+    return (_aggregate_table(env, methods, seeds, baseline, points, units, phase),
             _seed_table(run, env, seeds, units))
 
 
 def _aggregate_table(env: str, methods: list[str], seeds: pd.DataFrame, baseline: str,
-                     points: pd.DataFrame, u: Units) -> Table:
+                     points: pd.DataFrame, u: Units, phase: str = "train") -> Table:
     done = complete_seeds(seeds)
     est_rows = [bool(done[done["method"] == m]["estimated"].fillna(False).any()) for m in methods]
     h_energy, mark = est_header(f"Energy ({u.energy.label})", est_rows)
@@ -149,7 +178,8 @@ def _aggregate_table(env: str, methods: list[str], seeds: pd.DataFrame, baseline
         f"Energy to target ({u.energy.label})"))
     target = _target_note(seeds)
     headers = ["Method", "Complete seeds", "Return mean ± std", "Return IQM (95 % CI)",
-               f"Wall time ({u.time.label})", h_energy, h_power, h_co2, "Speedup", h_pu, h_gu, h_cat, h_ett]
+               f"Wall time ({u.time.label})", h_energy, h_power, h_co2, f"Speedup ({phase})", h_pu, h_gu, h_cat,
+               h_ett]
     by_m = [done[done["method"] == m] for m in methods]
     sts = [stats.describe(md["final_return_mean"]) for md in by_m]
     ret, iqm = _return_columns(sts)
@@ -168,17 +198,17 @@ def _aggregate_table(env: str, methods: list[str], seeds: pd.DataFrame, baseline
             _status_cell(list(seeds[seeds["method"] == m]["status"])), Cell(ret[k], "num"), Cell(iqm[k], "num"),
             Cell(wall[k], "num"), Cell(tagged(energy[k], tag), "num"), Cell(tagged(power[k], tag), "num"),
             Cell(tagged(co2[k], tag), "num"),
-            Cell(fmt_ratio(pr.get("speedup")), "num"),
-            Cell(tagged(fmt_ratio(pr.get("powerup")), tag), "num"),
-            Cell(tagged(fmt_ratio(pr.get("greenup")), tag), "num"),
-            _category_cell(m, baseline, pr.get("gpsup_category"), tag),
+            Cell(_ratio_cell(pr, "speedup"), "num"),
+            Cell(tagged(_ratio_cell(pr, "powerup"), tag), "num"),
+            Cell(tagged(_ratio_cell(pr, "greenup"), tag), "num"),
+            _category_cell(m, baseline, pr.get("gpsup_category"), tag, pr.get("gpsup_basis")),
             Cell(_to_target_text(md, tagged(ett[k], tag), target is not None), "num"),
         ])
     return Table(
         key=f"results-{env}", title=f"Results on {env}", headers=headers, rows=rows,
         source=(f"Source: {SEED_FILES}result.json (status, steps, final_return_mean, wall_s, energy_j, "
                 "avg_power_w, emissions_kg, energy_to_target_j); GPS-UP: see the quadrant's note."),
-        notes=_aggregate_notes(baseline, {st.n for st in sts}, target))
+        notes=_aggregate_notes(baseline, {st.n for st in sts}, target) + _gpsup_notes(points, env, phase))
 
 
 def _so_far(rec: dict[str, Any], r: SeedRun | None) -> tuple[Any, Any, Any, Any, Any]:
