@@ -202,7 +202,7 @@ def _check_equal_work(paired: dict[tuple[str, str], dict[int, tuple[list[RunData
         for seed, (b, n) in seeds.items():
             for rb in b:
                 for rn in n:
-                    why = work_mismatch(rn.record, rb.record, f"NEW {method}", f"BASE {method}")
+                    why = work_mismatch(rn.record, rb.record, "NEW", "BASE", base_word="")
                     if why is not None:
                         raise UsageError(f"{_where((method, env, seed))}: {why}")
 

@@ -22,13 +22,14 @@ def _int(v: Any) -> int | None:
     return int(x) if math.isfinite(x) and x == int(x) else None
 
 
-def work_mismatch(run: Mapping[str, Any], base: Mapping[str, Any], method: str, baseline: str) -> str | None:
+def work_mismatch(run: Mapping[str, Any], base: Mapping[str, Any], method: str, baseline: str,
+                  base_word: str = "baseline ") -> str | None:
     """'not comparable: mlp trained 900 steps, baseline popsan 600', or None when the two did the
     same training work (a quantity one side does not record is not compared)."""
     for col, what in TRAINING_WORK:
         a, b = _int(run.get(col)), _int(base.get(col))
         if a is not None and b is not None and a != b:
-            return f"not comparable: {method} {what.format(a)}, baseline {baseline} {b}"
+            return f"not comparable: {method} {what.format(a)}, {base_word}{baseline} {b}"
     return None
 
 
