@@ -198,3 +198,20 @@ def test_the_terminal_table_is_the_reports_ratio_of_means(tmp_path):
     # (1e4/50) / (1.25e4/200) = 3.20×, the mean of the per-seed ratios (2× and 4×) 3.00×
     mlp = next(line for line in text.splitlines() if line.strip().startswith("mlp"))
     assert "4.00× (" in mlp and "3.20× (" in mlp and "3.00×" not in mlp and mlp.rstrip().endswith("measured")
+
+
+def test_a_plan_with_unequal_budgets_warns_once_before_training(tmp_path, capsys):
+    from bench.run.plan import Plan, parse_method_set_options
+    from bench.run.runner import create_run_folder
+    from bench.run.work_check import unequal_work_warning
+
+    equal = Plan(methods=("popsan", "mlp"), envs=("HalfCheetah-v4",), seeds=(0,), profile="smoke", total_steps=600,
+                 device="cpu")
+    assert unequal_work_warning(equal) is None
+    unequal = Plan(methods=("popsan", "mlp"), envs=("HalfCheetah-v4",), seeds=(0,), profile="smoke",
+                   total_steps=600, device="cpu", method_overrides=parse_method_set_options(["mlp:total_steps=900"]))
+    create_run_folder(tmp_path / "run", unequal)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["spikerl-bench: warning: mlp on HalfCheetah-v4 has total_steps=900, the baseline popsan "
+                   "total_steps=600: unequal training work, so GPS-UP will not compare them (set it alike: "
+                   "--set mlp:total_steps=600)"]

@@ -22,6 +22,7 @@ from bench.run.resolve import RunConfig, resolve_config, resolve_device
 from bench.run.resume import ResumePoint, check_resumable, cut_power_csv, load_run_config
 from bench.run.summary import contention_warning, is_complete, last_progress, results_table, write_summary
 from bench.run.validate import check_plan, make_new_folder
+from bench.run.work_check import unequal_work_warning
 from bench.schema import Status
 from spikerl import native_lib
 from spikerl.callbacks import Callback
@@ -40,6 +41,9 @@ def create_run_folder(run_dir: Path, plan: Plan) -> None:
     """Make a fresh run folder; refuse any existing non-empty path so no result is ever overwritten.
     Every check of the plan comes first: the folder is the first thing written."""
     check_plan(plan)  # reject bad names, flags and overrides before anything is written
+    warning = unequal_work_warning(plan)
+    if warning is not None:
+        print(f"spikerl-bench: {warning}", file=sys.stderr)
     make_new_folder(Path(run_dir))
     apply_threads(plan)
     store.write_json(run_dir / schema.PLAN, plan.to_json())
