@@ -119,7 +119,8 @@ ENERGY_FIELDS = (
     Field("train_energy_j", "J"), Field("eval_energy_j", "J"),
     Field("country", kind="str", doc="ISO-3 code of the grid"),
     Field("carbon_intensity_g_per_kwh", "g CO2e/kWh", doc="CodeCarbon's bundled figure for the country"),
-    Field("emissions_kg", "kg CO2e", doc="energy_j / 3.6e6 x carbon_intensity_g_per_kwh / 1000"),
+    Field("emissions_kg", "kg CO2e", doc="energy_j / 3.6e6 x pue x carbon_intensity_g_per_kwh / 1000 "
+          "(bench.energy.grid)"),
     Field("codecarbon_energy_kwh", "kWh", doc="CodeCarbon's own energy figure (cross-check)"),
     Field("codecarbon_emissions_kg", "kg CO2e", doc="CodeCarbon's own emissions figure (cross-check)"),
     Field("codecarbon_energy_ratio", "x", doc="CodeCarbon's energy / energy_j"),

@@ -14,6 +14,7 @@ from bench.energy.callback import EnergyCallback
 from bench.run import store
 from bench.run.environment import collect_environment
 from bench.metrics import activity
+from bench.energy.grid import grid_inputs
 from bench.metrics.basis import measured_energy_share
 from bench.run.placement import current_task, placement
 from bench.run.plan import Plan, RunKey, UsageError
@@ -98,16 +99,16 @@ def run_one(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, *, r
                 fields.update(measure_activity(folder, spec, env_id, seed, run))
     except KeyboardInterrupt:
         _write_result(folder, base, {"status": Status.INTERRUPTED.value, "error": "interrupted by signal"},
-                      meters, ctx)
+                      meters, ctx, plan)
         raise
     except Exception as exc:
         fields = {"status": Status.FAILED.value, "error": f"{type(exc).__name__}: {exc}"}
         if ctx.active:
             # the other ranks are blocked in a collective: record, then end this rank so the launcher
             # stops the job (a failed rank cannot be skipped past in data parallelism)
-            _write_result(folder, base, fields, meters, ctx)
+            _write_result(folder, base, fields, meters, ctx, plan)
             raise
-    return _write_result(folder, base, fields, meters, ctx)
+    return _write_result(folder, base, fields, meters, ctx, plan)
 
 
 def _estimated_probe(energy: EnergyCallback | None):  # noqa: ANN202
@@ -133,22 +134,28 @@ def work_fields(td3: Any) -> dict[str, Any]:
     return {"batch_size": td3.batch_size, "eval_every": td3.eval_every, "eval_episodes": td3.eval_episodes}
 
 
-def energy_phase_fields(energy: EnergyCallback, result: dict[str, Any]) -> dict[str, Any]:
-    """The other phase's energy and the measured shares, from the meter's account."""
+def energy_phase_fields(energy: EnergyCallback, result: dict[str, Any], plan: Plan | None = None) -> dict[str, Any]:
+    """The other phase's energy, the measured shares, and emissions from the plan's carbon inputs
+    (bench.energy.grid: PUE, the user's or a region's intensity), from the meter's account."""
     out = energy.phase_fields()
     share = measured_energy_share(result)
-    return {**out, "measured_energy_share": share, "run_measured_energy_share": share}
+    out.update(measured_energy_share=share, run_measured_energy_share=share)
+    if plan is not None:
+        grid = grid_inputs(plan.country, region=plan.region, intensity_g_per_kwh=plan.carbon_intensity_g_per_kwh,
+                           pue=plan.pue)
+        out.update(grid.result_fields(), emissions_kg=grid.emissions_kg(result.get("energy_j")))
+    return out
 
 
 def _write_result(folder: Path, base: dict[str, Any], fields: dict[str, Any],
-                  meters: Sequence[Callback], ctx: DistContext) -> dict[str, Any]:
+                  meters: Sequence[Callback], ctx: DistContext, plan: Plan | None = None) -> dict[str, Any]:
     result = {**base, **fields}
     if "steps" not in result:
         result.update(last_progress(folder))
     for m in meters:
         if isinstance(m, EnergyCallback):
             result.update(m.result_fields())
-            result.update(energy_phase_fields(m, result))
+            result.update(energy_phase_fields(m, result, plan))
     if ctx.is_main:
         store.write_json(folder / schema.RESULT, result)
     return result

@@ -158,15 +158,16 @@ def run_seed_batch(run_dir: Path, plan: Plan, method: str, env_id: str, seeds: S
             f.update(measure_activity(folder, spec, env_id, seed, run))
     except KeyboardInterrupt:
         _write_results(folders, seeds, base, [{"status": Status.INTERRUPTED.value, "error": "interrupted by signal"}] * K,
-                       energy, K)
+                       energy, K, plan)
         raise
     except Exception as exc:
         fields = [{"status": Status.FAILED.value, "error": f"{type(exc).__name__}: {exc}"}] * K
-    return _write_results(folders, seeds, base, fields, energy, K)
+    return _write_results(folders, seeds, base, fields, energy, K, plan)
 
 
 def _write_results(folders: Sequence[Path], seeds: Sequence[int], base: dict[str, Any],
-                   fields: Sequence[dict[str, Any]], energy: EnergyCallback | None, k: int) -> list[dict[str, Any]]:
+                   fields: Sequence[dict[str, Any]], energy: EnergyCallback | None, k: int,
+                   plan: Plan | None = None) -> list[dict[str, Any]]:
     from bench.run.summary import last_progress
 
     out = []
@@ -176,7 +177,7 @@ def _write_results(folders: Sequence[Path], seeds: Sequence[int], base: dict[str
             result.update(last_progress(folder))
         if energy is not None:
             process = energy.result_fields()
-            result.update(per_seed_energy({**process, **energy_phase_fields(energy, process)}, k))
+            result.update(per_seed_energy({**process, **energy_phase_fields(energy, process, plan)}, k))
         store.write_json(folder / schema.RESULT, result)
         out.append(result)
     return out
