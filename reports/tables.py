@@ -289,8 +289,9 @@ def _seed_table(run: RunFolder, env: str, seeds: pd.DataFrame, u: Units) -> Tabl
 def _equivalence_text() -> str:
     t = DEFAULT_TABLE
     return (f"Equivalents: miles = kg / {t.car_kg_per_mile:g} (average gasoline car), TV hours = "
-            f"kg / {t.tv_kg_per_hour:g} (32-inch LCD), household-week % = kg / "
-            f"{t.household_kg_per_week:g} × 100; constants: {t.source}.")
+            f"kg / {t.tv_kg_per_hour:g} (a 39 W 32-inch LCD on the US grid), household-week % = kg / "
+            f"{t.household_kg_per_week:g} × 100; constants: {t.source}. Emissions = IT energy × PUE × grid "
+            "intensity (result.json pue, carbon_intensity_g_per_kwh and its source).")
 
 
 def equivalents_table(eq: pd.DataFrame, units: Units | None = None) -> Table:

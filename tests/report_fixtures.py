@@ -202,7 +202,7 @@ def _write_summary(path: Path, results: list[dict[str, Any]], baseline: str) -> 
             p = (r["energy_j"] / r["wall_s"]) / (e0 / t0)
             row.update(speedup=s, powerup=p, greenup=s / p, gpsup_category=_category(s, p))
         kg = r["emissions_kg"]
-        row.update(car_miles=kg / 0.409, tv_hours=kg / 0.097, household_week_pct=kg / 160.58 * 100)
+        row.update(car_miles=kg / 0.409, tv_hours=kg / 0.014409, household_week_pct=kg / 160.58 * 100)
         rows.append(row)
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=fields)
