@@ -209,6 +209,9 @@ def gpsup_chart(points: pd.DataFrame, baseline: str, colors: Mapping[str, str],
     if len(envs) > 1:
         handles += [Line2D([], [], color="#444444", marker=markers[e], ls="none", label=mpl_text(e))
                     for e in envs]
+    if any(modelled(r) for r in pts.to_dict("records") if r["method"] != baseline) if len(pts) else False:
+        handles.append(Line2D([], [], color="#444444", marker="o", mfc="white", mew=1.8, ls="none",
+                              label="hollow: powerup from\na power model (basis\nmodel or mixed)"))
     _decorate(ax, max(abs(v) for v in (*xlim, *ylim)), baseline, handles,
               bool(len(pts) and pts["estimated"].astype(bool).any()), phase)
     if not (len(pts) and (pts["method"] != baseline).any()):
