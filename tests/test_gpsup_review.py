@@ -215,3 +215,28 @@ def test_a_plan_with_unequal_budgets_warns_once_before_training(tmp_path, capsys
     assert err == ["spikerl-bench: warning: mlp on HalfCheetah-v4 has total_steps=900, the baseline popsan "
                    "total_steps=600: unequal training work, so GPS-UP will not compare them (set it alike: "
                    "--set mlp:total_steps=600)"]
+
+
+@pytest.mark.parametrize("estimated, basis", [(True, "model"), (False, "measured")])
+def test_the_report_writes_intervals_labels_a_model_basis_and_draws_it_hollow(tmp_path, estimated, basis):
+    import json
+
+    from report_fixtures import make_fixture_run
+    from reports.build import build_report
+
+    run = make_fixture_run(tmp_path / "run", estimated=estimated)
+    paths = build_report(run, formats="html,json")
+    html = paths[0].read_text(encoding="utf-8")
+    rows = json.loads((run / "report.json").read_text())["gpsup_points"]["rows"]
+    cand = [r for r in rows if r["method"] != "popsan" and r["speedup"] is not None]
+    assert cand and all(r["gpsup_basis"] == basis and r["gpsup_phase"] == "train" for r in cand)
+    assert all(r["greenup"] == pytest.approx(r["speedup"] / r["powerup"], rel=1e-12) for r in cand)
+    with_ci = [r for r in cand if r["speedup_ci_low"] is not None]
+    assert with_ci and all(r["speedup_ci_low"] <= r["speedup"] <= r["speedup_ci_high"] for r in with_ci)
+    assert "GPS-UP of the training phase against popsan" in html and "Speedup (train)" in html
+    svg = (run / "figures" / "gpsup.svg").read_text()
+    if basis == "model":
+        assert "× (" in html and " model" in html and "Hollow points" in html and 'id="hollow' in svg
+        assert "no energy finding" in html and "uses less energy on" not in html
+    else:
+        assert "Hollow points" not in html and 'id="hollow' not in svg and 'id="filled' in svg
