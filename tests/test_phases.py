@@ -107,3 +107,25 @@ def test_a_seed_batch_adds_up_per_seed(tmp_path, monkeypatch):
             assert r[f"{p}_energy_j"] == pytest.approx(phase_s[p] * POWER_W / 2, abs=0.25), p
         assert r["measured_energy_share"] == 1.0  # a counter, not an estimate
     assert store.read_json(store.seed_dir(tmp_path, "mlp", "HalfCheetah-v4", 1) / "result.json")["eval_wall_s"] > 0
+
+
+def test_two_ranks_add_up(tmp_path):
+    """A 2-rank Gloo run: rank 0's phase seconds sum to its wall_s; the energy summed over the node's
+    phases is its energy_j."""
+    import json
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    args = ["--total-steps", "600", "--plain", "--set", "start_steps=200", "--set", "update_after=200",
+            "--set", "eval_every=300", "--set", "eval_episodes=2", "--set", "checkpoint_every=300",
+            "--set", "max_ep_len=100", "--set", "critic_hidden=16,16", "--set", "actor.hidden=16,16"]
+    proc = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--methods", "mlp", "--nproc", "2",
+                           "--out", str(run), *args], capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads((run / "mlp" / "HalfCheetah-v4" / "seed0" / "result.json").read_text())
+    assert r["world_size"] == 2 and r["status"] == "complete"
+    assert r["train_wall_s"] + r["eval_wall_s"] + r["other_wall_s"] == pytest.approx(r["wall_s"], rel=1e-9)
+    parts = r["train_energy_j"] + r["eval_energy_j"] + r["other_energy_j"]
+    assert parts == pytest.approx(r["energy_j"], rel=1e-9)
+    assert min(r[f"{p}_wall_s"] for p in ("train", "eval", "other")) > 0
