@@ -12,12 +12,11 @@ from typing import Any
 import pandas as pd
 
 from bench.metrics.equivalents import DEFAULT_TABLE
-from bench.metrics.format import ratio_text
-from bench.metrics.gpsup import PHASE_LABELS
 from bench.schema import Status
 from reports import stats
 from bench.energy.contention import CONTENDED_ABOVE
 from reports.aggregates import EQUIVALENT_LABELS, complete_seeds
+from reports.gpsup_text import gpsup_notes, ratio_cell
 from reports.fairness import CONTENDED_MARK
 from reports.format import (DASH, ENERGY_UNITS, EQUIVALENT_UNITS, INFERENCE_ENERGY_UNITS, MASS_UNITS,
                             POWER_UNITS, SEED_FILES, Unit,
@@ -95,15 +94,6 @@ def _return_columns(sts: list[stats.SeedStats]) -> tuple[list[str], list[str]]:
     return means, iqms
 
 
-def _ratio_cell(pr: dict[str, Any], col: str) -> str:
-    """'1.42× (1.31–1.55)'; after powerup and greenup not measured, the basis word (model, mixed)."""
-    if pr.get("is_baseline"):
-        return fmt_ratio(pr.get(col))
-    basis = pr.get("gpsup_basis")
-    word = None if col == "speedup" or basis == "measured" else (basis or "model")
-    return ratio_text(pr.get(col), pr.get(f"{col}_ci_low"), pr.get(f"{col}_ci_high"), word)
-
-
 def _category_cell(method: str, baseline: str, category: Any, tag: str, basis: Any = "measured") -> Cell:
     if method == baseline:
         return Cell("baseline")
@@ -121,22 +111,6 @@ def _to_target_text(done: pd.DataFrame, value: str, has_target: bool) -> str:
         return DASH
     text = value if reached else "not reached"
     return text + f" ({reached}/{len(done)} reached)"
-
-
-def _gpsup_notes(points: pd.DataFrame, env: str, phase: str) -> list[str]:
-    """Which phase the ratios compare, what 'model' means, and each method's reason for no ratio."""
-    notes = [f"Speedup, powerup, greenup and category compare the {PHASE_LABELS[phase]} (time and energy of "
-             f"that phase; --gpsup-phase {'run' if phase == 'train' else 'train'} for the other), as the ratio of "
-             "the seed means with its 95 % bootstrap interval in brackets. Energy to target is the whole run's: "
-             "what it cost to get there.",
-             "'model' / 'mixed' after powerup and greenup: one or both sides' energy comes (partly) from a power "
-             "model (CodeCarbon's TDP curve, its RAM model), which makes powerup ≈ 1 and greenup ≈ speedup by "
-             "construction: shown, never a finding."]
-    rows = points[points["env"] == env] if len(points) else points
-    for rec in rows.to_dict("records") if len(rows) else []:
-        if isinstance(rec.get("gpsup_note"), str) and rec["gpsup_note"]:
-            notes.append(f"{rec['method']}: {rec['gpsup_note']}.")
-    return notes
 
 
 def _aggregate_notes(baseline: str, seed_counts: set[int], target: str | None) -> list[str]:
@@ -198,9 +172,9 @@ def _aggregate_table(env: str, methods: list[str], seeds: pd.DataFrame, baseline
             _status_cell(list(seeds[seeds["method"] == m]["status"])), Cell(ret[k], "num"), Cell(iqm[k], "num"),
             Cell(wall[k], "num"), Cell(tagged(energy[k], tag), "num"), Cell(tagged(power[k], tag), "num"),
             Cell(tagged(co2[k], tag), "num"),
-            Cell(_ratio_cell(pr, "speedup"), "num"),
-            Cell(tagged(_ratio_cell(pr, "powerup"), tag), "num"),
-            Cell(tagged(_ratio_cell(pr, "greenup"), tag), "num"),
+            Cell(ratio_cell(pr, "speedup"), "num"),
+            Cell(tagged(ratio_cell(pr, "powerup"), tag), "num"),
+            Cell(tagged(ratio_cell(pr, "greenup"), tag), "num"),
             _category_cell(m, baseline, pr.get("gpsup_category"), tag, pr.get("gpsup_basis")),
             Cell(_to_target_text(md, tagged(ett[k], tag), target is not None), "num"),
         ])
@@ -208,7 +182,7 @@ def _aggregate_table(env: str, methods: list[str], seeds: pd.DataFrame, baseline
         key=f"results-{env}", title=f"Results on {env}", headers=headers, rows=rows,
         source=(f"Source: {SEED_FILES}result.json (status, steps, final_return_mean, wall_s, energy_j, "
                 "avg_power_w, emissions_kg, energy_to_target_j); GPS-UP: see the quadrant's note."),
-        notes=_aggregate_notes(baseline, {st.n for st in sts}, target) + _gpsup_notes(points, env, phase))
+        notes=_aggregate_notes(baseline, {st.n for st in sts}, target) + gpsup_notes(points, env, phase))
 
 
 def _so_far(rec: dict[str, Any], r: SeedRun | None) -> tuple[Any, Any, Any, Any, Any]:
