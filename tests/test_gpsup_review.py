@@ -240,3 +240,12 @@ def test_the_report_writes_intervals_labels_a_model_basis_and_draws_it_hollow(tm
         assert "no energy finding" in html and "uses less energy on" not in html
     else:
         assert "Hollow points" not in html and 'id="hollow' not in svg and 'id="filled' in svg
+
+
+def test_a_folder_from_before_phases_says_so_and_reads_its_basis_from_the_components():
+    old = pd.DataFrame([{"method": m, "env": "E", "seed": 0, "wall_s": t, "energy_j": e, "cpu_energy_j": e,
+                         "cpu_estimated": False} for m, t, e in (("popsan", 100.0, 2e4), ("mlp", 50.0, 1e4))])
+    train = aggregate_gpsup(old, "popsan").set_index("method").loc["mlp"]
+    assert math.isnan(train.speedup) and "--gpsup-phase run" in train.gpsup_note
+    run = aggregate_gpsup(old, "popsan", phase="run").set_index("method").loc["mlp"]
+    assert run.speedup == 2.0 and run.gpsup_basis == "measured"  # RAPL, not estimated: a counter

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from bench.metrics import bootstrap
-from bench.metrics.basis import basis, partial_reason
+from bench.metrics.basis import basis, measured_energy_share, partial_reason
 from bench.metrics.target import add_target_columns, default_target, energy_to_target  # noqa: F401 - their old home
 from bench.metrics.work import eval_differs, group_mismatch, work_mismatch
 from bench.schema import GPSUP_FIELDS
@@ -164,7 +164,7 @@ def add_gpsup_columns(summary: pd.DataFrame, baseline: str, *, phase: str = "tra
         g = _gpsup_or_none(b.get(time_col), b.get(energy_col), row.get(time_col), row.get(energy_col), rel_tol)
         _fill(out, idx, g, row[method_col] == baseline)
         if g is not None:
-            out.at[idx, "gpsup_basis"] = basis(_num(b.get(share_col)), _num(row.get(share_col)))
+            out.at[idx, "gpsup_basis"] = basis(_share(b, share_col), _share(row, share_col))
     return out
 
 
@@ -194,9 +194,15 @@ def _side(rows: list[dict[str, Any]], time_col: str, energy_col: str) -> bootstr
     return bootstrap.Side(keys, t, e)
 
 
+def _share(row: Mapping[str, Any], share_col: str) -> float | None:
+    """The row's recorded share, else one from its components' flags (folders from before it was recorded)."""
+    recorded = _num(row.get(share_col))
+    return recorded if recorded is not None else measured_energy_share(row)
+
+
 def _side_share(rows: list[dict[str, Any]], share_col: str, energy_col: str) -> float | None:
     """The measured share of a side's mean energy (energy-weighted); None when any is unknown."""
-    shares = [_num(r.get(share_col)) for r in rows]
+    shares = [_share(r, share_col) for r in rows]
     if not rows or any(x is None for x in shares):
         return None
     energy = [float(r[energy_col]) for r in rows]
@@ -245,6 +251,9 @@ def aggregate_gpsup(summary: pd.DataFrame, baseline: str, *, phase: str = "train
                                "speedup": float("nan"), "powerup": float("nan"), "greenup": float("nan"),
                                "gpsup_category": pd.NA, "gpsup_phase": phase, "gpsup_basis": None,
                                **{c: float("nan") for c in CI_COLUMNS}}
+        if runs and not usable and not notes:
+            notes.append(f"no positive {time_col} and {energy_col} recorded (a run folder from before phases were "
+                         "kept: --gpsup-phase run compares the whole runs)")
         t, e = rec["gpsup_time_s"], rec["gpsup_energy_j"]
         rec["avg_power_w"] = e / t if t == t and t > 0 and e == e else float("nan")
         why = None if method == baseline else group_mismatch(usable, bases, method, baseline)
