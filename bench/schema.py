@@ -123,7 +123,8 @@ ENERGY_FIELDS = (
     Field("train_energy_j", "J"), Field("eval_energy_j", "J"),
     Field("country", kind="str", doc="ISO-3 code of the grid"),
     Field("carbon_intensity_g_per_kwh", "g CO2e/kWh", doc="CodeCarbon's bundled figure for the country"),
-    Field("emissions_kg", "kg CO2e", doc="energy_j / 3.6e6 x carbon_intensity_g_per_kwh / 1000"),
+    Field("emissions_kg", "kg CO2e", doc="energy_j / 3.6e6 x pue x carbon_intensity_g_per_kwh / 1000 "
+          "(bench.energy.grid)"),
     Field("codecarbon_energy_kwh", "kWh", doc="CodeCarbon's own energy figure (cross-check)"),
     Field("codecarbon_emissions_kg", "kg CO2e", doc="CodeCarbon's own emissions figure (cross-check)"),
     Field("codecarbon_energy_ratio", "x", doc="CodeCarbon's energy / energy_j"),
@@ -157,7 +158,25 @@ ACTIVITY_FIELDS = (
 #     (str: measured, partly estimated, estimated)
 #   RESUME_FIELDS (resume): log_rows_dropped (str, file:steps list); unmetered_s (s, gaps between segments
 #     of the power trace)
-PHASE_FIELDS: tuple[Field, ...] = ()
+PHASE_FIELDS: tuple[Field, ...] = (
+    Field("train_wall_s", "s", doc="training: env steps, acting, updates, replay (spikerl.phases)"),
+    Field("eval_wall_s", "s", doc="evaluation episodes"),
+    Field("other_wall_s", "s", doc="start-up after the meters started, checkpoints, the run's end; "
+          "wall_s = train + eval + other"),
+    Field("other_energy_j", "J", doc="energy of the other phase; energy_j = train + eval + other"),
+    Field("measured_energy_share", "", doc="training phase: the part of its energy from counters (NVML, RAPL, "
+          "amdsmi; components not estimated), 0-1; the run's component split (the meter splits phases, not "
+          "components by phase)"),
+    Field("run_measured_energy_share", "", doc="the same over the whole run, 0-1"),
+    Field("pue", "x", doc="facility overhead (--pue, 1.0-3.0): emissions use energy_j x pue"),
+    Field("carbon_intensity_source", kind="str", doc="codecarbon-country, codecarbon-region or user"),
+    Field("region", kind="str", doc="the --region whose intensity was used; empty for a country's"),
+    Field("batch_size", "", "int", doc="TD3 minibatch size: part of the training work GPS-UP pairs on"),
+    Field("eval_every", "env steps", "int", doc="evaluation interval: changes run-phase GPS-UP only"),
+    Field("eval_episodes", "", "int", doc="episodes per evaluation: changes run-phase GPS-UP only"),
+    Field("seed_batch_unit", kind="str", doc="the seeds of the run's seed batch, '0+1+2' (empty for a lone "
+          "run): one energy measurement, the bootstrap's unit"),
+)
 METER_FIELDS: tuple[Field, ...] = ()
 RESUME_FIELDS: tuple[Field, ...] = (
     Field("log_rows_dropped", kind="str", doc="rows a resume dropped from damaged logs: file:steps (or line n "
@@ -169,7 +188,10 @@ RESUME_FIELDS: tuple[Field, ...] = (
 # ---- columns summary.csv adds across runs (bench.metrics)
 TARGET_FIELDS = (Field("target_return"), Field("energy_to_target_j", "J"), Field("time_to_target_s", "s"))
 GPSUP_FIELDS = (Field("speedup", "x"), Field("powerup", "x"), Field("greenup", "x"),
-                Field("gpsup_category", kind="int"))
+                Field("gpsup_category", kind="int"),
+                Field("gpsup_phase", kind="str", doc="train or run: the phase whose time and energy the ratios use"),
+                Field("gpsup_basis", kind="str", doc="measured, model or mixed (bench.metrics.basis)"),
+                Field("gpsup_note", kind="str", doc="why a run has no ratios: not comparable, partial coverage"))
 EQUIVALENT_FIELDS = (Field("car_miles", "mi"), Field("tv_hours", "h"), Field("household_week_pct", "%"))
 
 RESULT_FIELDS = RUN_FIELDS + ENERGY_FIELDS + PHASE_FIELDS + METER_FIELDS + RESUME_FIELDS + ACTIVITY_FIELDS

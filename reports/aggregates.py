@@ -12,13 +12,14 @@ from typing import Any
 import pandas as pd
 
 from bench.metrics.equivalents import EQUIVALENT_COLUMNS, add_equivalent_columns
-from bench.metrics.gpsup import add_gpsup_columns, aggregate_gpsup
+from bench.metrics.gpsup import CI_COLUMNS, PHASE_COLUMNS, PHASE_LABELS, aggregate_gpsup
 from bench.schema import Status
-from reports import stats
 from reports.fairness import contended
 
-POINT_COLUMNS = ["method", "env", "wall_s", "energy_j", "speedup", "powerup", "greenup", "gpsup_category",
-                 "s_lo", "s_hi", "p_lo", "p_hi", "n_seeds", "estimated", "is_baseline", "contended", "engine"]
+POINT_COLUMNS = ["method", "env", "wall_s", "energy_j", "gpsup_time_s", "gpsup_energy_j", "speedup", "powerup",
+                 "greenup", "gpsup_category", "gpsup_phase", "gpsup_basis", "gpsup_note", "measured_energy_share",
+                 *CI_COLUMNS, "s_lo", "s_hi", "p_lo", "p_hi", "n_seeds", "n_units", "estimated", "is_baseline",
+                 "contended", "engine"]
 EQUIVALENT_LABELS = {
     "household_week_pct": "US household-week",
     "car_miles": "Gasoline car",
@@ -35,26 +36,28 @@ def _any_estimated(rows: pd.DataFrame) -> bool:
     return bool(rows["estimated"].fillna(False).astype(bool).any())
 
 
-def gpsup_points(seeds: pd.DataFrame, baseline: str) -> tuple[pd.DataFrame, str]:
-    """One row per method × env with complete seeds: GPS-UP of the seed means against the
-    baseline's (ratio of means), the seed spread (min/max of per-seed speedup and powerup),
-    the number of seeds and whether any energy was estimated; and a note naming the source."""
+def gpsup_points(seeds: pd.DataFrame, baseline: str, phase: str = "train") -> tuple[pd.DataFrame, str]:
+    """One row per method × env with complete seeds: GPS-UP of the phase's seed means against the
+    baseline's (ratio of means) with its 95 % bootstrap interval (s_lo..s_hi, p_lo..p_hi: the
+    error bars), basis and note, the number of seeds and whether any energy was estimated; and a
+    note naming the source."""
     done = complete_seeds(seeds)
-    per_seed = add_gpsup_columns(done, baseline)
     rows = []
-    for rec in aggregate_gpsup(done, baseline).to_dict("records"):
+    for rec in aggregate_gpsup(done, baseline, phase=phase).to_dict("records"):
         m, e = rec["method"], rec["env"]
-        ps = per_seed[(per_seed["method"] == m) & (per_seed["env"] == e)]
-        s_lo, s_hi, _ = stats.spread(ps["speedup"])
-        p_lo, p_hi, _ = stats.spread(ps["powerup"])
+        ps = done[(done["method"] == m) & (done["env"] == e)]
         base = done[(done["method"] == baseline) & (done["env"] == e)]
-        rows.append({**rec, "s_lo": s_lo, "s_hi": s_hi, "p_lo": p_lo, "p_hi": p_hi,
+        rows.append({**rec, "s_lo": rec["speedup_ci_low"], "s_hi": rec["speedup_ci_high"],
+                     "p_lo": rec["powerup_ci_low"], "p_hi": rec["powerup_ci_high"],
                      "n_seeds": int(len(ps)), "estimated": _any_estimated(ps), "is_baseline": m == baseline,
                      # a ratio is as contended as either of its two sides
                      "contended": any(contended(r) for r in [*ps.to_dict("records"), *base.to_dict("records")]),
                      "engine": "+".join(sorted({str(x) for x in ps.get("engine", pd.Series(dtype=object)).dropna()}))})
-    note = (f"computed by bench.metrics.gpsup from result.json wall_s and energy_j (complete seeds), "
-            f"baseline {baseline}")
+    time_col, energy_col, _ = PHASE_COLUMNS[phase]
+    note = (f"{PHASE_LABELS[phase]}: computed by bench.metrics.gpsup from result.json {time_col} and {energy_col} "
+            f"(complete seeds, equal training work), baseline {baseline}; ratio of means with a 95 % percentile "
+            "bootstrap interval over seeds (scipy.stats.bootstrap, 2,000 resamples, seed 0; paired by seed, "
+            "a seed batch resampled as one unit)")
     return pd.DataFrame(rows, columns=POINT_COLUMNS), note
 
 

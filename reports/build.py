@@ -55,7 +55,8 @@ def _stage(path: Path, data: str | bytes) -> Path:
 
 
 def build_report(run_dir: str | Path, formats: Sequence[str] | str = DEFAULT_FORMATS,
-                 baseline: str | None = None, out_dir: str | Path | None = None) -> list[Path]:
+                 baseline: str | None = None, out_dir: str | Path | None = None,
+                 gpsup_phase: str = "train") -> list[Path]:
     """Write the report of `run_dir` and return the paths written.
 
     Writes OUT/report.html, report.pdf, report.json and/or report.tex (format 'latex'), and
@@ -66,7 +67,7 @@ def build_report(run_dir: str | Path, formats: Sequence[str] | str = DEFAULT_FOR
     """
     fmts = parse_formats(formats)
     run = load_run(run_dir)
-    report = build_content(run, baseline)
+    report = build_content(run, baseline, gpsup_phase)
     out = Path(out_dir) if out_dir is not None else Path(run_dir)
     if out.exists() and not out.is_dir():
         raise ReportError(f"{out}: exists and is not a folder")

@@ -15,7 +15,7 @@ from reports.figure import Chart, empty, file_key, method_colors, mpl_text, new_
 from reports.format import (EQUIVALENT_UNITS, MASS_UNITS, SEED_FILES, Unit, decimals_for, fmt_fixed,
                             pick_unit)
 from reports.model import LearningCurves, PowerTraces, Report
-from reports.quadrant import gpsup_chart
+from reports.quadrant import gpsup_chart, hollow_caption
 from reports.series import CURVES_SOURCE, MAX_TRACE_POINTS, POWER_SOURCE
 
 DEVICE_STYLES = ["-", "--", ":", "-."]
@@ -248,9 +248,10 @@ def make_charts(report: Report) -> dict[str, list[Chart]]:
     colors = method_colors(report.methods)
     gpsup = gpsup_chart(
         report.gpsup_points, report.baseline, colors,
-        "One point per method × env: speedup and powerup of the complete-seed means; bars = range "
-        "over seeds (several seeds only); the baseline is the star at (1, 1). "
-        f"Source: {SEED_FILES}result.json wall_s, energy_j; {report.gpsup_note}.")
+        "One point per method × env: speedup and powerup of the complete-seed means (ratio of means); bars = "
+        "95 % bootstrap interval over seeds (two or more seeds or batches a side); the baseline is the star at "
+        f"(1, 1). {hollow_caption(report.gpsup_points, report.baseline)}"
+        f"Source: {SEED_FILES}result.json; {report.gpsup_note}.", phase=report.gpsup_phase)
     curves = [learning_curves(
         c, colors,
         "Mean evaluation return over the seeds that reached each evaluation step (running and "

@@ -24,6 +24,8 @@ examples:
   spikerl-bench report RUN --format html,pdf,json,latex
       also report.json (the report model: every table and aggregate, with units) and report.tex
       (booktabs tables); figures/ holds every figure as .svg and .pdf either way
+  spikerl-bench report RUN --gpsup-phase run
+      GPS-UP of the whole run (evaluation, start-up and checkpoints included) instead of training
   spikerl-bench report RUN --baseline mlp --out /tmp/report
       GPS-UP against the MLP reference instead of the run's baseline, written elsewhere
 
@@ -45,6 +47,9 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
                         help=f"comma-separated formats out of: {', '.join(FORMATS)} (default: html,pdf)")
     parser.add_argument("--baseline", default=None, metavar="M",
                         help="method that GPS-UP compares against (default: the run's baseline)")
+    parser.add_argument("--gpsup-phase", default="train", choices=("train", "run"),
+                        help="GPS-UP of the training phase (default: the seed paper's comparison) or of the "
+                             "whole run (training, evaluation, start-up and checkpoints)")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="write the report here instead of into RUN")
     parser.set_defaults(func=report_command, handler=report_command)
@@ -59,7 +64,8 @@ def _fail(message: str) -> int:
 def report_command(args: argparse.Namespace) -> int:
     try:
         formats = parse_formats(args.format)
-        paths = build_report(args.run_dir, formats=formats, baseline=args.baseline, out_dir=args.out)
+        paths = build_report(args.run_dir, formats=formats, baseline=args.baseline, out_dir=args.out,
+                             gpsup_phase=args.gpsup_phase)
     except (NotARunFolder, ReportError) as exc:
         return _fail(str(exc).replace("\n", " "))
     except OSError as exc:

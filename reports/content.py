@@ -30,13 +30,13 @@ def resolve_baseline(run: RunFolder, baseline: str | None) -> str:
     return methods[0]
 
 
-def build_content(run: RunFolder, baseline: str | None = None) -> Report:
+def build_content(run: RunFolder, baseline: str | None = None, gpsup_phase: str = "train") -> Report:
     base = resolve_baseline(run, baseline)
     seeds = run.seeds
     counts = {s.value: int((seeds["status"] == s).sum()) for s in STATUS_ORDER}
     estimated, headline = facts.headline(seeds, counts)
     reported = bool(seeds["estimated"].notna().any() or seeds["energy_source"].notna().any())
-    points, gpsup_note = aggregates.gpsup_points(seeds, base)
+    points, gpsup_note = aggregates.gpsup_points(seeds, base, gpsup_phase)
     equivalents = aggregates.equivalents_frame(seeds, run.methods)
     units = tables.report_units(seeds)
     ct = crosstask.compute(seeds, run.methods, run.envs, base)
@@ -60,10 +60,11 @@ def build_content(run: RunFolder, baseline: str | None = None) -> Report:
         account=tables.account_table(seeds, run.methods, units),
         status_counts=counts,
         problems=list(run.problems),
-        results=[(env, *tables.results_tables(run, env, base, points, units))
+        results=[(env, *tables.results_tables(run, env, base, points, units, gpsup_phase))
                  for env in run.envs if (seeds["env"] == env).any()],
         gpsup_points=points,
         gpsup_note=gpsup_note,
+        gpsup_phase=gpsup_phase,
         equivalents=tables.equivalents_table(equivalents, units),
         equivalents_data=equivalents,
         curves=[series.learning_curves(run, env) for env in with_folders],

@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 
+from bench.metrics.format import ratio_text
 from bench.schema import Status
 from reports.format import DASH, finite, fmt_num, fmt_ratio, plain
 from reports.load import RunFolder
@@ -98,9 +99,14 @@ def method_summaries(seeds: pd.DataFrame, points: pd.DataFrame, methods: list[st
             def span(col: str) -> str:
                 lo, hi = pts[col].min(), pts[col].max()
                 return fmt_ratio(lo) if not finite(hi) or abs(hi - lo) < 5e-3 else f"{fmt_ratio(lo)}–{fmt_ratio(hi)}"
-            saves = int((pts["greenup"] > 1).sum())
-            line += (f"; against {baseline}: speedup {span('speedup')}, greenup {span('greenup')} "
-                     f"(uses less energy on {saves} of {len(pts)} env{'s' if len(pts) != 1 else ''})")
+            measured = pts[pts["gpsup_basis"] == "measured"] if "gpsup_basis" in pts else pts.iloc[0:0]
+            saves = int((measured["greenup"] > 1).sum())
+            line += f"; against {baseline}: speedup {span('speedup')}, greenup {span('greenup')} "
+            if len(measured):
+                line += (f"(uses less energy on {saves} of {len(measured)} env{'s' if len(measured) != 1 else ''} "
+                         "with measured energy)")
+            else:  # a greenup from a power model is ≈ speedup by construction: not a finding
+                line += "(energy from a power model on at least one side: no energy finding)"
         out.append(line + ".")
     return out
 
@@ -138,12 +144,18 @@ def findings(points: pd.DataFrame, baseline: str) -> list[str]:
         if rec["method"] == baseline or not finite(rec["speedup"]):
             continue
         g = rec["greenup"]
-        verdict = ("uses less energy" if finite(g) and g > 1 else
-                   "uses more energy" if finite(g) and g < 1 else "uses the same energy")
+        basis = rec.get("gpsup_basis")
+        if basis == "measured":
+            verdict = ("uses less energy" if finite(g) and g > 1 else
+                       "uses more energy" if finite(g) and g < 1 else "uses the same energy")
+        else:  # powerup ≈ 1 and greenup ≈ speedup by construction on a power model
+            verdict = f"no energy finding: basis {basis or 'model'} (power model)"
         est = " (energy estimated)" if rec["estimated"] else ""
         cat = f", category {int(rec['gpsup_category'])}" if finite(rec["gpsup_category"]) else ""
-        out.append(f"{rec['method']} vs {baseline} on {rec['env']}: speedup {fmt_ratio(rec['speedup'])}, "
-                   f"powerup {fmt_ratio(rec['powerup'])}, greenup {fmt_ratio(rec['greenup'])}{cat} — "
+        word = "" if basis == "measured" else f" {basis or 'model'}"
+        out.append(f"{rec['method']} vs {baseline} on {rec['env']} ({rec.get('gpsup_phase', 'train')} phase): "
+                   f"speedup {ratio_text(rec['speedup'], rec.get('speedup_ci_low'), rec.get('speedup_ci_high'))}, "
+                   f"powerup {fmt_ratio(rec['powerup'])}{word}, greenup {fmt_ratio(rec['greenup'])}{word}{cat} — "
                    f"{verdict}{est} ({rec['n_seeds']} complete seed(s)).")
     return out
 

@@ -135,3 +135,5 @@ class Report:
     hyperparameters: Table | None = None
     units: dict[str, str] = field(default_factory=dict)
     """The report's display unit per quantity (time, energy, power, mass)."""
+    gpsup_phase: str = "train"
+    """The phase GPS-UP compares: train (default) or run (bench.metrics.gpsup)."""

@@ -14,6 +14,7 @@ from matplotlib.text import Text
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 from matplotlib.transforms import Bbox
 
+from bench.metrics.gpsup import PHASE_LABELS
 from reports.figure import GREEN, RC, RED, Chart, mpl_text, new_figure
 
 ENV_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "h"]
@@ -120,10 +121,26 @@ def _draw_baseline(ax: Any) -> None:
     ax.plot([1], [1], marker="*", ms=17, color="black", mec="white", mew=0.8, zorder=6, ls="none")
 
 
+def modelled(rec: Mapping[str, Any]) -> bool:
+    """A point whose powerup rests (partly) on a power model: drawn hollow, never a finding."""
+    return rec.get("gpsup_basis") != "measured"
+
+
+def hollow_caption(points: pd.DataFrame, baseline: str) -> str:
+    """The caption's sentence on hollow points, or '' when every point was measured."""
+    if not len(points) or not any(modelled(r) for r in points.to_dict("records") if r["method"] != baseline
+                                  and np.isfinite(r.get("speedup", np.nan))):
+        return ""
+    return ("Hollow points: the energy of at least one side is not (all) measured by counters (basis model or "
+            "mixed), so their vertical position (powerup) and their side of the diagonal come from a power model, "
+            "not a measurement; their category is not a finding. ")
+
+
 def _draw_points(ax: Any, pts: pd.DataFrame, baseline: str, colors: Mapping[str, str],
                  markers: Mapping[str, str]) -> tuple[list[Line2D], list[_PointLabel]]:
-    """One marker per candidate method × env with its seed range as error bars; returns the
-    legend handles (one per method) and the labels still to place."""
+    """One marker per candidate method × env with its 95 % bootstrap interval as error bars, hollow
+    where its basis is not measured; returns the legend handles (one per method) and the labels
+    still to place."""
     handles, seen = [], set()
     labels: list[_PointLabel] = []
     # name each point's engine when the methods ran on different ones (the comparison is then partly
@@ -135,15 +152,19 @@ def _draw_points(ax: Any, pts: pd.DataFrame, baseline: str, colors: Mapping[str,
         s, p = float(rec["speedup"]), float(rec["powerup"])
         color = colors.get(rec["method"], "#333333")
         xerr = yerr = None
-        if rec.get("n_seeds", 0) > 1 and np.isfinite(rec.get("s_lo", np.nan)):
+        if np.isfinite(rec.get("s_lo", np.nan)) and np.isfinite(rec.get("p_lo", np.nan)):
             xerr = [[max(s - rec["s_lo"], 0)], [max(rec["s_hi"] - s, 0)]]
             yerr = [[max(p - rec["p_lo"], 0)], [max(rec["p_hi"] - p, 0)]]
+        hollow = modelled(rec)
         ax.errorbar([s], [p], xerr=xerr, yerr=yerr, marker=markers[rec["env"]], ms=9, color=color,
-                    mec="white", mew=0.8, ecolor=color, elinewidth=1.3, capsize=3, zorder=5, ls="none")
+                    mfc="white" if hollow else color, mec=color if hollow else "white", mew=1.8 if hollow else 0.8,
+                    ecolor=color, elinewidth=1.3, capsize=3, zorder=5, ls="none", gid="hollow" if hollow else "filled")
         text = mpl_text(rec["method"]) + (f" [{rec['engine']}]" if len(engines) > 1 and rec.get("engine") else "")
         text += " ‡" if rec.get("contended") else ""
         text += f" · {mpl_text(str(rec['env']).split('-')[0])}" if len(markers) > 1 else ""
-        text += f"\nG = {rec['greenup']:.2f}×" if np.isfinite(rec.get("greenup", np.nan)) else ""
+        if np.isfinite(rec.get("greenup", np.nan)):
+            text += f"\nG = {rec['greenup']:.2f}×" + (f" ({rec['gpsup_basis']})" if hollow and rec.get("gpsup_basis")
+                                                      else " (model)" if hollow else "")
         labels.append((text, (s, p), color))
         if rec["method"] not in seen:
             seen.add(rec["method"])
@@ -151,7 +172,8 @@ def _draw_points(ax: Any, pts: pd.DataFrame, baseline: str, colors: Mapping[str,
     return handles, labels
 
 
-def _decorate(ax: Any, lim: float, baseline: str, handles: list[Line2D], estimated: bool) -> None:
+def _decorate(ax: Any, lim: float, baseline: str, handles: list[Line2D], estimated: bool,
+              phase: str = "train") -> None:
     """Legend, category key, ratio ticks, axis labels and title."""
     star = Line2D([], [], color="black", marker="*", ms=11, ls="none", label=f"{mpl_text(baseline)} (baseline)")
     ax.legend(handles=[*handles, star], loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
@@ -167,11 +189,12 @@ def _decorate(ax: Any, lim: float, baseline: str, handles: list[Line2D], estimat
     ax.set_xlabel(f"Speedup  S = T({mpl_text(baseline)}) / T   (right = faster)")
     ax.set_ylabel(f"Powerup  P = P / P({mpl_text(baseline)})   (up = more power)"
                   + ("  [estimated]" if estimated else ""))
-    ax.set_title(f"GPS-UP against {mpl_text(baseline)}" + (" (energy estimated)" if estimated else ""))
+    ax.set_title(f"GPS-UP of the {PHASE_LABELS[phase].split(' (')[0]} against {mpl_text(baseline)}"
+                 + (" (energy estimated)" if estimated else ""), fontsize=10)
 
 
 def gpsup_chart(points: pd.DataFrame, baseline: str, colors: Mapping[str, str],
-                caption: str) -> Chart:
+                caption: str, phase: str = "train") -> Chart:
     """The GPS-UP quadrant: x speedup, y powerup, log-log, square, zoomed to the data; every point
     labelled without overlap (a numbered key where a label does not fit beside its point)."""
     fig, ax = new_figure(8.4, 6.4)
@@ -186,8 +209,11 @@ def gpsup_chart(points: pd.DataFrame, baseline: str, colors: Mapping[str, str],
     if len(envs) > 1:
         handles += [Line2D([], [], color="#444444", marker=markers[e], ls="none", label=mpl_text(e))
                     for e in envs]
+    if any(modelled(r) for r in pts.to_dict("records") if r["method"] != baseline) if len(pts) else False:
+        handles.append(Line2D([], [], color="#444444", marker="o", mfc="white", mew=1.8, ls="none",
+                              label="hollow: powerup from\na power model (basis\nmodel or mixed)"))
     _decorate(ax, max(abs(v) for v in (*xlim, *ylim)), baseline, handles,
-              bool(len(pts) and pts["estimated"].astype(bool).any()))
+              bool(len(pts) and pts["estimated"].astype(bool).any()), phase)
     if not (len(pts) and (pts["method"] != baseline).any()):
         ax.text(0.5, 0.62, "no point yet: GPS-UP needs complete seeds\nwith both wall time and energy",
                 transform=ax.transAxes, ha="center", color="#555555", fontsize=10, zorder=8,

@@ -16,6 +16,7 @@ from bench.schema import Status
 from reports import stats
 from bench.energy.contention import CONTENDED_ABOVE
 from reports.aggregates import EQUIVALENT_LABELS, complete_seeds
+from reports.gpsup_text import gpsup_notes, ratio_cell
 from reports.fairness import CONTENDED_MARK
 from reports.format import (DASH, ENERGY_UNITS, EQUIVALENT_UNITS, INFERENCE_ENERGY_UNITS, MASS_UNITS,
                             POWER_UNITS, SEED_FILES, Unit,
@@ -93,12 +94,14 @@ def _return_columns(sts: list[stats.SeedStats]) -> tuple[list[str], list[str]]:
     return means, iqms
 
 
-def _category_cell(method: str, baseline: str, category: Any, tag: str) -> Cell:
+def _category_cell(method: str, baseline: str, category: Any, tag: str, basis: Any = "measured") -> Cell:
     if method == baseline:
         return Cell("baseline")
     if not finite(category):
         return Cell(DASH)
     c = int(category)
+    if basis != "measured":  # a category drawn from a power model is not a result: no colour
+        return Cell(f"{c} ({basis or 'model'}){tag}")
     return Cell(f"{c} {'▼' if c <= 4 else '▲'}{tag}", "green" if c <= 4 else "red")
 
 
@@ -130,17 +133,17 @@ def _aggregate_notes(baseline: str, seed_counts: set[int], target: str | None) -
 
 
 def results_tables(run: RunFolder, env: str, baseline: str, points: pd.DataFrame,
-                   units: Units | None = None) -> tuple[Table, Table]:
+                   units: Units | None = None, phase: str = "train") -> tuple[Table, Table]:
     """(aggregate table, per-seed table) of one env, in the report's units."""
     seeds = run.seeds[run.seeds["env"] == env]
     units = units or report_units(run.seeds)
     methods = [m for m in run.methods if (seeds["method"] == m).any()]
-    return (_aggregate_table(env, methods, seeds, baseline, points, units),
+    return (_aggregate_table(env, methods, seeds, baseline, points, units, phase),
             _seed_table(run, env, seeds, units))
 
 
 def _aggregate_table(env: str, methods: list[str], seeds: pd.DataFrame, baseline: str,
-                     points: pd.DataFrame, u: Units) -> Table:
+                     points: pd.DataFrame, u: Units, phase: str = "train") -> Table:
     done = complete_seeds(seeds)
     est_rows = [bool(done[done["method"] == m]["estimated"].fillna(False).any()) for m in methods]
     h_energy, mark = est_header(f"Energy ({u.energy.label})", est_rows)
@@ -149,7 +152,8 @@ def _aggregate_table(env: str, methods: list[str], seeds: pd.DataFrame, baseline
         f"Energy to target ({u.energy.label})"))
     target = _target_note(seeds)
     headers = ["Method", "Complete seeds", "Return mean ± std", "Return IQM (95 % CI)",
-               f"Wall time ({u.time.label})", h_energy, h_power, h_co2, "Speedup", h_pu, h_gu, h_cat, h_ett]
+               f"Wall time ({u.time.label})", h_energy, h_power, h_co2, f"Speedup ({phase})", h_pu, h_gu, h_cat,
+               h_ett]
     by_m = [done[done["method"] == m] for m in methods]
     sts = [stats.describe(md["final_return_mean"]) for md in by_m]
     ret, iqm = _return_columns(sts)
@@ -168,17 +172,17 @@ def _aggregate_table(env: str, methods: list[str], seeds: pd.DataFrame, baseline
             _status_cell(list(seeds[seeds["method"] == m]["status"])), Cell(ret[k], "num"), Cell(iqm[k], "num"),
             Cell(wall[k], "num"), Cell(tagged(energy[k], tag), "num"), Cell(tagged(power[k], tag), "num"),
             Cell(tagged(co2[k], tag), "num"),
-            Cell(fmt_ratio(pr.get("speedup")), "num"),
-            Cell(tagged(fmt_ratio(pr.get("powerup")), tag), "num"),
-            Cell(tagged(fmt_ratio(pr.get("greenup")), tag), "num"),
-            _category_cell(m, baseline, pr.get("gpsup_category"), tag),
+            Cell(ratio_cell(pr, "speedup"), "num"),
+            Cell(tagged(ratio_cell(pr, "powerup"), tag), "num"),
+            Cell(tagged(ratio_cell(pr, "greenup"), tag), "num"),
+            _category_cell(m, baseline, pr.get("gpsup_category"), tag, pr.get("gpsup_basis")),
             Cell(_to_target_text(md, tagged(ett[k], tag), target is not None), "num"),
         ])
     return Table(
         key=f"results-{env}", title=f"Results on {env}", headers=headers, rows=rows,
         source=(f"Source: {SEED_FILES}result.json (status, steps, final_return_mean, wall_s, energy_j, "
                 "avg_power_w, emissions_kg, energy_to_target_j); GPS-UP: see the quadrant's note."),
-        notes=_aggregate_notes(baseline, {st.n for st in sts}, target))
+        notes=_aggregate_notes(baseline, {st.n for st in sts}, target) + gpsup_notes(points, env, phase))
 
 
 def _so_far(rec: dict[str, Any], r: SeedRun | None) -> tuple[Any, Any, Any, Any, Any]:
@@ -259,8 +263,9 @@ def _seed_table(run: RunFolder, env: str, seeds: pd.DataFrame, u: Units) -> Tabl
 def _equivalence_text() -> str:
     t = DEFAULT_TABLE
     return (f"Equivalents: miles = kg / {t.car_kg_per_mile:g} (average gasoline car), TV hours = "
-            f"kg / {t.tv_kg_per_hour:g} (32-inch LCD), household-week % = kg / "
-            f"{t.household_kg_per_week:g} × 100; constants: {t.source}.")
+            f"kg / {t.tv_kg_per_hour:g} (a 39 W 32-inch LCD on the US grid), household-week % = kg / "
+            f"{t.household_kg_per_week:g} × 100; constants: {t.source}. Emissions = IT energy × PUE × grid "
+            "intensity (result.json pue, carbon_intensity_g_per_kwh and its source).")
 
 
 def equivalents_table(eq: pd.DataFrame, units: Units | None = None) -> Table:

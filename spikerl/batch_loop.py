@@ -84,6 +84,8 @@ def train_seed_batch(spec: MethodSpec, env_id: str, seeds: Sequence[int], config
                     run.restore()
             for s in run.seeds:
                 s.cbs.on_train_start(run.run_info(s))
+            for s in run.seeds:
+                s.s.restart_clock()  # the meter has started: time and energy now cover the same span
             try:
                 run.loop()  # act, step, store, learn, log, evaluate, checkpoint
                 run.finish()  # final evaluation and checkpoint
@@ -165,8 +167,18 @@ class BatchRun:
 
     # ---- checkpoint and resume
 
+    def enter(self, phase: str) -> str:
+        """Switch every seed's phase clock (the batch's phases are the process's) and tell the
+        callbacks; returns the phase left."""
+        left = "other"
+        for x in self.seeds:
+            left = x.s.clock.switch(phase)
+            x.cbs.on_phase(phase, x.s.wall_s())
+        return left
+
     def save(self) -> None:
         """Every seed's checkpoint in its single run's format, all K written before any replaces the last."""
+        left = self.enter("other")  # checkpoint writes are not training
         step = self.t
         pending = []
         for k, x in enumerate(self.seeds):
@@ -185,6 +197,7 @@ class BatchRun:
             os.replace(path.with_name(CHECKPOINT_NAME + NEXT_SUFFIX), path)
         for x, path in zip(self.seeds, pending):
             x.cbs.on_checkpoint(step, x.s.wall_s(), path)
+        self.enter(left)
 
     def restore(self) -> None:
         states = []
@@ -222,6 +235,7 @@ class BatchRun:
         next_ckpt = _next_multiple(self.t, cfg.checkpoint_every) if cfg.checkpoint_every else None
         self.log_step, self.log_time = self.t, time.perf_counter()
         has_dirs = all(x.run_dir is not None for x in self.seeds)
+        self.enter("train")
         while self.t < cfg.total_steps:
             self.collect_step()
             if self.t % cfg.obs_norm_every == 0:
@@ -241,6 +255,7 @@ class BatchRun:
                 self.save()
 
     def finish(self) -> None:
+        self.enter("other")  # the final evaluation's surroundings and checkpoint
         self.finished = self.t >= self.cfg.total_steps
         if any(x.s.last_eval_step != self.t for x in self.seeds):
             self.evaluate()
@@ -266,7 +281,9 @@ class BatchRun:
             x.agent.actor.load_state_dict(state["actor"])
             x.agent.critic.load_state_dict(state["critic"])
             sha = params_sha256(x.agent.actor, x.agent.critic, x.agent.normalizer)
-            out.append(TrainResult(steps=self.t, wall_s=x.s.wall_s(), final_return_mean=x.s.final_eval,
+            phase_s = x.s.phase_s()
+            out.append(TrainResult(steps=self.t, wall_s=sum(phase_s.values()), phase_s=phase_s,
+                                   final_return_mean=x.s.final_eval,
                                    best_return_mean=x.s.best_eval, status="complete", updates=self.td3.updates,
                                    param_sha256=sha, param_sha256_by_rank=[sha], evals=x.evals))
         return out
@@ -331,6 +348,7 @@ class BatchRun:
         round's energy (ending them one by one charged seed k with seeds 0..k−1's episodes)."""
         step = self.t
         events = []
+        left = [x.s.clock.switch("eval") for x in self.seeds]  # every seed's clock: the process evaluates
         for k, x in enumerate(self.seeds):
             x.cbs.on_eval_start(step, x.s.wall_s())
             actor, norm = self.td3.seed_actor(k), x.agent.normalizer
@@ -352,6 +370,8 @@ class BatchRun:
             s.last_eval_step = step
             x.evals.append(ev)
             x.cbs.on_eval_end(ev)
+        for x, phase in zip(self.seeds, left):
+            x.s.clock.switch(phase)
 
 
 def _next_multiple(step: int, every: int) -> int:

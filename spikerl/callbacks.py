@@ -89,6 +89,10 @@ class Callback:
     def on_checkpoint(self, step: int, wall_s: float, path: Path) -> None:
         pass
 
+    def on_phase(self, phase: str, wall_s: float) -> None:
+        """The loop entered phase 'train' or 'other' (spikerl.phases); evaluation has its own hooks."""
+        pass
+
     def on_train_end(self, event: EndEvent) -> None:
         pass
 
@@ -130,6 +134,10 @@ class CallbackList(Callback):
     def on_checkpoint(self, step: int, wall_s: float, path: Path) -> None:
         for c in self.callbacks:
             c.on_checkpoint(step, wall_s, path)
+
+    def on_phase(self, phase: str, wall_s: float) -> None:
+        for c in self.callbacks:
+            c.on_phase(phase, wall_s)
 
     def on_train_end(self, event: EndEvent) -> None:
         for c in self.callbacks:

@@ -48,6 +48,8 @@ class TrainResult:
     param_sha256_by_rank: list[str] = field(default_factory=list)
     world_size: int = 1
     backend: str = "none"
+    phase_s: dict[str, float] = field(default_factory=dict)
+    """{train, eval, other} seconds (spikerl.phases); they sum to wall_s."""
 
 
 @dataclass
@@ -103,6 +105,7 @@ def train(spec: MethodSpec, env_id: str, seed: int, config: TD3Config,
     if start is not None:
         run.restore(start)
     run.cbs.on_train_start(run.run_info())
+    run.s.restart_clock()  # the meters have started: time and energy now cover the same span
     try:
         run.loop()   # act, step, store, learn, log, evaluate, checkpoint
         run.finish()  # every rank done: final evaluation and checkpoint
@@ -204,8 +207,15 @@ class _Run:
         self.cbs.load_state_dict(state["callbacks"])
         restore_rng(state["rng"])
 
+    def enter(self, phase: str) -> str:
+        """Switch the run's phase clock and tell the callbacks; returns the phase left."""
+        left = self.s.clock.switch(phase)
+        self.cbs.on_phase(phase, self.s.wall_s())
+        return left
+
     def save(self) -> None:
         assert self.run_dir is not None
+        left = self.enter("other")  # checkpoint writes are not training
         step = self.gstep()
         path = checkpoint_path(self.run_dir, self.rank, self.W, step)
         save_checkpoint(path, {
@@ -219,6 +229,7 @@ class _Run:
             self.ctx.barrier()  # every rank has its file for this step: older sets can go
             prune_checkpoints(self.run_dir, self.rank, self.W, keep_step=step)
         self.cbs.on_checkpoint(step, self.s.wall_s(), path)
+        self.enter(left)
 
     # ---- the phases `train` runs
 
@@ -241,6 +252,7 @@ class _Run:
         next_eval = _next_multiple(self.gstep(), cfg.eval_every)
         next_ckpt = _next_multiple(self.gstep(), cfg.checkpoint_every) if cfg.checkpoint_every else None
         self.log_step, self.log_time = self.gstep(), time.perf_counter()
+        self.enter("train")
         while s.t < self.local_total:
             self.collect_step()
             if s.t > self.lockstep_total:
@@ -263,6 +275,7 @@ class _Run:
                 self.save()
 
     def finish(self) -> None:
+        self.enter("other")  # waiting for the other ranks, the final evaluation's surroundings, saving
         self.ctx.barrier()
         self.finished = self.s.t >= self.local_total
         if self.s.last_eval_step != self.gstep():
@@ -272,7 +285,8 @@ class _Run:
 
     def result(self) -> TrainResult:
         sha = params_sha256(self.agent.actor, self.agent.critic, self.agent.normalizer)
-        return TrainResult(steps=self.gstep(), wall_s=self.s.wall_s(), final_return_mean=self.s.final_eval,
+        phase_s = self.s.phase_s()
+        return TrainResult(steps=self.gstep(), wall_s=sum(phase_s.values()), phase_s=phase_s, final_return_mean=self.s.final_eval,
                            best_return_mean=self.s.best_eval, status="complete", updates=self.td3.updates,
                            param_sha256=sha, param_sha256_by_rank=[str(x) for x in self.ctx.all_gather_object(sha)],
                            evals=self.evals, world_size=self.W, backend=self.ctx.backend)
@@ -321,6 +335,7 @@ class _Run:
     def evaluate(self) -> EvalEvent:
         """Deterministic episodes on fixed seeds, shared out across ranks."""
         s, step = self.s, self.gstep()
+        left = s.clock.switch("eval")
         self.cbs.on_eval_start(step, s.wall_s())
         seeds = eval_episode_seeds(self.seed, self.cfg.eval_episodes)[self.rank::self.W]
         mine = run_episodes(self.eval_env, self.act_deterministic, seeds)
@@ -332,4 +347,5 @@ class _Run:
         s.last_eval_step = step
         self.evals.append(ev)
         self.cbs.on_eval_end(ev)
+        s.clock.switch(left)
         return ev

@@ -66,7 +66,8 @@ def make_run(root: Path, rates: Mapping[tuple[str, int], tuple[Sequence[float], 
             "steps": total, "wall_s": wall + 1.0, "final_return_mean": final_return,
             "best_return_mean": final_return, "updates": updates, "energy_j": energy + 5.0,
             "energy_source": "rapl", "estimated": False, "avg_power_w": (energy + 5.0) / (wall + 1.0),
-            "cpu_energy_j": energy + 5.0, **(result_extra or {})})
+            "cpu_energy_j": energy + 5.0, "train_wall_s": wall, "eval_wall_s": 1.0, "other_wall_s": 0.0,
+            "train_energy_j": energy, "eval_energy_j": 5.0, "other_energy_j": 0.0, **(result_extra or {})})
     return root
 
 

@@ -14,13 +14,13 @@ from bench.metrics.equivalents import (DEFAULT_TABLE, EquivalenceTable, add_equi
 
 def test_design_constants_and_source():
     assert (DEFAULT_TABLE.car_kg_per_mile, DEFAULT_TABLE.tv_kg_per_hour, DEFAULT_TABLE.household_kg_per_week) == (
-        0.409, 0.097, 160.58)
-    assert "CodeCarbon" in DEFAULT_TABLE.source and "EPA" in DEFAULT_TABLE.source
+        0.409, 0.014409, 160.58)  # the TV: 39 W x 0.369473 kg/kWh, sourced (the module's docstring)
+    assert "EPA" in DEFAULT_TABLE.source and "s12053-016-9500-5" in DEFAULT_TABLE.source
 
 
 def test_equivalents_of_one_tonne():
     assert car_miles(409.0) == pytest.approx(1000.0)
-    assert tv_hours(9.7) == pytest.approx(100.0)
+    assert tv_hours(1.4409) == pytest.approx(100.0)
     assert household_week_pct(160.58) == pytest.approx(100.0)
     assert equivalents(0.0) == {"car_miles": 0.0, "tv_hours": 0.0, "household_week_pct": 0.0}
     with pytest.raises(ValueError):
@@ -30,7 +30,7 @@ def test_equivalents_of_one_tonne():
 def test_override_changes_only_that_figure_and_says_so():
     epa = DEFAULT_TABLE.with_overrides(car_kg_per_mile=0.393)
     assert car_miles(3.93, epa) == pytest.approx(10.0)
-    assert epa.tv_kg_per_hour == 0.097 and "car_kg_per_mile=0.393" in epa.source
+    assert epa.tv_kg_per_hour == 0.014409 and "car_kg_per_mile=0.393" in epa.source
     assert DEFAULT_TABLE.with_overrides() is DEFAULT_TABLE
     for bad in (0.0, -0.4, float("nan")):
         with pytest.raises(ValueError, match="car_kg_per_mile"):
@@ -61,11 +61,11 @@ def _run(parser, argv):
 def test_carbon_cli_text_and_json(parser, capsys):
     assert _run(parser, ["carbon", "1.5"]) == 0
     text = capsys.readouterr().out
-    assert "3.667 miles" in text and "15.46 hours" in text and "0.9341 %" in text
+    assert "3.667 miles" in text and "104.1 hours" in text and "0.9341 %" in text
     assert _run(parser, ["carbon", "0.786", "--json", "--car-kg-per-mile", "0.393"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["car_miles"] == pytest.approx(2.0) and out["car_kg_per_mile"] == 0.393
-    assert out["tv_hours"] == pytest.approx(0.786 / 0.097)
+    assert out["tv_hours"] == pytest.approx(0.786 / 0.014409)
     assert "overridden" in out["source"]
 
 

@@ -105,7 +105,7 @@ def _summary() -> pd.DataFrame:
 
 
 def test_add_gpsup_columns_per_run():
-    out = add_gpsup_columns(_summary(), "popsan")
+    out = add_gpsup_columns(_summary(), "popsan", phase="run")
     row = out[(out.method == "spikerl") & (out.seed == 0)].iloc[0]
     assert (row.speedup, row.powerup, row.greenup, row.gpsup_category) == (4.0, 2.0, 2.0, 3)
     row = out[(out.method == "spikerl") & (out.seed == 1)].iloc[0]
@@ -124,13 +124,13 @@ def test_add_gpsup_columns_per_run():
 
 
 def test_add_gpsup_columns_without_any_baseline():
-    out = add_gpsup_columns(_summary(), "mlp")
+    out = add_gpsup_columns(_summary(), "mlp", phase="run")
     assert out[["speedup", "powerup", "greenup"]].isna().all().all()
     assert str(out.gpsup_category.dtype) == "Int64"
 
 
 def test_aggregate_gpsup_ratio_of_means():
-    agg = aggregate_gpsup(_summary(), "popsan")
+    agg = aggregate_gpsup(_summary(), "popsan", phase="run")
     cheetah = agg[agg.env == "HalfCheetah-v4"].set_index("method")
     base = cheetah.loc["popsan"]
     assert (base.speedup, base.powerup, base.greenup) == (1.0, 1.0, 1.0)
@@ -139,6 +139,7 @@ def test_aggregate_gpsup_ratio_of_means():
     t_b, e_b = 110.0, 23_000.0
     t_c, e_c = (25 + 60 + 50) / 3, (10_000 + 6_500 + 5_000) / 3
     assert cand.wall_s == pytest.approx(t_c) and cand.energy_j == pytest.approx(e_c)
+    assert cand.gpsup_time_s == pytest.approx(t_c) and cand.gpsup_phase == "run"
     assert cand.speedup == pytest.approx(t_b / t_c)
     assert cand.greenup == pytest.approx(e_b / e_c)
     assert cand.powerup == pytest.approx((e_c / t_c) / (e_b / t_b))

@@ -472,6 +472,7 @@ class FakeProbe:
 
 def _drive(cb: EnergyCallback, clock: FakeClock, run_dir: Path | None, *, start_wall_s: float = 0.0) -> None:
     cb.on_train_start(_info(run_dir, start_wall_s=start_wall_s, resumed=start_wall_s > 0))
+    cb.on_phase("train", start_wall_s)  # as the loop does when it starts
     clock.advance(3.0)
     cb.on_eval_start(100, 3.0)
     clock.advance(1.0)

@@ -429,7 +429,10 @@ def test_real_run_accounting_is_consistent(real_smoke_run: Path) -> None:
     base = summary[summary["method"] == "popsan"]
     assert (base[["speedup", "powerup", "greenup"]] == 1.0).all().all()
     assert summary["estimated"].all() and (summary["energy_source"] == "estimate").all()
-    assert (summary["train_energy_j"] + summary["eval_energy_j"] - summary["energy_j"]).abs().max() < 1e-6
+    parts = summary["train_energy_j"] + summary["eval_energy_j"] + summary["other_energy_j"]
+    np.testing.assert_allclose(parts, summary["energy_j"], rtol=1e-9)
+    np.testing.assert_allclose(summary["train_wall_s"] + summary["eval_wall_s"] + summary["other_wall_s"],
+                               summary["wall_s"], rtol=1e-9)
     for _, row in summary.iterrows():
         seed = real_smoke_run / row["method"] / row["env"] / f"seed{row['seed']}"
         for name in ("progress.csv", "evals.csv"):

@@ -61,7 +61,10 @@ def test_a_batch_fills_k_seed_folders_and_charges_each_a_kth_of_the_energy(tmp_p
         saved = store.read_json(folder / schema.RESULT)
         assert saved["seed"] == seed and saved["seed_batch"] == 3 and saved["engine"] == "torch"  # mlp: no spikes
         assert saved["energy_j"] == pytest.approx(100.0) and saved["avg_power_w"] == pytest.approx(10.0)
-        assert saved["train_energy_j"] == pytest.approx(80.0) and saved["emissions_kg"] == pytest.approx(1e-5)
+        assert saved["train_energy_j"] == pytest.approx(80.0)
+        # emissions from the seed's share of the energy, the plan's PUE (1.0) and its country's intensity
+        assert saved["emissions_kg"] == pytest.approx(100.0 / 3.6e6 * saved["carbon_intensity_g_per_kwh"] / 1000)
+        assert (saved["pue"], saved["carbon_intensity_source"]) == (1.0, "codecarbon-country")
         assert saved["foreign_cpu_share"] == 0.25 and saved["estimated"] is True  # shares are not split
         assert store.read_json(folder / schema.CONFIG)["seed_batch"] == 3
         assert saved["macs_per_action"] > 0  # the final actor's activity, read from its own checkpoint

@@ -31,8 +31,9 @@ examples:
   spikerl-bench carbon 1.5
   spikerl-bench carbon 1.5 --car-kg-per-mile 0.393 --json
 
-Constants: car 0.409 kg/mile, TV 0.097 kg/hour, US household 160.58 kg/week
-(CodeCarbon dashboard, from US EPA figures).
+Constants: car 0.409 kg/mile, US household 160.58 kg/week (US EPA Greenhouse Gas
+Equivalencies Calculator, c. 2019); TV 0.0144 kg/hour (a 39 W 32-inch LCD, ENERGY STAR 2015
+via doi:10.1007/s12053-016-9500-5, on the US grid at 369.473 g/kWh).
 """
 
 

@@ -50,6 +50,8 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, metavar="FILE",
                    help="write NEW's values in github-action-benchmark's custom format: an object whose "
                         "customBiggerIsBetter and customSmallerIsBetter lists each feed that tool")
+    p.add_argument("--gpsup-phase", default="train", choices=("train", "run"),
+                   help="GPS-UP of NEW against BASE on the training phase (default) or the whole run")
     p.add_argument("--confidence", type=_confidence, default=0.95, help="confidence of the intervals (default 0.95)")
     p.set_defaults(func=cmd_compare)
 
@@ -89,7 +91,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
         raise UsageError(f"configurations differ, so the comparison would not isolate the code: {diffs[0]}{more}; "
                          "compare runs of one configuration, or pass --allow-config-diff")
-    report = gate.compare(base, new, fail_on, confidence=args.confidence, config_diffs=tuple(diffs))
+    report = gate.compare(base, new, fail_on, confidence=args.confidence, config_diffs=tuple(diffs),
+                          gpsup_phase=args.gpsup_phase)
     sys.stdout.write(render.terminal(report))
     md = render.markdown(report)
     if args.markdown is not None:

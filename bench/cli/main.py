@@ -50,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "METHOD:KEY=VALUE for one method only (popsan:lr_actor=1e-4)")
     run.add_argument("--baseline", default=DEFAULT_BASELINE, help="method the GPS-UP metrics compare against")
     run.add_argument("--country", default="USA", help="ISO-3 country code of the grid for CodeCarbon")
+    run.add_argument("--region", default=None, help="a US state or Canadian province (with --country USA or CAN) "
+                     "whose grid intensity CodeCarbon's offline data holds, e.g. california, ontario")
+    run.add_argument("--carbon-intensity", type=finite_float, default=None, metavar="G_PER_KWH",
+                     help="your grid's intensity in g CO2e/kWh (your utility's or grid operator's figure); "
+                          "recorded with source 'user'")
+    run.add_argument("--pue", type=finite_float, default=1.0, metavar="X",
+                     help="facility overhead, power usage effectiveness 1.0-3.0 (default 1.0): emissions use "
+                          "energy x PUE; energy_j stays the IT energy")
     run.add_argument("--power-interval", type=power_interval, default=0.1, help="power sampling period in s")
     run.add_argument("--target-return", type=finite_float, help="return for energy/time-to-target (default: 90%% "
                      "of the baseline's final return on the same env and seed)")

@@ -7,6 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from bench.energy.grid import grid_inputs
 from bench import schema
 from bench.cli.args import EXIT_USAGE
 from bench.run import store
@@ -192,6 +193,10 @@ def new_plan(args: argparse.Namespace) -> Plan:
             raise UsageError(f"--{flag.replace('_', '-')} must be 1 to {MAX_WORKERS}, got {value}")
     if len(args.country) != 3 or not args.country.isalpha():
         raise UsageError(f"--country must be an ISO-3 code such as USA, FRA or DEU, got {args.country!r}")
+    try:
+        grid_inputs(args.country, region=args.region, intensity_g_per_kwh=args.carbon_intensity, pue=args.pue)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     launcher, jobs = args.launcher or "inline", args.jobs if args.jobs is not None else 1
     slurm = slurm_options(**{f[len("slurm_"):]: getattr(args, f) for f in _SLURM_FLAGS}, extra=args.slurm_opt)
     check_launcher(launcher, jobs, slurm)
@@ -206,6 +211,7 @@ def new_plan(args: argparse.Namespace) -> Plan:
         td3_overrides=td3_overrides, actor_overrides=actor_overrides, method_overrides=method_overrides,
         precision=args.precision,
         baseline=args.baseline, country=args.country.upper(), power_interval_s=args.power_interval,
+        region=args.region, carbon_intensity_g_per_kwh=args.carbon_intensity, pue=args.pue,
         target_return=args.target_return, nproc=args.nproc, backend=args.backend or "auto",
         threads=args.threads, engine=args.engine or "auto", launcher=launcher, jobs=jobs, slurm=slurm,
         seed_batch=args.seed_batch or 1,

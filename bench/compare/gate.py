@@ -14,7 +14,8 @@ from bench.compare import noise
 from bench import schema
 from bench.compare.load import AVG_POWER_W, FINAL_RETURN, STEPS, RunData, RunKey, Side, column
 from bench.compare.rules import METRICS, Metric, Rule, Verdict, judge
-from bench.metrics.gpsup import REL_TOL, GpsUp, gpsup
+from bench.metrics.gpsup import PHASE_COLUMNS, REL_TOL, GpsUp, check_phase, gpsup
+from bench.metrics.work import work_mismatch
 from bench.run.plan import UsageError
 from bench.schema import SEED_DIR_PREFIX, Status
 
@@ -95,6 +96,7 @@ class Report:
     failed_runs: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     config_diffs: tuple[str, ...] = ()
+    gpsup_phase: str = "train"
 
     def gated_checks(self, verdict: Verdict) -> list[tuple[Row, Check]]:
         return [(r, c) for r in self.rows if r.gated for c in r.checks if c.verdict is verdict]
@@ -180,15 +182,29 @@ def _row(method: str, env: str, base: list[RunData], new: list[RunData], rules: 
     return Row(method, env, seeds, gated, tuple(checks))
 
 
-def _gps_row(method: str, env: str, base: list[RunData], new: list[RunData]) -> GpsRow:
+def _gps_row(method: str, env: str, base: list[RunData], new: list[RunData], phase: str = "train") -> GpsRow:
+    """NEW against BASE: GPS-UP of the phase's seed means (ratio of means, as the report)."""
+    time_col, energy_col, _ = PHASE_COLUMNS[phase]
+
     def mean(runs: list[RunData], name: str) -> float:
         vals = [r.number(name) for r in runs]
         return sum(vals) / len(vals) if vals else math.nan
     try:
-        value = gpsup(mean(base, WALL_S), mean(base, ENERGY_J), mean(new, WALL_S), mean(new, ENERGY_J))
-    except ValueError:
+        value = gpsup(mean(base, time_col), mean(base, energy_col), mean(new, time_col), mean(new, energy_col))
+    except ValueError:  # also a side recorded before phases (no train_wall_s): --gpsup-phase run compares it
         value = None
     return GpsRow(method, env, len({r.key[2] for r in base}), value)
+
+
+def _check_equal_work(paired: dict[tuple[str, str], dict[int, tuple[list[RunData], list[RunData]]]]) -> None:
+    """GPS-UP compares the same training work: refuse NEW runs that trained differently from BASE's."""
+    for (method, env), seeds in paired.items():
+        for seed, (b, n) in seeds.items():
+            for rb in b:
+                for rn in n:
+                    why = work_mismatch(rn.record, rb.record, "NEW", "BASE", base_word="")
+                    if why is not None:
+                        raise UsageError(f"{_where((method, env, seed))}: {why}")
 
 
 def _where(key: RunKey) -> str:
@@ -196,8 +212,10 @@ def _where(key: RunKey) -> str:
 
 
 def compare(base: Side, new: Side, rules: tuple[Rule, ...], *, confidence: float = noise.CONFIDENCE,
-            config_diffs: tuple[str, ...] = ()) -> Report:
-    """The comparison of NEW against BASE. UsageError when no run is complete on both sides."""
+            config_diffs: tuple[str, ...] = (), gpsup_phase: str = "train") -> Report:
+    """The comparison of NEW against BASE. UsageError when no run is complete on both sides, or a
+    pair did unequal training work (bench.metrics.work). GPS-UP of `gpsup_phase` (train or run)."""
+    check_phase(gpsup_phase)
     by_metric = {r.metric.name: r for r in rules}
     notes: list[str] = []
     failed: list[str] = []
@@ -222,6 +240,7 @@ def compare(base: Side, new: Side, rules: tuple[Rule, ...], *, confidence: float
     if not paired and not failed:
         raise UsageError(f"nothing to compare: no method x env x seed is {Status.COMPLETE.value} in both "
                          f"{base.path} and {new.path}")
+    _check_equal_work(paired)
     rows: list[Row] = []
     gps: list[GpsRow] = []
     for (method, env), seeds in paired.items():
@@ -232,6 +251,6 @@ def compare(base: Side, new: Side, rules: tuple[Rule, ...], *, confidence: float
         all_n = [r for _, n in seeds.values() for r in n]
         if several:
             rows.append(_row(method, env, all_b, all_n, by_metric, True, confidence))
-        gps.append(_gps_row(method, env, all_b, all_n))
+        gps.append(_gps_row(method, env, all_b, all_n, gpsup_phase))
     return Report(base, new, rules, confidence, tuple(rows), tuple(gps), tuple(failed),
-                  tuple(notes) + base.warnings + new.warnings, config_diffs)
+                  tuple(notes) + base.warnings + new.warnings, config_diffs, gpsup_phase)

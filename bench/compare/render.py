@@ -136,10 +136,15 @@ def _aligned(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
 def terminal(report: Report) -> str:
     lines = [f"BASE: {_describe(report.base)}", f"NEW:  {_describe(report.new)}", ""]
     lines += _aligned(header(report), table_rows(report))
-    lines += ["", "GPS-UP of NEW against BASE (whole runs: wall time and energy, mean over seeds)"]
+    lines += ["", f"GPS-UP of NEW against BASE ({_phase_words(report)}; ratio of the seed means)"]
     lines += _aligned(GPSUP_HEADER, gpsup_rows(report))
     lines += ["", *verdict_lines(report)]
     return "\n".join(lines) + "\n"
+
+
+def _phase_words(report: Report) -> str:
+    return ("training phase: train_wall_s and train_energy_j" if report.gpsup_phase == "train"
+            else "whole runs: wall_s and energy_j")
 
 
 def _md_cell(text: str) -> str:
@@ -163,7 +168,7 @@ def markdown(report: Report) -> str:
         lines += ["", "<details><summary>per seed</summary>", ""]
         lines += _md_table(header(report), per_seed)
         lines += ["", "</details>"]
-    lines += ["", "**GPS-UP of NEW against BASE**", ""]
+    lines += ["", f"**GPS-UP of NEW against BASE** ({_phase_words(report)}; ratio of the seed means)", ""]
     lines += _md_table(GPSUP_HEADER, gpsup_rows(report))
     lines += ["", "```", *verdict_lines(report), "```", ""]
     return "\n".join(lines)

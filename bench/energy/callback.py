@@ -68,6 +68,8 @@ class EnergyTotals:
 
     train_energy_j: float = 0.0
     eval_energy_j: float = 0.0
+    other_energy_j: float = 0.0
+    """Start-up, checkpoints and the end of the run (spikerl.phases); checkpoints before phases: 0."""
     gpu_energy_j: float = 0.0
     cpu_energy_j: float = 0.0
     ram_energy_j: float = 0.0
@@ -97,13 +99,14 @@ class EnergyTotals:
 
     @property
     def energy_j(self) -> float:
-        return self.train_energy_j + self.eval_energy_j
+        return self.train_energy_j + self.eval_energy_j + self.other_energy_j
 
     def plus(self, other: "EnergyTotals") -> "EnergyTotals":
         comps = [c for c in COMPONENTS if c in self.components or c in other.components]
         return EnergyTotals(
             train_energy_j=self.train_energy_j + other.train_energy_j,
             eval_energy_j=self.eval_energy_j + other.eval_energy_j,
+            other_energy_j=self.other_energy_j + other.other_energy_j,
             gpu_energy_j=self.gpu_energy_j + other.gpu_energy_j,
             cpu_energy_j=self.cpu_energy_j + other.cpu_energy_j,
             ram_energy_j=self.ram_energy_j + other.ram_energy_j,
@@ -196,7 +199,8 @@ class EnergyCallback(Callback):
         self._probe: ContentionProbe | None = None
         self._phase: str | None = None
         self._done_j: dict[str, float] = {}  # per device, closed windows of this segment
-        self._phase_j = {"train": 0.0, "eval": 0.0}
+        self._phase_j = {"train": 0.0, "eval": 0.0, "other": 0.0}
+        self._before_eval = "train"  # the phase an evaluation returns to
         self._attr_j = {"cpu": 0.0, "ram": 0.0}  # this segment's attributed CPU and RAM energy
         self._attr_last: tuple[float, float, float, float] | None = None  # (cpu J, ram J, own s, busy s)
         self._attr_share: float | None = None  # of the last interval
@@ -237,8 +241,8 @@ class EnergyCallback(Callback):
             log.warning("%s; training continues unmetered", self._notes[-1])
         else:
             self._meter.start()  # idempotent; factories may hand back an unstarted meter
-            self._meter.begin_window("train")
-            self._phase = "train"
+            self._meter.begin_window("other")  # start-up until the loop enters training
+            self._phase = "other"
         gpu_pids = self._meter.gpu_process_ids if self._meter is not None and gpu_ids else None
         try:
             self._probe = self._probe_factory(gpu_pids=gpu_pids, local_ranks=n_local)
@@ -345,11 +349,16 @@ class EnergyCallback(Callback):
         if failure is not None:
             raise failure
 
+    def on_phase(self, phase: str, wall_s: float) -> None:
+        self._switch(phase)
+
     def on_eval_start(self, step: int, wall_s: float) -> None:
+        if self._phase not in (None, "eval"):  # a seed batch's K evaluations start one after another
+            self._before_eval = self._phase
         self._switch("eval")
 
     def on_eval_end(self, event: EvalEvent) -> None:
-        self._switch("train")
+        self._switch(self._before_eval)
 
     def on_train_end(self, event: EndEvent) -> None:
         if self._final is not None:
@@ -384,7 +393,7 @@ class EnergyCallback(Callback):
         meter = self._meter
         probe = self._probe
         seg = EnergyTotals(
-            train_energy_j=phase_j["train"], eval_energy_j=phase_j["eval"],
+            train_energy_j=phase_j["train"], eval_energy_j=phase_j["eval"], other_energy_j=phase_j["other"],
             **{f"{c}_energy_j": sum(done[d] for d in by_comp.get(c, [])) for c in COMPONENTS},
             components=[c for c in COMPONENTS if c in by_comp],
             component_sources={c: meter.source_label(devs) for c, devs in by_comp.items()} if meter else {},
@@ -434,7 +443,7 @@ class EnergyCallback(Callback):
             out.meter_errors = node.meter_errors + [f"run {status}: totals cover this node only"]
             return out
         active = 1.0 if self._active else 0.0
-        vec = [node.train_energy_j, node.eval_energy_j, node.gpu_energy_j, node.cpu_energy_j, node.ram_energy_j,
+        vec = [node.train_energy_j, node.eval_energy_j, node.other_energy_j, node.gpu_energy_j, node.cpu_energy_j, node.ram_energy_j,
                node.codecarbon_emissions_kg or 0.0, node.codecarbon_energy_kwh or 0.0,
                node.foreign_cpu_s, node.observed_cpu_s, float(node.foreign_gpu_processes),
                node.cpu_attributed_j, node.ram_attributed_j,
@@ -445,7 +454,7 @@ class EnergyCallback(Callback):
         device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
         t = torch.tensor(vec, dtype=torch.float64, device=device)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        (train_j, eval_j, gpu_j, cpu_j, ram_j, kg, kwh, foreign_s, observed_s, foreign_gpu, cpu_attr_j, ram_attr_j,
+        (train_j, eval_j, other_j, gpu_j, cpu_j, ram_j, kg, kwh, foreign_s, observed_s, foreign_gpu, cpu_attr_j, ram_attr_j,
          n_missing, n_est,
          n_nodes, n_meter_err, n_cc_err, *n_comp) = t.cpu().tolist()
         meter_errors = list(node.meter_errors)
@@ -459,7 +468,7 @@ class EnergyCallback(Callback):
         if self._resumed and n_nodes > 1:
             meter_errors.append("resumed multi-node run: each node's pre-resume energy came from its own checkpoint")
         return EnergyTotals(
-            train_energy_j=train_j, eval_energy_j=eval_j, gpu_energy_j=gpu_j, cpu_energy_j=cpu_j, ram_energy_j=ram_j,
+            train_energy_j=train_j, eval_energy_j=eval_j, other_energy_j=other_j, gpu_energy_j=gpu_j, cpu_energy_j=cpu_j, ram_energy_j=ram_j,
             components=[c for c, n in zip(COMPONENTS, n_comp) if n > 0],
             component_sources=node.component_sources, component_estimated=node.component_estimated,
             models=node.models,
@@ -502,6 +511,7 @@ class EnergyCallback(Callback):
         out.cpu_energy_j, out.ram_energy_j = totals.cpu_attributed_j, totals.ram_attributed_j
         # train and eval each keep their part of the run's total
         out.train_energy_j, out.eval_energy_j = totals.train_energy_j * scale, totals.eval_energy_j * scale
+        out.other_energy_j = totals.other_energy_j * scale
         out.component_sources = {c: f"{src}+attributed" if c in ("cpu", "ram") else src
                                  for c, src in totals.component_sources.items()}
         # CodeCarbon measured the whole machine as well: the same factor keeps it comparable
@@ -559,6 +569,11 @@ class EnergyCallback(Callback):
             "meter_errors": "; ".join(cur.meter_errors) or None,
         })
         return out
+
+    def phase_fields(self) -> dict[str, Any]:
+        """The energy of the third phase (spikerl.phases): energy_j = train + eval + other."""
+        cur = self._current()
+        return {"other_energy_j": cur.other_energy_j if cur is not None and cur.components else None}
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:

@@ -11,15 +11,27 @@ Rules for the boundaries the paper's table leaves open (DESIGN §5.3):
 - P ≈ 1 is category 2 (S ≥ ~1) or 7 (S < 1), whatever G.
 So every valid input gets exactly one category. A baseline compared with itself is the
 reference, not a comparison: its rows carry S = P = G = 1 and no category.
+
+As a reviewer reads it (DESIGN §5.7): the ratios use the training phase's time and energy by
+default (`phase='train'`: train_wall_s, train_energy_j; `'run'`: wall_s, energy_j); a pair is
+compared only when both did the same training work (bench.metrics.work); a run whose measured
+meter did not cover it is left out (bench.metrics.basis); each pair has a basis (measured, model,
+mixed); and per method × env the ratio of means carries a bootstrap interval
+(bench.metrics.bootstrap). Everywhere greenup = speedup / powerup.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
+import numpy as np
 import pandas as pd
 
+from bench.metrics import bootstrap
+from bench.metrics.basis import basis, measured_energy_share, partial_reason
+from bench.metrics.target import add_target_columns, default_target, energy_to_target  # noqa: F401 - their old home
+from bench.metrics.work import eval_differs, group_mismatch, work_mismatch
 from bench.schema import GPSUP_FIELDS
 
 REL_TOL = 0.01
@@ -76,7 +88,7 @@ def gpsup(base_time_s: float, base_energy_j: float, time_s: float, energy_j: flo
     _check_positive(base_time_s=base_time_s, base_energy_j=base_energy_j, time_s=time_s, energy_j=energy_j)
     speedup = base_time_s / time_s
     powerup = (energy_j / time_s) / (base_energy_j / base_time_s)
-    greenup = base_energy_j / energy_j
+    greenup = speedup / powerup  # = E_φ / E_o; one formula everywhere, so the identity holds exactly
     return GpsUp(speedup, powerup, greenup, category(speedup, powerup, rel_tol))
 
 
@@ -89,6 +101,25 @@ def _gpsup_or_none(base_time_s: float, base_energy_j: float, time_s: float, ener
 
 
 GPSUP_COLUMNS = tuple(f.name for f in GPSUP_FIELDS)
+PHASES = ("train", "run")
+PHASE_COLUMNS = {"train": ("train_wall_s", "train_energy_j", "measured_energy_share"),
+                 "run": ("wall_s", "energy_j", "run_measured_energy_share")}
+CI_COLUMNS = tuple(f"{r}_ci_{end}" for r in bootstrap.RATIOS for end in ("low", "high"))
+PHASE_LABELS = {"train": "training phase", "run": "whole run (training, evaluation and the rest)"}
+
+
+def check_phase(phase: str) -> str:
+    if phase not in PHASES:
+        raise ValueError(f"GPS-UP phase must be one of {', '.join(PHASES)}, got {phase!r}")
+    return phase
+
+
+def _num(v: Any) -> float | None:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
 
 
 def _fill(out: pd.DataFrame, idx: object, g: GpsUp | None, is_baseline: bool) -> None:
@@ -99,130 +130,158 @@ def _fill(out: pd.DataFrame, idx: object, g: GpsUp | None, is_baseline: bool) ->
         out.at[idx, "gpsup_category"] = g.category
 
 
-def _empty_columns(df: pd.DataFrame) -> pd.DataFrame:
+def _empty_columns(df: pd.DataFrame, phase: str) -> pd.DataFrame:
     out = df.copy()
     for col in ("speedup", "powerup", "greenup"):
         out[col] = float("nan")
     out["gpsup_category"] = pd.array([pd.NA] * len(out), dtype="Int64")
+    out["gpsup_phase"] = phase
+    out["gpsup_basis"] = None
+    out["gpsup_note"] = None
     return out
 
 
-def add_gpsup_columns(summary: pd.DataFrame, baseline: str, *, rel_tol: float = REL_TOL,
-                      method_col: str = "method", env_col: str = "env", seed_col: str = "seed",
-                      time_col: str = "wall_s", energy_col: str = "energy_j") -> pd.DataFrame:
-    """Per run: GPS-UP against the baseline method's run with the same env and seed.
+def add_gpsup_columns(summary: pd.DataFrame, baseline: str, *, phase: str = "train", rel_tol: float = REL_TOL,
+                      method_col: str = "method", env_col: str = "env", seed_col: str = "seed") -> pd.DataFrame:
+    """Per run: GPS-UP of `phase` against the baseline method's run with the same env and seed.
 
-    Empty (NaN / <NA>) where that baseline run is missing or either side has no positive
-    time or energy. Several baseline rows for one env and seed are averaged.
-    """
-    out = _empty_columns(summary)
+    Empty (NaN / <NA>) where that baseline run is missing, either side has no positive time or
+    energy, the pair did unequal training work or either run's meter coverage was partial (the
+    last two say so in gpsup_note). gpsup_basis: measured, model or mixed (bench.metrics.basis)."""
+    time_col, energy_col, share_col = PHASE_COLUMNS[check_phase(phase)]
+    out = _empty_columns(summary, phase)
     if out.empty:
         return out
-    base = summary[summary[method_col] == baseline]
-    base_means = base.groupby([env_col, seed_col])[[time_col, energy_col]].mean(numeric_only=True)
+    base_rows = {(r[env_col], r[seed_col]): r for r in summary[summary[method_col] == baseline].to_dict("records")}
     for idx, row in summary.iterrows():
-        key = (row[env_col], row[seed_col])
-        if key not in base_means.index:
+        b = base_rows.get((row[env_col], row[seed_col]))
+        if b is None:
             continue
-        b = base_means.loc[key]
-        g = _gpsup_or_none(b[time_col], b[energy_col], row[time_col], row[energy_col], rel_tol)
+        why = partial_reason(row) or partial_reason(b) or work_mismatch(row, b, row[method_col], baseline)
+        if why is not None:
+            out.at[idx, "gpsup_note"] = why
+            continue
+        g = _gpsup_or_none(b.get(time_col), b.get(energy_col), row.get(time_col), row.get(energy_col), rel_tol)
         _fill(out, idx, g, row[method_col] == baseline)
+        if g is not None:
+            out.at[idx, "gpsup_basis"] = basis(_share(b, share_col), _share(row, share_col))
     return out
 
 
-def aggregate_gpsup(summary: pd.DataFrame, baseline: str, *, rel_tol: float = REL_TOL,
-                    method_col: str = "method", env_col: str = "env", seed_col: str = "seed",
-                    time_col: str = "wall_s", energy_col: str = "energy_j") -> pd.DataFrame:
-    """One row per method × env: mean time and energy over seeds, then GPS-UP of the means
-    against the baseline's means (ratio of means, not mean of ratios). The baseline row is
-    exactly 1, 1, 1 with no category."""
-    cols = [method_col, env_col, "n_seeds", time_col, energy_col, "avg_power_w", *GPSUP_COLUMNS]
+def _gpsup_or_none(base_time_s: Any, base_energy_j: Any, time_s: Any, energy_j: Any, rel_tol: float) -> GpsUp | None:
+    try:
+        return gpsup(float(base_time_s), float(base_energy_j), float(time_s), float(energy_j), rel_tol)
+    except (TypeError, ValueError):
+        return None
+
+
+def batch_unit(row: Mapping[str, Any]) -> str:
+    """What one measurement covered: the run's seed, or its seed batch ('0+1+2')."""
+    unit = row.get("seed_batch_unit")
+    if isinstance(unit, str) and unit.strip():
+        return unit.strip()
+    return str(row.get("seed"))
+
+
+def _side(rows: list[dict[str, Any]], time_col: str, energy_col: str) -> bootstrap.Side:
+    """Per unit (seed or seed batch) the mean of its rows: a batch's seeds share one measurement."""
+    units: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        units.setdefault(batch_unit(r), []).append(r)
+    keys = tuple(sorted(units))
+    t = np.array([np.mean([float(r[time_col]) for r in units[k]]) for k in keys])
+    e = np.array([np.mean([float(r[energy_col]) for r in units[k]]) for k in keys])
+    return bootstrap.Side(keys, t, e)
+
+
+def _share(row: Mapping[str, Any], share_col: str) -> float | None:
+    """The row's recorded share, else one from its components' flags (folders from before it was recorded)."""
+    recorded = _num(row.get(share_col))
+    return recorded if recorded is not None else measured_energy_share(row)
+
+
+def _side_share(rows: list[dict[str, Any]], share_col: str, energy_col: str) -> float | None:
+    """The measured share of a side's mean energy (energy-weighted); None when any is unknown."""
+    shares = [_share(r, share_col) for r in rows]
+    if not rows or any(x is None for x in shares):
+        return None
+    energy = [float(r[energy_col]) for r in rows]
+    return float(np.dot(shares, energy) / sum(energy)) if sum(energy) > 0 else None
+
+
+def _usable(rows: list[dict[str, Any]], time_col: str, energy_col: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """(rows with positive finite phase time and energy and full coverage, notes on the rest)."""
+    ok, notes = [], []
+    for r in rows:
+        why = partial_reason(r)
+        if why is not None:
+            notes.append(f"{r.get('method')} seed {r.get('seed')} left out: {why}")
+            continue
+        t, e = _num(r.get(time_col)), _num(r.get(energy_col))
+        if t is not None and e is not None and t > 0 and e > 0:
+            ok.append(r)
+    return ok, notes
+
+
+def aggregate_gpsup(summary: pd.DataFrame, baseline: str, *, phase: str = "train", rel_tol: float = REL_TOL,
+                    method_col: str = "method", env_col: str = "env", seed_col: str = "seed") -> pd.DataFrame:
+    """One row per method × env: the phase's mean time and energy over seeds, GPS-UP of those means
+    against the baseline's (ratio of means, not mean of ratios; greenup = speedup / powerup), its
+    95 % bootstrap interval (bench.metrics.bootstrap), basis and note. The baseline row is exactly
+    1, 1, 1 with no category. gpsup_time_s / gpsup_energy_j: the phase's means the ratios use;
+    wall_s / energy_j: the whole run's means."""
+    time_col, energy_col, share_col = PHASE_COLUMNS[check_phase(phase)]
+    cols = [method_col, env_col, "n_seeds", "n_units", "wall_s", "energy_j", "gpsup_time_s", "gpsup_energy_j",
+            "avg_power_w", "measured_energy_share", *GPSUP_COLUMNS, *CI_COLUMNS]
     if summary.empty:
         return pd.DataFrame(columns=cols)
-    valid = summary.assign(**{time_col: pd.to_numeric(summary[time_col], errors="coerce"),
-                              energy_col: pd.to_numeric(summary[energy_col], errors="coerce")})
-    agg = (valid.groupby([method_col, env_col], sort=False)
-           .agg(n_seeds=(seed_col, "nunique"), **{time_col: (time_col, "mean"), energy_col: (energy_col, "mean")})
-           .reset_index())
-    agg["avg_power_w"] = agg[energy_col] / agg[time_col].where(agg[time_col] > 0)
-    out = _empty_columns(agg)
-    base = agg[agg[method_col] == baseline].set_index(env_col)
-    for idx, row in agg.iterrows():
-        if row[env_col] not in base.index:
-            continue
-        b = base.loc[row[env_col]]
-        g = _gpsup_or_none(b[time_col], b[energy_col], row[time_col], row[energy_col], rel_tol)
-        _fill(out, idx, g, row[method_col] == baseline)
-    return out[cols]
-
-
-# ----------------------------------------------------------------------------- energy to target
-
-def default_target(baseline_final_return: float) -> float:
-    """90 % of the baseline's final return, read as "within 10 % of |final| below it":
-    final − 0.1·|final|. For a positive final that is 0.9·final; for a negative one
-    (e.g. −200) it is 1.1·final (−220), which is still the easier side, as 90 % should be."""
-    return baseline_final_return - 0.1 * abs(baseline_final_return)
-
-
-def energy_to_target(evals: pd.DataFrame, target_return: float) -> tuple[float | None, float | None]:
-    """(energy_j, wall_s) at the first evaluation (by step) whose return_mean ≥ target;
-    (None, None) when never reached. energy is None if that row has no energy_j."""
-    if evals is None or evals.empty or target_return is None or not math.isfinite(target_return):
-        return None, None
-    ev = evals.copy()
-    ev["return_mean"] = pd.to_numeric(ev["return_mean"], errors="coerce")
-    ev = ev.sort_values("step", kind="stable") if "step" in ev.columns else ev
-    hit = ev[ev["return_mean"] >= target_return]
-    if hit.empty:
-        return None, None
-    row = hit.iloc[0]
-    energy = pd.to_numeric(pd.Series([row.get("energy_j")]), errors="coerce").iloc[0]
-    wall = pd.to_numeric(pd.Series([row.get("wall_s")]), errors="coerce").iloc[0]
-    return (None if pd.isna(energy) else float(energy)), (None if pd.isna(wall) else float(wall))
-
-
-RunKey = tuple  # (method, env, seed)
-
-
-def add_target_columns(summary: pd.DataFrame, evals_by_run: Mapping[RunKey, pd.DataFrame], baseline: str,
-                       target_return: float | None = None, *, method_col: str = "method",
-                       env_col: str = "env", seed_col: str = "seed",
-                       final_col: str = "final_return_mean") -> pd.DataFrame:
-    """Adds target_return, energy_to_target_j and time_to_target_s.
-
-    `evals_by_run` maps (method, env, seed) to that run's evals.csv frame. With no explicit
-    `target_return`, each env and seed uses `default_target` of the baseline run's
-    final_return_mean there; no baseline run (or no final return) leaves the row empty.
-    """
-    out = summary.copy()
-    out["target_return"] = float("nan")
-    out["energy_to_target_j"] = float("nan")
-    out["time_to_target_s"] = float("nan")
-    if out.empty:
-        return out
-    base_final: dict[tuple, float] = {}
-    if target_return is None:
-        base = summary[summary[method_col] == baseline]
-        for _, row in base.iterrows():
-            final = pd.to_numeric(pd.Series([row.get(final_col)]), errors="coerce").iloc[0]
-            if not pd.isna(final):
-                base_final[(row[env_col], row[seed_col])] = float(final)
-    for idx, row in summary.iterrows():
-        if target_return is not None:
-            target: float | None = float(target_return)
-        else:
-            final = base_final.get((row[env_col], row[seed_col]))
-            target = None if final is None else default_target(final)
-        if target is None:
-            continue
-        out.at[idx, "target_return"] = target
-        evals = evals_by_run.get((row[method_col], row[env_col], row[seed_col]))
-        if evals is None:
-            continue
-        energy_j, time_s = energy_to_target(evals, target)
-        if energy_j is not None:
-            out.at[idx, "energy_to_target_j"] = energy_j
-        if time_s is not None:
-            out.at[idx, "time_to_target_s"] = time_s
+    records = summary.to_dict("records")
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r[method_col], r[env_col]), []).append(r)
+    rows = []
+    for (method, env), runs in groups.items():
+        usable, notes = _usable(runs, time_col, energy_col)
+        bases, base_notes = _usable(groups.get((baseline, env), []), time_col, energy_col)
+        rec: dict[str, Any] = {method_col: method, env_col: env, "n_seeds": len({r[seed_col] for r in runs}),
+                               "n_units": len({batch_unit(r) for r in usable}),
+                               "wall_s": _mean(runs, "wall_s"), "energy_j": _mean(runs, "energy_j"),
+                               "gpsup_time_s": _mean(usable, time_col), "gpsup_energy_j": _mean(usable, energy_col),
+                               "measured_energy_share": _side_share(usable, share_col, energy_col),
+                               "speedup": float("nan"), "powerup": float("nan"), "greenup": float("nan"),
+                               "gpsup_category": pd.NA, "gpsup_phase": phase, "gpsup_basis": None,
+                               **{c: float("nan") for c in CI_COLUMNS}}
+        if runs and not usable and not notes:
+            notes.append(f"no positive {time_col} and {energy_col} recorded (a run folder from before phases were "
+                         "kept: --gpsup-phase run compares the whole runs)")
+        t, e = rec["gpsup_time_s"], rec["gpsup_energy_j"]
+        rec["avg_power_w"] = e / t if t == t and t > 0 and e == e else float("nan")
+        why = None if method == baseline else group_mismatch(usable, bases, method, baseline)
+        if why is None and usable and bases:
+            b_side, c_side = _side(bases, time_col, energy_col), _side(usable, time_col, energy_col)
+            g = gpsup(float(b_side.time_s.mean()), float(b_side.energy_j.mean()), float(c_side.time_s.mean()),
+                      float(c_side.energy_j.mean()), rel_tol) if method != baseline else GpsUp(1.0, 1.0, 1.0, 0)
+            rec.update(speedup=g.speedup, powerup=g.powerup, greenup=g.greenup,
+                       gpsup_category=g.category if method != baseline else pd.NA,
+                       gpsup_basis=basis(_side_share(bases, share_col, energy_col), rec["measured_energy_share"]))
+            ci = None if method == baseline else bootstrap.intervals(b_side, c_side)
+            if ci is not None:
+                rec.update({f"{r}_ci_{end}": v for r, (lo, hi) in ci.items() for end, v in (("low", lo), ("high", hi))})
+            elif method != baseline:
+                notes.append(f"one {'batch' if any('+' in k for k in c_side.keys + b_side.keys) else 'seed'} on a "
+                             "side: no interval")
+        elif why is not None:
+            notes.append(why)
+        if phase == "run" and method != baseline and eval_differs(runs, groups.get((baseline, env), [])):
+            notes.append("evaluation settings differ from the baseline's: run-phase ratios include unequal evaluation")
+        notes += [n for n in base_notes if method != baseline]
+        rec["gpsup_note"] = "; ".join(dict.fromkeys(notes)) or None
+        rows.append(rec)
+    out = pd.DataFrame(rows, columns=cols)
+    out["gpsup_category"] = out["gpsup_category"].astype("Int64")
     return out
+
+
+def _mean(rows: list[dict[str, Any]], col: str) -> float:
+    vals = [x for x in (_num(r.get(col)) for r in rows) if x is not None]
+    return float(np.mean(vals)) if vals else float("nan")

@@ -45,6 +45,12 @@ class Plan:
     precision: str | None = None
     baseline: str = DEFAULT_BASELINE
     country: str = "USA"
+    region: str | None = None
+    """--region: a US state or Canadian province whose grid intensity CodeCarbon has (bench.energy.grid)."""
+    carbon_intensity_g_per_kwh: float | None = None
+    """--carbon-intensity: the user's own grid figure, g CO2e/kWh (recorded with source 'user')."""
+    pue: float = 1.0
+    """--pue: facility energy / IT energy, 1.0-3.0; emissions use energy_j x pue."""
     power_interval_s: float = 0.1
     target_return: float | None = None
     nproc: int | None = None
@@ -152,6 +158,9 @@ _PLAN_CHECKS = {
     "precision": lambda v: v in (None, "fp32", "bf16"),
     "baseline": lambda v: isinstance(v, str),
     "country": lambda v: isinstance(v, str) and len(v) == 3 and v.isalpha(),
+    "region": lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= 64),
+    "carbon_intensity_g_per_kwh": lambda v: v is None or (_is_number(v) and 0 < v <= 2000),
+    "pue": lambda v: _is_number(v) and 1.0 <= v <= 3.0,
     "power_interval_s": lambda v: _is_number(v, 0.0) and 1e-3 <= v <= 3600,  # as --power-interval
     "target_return": lambda v: v is None or _is_number(v),
     "nproc": lambda v: v is None or (type(v) is int and 0 < v <= MAX_WORKERS),

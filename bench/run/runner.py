@@ -14,6 +14,8 @@ from bench.energy.callback import EnergyCallback
 from bench.run import log_repairs, store
 from bench.run.environment import collect_environment
 from bench.metrics import activity
+from bench.energy.grid import grid_inputs
+from bench.metrics.basis import measured_energy_share
 from bench.run.placement import current_task, placement
 from bench.run.plan import Plan, RunKey, UsageError
 from bench.run.recorder import CsvRecorder, ProgressDisplay, SweepClock
@@ -21,6 +23,7 @@ from bench.run.resolve import RunConfig, resolve_config, resolve_device
 from bench.run.resume import ResumePoint, check_resumable, cut_power_csv, load_run_config
 from bench.run.summary import contention_warning, is_complete, last_progress, results_table, write_summary
 from bench.run.validate import check_plan, make_new_folder
+from bench.run.work_check import unequal_work_warning
 from bench.schema import Status
 from spikerl import native_lib
 from spikerl.callbacks import Callback
@@ -40,6 +43,9 @@ def create_run_folder(run_dir: Path, plan: Plan) -> None:
     """Make a fresh run folder; refuse any existing non-empty path so no result is ever overwritten.
     Every check of the plan comes first: the folder is the first thing written."""
     check_plan(plan)  # reject bad names, flags and overrides before anything is written
+    warning = unequal_work_warning(plan)
+    if warning is not None:
+        print(f"spikerl-bench: {warning}", file=sys.stderr)
     make_new_folder(Path(run_dir))
     apply_threads(plan)
     store.write_json(run_dir / schema.PLAN, plan.to_json())
@@ -64,7 +70,8 @@ def run_one(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, *, r
     saved = load_run_config(folder, spec, env_id) if resume else None
     run = saved or resolve_config(spec, env_id, plan, ctx.device)
     base = {"method": method, "env": env_id, "seed": seed, "world_size": ctx.world_size, "backend": ctx.backend,
-            "precision": run.td3.precision, "device": ctx.device.type, "engine": run.engine, "seed_batch": 1}
+            "precision": run.td3.precision, "device": ctx.device.type, "engine": run.engine, "seed_batch": 1,
+            **work_fields(run.td3)}
     if ctx.is_main:
         folder.mkdir(parents=True, exist_ok=True)
         if point is not None:
@@ -86,13 +93,14 @@ def run_one(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, *, r
                                      device=ctx.device, resume=resume, ctx=ctx)
         fields = {"status": res.status, "error": None, "steps": res.steps, "wall_s": res.wall_s,
                   "final_return_mean": res.final_return_mean, "best_return_mean": res.best_return_mean,
-                  "updates": res.updates, "param_sha256_by_rank": res.param_sha256_by_rank}
+                  "updates": res.updates, "param_sha256_by_rank": res.param_sha256_by_rank,
+                  **{f"{p}_wall_s": v for p, v in res.phase_s.items()}}
         if ctx.is_main:
             with native_lib.engine(run.engine):
                 fields.update(measure_activity(folder, spec, env_id, seed, run))
     except KeyboardInterrupt:
         _write_result(folder, base, {"status": Status.INTERRUPTED.value, "error": "interrupted by signal"},
-                      meters, ctx)
+                      meters, ctx, plan)
         raise
     except WriteError:
         raise  # a full disk: nothing more can be written; the sweep stops and says which file (bench.cli)
@@ -101,9 +109,9 @@ def run_one(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, *, r
         if ctx.active:
             # the other ranks are blocked in a collective: record, then end this rank so the launcher
             # stops the job (a failed rank cannot be skipped past in data parallelism)
-            _write_result(folder, base, fields, meters, ctx)
+            _write_result(folder, base, fields, meters, ctx, plan)
             raise
-    return _write_result(folder, base, fields, meters, ctx)
+    return _write_result(folder, base, fields, meters, ctx, plan)
 
 
 def _estimated_probe(energy: EnergyCallback | None):  # noqa: ANN202
@@ -124,14 +132,33 @@ def measure_activity(folder: Path, spec: Any, env_id: str, seed: int, run: RunCo
     return act.result_fields() if act is not None else activity.empty_fields()
 
 
+def work_fields(td3: Any) -> dict[str, Any]:
+    """The settings GPS-UP checks for equal work beside steps and updates (bench.metrics.work)."""
+    return {"batch_size": td3.batch_size, "eval_every": td3.eval_every, "eval_episodes": td3.eval_episodes}
+
+
+def energy_phase_fields(energy: EnergyCallback, result: dict[str, Any], plan: Plan | None = None) -> dict[str, Any]:
+    """The other phase's energy, the measured shares, and emissions from the plan's carbon inputs
+    (bench.energy.grid: PUE, the user's or a region's intensity), from the meter's account."""
+    out = energy.phase_fields()
+    share = measured_energy_share(result)
+    out.update(measured_energy_share=share, run_measured_energy_share=share)
+    if plan is not None:
+        grid = grid_inputs(plan.country, region=plan.region, intensity_g_per_kwh=plan.carbon_intensity_g_per_kwh,
+                           pue=plan.pue)
+        out.update(grid.result_fields(), emissions_kg=grid.emissions_kg(result.get("energy_j")))
+    return out
+
+
 def _write_result(folder: Path, base: dict[str, Any], fields: dict[str, Any],
-                  meters: Sequence[Callback], ctx: DistContext) -> dict[str, Any]:
+                  meters: Sequence[Callback], ctx: DistContext, plan: Plan | None = None) -> dict[str, Any]:
     result = {**base, **fields}
     if "steps" not in result:
         result.update(last_progress(folder))
     for m in meters:
         if isinstance(m, EnergyCallback):
             result.update(m.result_fields())
+            result.update(energy_phase_fields(m, result, plan))
     result.update(log_repairs.result_fields(folder))
     if ctx.is_main:
         store.write_json(folder / schema.RESULT, result)

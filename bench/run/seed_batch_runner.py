@@ -33,7 +33,7 @@ from bench.run.plan import Plan
 from bench.run.recorder import CsvRecorder, ProgressDisplay
 from bench.run.resolve import resolve_config, resolve_device
 from bench.run.resume import ResumePoint, cut_power_csv, load_run_config
-from bench.run.runner import extra_callbacks, measure_activity
+from bench.run.runner import energy_phase_fields, extra_callbacks, measure_activity, work_fields
 from bench.schema import Status
 from spikerl.atomic import WriteError
 from spikerl.batch_loop import train_seed_batch
@@ -41,7 +41,7 @@ from spikerl.seed_groups import seed_batch_workers
 from spikerl.callbacks import Callback, EndEvent, EvalEvent, ProgressEvent, RunInfo
 
 PER_SEED_SHARE = ("energy_j", "avg_power_w", "gpu_energy_j", "cpu_energy_j", "ram_energy_j", "train_energy_j",
-                  "eval_energy_j", "emissions_kg", "codecarbon_energy_kwh", "codecarbon_emissions_kg")
+                  "eval_energy_j", "other_energy_j", "emissions_kg", "codecarbon_energy_kwh", "codecarbon_emissions_kg")
 """result.json's energy fields that are amounts: seed k of a batch is charged 1/K of the process's."""
 
 ENGINE_REASONS = {
@@ -74,6 +74,10 @@ class _SharedMeter(Callback):
     def on_checkpoint(self, step: int, wall_s: float, path: Path) -> None:
         if self.index == 0:
             self.meter.on_checkpoint(step, wall_s, path)
+
+    def on_phase(self, phase: str, wall_s: float) -> None:
+        if self.index == 0:  # the batch's phases are the process's: every seed enters them together
+            self.meter.on_phase(phase, wall_s)
 
     def on_train_end(self, event: EndEvent) -> None:
         if self.index == 0:
@@ -118,7 +122,8 @@ def run_seed_batch(run_dir: Path, plan: Plan, method: str, env_id: str, seeds: S
     saved = [load_run_config(f, spec, env_id) if resume else None for f in folders]
     run = next((s for s in saved if s is not None), None) or resolve_config(spec, env_id, plan, device)
     base = {"method": method, "env": env_id, "world_size": 1, "backend": "none", "precision": run.td3.precision,
-            "device": device.type, "engine": run.engine, "seed_batch": K}
+            "device": device.type, "engine": run.engine, "seed_batch": K,
+            "seed_batch_unit": "+".join(map(str, seeds)), **work_fields(run.td3)}
     if point is not None:
         cut_power_csv(folders[0] / schema.POWER, point)
     workers = seed_batch_workers(device, K, torch.get_num_threads())
@@ -148,22 +153,24 @@ def run_seed_batch(run_dir: Path, plan: Plan, method: str, env_id: str, seeds: S
                                    device=device, resume=resume, engine=run.engine)
         fields = [{"status": r.status, "error": None, "steps": r.steps, "wall_s": r.wall_s,
                    "final_return_mean": r.final_return_mean, "best_return_mean": r.best_return_mean,
-                   "updates": r.updates, "param_sha256_by_rank": r.param_sha256_by_rank} for r in results]
+                   "updates": r.updates, "param_sha256_by_rank": r.param_sha256_by_rank,
+                   **{f"{p}_wall_s": v for p, v in r.phase_s.items()}} for r in results]
         for f, folder, seed in zip(fields, folders, seeds):
             f.update(measure_activity(folder, spec, env_id, seed, run))
     except KeyboardInterrupt:
         _write_results(folders, seeds, base, [{"status": Status.INTERRUPTED.value, "error": "interrupted by signal"}] * K,
-                       energy, K)
+                       energy, K, plan)
         raise
     except WriteError:
         raise  # a full disk stops the sweep, naming the file (bench.cli)
     except Exception as exc:
         fields = [{"status": Status.FAILED.value, "error": f"{type(exc).__name__}: {exc}"}] * K
-    return _write_results(folders, seeds, base, fields, energy, K)
+    return _write_results(folders, seeds, base, fields, energy, K, plan)
 
 
 def _write_results(folders: Sequence[Path], seeds: Sequence[int], base: dict[str, Any],
-                   fields: Sequence[dict[str, Any]], energy: EnergyCallback | None, k: int) -> list[dict[str, Any]]:
+                   fields: Sequence[dict[str, Any]], energy: EnergyCallback | None, k: int,
+                   plan: Plan | None = None) -> list[dict[str, Any]]:
     from bench.run.summary import last_progress
 
     out = []
@@ -172,7 +179,8 @@ def _write_results(folders: Sequence[Path], seeds: Sequence[int], base: dict[str
         if "steps" not in result:
             result.update(last_progress(folder))
         if energy is not None:
-            result.update(per_seed_energy(energy.result_fields(), k))
+            process = energy.result_fields()
+            result.update(per_seed_energy({**process, **energy_phase_fields(energy, process, plan)}, k))
         result.update(log_repairs.result_fields(folder))
         store.write_json(folder / schema.RESULT, result)
         out.append(result)

@@ -10,7 +10,9 @@ import pandas as pd
 from bench import schema
 from bench.energy.contention import CONTENDED_ABOVE, is_contended
 from bench.metrics.equivalents import add_equivalent_columns
-from bench.metrics.gpsup import add_gpsup_columns, add_target_columns
+from bench.metrics.gpsup import PHASE_COLUMNS, PHASE_LABELS, add_gpsup_columns, aggregate_gpsup
+from bench.metrics.target import add_target_columns
+from bench.metrics.format import ratio_text
 from bench.run import store
 from bench.run.plan import Plan
 from bench.schema import Status
@@ -74,12 +76,13 @@ def enrich_summary(rows: list[dict[str, Any]], plan: Plan, run_dir: Path) -> lis
     """Cross-run columns: GPS-UP against the baseline run of the same env and seed, energy and
     time to the target return, and carbon equivalents of each run's emissions."""
     df = pd.DataFrame(rows)
-    for col in ("wall_s", "energy_j", "emissions_kg", "final_return_mean"):
+    compared = sorted({c for cols in PHASE_COLUMNS.values() for c in cols[:2]})
+    for col in (*compared, "emissions_kg", "final_return_mean"):
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else float("nan")
     # only finished runs are compared: an interrupted run's time and energy are partial
     finished = df.copy()
-    finished.loc[df["status"] != Status.COMPLETE.value, ["wall_s", "energy_j"]] = float("nan")
-    df = add_gpsup_columns(finished, plan.baseline).assign(wall_s=df["wall_s"], energy_j=df["energy_j"])
+    finished.loc[df["status"] != Status.COMPLETE.value, compared] = float("nan")
+    df = add_gpsup_columns(finished, plan.baseline).assign(**{c: df[c] for c in compared})
     evals = {}
     for method, env_id, seed in plan.runs():
         path = store.seed_dir(run_dir, method, env_id, seed) / schema.EVALS
@@ -118,7 +121,8 @@ def contention_warning(run_dir: Path, plan: Plan) -> str | None:
 def results_table(run_dir: Path, plan: Plan) -> str | None:
     """A short table for the terminal at the end of `spikerl-bench run`: per method × env, over its
     complete seeds, the mean final return, wall time, energy ('est.' where estimated), emissions
-    and GPS-UP against the baseline (means of the per-seed ratios in summary.csv)."""
+    and training-phase GPS-UP against the baseline: the ratio of means with its 95 % bootstrap
+    interval, as the report computes it (bench.metrics.gpsup.aggregate_gpsup), and its basis."""
     try:
         df = pd.read_csv(run_dir / schema.SUMMARY)
     except (OSError, ValueError, pd.errors.EmptyDataError):
@@ -126,7 +130,9 @@ def results_table(run_dir: Path, plan: Plan) -> str | None:
     done = df[df["status"] == Status.COMPLETE.value] if "status" in df else df.iloc[0:0]
     if done.empty:
         return None
-    head = ["method", "env", "seeds", "return", "time", "energy", "CO2e", "speedup", "powerup", "greenup"]
+    head = ["method", "env", "seeds", "return", "time", "energy", "CO2e", "speedup", "powerup", "greenup", "basis"]
+    points = aggregate_gpsup(done, plan.baseline).set_index(["method", "env"])
+    notes: list[str] = []
     rows = []
     for (method, env), g in done.groupby(["method", "env"], sort=False):
         est = " est." if g.get("estimated", pd.Series(dtype=bool)).astype(str).str.lower().eq("true").any() else ""
@@ -139,21 +145,32 @@ def results_table(run_dir: Path, plan: Plan) -> str | None:
         def mean(col: str) -> float:
             return float(pd.to_numeric(g[col], errors="coerce").mean()) if col in g else float("nan")
 
+        pt = points.loc[(method, env)] if (method, env) in points.index else None
+
         def ratio(col: str) -> str:
-            v = mean(col)
-            return "base" if method == plan.baseline else ("—" if v != v else f"{v:.2f}x")
+            if method == plan.baseline:
+                return "base"
+            if pt is None:
+                return "—"
+            return ratio_text(pt[col], pt[f"{col}_ci_low"], pt[f"{col}_ci_high"])
+
+        basis = "" if pt is None or method == plan.baseline else str(pt["gpsup_basis"] or "—")
+        if pt is not None and isinstance(pt["gpsup_note"], str) and method != plan.baseline:
+            notes.append(f"  {method}/{env}: {pt['gpsup_note']}")
 
         energy, kg = mean("energy_j"), mean("emissions_kg")
         rows.append([str(method), str(env), str(len(g)), _num(mean("final_return_mean"), "{:,.1f}"),
                      _num(mean("wall_s"), "{:,.1f} s"), _num(energy / 1e3, "{:,.2f} kJ") + est,
-                     _num(kg * 1e3, "{:,.3f} g") + est, ratio("speedup"), ratio("powerup"), ratio("greenup")])
+                     _num(kg * 1e3, "{:,.3f} g") + est, ratio("speedup"), ratio("powerup"), ratio("greenup"), basis])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-    lines = ["results (complete seeds, means; GPS-UP against " + plan.baseline + "; est. estimated, attr. a share "
-             "of the machine's energy by CPU time, 1/K a seed batch's share):",
+    lines = ["results (complete seeds, means; GPS-UP of the " + PHASE_LABELS["train"] + " against " + plan.baseline
+             + ": ratio of means (95 % bootstrap interval over seeds); basis: measured, model (a power model: powerup "
+             "and greenup are not findings) or mixed; est. estimated, attr. a share of the machine's energy by CPU "
+             "time, 1/K a seed batch's share):",
              "  " + "  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths)))]
     lines += ["  " + "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
               for r in rows]
-    return "\n".join(lines)
+    return "\n".join(lines + notes)
 
 
 def _num(v: float, fmt: str) -> str:

@@ -9,6 +9,7 @@ import torch
 
 from baselines.registry import get_method
 from bench.energy.carbon import validate_country
+from bench.energy.grid import grid_inputs
 from bench.run.sweep_options import check_launcher
 from bench.run.plan import Plan, UsageError, validate_names
 from bench.run.resolve import check_settings, resolve_config, resolve_device
@@ -25,6 +26,11 @@ def check_plan(plan: Plan) -> torch.device:
         validate_country(plan.country)
     except ValueError as exc:
         raise UsageError(f"--country: {exc}") from None
+    try:
+        grid_inputs(plan.country, region=plan.region, intensity_g_per_kwh=plan.carbon_intensity_g_per_kwh,
+                    pue=plan.pue)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     check_launcher(plan.launcher, plan.jobs, plan.slurm)
     for m in plan.method_overrides:
         if m not in plan.methods:  # a setting that would silently go nowhere
