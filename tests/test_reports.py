@@ -53,7 +53,7 @@ def real_smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
-@pytest.fixture(scope="session", params=["real-smoke-run", "fixture"])
+@pytest.fixture(scope="session", params=[pytest.param("real-smoke-run", marks=pytest.mark.slow), "fixture"])
 def run_dir(request: pytest.FixtureRequest) -> Path:
     """The run folder under test; SPIKERL_REPORT_RUN_DIR names an existing one to test instead
     (it is only read: reports go to tmp)."""
@@ -419,6 +419,7 @@ def test_renders_in_headless_chromium(built: dict, tmp_path: Path) -> None:
         assert near((0xFF, 0xF8, 0xC5)) > 5000
 
 
+@pytest.mark.slow
 def test_real_run_accounting_is_consistent(real_smoke_run: Path) -> None:
     """summary.csv of a real run: energy = power x time, greenup = speedup / powerup, the
     baseline at exactly (1, 1, 1), estimates labelled, and CSV energy columns cumulative."""
@@ -440,6 +441,7 @@ def test_real_run_accounting_is_consistent(real_smoke_run: Path) -> None:
         assert (power["source"] == "estimate").all() and power["estimated"].all()
 
 
+@pytest.mark.slow
 def test_real_run_has_one_energy_account(real_smoke_run: Path):
     """Every row: emissions follow from energy_j and the grid intensity, energy_j is the sum of its
     components, CodeCarbon's figures sit beside ours, and the spiking method ran a native engine."""
@@ -479,6 +481,7 @@ def test_report_shows_the_account_and_component_sources(built: dict):
     assert "Where the energy numbers come from" in run_section and "Component" in run_section
 
 
+@pytest.mark.slow
 def test_real_run_has_spike_columns_in_hand_computed_ranges(real_smoke_run: Path) -> None:
     """popsan and mlp at hidden 64-64 on HalfCheetah (obs 17, act 6), T = 5:
     MLP MACs = 17·64 + 64·64 + 64·6 = 5,568; PopSAN MACs = 17·10 receptive fields + 6·10 decoder
