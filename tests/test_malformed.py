@@ -432,6 +432,7 @@ def test_malformed_other_commands(case, template, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", sorted(SUBPROCESS_CASES))
+@pytest.mark.slow
 def test_malformed_through_the_console(case, template, tmp_path):
     edit_name, argv = SUBPROCESS_CASES[case]
     ctx = _prepare(tmp_path, template, RESUME_CASES.get(edit_name))
@@ -474,6 +475,7 @@ REPORT_DAMAGE = {
 
 
 @pytest.mark.parametrize("case", sorted(REPORT_DAMAGE))
+@pytest.mark.slow
 def test_report_renders_what_is_readable_and_names_the_rest(case, template, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(template, run)
