@@ -406,6 +406,7 @@ def _assert_clean(code, err, before, after):
 
 
 @pytest.mark.parametrize("case", sorted(RESUME_CASES))
+@pytest.mark.slow
 def test_malformed_run_folder_on_resume(case, template, tmp_path, capsys):
     ctx = _prepare(tmp_path, template, RESUME_CASES[case])
     before = snapshot(tmp_path)
@@ -414,6 +415,7 @@ def test_malformed_run_folder_on_resume(case, template, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", sorted(NEW_RUN_CASES) + sorted(UNSAFE_ON_OLD))
+@pytest.mark.slow
 def test_malformed_new_run(case, template, tmp_path, capsys):
     ctx = _prepare(tmp_path, template)
     extra = {**NEW_RUN_CASES, **UNSAFE_ON_OLD}[case]
@@ -424,6 +426,7 @@ def test_malformed_new_run(case, template, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", sorted(OTHER_CASES))
+@pytest.mark.slow
 def test_malformed_other_commands(case, template, tmp_path, capsys):
     ctx = _prepare(tmp_path, template)
     before = snapshot(tmp_path)
