@@ -7,6 +7,36 @@ import torch
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
+RUN_SLOW_HINT = "python -m pytest --runslow (everything) or python -m pytest --runslow -m slow (only those)"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False,
+                     help="also run the tests marked slow (several processes, sweeps, kills and resumes, "
+                          "full report builds, real training); CI runs them")
+
+
+def _slow_wanted(config) -> bool:
+    # `-m slow` (or any marker expression naming slow) asks for them as clearly as --runslow does
+    return config.getoption("--runslow") or "slow" in (config.getoption("markexpr") or "")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The default run leaves the slow tests out (deselected, counted once) to stay fast."""
+    if _slow_wanted(config):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+        config._spikerl_slow_left_out = len(slow)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    n = getattr(config, "_spikerl_slow_left_out", 0)
+    if n:
+        terminalreporter.write_line(f"{n} slow test{'s' if n > 1 else ''} not run (deselected); run them with: {RUN_SLOW_HINT}")
+
 
 @pytest.fixture(autouse=True)
 def _chdir_tmp(tmp_path, monkeypatch):

@@ -58,6 +58,7 @@ def test_resume_of_a_folder_that_is_not_a_run(capsys, tmp_path):
     assert code == 2 and len(err) == 1
 
 
+@pytest.mark.slow
 def test_resume_with_corrupt_checkpoint_leaves_files_alone(capsys, tmp_path):
     run = tmp_path / "run"
     code = main(["run", "--methods", "mlp", "--total-steps", "600", "--set", "start_steps=200",
@@ -77,6 +78,7 @@ def test_resume_with_corrupt_checkpoint_leaves_files_alone(capsys, tmp_path):
     assert {p.name: p.read_bytes() for p in seed.iterdir()} == before
 
 
+@pytest.mark.slow
 def test_console_script_prints_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--methods", "bogus"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
@@ -98,6 +100,7 @@ def test_methods_lists_every_recipe(capsys):
         assert f"{name}:" in out
 
 
+@pytest.mark.slow
 def test_perf_times_a_trained_checkpoint_and_rejects_bad_ones(capsys, tmp_path):
     run = tmp_path / "run"
     code = main(["run", "--methods", "popsan", "--total-steps", "400", "--set", "start_steps=200",

@@ -473,6 +473,7 @@ def real_runs(tmp_path_factory):
     return (*runs, load)
 
 
+@pytest.mark.slow
 def test_real_runs_same_honest_and_doctored(real_runs, capsys):
     a, b, slow, load = real_runs
     assert _compare(capsys, a, a)[0] == 0
@@ -559,6 +560,7 @@ def _sh(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProc
     return subprocess.run(["bash", "-e", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_github_workflow_shell_steps_end_to_end(real_runs, tmp_path):
     a, _, slow, _ = real_runs  # the rerun that must pass is a copy: the steps, not the machine, are tested
     steps = _workflow_steps(REPO / "examples" / "ci" / "github-actions.yml")
@@ -596,6 +598,7 @@ def test_github_workflow_shell_steps_end_to_end(real_runs, tmp_path):
     assert r.returncode == 1 and "REGRESSION in sps, energy_per_step" in r.stdout
 
 
+@pytest.mark.slow
 def test_gitlab_script_end_to_end(real_runs, tmp_path):
     a, _, slow, _ = real_runs
     script = _gitlab_script(REPO / "examples" / "ci" / "gitlab-ci.yml")

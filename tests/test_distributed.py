@@ -35,6 +35,7 @@ def result(run, method="mlp"):
 
 
 @pytest.mark.parametrize("method", ["mlp", "popsan", "dsrl", "spikerl"])
+@pytest.mark.slow
 def test_two_ranks_stay_bit_identical_and_meet_the_budget(tmp_path, method):
     run = tmp_path / "run"
     proc = cli("--methods", method, "--nproc", "2", "--out", str(run), *ARGS, cwd=tmp_path)
@@ -58,6 +59,7 @@ def test_two_ranks_stay_bit_identical_and_meet_the_budget(tmp_path, method):
 # which is what this test checks; the MLP shows the fp32 case.
 @pytest.mark.parametrize("method, dtype", [("mlp", "float32"), ("popsan", "float64"), ("dsrl", "float64"),
                                            ("spikerl", "float64")])
+@pytest.mark.slow
 def test_two_rank_update_equals_one_rank_update_on_the_concatenation(tmp_path, method, dtype):
     mp.spawn(W.grad_worker, args=(2, free_port(), method, dtype, str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
@@ -86,6 +88,7 @@ def _compare_with_single_process(ranks, method):
     assert any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(alone, grads))
 
 
+@pytest.mark.slow
 def test_normaliser_statistics_merge_like_one_process(tmp_path):
     mp.spawn(W.normalizer_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"norm{r}.pt", weights_only=True) for r in range(2))
@@ -114,6 +117,7 @@ def _rank_process(launcher_pid: int, rank: int):
     return None
 
 
+@pytest.mark.slow
 def test_dead_rank_fails_the_job_and_resume_finishes_it(tmp_path):
     full = tmp_path / "full"
     assert cli("--methods", "mlp", "--nproc", "2", "--out", str(full), *ARGS, cwd=tmp_path).returncode == 0
@@ -151,6 +155,7 @@ def _progress_steps(seed):
 
 
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="Open MPI is not installed (.ci/run installs it)")
+@pytest.mark.slow
 def test_mpirun_two_ranks_with_gloo(tmp_path):
     run = tmp_path / "run"
     port = free_port()
@@ -181,6 +186,7 @@ def test_launcher_environments_are_read():
     assert first_slurm_host("a[1-2],b[3]") == "a1"
 
 
+@pytest.mark.slow
 def test_mpi_backend_without_mpi_build_is_one_clear_line(capsys):
     from bench.cli import main
 

@@ -46,6 +46,7 @@ def test_every_command_is_an_executable_python_script():
         assert os.access(path, os.X_OK) and path.read_text().startswith("#!/usr/bin/env python3\n"), name
 
 
+@pytest.mark.slow
 def test_array_tasks_get_slurm_ids_outputs_and_at_most_the_parallelism(slurm):
     job = sbatch(slurm, "#!/bin/bash\n"
                  "#SBATCH --array=1-7:2%2\n"
@@ -71,6 +72,7 @@ def test_array_tasks_get_slurm_ids_outputs_and_at_most_the_parallelism(slurm):
     assert len(raw_ids) == 4  # each task has its own SLURM_JOB_ID, as in real SLURM
 
 
+@pytest.mark.slow
 def test_sacct_lines_parse_with_submitits_own_reader(slurm):
     job = sbatch(slurm, "#!/bin/bash\nsleep 2\n", "--array=0-2%1")
     text = slurm.run("sacct", "-o", "JobID,State,NodeList", "--parsable2", "-j", job).stdout
@@ -90,6 +92,7 @@ def test_sacct_lines_parse_with_submitits_own_reader(slurm):
     assert text.splitlines() == [f"{job}_{i}|CANCELLED by {os.getuid()}" for i in range(3)]
 
 
+@pytest.mark.slow
 def test_kill_cancel_requeue_and_refusals(slurm):
     killed = sbatch(slurm, "#!/bin/bash\nsleep 30\n")
     cancelled = sbatch(slurm, "#!/bin/bash\nsleep 30\n")
@@ -123,6 +126,7 @@ def test_kill_cancel_requeue_and_refusals(slurm):
     assert "does not look like a batch script" in slurm.run("sbatch", "nobang.sh", check=False).stderr
 
 
+@pytest.mark.slow
 def test_time_limit_sends_the_signal_first_then_times_out(tmp_path):
     with FakeSlurm(tmp_path / "state", minute_s=2, kill_wait_s=0.5) as slurm:  # --time=1 lasts 2 s
         job = sbatch(slurm, "#!/bin/bash\n#SBATCH --time=1 --signal=B:USR1@30 --output=t.out\n"
@@ -140,6 +144,7 @@ def executor(folder, **params):
     return ex
 
 
+@pytest.mark.slow
 def test_submitit_job_array_returns_every_result_with_its_parallelism(slurm, tmp_path):
     ex = executor(tmp_path / "jobs", slurm_array_parallelism=2)
     jobs = ex.map_array(slurm_jobs.square_slowly, [1, 2, 3, 4], [0.5] * 4)
@@ -152,6 +157,7 @@ def test_submitit_job_array_returns_every_result_with_its_parallelism(slurm, tmp
     assert [j.get_info(mode="force")["State"] for j in jobs] == ["COMPLETED"] * 4  # submitit's sacct call
 
 
+@pytest.mark.slow
 def test_submitit_sees_a_killed_task_fail(slurm, tmp_path, monkeypatch):
     monkeypatch.setattr(SlurmJob, "_results_timeout_s", 1)  # how long result() waits for a missing pickle
     ex = executor(tmp_path / "jobs")
@@ -174,6 +180,7 @@ def test_submitit_sees_a_killed_task_fail(slurm, tmp_path, monkeypatch):
     assert slurm.task(victim.job_id).exit_code == "0:9"
 
 
+@pytest.mark.slow
 def test_submitit_requeues_a_checkpointable_on_the_preemption_signal(slurm, tmp_path):
     ex = executor(tmp_path / "jobs")
     jobs = ex.map_array(slurm_jobs.PreemptsItselfOnce(), [10, 11])
@@ -187,6 +194,7 @@ def test_submitit_requeues_a_checkpointable_on_the_preemption_signal(slurm, tmp_
         assert f"Requeued job {j.job_id}" in j.stdout()  # submitit ran `scontrol requeue`
 
 
+@pytest.mark.slow
 def test_submitit_requeues_on_the_time_limits_signal(tmp_path, with_pythonpath):
     # a SLURM minute of 10 s: --time=1 and --signal=USR2@30 send USR2 5 s after the start
     with FakeSlurm(tmp_path / "state", minute_s=10, kill_wait_s=1) as slurm:
@@ -199,6 +207,7 @@ def test_submitit_requeues_on_the_time_limits_signal(tmp_path, with_pythonpath):
     assert t.restarts == 1 and 4 < t.attempts[0]["end"] - t.attempts[0]["start"] < 9
 
 
+@pytest.mark.slow
 def test_leaving_the_context_stops_what_still_runs(tmp_path):
     with FakeSlurm(tmp_path / "state") as slurm:
         job = sbatch(slurm, "#!/bin/bash\nsleep 60\n")

@@ -14,6 +14,7 @@ from harness_helpers import tiny_config
 MLP = get_method("mlp")
 
 
+@pytest.mark.slow
 def test_update_schedule_and_budget(tmp_path):
     cfg = tiny_config(checkpoint_every=0)
     res = train(MLP, "HalfCheetah-v4", 0, cfg, {"hidden": (32, 32)})
@@ -23,6 +24,7 @@ def test_update_schedule_and_budget(tmp_path):
     assert [e.step for e in res.evals] == [600, 1_200]
 
 
+@pytest.mark.slow
 def test_same_seed_is_bit_identical_and_seed_matters():
     cfg = tiny_config(checkpoint_every=0, total_steps=700)
     a = train(MLP, "HalfCheetah-v4", 3, cfg, {"hidden": (32, 32)})
@@ -74,6 +76,7 @@ class CrashAt(Callback):
 
 
 @pytest.mark.parametrize("method", ["mlp", "popsan"])
+@pytest.mark.slow
 def test_resume_after_crash_matches_uninterrupted(tmp_path, method):
     spec = get_method(method)
     params = {"hidden": (32, 32)} if method == "mlp" else {**spec.actor_params("Hopper-v4"), "hidden": (32, 32)}

@@ -405,6 +405,7 @@ def _assert_clean(code, err, before, after):
 
 
 @pytest.mark.parametrize("case", sorted(RESUME_CASES))
+@pytest.mark.slow
 def test_malformed_run_folder_on_resume(case, template, tmp_path, capsys):
     ctx = _prepare(tmp_path, template, RESUME_CASES[case])
     before = snapshot(tmp_path)
@@ -413,6 +414,7 @@ def test_malformed_run_folder_on_resume(case, template, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", sorted(NEW_RUN_CASES) + sorted(UNSAFE_ON_OLD))
+@pytest.mark.slow
 def test_malformed_new_run(case, template, tmp_path, capsys):
     ctx = _prepare(tmp_path, template)
     extra = {**NEW_RUN_CASES, **UNSAFE_ON_OLD}[case]
@@ -423,6 +425,7 @@ def test_malformed_new_run(case, template, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", sorted(OTHER_CASES))
+@pytest.mark.slow
 def test_malformed_other_commands(case, template, tmp_path, capsys):
     ctx = _prepare(tmp_path, template)
     before = snapshot(tmp_path)
@@ -431,6 +434,7 @@ def test_malformed_other_commands(case, template, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", sorted(SUBPROCESS_CASES))
+@pytest.mark.slow
 def test_malformed_through_the_console(case, template, tmp_path):
     edit_name, argv = SUBPROCESS_CASES[case]
     ctx = _prepare(tmp_path, template, RESUME_CASES.get(edit_name))
@@ -473,6 +477,7 @@ REPORT_DAMAGE = {
 
 
 @pytest.mark.parametrize("case", sorted(REPORT_DAMAGE))
+@pytest.mark.slow
 def test_report_renders_what_is_readable_and_names_the_rest(case, template, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(template, run)

@@ -72,6 +72,7 @@ def test_disabled_by_environment(monkeypatch):
 
 
 @needs_native
+@pytest.mark.slow
 def test_a_fresh_cache_builds_and_a_corrupt_library_is_rebuilt(monkeypatch, tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     monkeypatch.setenv("SPIKERL_CACHE_DIR", str(first))
@@ -358,6 +359,7 @@ def test_kernel_observer_sees_every_call_in_its_block_only():
 
 
 @needs_native
+@pytest.mark.slow
 def test_native_check_shadows_a_short_training_run(capsys):
     from tools import native_check
 
@@ -384,6 +386,7 @@ def test_acting_kernel_rejects_mismatched_shapes_and_follows_replaced_parameters
 
 
 @needs_native
+@pytest.mark.slow
 def test_kernel_profile_times_every_kernel_in_the_training_loop(capsys):
     from tools import kernel_profile
 

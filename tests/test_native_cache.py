@@ -49,6 +49,7 @@ def _target(cache):
     return cache / f"spike_kernels-{native_lib._cache_key(CC)}.so"
 
 
+@pytest.mark.slow
 def test_a_group_writable_library_in_our_cache_is_rebuilt_not_loaded(fresh):
     cache = fresh / "cache"
     cache.mkdir(mode=0o700)
@@ -58,6 +59,7 @@ def test_a_group_writable_library_in_our_cache_is_rebuilt_not_loaded(fresh):
     assert os.stat(_target(cache)).st_mode & 0o022 == 0  # replaced by our own build
 
 
+@pytest.mark.slow
 def test_a_world_writable_cache_dir_is_not_used(fresh):
     cache = fresh / "cache"
     cache.mkdir()
@@ -68,6 +70,7 @@ def test_a_world_writable_cache_dir_is_not_used(fresh):
     assert _target(fresh / "tmp" / f"spikerl-bench-{os.getuid()}").exists()  # built in a private place
 
 
+@pytest.mark.slow
 def test_a_predictable_temp_dir_made_by_someone_else_is_not_used(fresh, monkeypatch):
     monkeypatch.setenv("SPIKERL_CACHE_DIR", "/proc/no-such-cache")  # unusable: fall through to the temp dir
     squatted = fresh / "tmp" / f"spikerl-bench-{os.getuid()}"
@@ -79,6 +82,7 @@ def test_a_predictable_temp_dir_made_by_someone_else_is_not_used(fresh, monkeypa
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="planting a file owned by another user needs root")
+@pytest.mark.slow
 def test_a_library_owned_by_another_user_is_not_loaded(fresh):
     cache = fresh / "cache"
     cache.mkdir(mode=0o700)
@@ -89,6 +93,7 @@ def test_a_library_owned_by_another_user_is_not_loaded(fresh):
     assert os.stat(_target(cache)).st_uid == os.getuid()
 
 
+@pytest.mark.slow
 def test_leftovers_of_killed_builds_are_removed(fresh):
     cache = fresh / "cache"
     cache.mkdir(mode=0o700)

@@ -95,6 +95,7 @@ def _forget_plugin_modules():
         sys.modules.pop(module, None)
 
 
+@pytest.mark.slow
 def test_plugin_is_listed_after_the_builtins_and_trains(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(install_plugin(tmp_path / "site", "tinyplugin", "tinyplugin",
                                                    {"tiny": "tinyplugin:TINY"})))
@@ -154,6 +155,7 @@ def _cli(args: list[str], plugin_root: Path, cwd: Path) -> subprocess.CompletedP
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_lists_and_runs_a_plugin_next_to_a_broken_one(tmp_path):
     site = install_plugin(tmp_path / "site", "tinyplugin", "tinyplugin",
                           {"tiny": "tinyplugin:TINY", "broken": "no_such_module:TINY"})

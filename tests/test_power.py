@@ -697,6 +697,7 @@ def _dist_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     end_worker()
 
 
+@pytest.mark.slow
 def test_node_totals_are_summed_over_nodes_with_gloo(tmp_path):
     import torch.multiprocessing as mp
 

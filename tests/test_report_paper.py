@@ -47,6 +47,7 @@ def _tables(html: str) -> dict[str, tuple[list[str], list[list[str]]]]:
 # ----------------------------------------------------------------------------- aggregates across envs
 
 
+@pytest.mark.slow
 def test_aggregates_with_cis_profiles_and_improvement(paper_run: dict) -> None:
     data = json.loads((paper_run["out"] / "report.json").read_text(encoding="utf-8"))
     agg = data["aggregates"]
@@ -70,6 +71,7 @@ def test_aggregates_with_cis_profiles_and_improvement(paper_run: dict) -> None:
     assert "Fujimoto" in section and "tools.random_returns" in section and section.count("<svg") == 2
 
 
+@pytest.mark.slow
 def test_aggregates_not_meaningful_is_said_not_drawn(fixture_run_dir: Path, tmp_path: Path) -> None:  # noqa: F811
     # the default fixture: one env (and two seeds)
     content = build_content(load_run(fixture_run_dir))
@@ -95,6 +97,7 @@ def test_fast_probability_of_improvement_is_rliables() -> None:
 # ----------------------------------------------------------------------------- headline, tables, units
 
 
+@pytest.mark.slow
 def test_headline_is_one_line_per_method_with_returns(paper_run: dict) -> None:
     content = build_content(load_run(paper_run["run"]))
     assert len(content.findings) == len(METHODS4)
@@ -105,6 +108,7 @@ def test_headline_is_one_line_per_method_with_returns(paper_run: dict) -> None:
     assert dict(content.facts)["Device"] == "cpu"
 
 
+@pytest.mark.slow
 def test_units_and_decimals_are_consistent_per_column(paper_run: dict) -> None:
     tables = _tables(paper_run["html"])
     units: dict[str, set[str]] = {}
@@ -130,6 +134,7 @@ def test_units_and_decimals_are_consistent_per_column(paper_run: dict) -> None:
         assert re.fullmatch(r"-?[\d,]+ \(-?[\d,]+–-?[\d,]+\)", cell), cell  # CI as low–high
 
 
+@pytest.mark.slow
 def test_spike_table_and_per_layer_chart(paper_run: dict) -> None:
     heads, rows = _tables(paper_run["html"])["spikes"]
     assert any("estimate" in h for h in heads) and len(rows) == len(METHODS4) * len(ENVS4)
@@ -144,6 +149,7 @@ def test_spike_table_and_per_layer_chart(paper_run: dict) -> None:
 # ----------------------------------------------------------------------------- PDF, figures and exports
 
 
+@pytest.mark.slow
 def test_pdf_has_one_page_size_and_shared_table_pages(paper_run: dict) -> None:
     import pypdf
 
@@ -157,6 +163,7 @@ def test_pdf_has_one_page_size_and_shared_table_pages(paper_run: dict) -> None:
     assert not any(re.search(r'^\s*"?td3"?\s*[:=]', t, flags=re.M) for t in texts)  # no config dumps
 
 
+@pytest.mark.slow
 def test_exports_and_figure_files(paper_run: dict) -> None:
     out = paper_run["out"]
     figs = out / "figures"
@@ -173,6 +180,7 @@ def test_exports_and_figure_files(paper_run: dict) -> None:
     assert data["activity_units"]["inference_energy_j_per_action_est"] == "J/action"
 
 
+@pytest.mark.slow
 def test_quadrant_labels_never_overlap_and_zoom_to_the_data(paper_run: dict) -> None:
     content = build_content(load_run(paper_run["run"]))
     chart = gpsup_chart(content.gpsup_points, content.baseline, {}, "test")
@@ -198,6 +206,7 @@ def test_quadrant_labels_never_overlap_and_zoom_to_the_data(paper_run: dict) -> 
         chart.close()
 
 
+@pytest.mark.slow
 def test_learning_curve_and_power_legends_sit_outside_the_axes(paper_run: dict) -> None:
     from reports.charts import make_charts
 

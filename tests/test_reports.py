@@ -53,7 +53,8 @@ def real_smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
-@pytest.fixture(scope="session", params=["real-smoke-run", "fixture"])
+@pytest.fixture(scope="session", params=[pytest.param("real-smoke-run", marks=pytest.mark.slow),
+                                          pytest.param("fixture", marks=pytest.mark.slow)])  # full report builds
 def run_dir(request: pytest.FixtureRequest) -> Path:
     """The run folder under test; SPIKERL_REPORT_RUN_DIR names an existing one to test instead
     (it is only read: reports go to tmp)."""
@@ -228,6 +229,7 @@ def test_partial_run_statuses_shown_not_zeros(built: dict, run_dir: Path) -> Non
         assert "Partial run" in html
 
 
+@pytest.mark.slow
 def test_corrupt_and_missing_files_are_named(tmp_path: Path) -> None:
     run = make_fixture_run(tmp_path / "run", statuses=DEFAULT_STATUSES)
     seed = run / "spikerl" / "HalfCheetah-v4" / "seed0"
@@ -257,6 +259,7 @@ def test_not_a_run_folder(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- escaping
 
 
+@pytest.mark.slow
 def test_injected_markup_comes_out_escaped_and_failed_seeds_shown(tmp_path: Path) -> None:
     run = make_fixture_run(tmp_path / "run", methods=(INJECT_DIR, "popsan"), seeds=(0, 1),
                            statuses={(INJECT_DIR, 1): "failed"},
@@ -356,6 +359,7 @@ def test_cli_errors_exit_2_and_overwrite_nothing(tmp_path: Path, capsys: pytest.
     assert not (run / "figures").exists()
 
 
+@pytest.mark.slow
 def test_cli_writes_html_to_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run = make_fixture_run(tmp_path / "run", seeds=(0,))
     out = tmp_path / "out"
@@ -368,6 +372,7 @@ def test_cli_writes_html_to_out(tmp_path: Path, capsys: pytest.CaptureFixture) -
     assert "spikerl (baseline)" in html
 
 
+@pytest.mark.slow
 def test_failed_build_leaves_previous_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = make_fixture_run(tmp_path / "run", methods=("popsan",), seeds=(0,))
     (run / "report.html").write_text("OLD", encoding="utf-8")
@@ -419,6 +424,7 @@ def test_renders_in_headless_chromium(built: dict, tmp_path: Path) -> None:
         assert near((0xFF, 0xF8, 0xC5)) > 5000
 
 
+@pytest.mark.slow
 def test_real_run_accounting_is_consistent(real_smoke_run: Path) -> None:
     """summary.csv of a real run: energy = power x time, greenup = speedup / powerup, the
     baseline at exactly (1, 1, 1), estimates labelled, and CSV energy columns cumulative."""
@@ -443,6 +449,7 @@ def test_real_run_accounting_is_consistent(real_smoke_run: Path) -> None:
         assert (power["source"] == "estimate").all() and power["estimated"].all()
 
 
+@pytest.mark.slow
 def test_real_run_has_one_energy_account(real_smoke_run: Path):
     """Every row: emissions follow from energy_j and the grid intensity, energy_j is the sum of its
     components, CodeCarbon's figures sit beside ours, and the spiking method ran a native engine."""
@@ -482,6 +489,7 @@ def test_report_shows_the_account_and_component_sources(built: dict):
     assert "Where the energy numbers come from" in run_section and "Component" in run_section
 
 
+@pytest.mark.slow
 def test_real_run_has_spike_columns_in_hand_computed_ranges(real_smoke_run: Path) -> None:
     """popsan and mlp at hidden 64-64 on HalfCheetah (obs 17, act 6), T = 5:
     MLP MACs = 17·64 + 64·64 + 64·6 = 5,568; PopSAN MACs = 17·10 receptive fields + 6·10 decoder

@@ -59,6 +59,7 @@ def _rows_past_checkpoint(seed):
         return False
 
 
+@pytest.mark.slow
 def test_power_csv_is_cut_back_to_the_checkpoint_on_resume(tmp_path):
     run = tmp_path / "run"
     seed = run / SEED
@@ -129,6 +130,7 @@ def _refused(capsys, run, needle):
     assert _files(run) == before
 
 
+@pytest.mark.slow
 def test_resume_refuses_an_edited_learning_rate(killed_run, capsys):
     path = killed_run / SEED / "config.json"
     config = json.loads(path.read_text())
@@ -137,6 +139,7 @@ def test_resume_refuses_an_edited_learning_rate(killed_run, capsys):
     _refused(capsys, killed_run, "lr_actor")
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_budget_below_the_checkpoint(killed_run, capsys):
     for rel in ("plan.json", SEED / "config.json"):
         data = json.loads((killed_run / rel).read_text())
@@ -145,6 +148,7 @@ def test_resume_refuses_a_budget_below_the_checkpoint(killed_run, capsys):
     _refused(capsys, killed_run, "beyond the run's total_steps 200")
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_checkpoint_of_another_network(killed_run, capsys):
     path = killed_run / SEED / "checkpoint.pt"
     state = torch.load(path, weights_only=True)
@@ -155,6 +159,7 @@ def test_resume_refuses_a_checkpoint_of_another_network(killed_run, capsys):
     _refused(capsys, killed_run, "critic does not have the configured network's shape")
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_checkpoint_of_another_method(killed_run, capsys):
     path = killed_run / SEED / "checkpoint.pt"
     state = torch.load(path, weights_only=True)
@@ -163,6 +168,7 @@ def test_resume_refuses_a_checkpoint_of_another_method(killed_run, capsys):
     _refused(capsys, killed_run, "popsan")
 
 
+@pytest.mark.slow
 def test_an_untouched_killed_run_still_resumes(killed_run, capsys):
     assert main(["run", "--resume", str(killed_run)]) == 0
     assert json.loads((killed_run / SEED / "result.json").read_text())["status"] == "complete"

@@ -7,6 +7,10 @@ import subprocess
 import sys
 import time
 
+import pytest
+
+pytestmark = pytest.mark.slow  # kills and resumes real runs in subprocesses
+
 ARGS = ["run", "--methods", "mlp", "--total-steps", "2000", "--plain",
         "--set", "start_steps=300", "--set", "update_after=300", "--set", "eval_every=500",
         "--set", "eval_episodes=1", "--set", "checkpoint_every=600", "--set", "log_every=100",

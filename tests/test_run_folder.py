@@ -54,6 +54,7 @@ def test_seed_dir_never_leaves_the_run_folder(tmp_path):
             store.seed_dir(tmp_path, method, env, seed)
 
 
+@pytest.mark.slow
 def test_resume_with_a_traversing_plan_writes_nothing_outside(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()

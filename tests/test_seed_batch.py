@@ -94,6 +94,7 @@ def _batch_and_singles(tmp_path: Path, name: str, engine: str = "torch", workers
 
 @pytest.mark.parametrize("name,engine,workers", [(name, "torch", 1) for name in CASES]
                          + [("popsan-poisson", "native", 1), ("popsan-poisson", "native", 2), ("dsrl", "torch", 3)])
+@pytest.mark.slow
 def test_each_seed_of_an_fp64_batch_matches_its_single_run(tmp_path, name, engine, workers, float64):
     """engine 'native': each seed's actor runs alone (in fp64 on the torch path), the rest batched.
     workers > 1: the seeds in groups on threads of their own (spikerl.seed_groups; 3: one seed each)."""
@@ -111,6 +112,7 @@ def test_each_seed_of_an_fp64_batch_matches_its_single_run(tmp_path, name, engin
 
 @pytest.mark.parametrize("name,engine,workers", [("popsan", "torch", 1), ("mlp", "torch", 1), ("popsan", "native", 1),
                                                  ("popsan", "native", 2)])
+@pytest.mark.slow
 def test_each_seed_of_an_fp32_batch_matches_its_single_run_to_rounding(tmp_path, name, engine, workers):
     """Against single runs on the same engine (native: each seed's actor on the native kernels,
     as its single run; workers 2: the native kernels called from two threads at once); the
@@ -137,6 +139,7 @@ class StopAt(Callback):
 
 
 @pytest.mark.parametrize("name,workers", [("popsan-poisson", 1), ("mlp", 1), ("popsan-poisson", 2)])
+@pytest.mark.slow
 def test_resumed_batch_is_bit_identical_to_an_uninterrupted_one(tmp_path, name, workers):
     spec, env_id, params = _case(name)
     # a checkpoint at 300 (mid-episode, after three bursts and Poisson acting), a crash at 400
@@ -237,6 +240,7 @@ roundings, not to fp32's (measured here: |Δ| 3e-6 to 1.6e-3 on losses of 0.1 to
 
 
 @pytest.mark.parametrize("name", ["popsan", "mlp"])
+@pytest.mark.slow
 def test_each_seed_of_a_bf16_batch_matches_its_single_run_to_bf16_rounding(name):
     """The first four updates' critic and actor losses, seed by seed, against bf16 single runs;
     and unlike an fp32 batch's, so autocast did reach the vmapped nets. Later, bf16's rounding

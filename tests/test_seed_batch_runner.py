@@ -45,6 +45,7 @@ class FakeMeter(EnergyCallback):
                 "eval_energy_j": 60.0}
 
 
+@pytest.mark.slow
 def test_a_batch_fills_k_seed_folders_and_charges_each_a_kth_of_the_energy(tmp_path, monkeypatch):
     meter = FakeMeter()
     monkeypatch.setattr(seed_batch_runner, "extra_callbacks", lambda plan: ([meter], meter.total_energy_j))
@@ -105,6 +106,7 @@ def batched_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_the_cli_trains_seeds_in_batches_of_k(batched_run):
     r = _results(batched_run)
     assert sorted(r) == [0, 1] and {x["status"] for x in r.values()} == {"complete"}
@@ -118,6 +120,7 @@ def test_the_cli_trains_seeds_in_batches_of_k(batched_run):
         [("mlp", 0), ("mlp", 1)], [("popsan", 0), ("popsan", 1)], [("mlp", 2), ("mlp", 3)], [("popsan", 2), ("popsan", 3)]]
 
 
+@pytest.mark.slow
 def test_every_seed_of_a_batch_is_charged_the_same_share_of_an_evaluation_round(batched_run):
     """The seeds evaluate one after another under one meter; each row is written once all have. (Rows
     written one by one differ by a seed's whole evaluation, 5 episodes here: several % of the run.)"""
@@ -129,6 +132,7 @@ def test_every_seed_of_a_batch_is_charged_the_same_share_of_an_evaluation_round(
         assert float(a["energy_j"]) == pytest.approx(float(b["energy_j"]), rel=1e-2)
 
 
+@pytest.mark.slow
 def test_the_report_finds_the_batch_meter_in_its_first_seed_folder_only(batched_run, tmp_path):
     """One meter per process: power.csv is in seed 0's folder. Seed 1 lacking one is no problem;
     seed 0 lacking it is, and so is a seed of no batch lacking it."""
@@ -159,6 +163,7 @@ def test_the_report_finds_the_batch_meter_in_its_first_seed_folder_only(batched_
     assert power_problems(run) == ["mlp/HalfCheetah-v4/seed1/power.csv"]
 
 
+@pytest.mark.slow
 def test_the_power_chart_says_a_batch_trace_is_the_whole_process(batched_run):
     from reports import series
     from reports.load import load_run
@@ -169,6 +174,7 @@ def test_the_power_chart_says_a_batch_trace_is_the_whole_process(batched_run):
     assert "is its whole process" in html and "all K = 2 seeds" in html
 
 
+@pytest.mark.slow
 def test_a_killed_batch_resumes_from_its_checkpoints(batched_run, tmp_path, capsys):
     import shutil
 
@@ -187,6 +193,7 @@ def test_a_killed_batch_resumes_from_its_checkpoints(batched_run, tmp_path, caps
     assert "drop --seed-batch" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_sweep_of_seed_batches_trains_what_the_inline_batches_train(batched_run, tmp_path):
     """--launcher local --jobs 2 with --seed-batch 2: one job per batch, the same parameters."""
     import os
@@ -218,6 +225,7 @@ def test_bad_seed_batches_are_refused_before_anything_is_written(argv, needle, t
     assert needle in err and len(err.splitlines()) == 1 and not out.exists()
 
 
+@pytest.mark.slow
 def test_a_batch_whose_seeds_disagree_is_refused_before_anything_is_written(batched_run, tmp_path, capsys):
     import shutil
 

@@ -44,6 +44,7 @@ def test_group_bounds_cut_the_seeds_into_contiguous_near_equal_groups(seeds, gro
     assert group_bounds(seeds, groups) == expected
 
 
+@pytest.mark.slow
 def test_each_group_trains_as_the_batch_of_its_seeds_alone():
     """Groups [0, 1, 2] and [3, 4] on two threads against two plain batches of the same seeds:
     the same draws, the same actions and, after bursts spanning actor steps, the same bits."""
@@ -140,6 +141,7 @@ def test_a_batch_in_groups_gives_torch_its_thread_count_back(tmp_path):
         torch.set_num_threads(before)
 
 
+@pytest.mark.slow
 def test_perf_times_a_seed_batch_in_groups_against_a_single_seed_on_as_many_threads(capsys):
     import json
 

@@ -45,6 +45,7 @@ def inline_and_local(tmp_path_factory):
     return inline, local
 
 
+@pytest.mark.slow
 def test_parallel_runs_train_exactly_what_sequential_runs_train(inline_and_local):
     inline, local = inline_and_local
     a, b = _results(inline), _results(local)
@@ -55,6 +56,7 @@ def test_parallel_runs_train_exactly_what_sequential_runs_train(inline_and_local
         assert b[key]["final_return_mean"] == a[key]["final_return_mean"]
 
 
+@pytest.mark.slow
 def test_each_local_job_owns_its_cores_and_says_where_it_ran(inline_and_local):
     inline, local = inline_and_local
     placements = [json.loads(p.read_text())["placement"] for p in sorted(local.glob("*/*/seed*/config.json"))]
@@ -83,6 +85,7 @@ def test_each_local_job_owns_its_cores_and_says_where_it_ran(inline_and_local):
     assert sorted(r.placement.job_id for r in seen.runs) == sorted(p["job_id"] for p in placements)
 
 
+@pytest.mark.slow
 def test_resume_resubmits_only_the_unfinished_run(inline_and_local, tmp_path, capsys):
     import shutil
 
@@ -118,6 +121,7 @@ def _finish_one(run_dir: str, plan_json: dict, seed: int, barrier) -> None:  # n
     write_summary(Path(run_dir), plan)
 
 
+@pytest.mark.slow
 def test_runs_finishing_together_lose_no_summary_row(tmp_path):
     n = 16
     plan = Plan(methods=("mlp",), envs=("HalfCheetah-v4",), seeds=tuple(range(n)), profile="smoke",
@@ -200,6 +204,7 @@ def test_bad_sweep_flags_are_one_line_and_write_nothing(capsys, tmp_path, argv, 
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_resume_refuses_launcher_flags(capsys, inline_and_local):
     inline, _ = inline_and_local
     assert main(["run", "--resume", str(inline), "--launcher", "local"]) == 2
@@ -244,6 +249,7 @@ def _wait_for(predicate, timeout_s: float = 90.0, what: str = "") -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_slurm_job_array_kill_and_resume_through_the_real_launcher(tmp_path, inline_and_local, capsys):
     """submitit's generated array script runs on the fake cluster: one task per run, at most
     --jobs at once; a task killed mid-run fails, `--resume` resubmits only it, and it finishes
@@ -286,6 +292,7 @@ def test_slurm_job_array_kill_and_resume_through_the_real_launcher(tmp_path, inl
     assert results[("mlp", 1)]["param_sha256_by_rank"] == _results(uninterrupted)[("mlp", 1)]["param_sha256_by_rank"]
 
 
+@pytest.mark.slow
 def test_a_preempted_slurm_task_is_requeued_and_resumes(tmp_path):
     """SLURM's warning signal (USR2) before preemption: submitit checkpoints the task and requeues
     it (`scontrol requeue`); the new attempt continues the run from its last checkpoint."""
@@ -314,6 +321,7 @@ def test_a_preempted_slurm_task_is_requeued_and_resumes(tmp_path):
         _results(uninterrupted)[("mlp", 0)]["param_sha256_by_rank"]
 
 
+@pytest.mark.slow
 def test_a_run_another_process_is_training_is_left_to_it(inline_and_local, tmp_path, capsys):
     """`status` calls a silent run stalled; a --resume while its task still trains must not train it
     a second time in the same folder."""
@@ -370,6 +378,7 @@ def test_a_slurm_folder_path_with_a_control_character_is_refused(tmp_path, capsy
         assert "sbatch refused the job array" in err and "Traceback" not in err and not bad_opt.exists()
 
 
+@pytest.mark.slow
 def test_the_submitit_folder_must_be_private(inline_and_local, tmp_path):
     import shutil
 

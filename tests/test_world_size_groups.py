@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import bench.cli.run as cli_run
 from bench.cli.main import main
 
@@ -13,6 +15,7 @@ ARGS = ["--total-steps", "600", "--plain", "--set", "start_steps=200", "--set", 
         "--set", "actor.hidden=16,16"]
 
 
+@pytest.mark.slow
 def test_methods_with_different_world_sizes_share_one_run_folder(tmp_path, monkeypatch, capsys):
     # what `world_size_groups` gives for spikerl on a 2-GPU node, played on the CPU with Gloo ranks
     monkeypatch.setattr(cli_run, "world_size_groups", lambda plan, device: {2: ("popsan",), 1: ("mlp",)})
