@@ -244,6 +244,7 @@ def _answer(reader: Callable[[Path], None], run: Path) -> None:
 def test_every_reader_answers_malformed_files_clearly(name, sample):
     kind, readers = FILES[name]
     original = _where(sample, name).read_bytes()
+    ran: list[int] = []
 
     @FUZZ
     @given(data=malformed(original, kind), which=st.integers(0, len(readers) - 1))
@@ -254,10 +255,12 @@ def test_every_reader_answers_malformed_files_clearly(name, sample):
             shutil.copytree(sample, run, ignore=shutil.ignore_patterns("checkpoint.pt", "report*", "figures"))
             _where(run, name).write_bytes(data)
             _answer(readers[which], run)
+            ran.append(which)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
     fuzz()
+    print(f"{name}: {len(ran)} malformed variants answered clearly")  # shown with -s: the count of a long run
 
 
 def test_a_plan_lacking_a_field_without_default_is_refused_in_one_line(tmp_path):
