@@ -50,6 +50,11 @@ class FakeGpu:
     """The next N energy/power reads raise GPU_IS_LOST."""
     process_ids: tuple[int, ...] = ()
     """PIDs of the compute processes NVML lists on this GPU."""
+    lost: bool = False
+    """Fallen off the bus: every read and every look-up by UUID raises GPU_IS_LOST until cleared."""
+    temperature_c: int = 45
+    sm_clock_mhz: int = 1755
+    power_limit_w: float = 700.0
 
 
 class _Handle:
@@ -88,6 +93,8 @@ def _gpu(handle: _Handle) -> FakeGpu:
 
 
 def _maybe_fail(gpu: FakeGpu) -> None:
+    if gpu.lost:
+        raise NVMLError(NVML_ERROR_GPU_IS_LOST)
     if gpu.fail_reads > 0:
         gpu.fail_reads -= 1
         raise NVMLError(NVML_ERROR_GPU_IS_LOST)
@@ -124,6 +131,8 @@ def nvmlDeviceGetHandleByUUID(uuid: str) -> _Handle:
     _check_init()
     for i, gpu in enumerate(devices):
         if gpu.uuid == uuid:
+            if gpu.lost:
+                raise NVMLError(NVML_ERROR_GPU_IS_LOST)
             return _Handle(i)
     raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
 

@@ -34,6 +34,9 @@ CPU_CHOICES = ("auto", "rapl", "estimate", "none")
 RAM_CHOICES = CPU_CHOICES
 MAX_FALLBACKS = 3
 """Replacement estimates per meter: an estimate that itself keeps failing is not restarted forever."""
+MAX_BACKOFF_S = 30.0
+"""Longest wait between retries of a failing source: a GPU back after a driver hiccup is read again
+within half a minute, and a dead one costs one failed call per 30 s."""
 
 
 @dataclass
@@ -48,6 +51,14 @@ class _SourceState:
     failures: int = 0
     gap_start_t: float | None = None
     gap_error: str = ""
+    next_try_t: float | None = None
+    """While backing off: the clock time of the next retry."""
+    last_ok_t: float | None = None
+
+
+def _label(src: EnergySource) -> str:
+    """A source named with its devices, so a log line says which GPU failed."""
+    return f"{src.source} {','.join(src.devices)}" if src.devices else src.source
 
 
 class PowerMeter:
@@ -60,7 +71,9 @@ class PowerMeter:
         """`interval_s=None` runs no sampler thread (call `sample()` yourself).
 
         `fallback` builds the source that replaces a CPU source after `max_failures`
-        consecutive failed reads. `notes` are set-up problems (e.g. NVML missing) to report.
+        consecutive failed reads; every other source is never dropped: after `max_failures` it is
+        retried with exponential backoff (up to MAX_BACKOFF_S), so a GPU that comes back is metered
+        again, and the time it was missing is unmetered in `coverage()`. `notes` are set-up problems (e.g. NVML missing) to report.
         `energy_offset_j` (per device, e.g. from before a resume) is added to power.csv's
         cumulative energy_j column only, so the trace continues across segments.
         """
@@ -84,6 +97,8 @@ class PowerMeter:
         self._windows: dict[str, _Window] = {}
         self.errors = ErrorLog(notes)
         self._fallbacks_used = 0
+        self._component_devices: dict[str, set[str]] = {}  # at construction: coverage's denominator
+        self._stop_t: float | None = None
         self.gaps: list[Gap] = []
         self._rows: list[PowerRow] = []
         self._csv = PowerCsv(csv_path, self.errors) if csv_path is not None else None
@@ -94,6 +109,10 @@ class PowerMeter:
         self._warned_short = False
         for src in sources:
             self._add_source(src)
+        for src in self._sources:
+            for dev in src.devices:
+                if component_of(dev):
+                    self._component_devices.setdefault(str(component_of(dev)), set()).add(dev)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -161,7 +180,7 @@ class PowerMeter:
             self._state[id(src)] = _SourceState(last_j={})
             self._on_failure(src, self._clock(), exc)
         else:
-            self._state[id(src)] = _SourceState(last_j=dict(first_j))
+            self._state[id(src)] = _SourceState(last_j=dict(first_j), last_ok_t=self._clock())
         for dev in src.devices:
             self._energy_j.setdefault(dev, 0.0)
             self._device_source[dev] = (src.source, src.estimated)
@@ -177,6 +196,16 @@ class PowerMeter:
         t = self._clock()
         for src in list(self._sources):
             st = self._state[id(src)]
+            if st.next_try_t is not None:
+                if t < st.next_try_t:
+                    continue
+                recover = getattr(src, "recover", None)
+                try:
+                    if recover is not None:
+                        recover()
+                except Exception as exc:
+                    self._on_failure(src, t, exc)
+                    continue
             try:
                 now_j = src.read_energy_j()
             except Exception as exc:
@@ -194,42 +223,59 @@ class PowerMeter:
     def _on_failure(self, src: EnergySource, t: float, exc: BaseException) -> None:
         st = self._state[id(src)]
         st.failures += 1
+        error = f"{type(exc).__name__}: {exc}"
         if st.gap_start_t is None:
-            st.gap_start_t, st.gap_error = t, f"{type(exc).__name__}: {exc}"
-            if self.errors.add(f"{src.source}: {st.gap_error}", self._t_s(t)):
-                log.warning("power source %s failed: %s", src.source, st.gap_error)
-        if st.failures >= self._max_failures:
+            st.gap_start_t, st.gap_error = t, error
+        # every failed read counts, with its first and last time (ErrorLog), under the device's name
+        if self.errors.add(f"{_label(src)}: {error}", self._t_s(t)):
+            log.warning("power source %s failed: %s", _label(src), error)
+        if st.failures < self._max_failures:
+            return
+        if self._replaceable(src):
             self._drop(src, t)
+            return
+        backoff_s = min(MAX_BACKOFF_S, (self.interval_s or 0.1) * 2.0 ** (st.failures - self._max_failures + 1))
+        st.next_try_t = t + backoff_s
+
+    def _replaceable(self, src: EnergySource) -> bool:
+        """Only the CPU has a stand-in (the estimate): other sources are retried, never dropped."""
+        return (self._fallback is not None and any(component_of(d) == "cpu" for d in src.devices)
+                and self._fallbacks_used < MAX_FALLBACKS)
 
     def _on_success(self, src: EnergySource, t: float) -> None:
         st = self._state[id(src)]
         if st.gap_start_t is not None:
-            self.gaps.append(Gap(src.source, self._t_s(st.gap_start_t), self._t_s(t), st.gap_error, True))
+            self.gaps.append(Gap(src.source, self._t_s(st.gap_start_t), self._t_s(t), st.gap_error, True,
+                                 tuple(src.devices), bool(src.counter), self._ok_s(st)))
+            if st.next_try_t is not None:
+                self.errors.add(f"{_label(src)}: recovered", self._t_s(t))
             st.gap_start_t = None
         st.failures = 0
+        st.next_try_t = None
+        st.last_ok_t = t
+
+    def _ok_s(self, st: _SourceState) -> float | None:
+        return None if st.last_ok_t is None else self._t_s(st.last_ok_t)
 
     def _drop(self, src: EnergySource, t: float) -> None:
         st = self._state.pop(id(src))
         self._sources.remove(src)
         self.gaps.append(Gap(src.source, self._t_s(st.gap_start_t if st.gap_start_t is not None else t),
-                             self._t_s(t), st.gap_error, False))
+                             self._t_s(t), st.gap_error, False, tuple(src.devices), False, self._ok_s(st)))
         try:
             src.close()
         except Exception:
             pass
-        msg = f"{src.source}: dropped after {st.failures} failed reads"
+        msg = f"{_label(src)}: dropped after {st.failures} failed reads"
         is_cpu = any(d.startswith("cpu") for d in src.devices)
         has_other_cpu = any(d.startswith("cpu") for s in self._sources for d in s.devices)
         if is_cpu and not has_other_cpu and self._fallback is not None:
-            if self._fallbacks_used >= MAX_FALLBACKS:
-                msg += f"; CPU energy is no longer metered (the estimate failed {MAX_FALLBACKS} times)"
-            else:
-                self._fallbacks_used += 1
-                try:
-                    self._add_source(self._fallback())
-                    msg += "; CPU energy from here on is estimated"
-                except Exception as exc:
-                    msg += f"; the estimate could not start either ({exc})"
+            self._fallbacks_used += 1
+            try:
+                self._add_source(self._fallback())
+                msg += "; CPU energy from here on is estimated"
+            except Exception as exc:
+                msg += f"; the estimate could not start either ({exc})"
         if self.errors.add(msg, self._t_s(t)):
             log.warning(msg)
 
@@ -353,6 +399,32 @@ class PowerMeter:
         with self._lock:
             return {c: "; ".join(dict.fromkeys(m)) for c, m in self._models.items()}
 
+    def device_uuids(self) -> dict[str, str]:
+        """Per GPU device key, its UUID where the source knows it (ranks de-duplicate by it)."""
+        with self._lock:
+            return {d: u for s in self._sources for d, u in s.uuids.items()}
+
+    def coverage(self) -> dict[str, tuple[float, float]]:
+        """Per metered component, (metered device-seconds, window device-seconds) since the meter
+        started: the window is its lifetime times the component's devices at construction; a gap
+        is unmetered unless a counter recovered from it (its energy over the gap was counted).
+        Device-seconds so that one of eight GPUs missing half the run reads 15/16."""
+        with self._lock:
+            end_t = self._stop_t if self._stopped and self._stop_t is not None else self._clock()
+            life_s = max(0.0, end_t - self._t0)
+            gaps = list(self.gaps)
+            for src in self._sources:  # gaps still open now
+                st = self._state[id(src)]
+                if st.gap_start_t is not None and not self._stopped:
+                    gaps.append(Gap(src.source, self._t_s(st.gap_start_t), self._t_s(end_t), st.gap_error,
+                                    False, tuple(src.devices), False, self._ok_s(st)))
+            out: dict[str, tuple[float, float]] = {}
+            for comp, devs in self._component_devices.items():
+                window_s = life_s * len(devs)
+                lost_s = sum(g.unmetered_s * len(devs.intersection(g.devices)) for g in gaps)
+                out[comp] = (max(0.0, window_s - lost_s), window_s)
+            return out
+
     @property
     def source(self) -> str:
         return self.source_label(self._energy_j)
@@ -418,7 +490,7 @@ class PowerMeter:
                 st = self._state[id(src)]
                 if st.gap_start_t is not None:
                     self.gaps.append(Gap(src.source, self._t_s(st.gap_start_t), self._t_s(self._stop_t),
-                                         st.gap_error, False))
+                                         st.gap_error, False, tuple(src.devices), False, self._ok_s(st)))
         self.flush()
         if self._csv is not None:
             self._csv.close()

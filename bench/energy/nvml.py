@@ -134,18 +134,27 @@ def _torch_uuid(cuda_index: int) -> str | None:
 
 
 class _NvmlSource(EnergySource):
-    """Owns one nvmlInit (NVML reference-counts init/shutdown pairs)."""
+    """Owns one nvmlInit (NVML reference-counts init/shutdown pairs). `open_nvml` builds one per
+    GPU, so one failing GPU never silences the others."""
 
     name = "nvml"
 
-    def __init__(self, handles: dict[str, Any]):
+    def __init__(self, handles: dict[str, Any], uuids: dict[str, str] | None = None):
         _call("nvmlInit")
         self._handles = handles
         self.devices = list(handles)
+        self.uuids = dict(uuids or {})
         self._closed = False
 
     def _power_w(self) -> dict[str, float]:
         return {d: _call("nvmlDeviceGetPowerUsage", h) / 1000.0 for d, h in self._handles.items()}
+
+    def recover(self) -> None:
+        """Before a retry: look the handles up again by UUID (a GPU that fell off the bus and came
+        back may have a new handle). Raises EnergySourceError while it is still gone."""
+        for dev, uuid in self.uuids.items():
+            if dev in self._handles:
+                self._handles[dev] = _call("nvmlDeviceGetHandleByUUID", uuid)
 
     def process_ids(self) -> set[int]:
         """PIDs of the compute processes on these GPUs (NVML's PID namespace: the host's)."""
@@ -164,9 +173,10 @@ class _NvmlSource(EnergySource):
 class NvmlCounterSource(_NvmlSource):
     source = "nvml-counter"
     estimated = False
+    counter = True
 
-    def __init__(self, handles: dict[str, Any]):
-        super().__init__(handles)
+    def __init__(self, handles: dict[str, Any], uuids: dict[str, str] | None = None):
+        super().__init__(handles, uuids)
         self._base_mj = {d: _call("nvmlDeviceGetTotalEnergyConsumption", h) for d, h in handles.items()}
         self._power_supported = True
 
@@ -191,13 +201,18 @@ class NvmlSampledSource(_NvmlSource):
     source = "nvml-sampled"
     estimated = False
 
-    def __init__(self, handles: dict[str, Any], clock: Clock = time.monotonic):
-        super().__init__(handles)
+    def __init__(self, handles: dict[str, Any], clock: Clock = time.monotonic, uuids: dict[str, str] | None = None):
+        super().__init__(handles, uuids)
         self._integrator = PowerIntegrator(self.devices, mode="trapezoid", clock=clock)
         self._integrator.add(self._power_w())
 
     def read_energy_j(self) -> dict[str, float]:
-        return self._integrator.add(self._power_w())
+        try:
+            power_w = self._power_w()
+        except EnergySourceError:
+            self._integrator.restart()  # no interpolation across the gap: it is unmetered
+            raise
+        return self._integrator.add(power_w)
 
     def read_power_w(self) -> dict[str, float]:
         return self._integrator.last_power_w
@@ -207,8 +222,8 @@ def open_nvml(device_ids: Sequence[DeviceId], clock: Clock = time.monotonic
               ) -> tuple[list[EnergySource], list[str]]:
     """Sources for the given GPUs and the reasons any of them could not be measured.
 
-    Devices with an energy counter share one counter source; the rest share a sampled one.
-    Never raises: NVML missing or failing to initialise yields no sources and one reason.
+    One source per GPU (keyed gpu<NVML index>, carrying its UUID): the counter where the device has
+    one, else sampled power. Never raises: NVML missing or failing to initialise yields no sources and one reason.
     """
     try:
         _call("nvmlInit")
@@ -219,6 +234,7 @@ def open_nvml(device_ids: Sequence[DeviceId], clock: Clock = time.monotonic
     problems: list[str] = []
     counter: dict[str, Any] = {}
     sampled: dict[str, Any] = {}
+    uuids: dict[str, str] = {}
     try:
         for dev_id in device_ids:
             try:
@@ -235,6 +251,10 @@ def open_nvml(device_ids: Sequence[DeviceId], clock: Clock = time.monotonic
             if key in counter or key in sampled:
                 continue  # two ranks on one GPU: count it once
             try:
+                uuids[key] = str(_call("nvmlDeviceGetUUID", handle))
+            except EnergySourceError:
+                pass  # without a UUID the device cannot be looked up again, only retried
+            try:
                 _call("nvmlDeviceGetTotalEnergyConsumption", handle)
                 counter[key] = handle
                 continue
@@ -249,14 +269,13 @@ def open_nvml(device_ids: Sequence[DeviceId], clock: Clock = time.monotonic
                 problems.append(f"{key}: neither energy counter nor power reading ({exc}); "
                                 "its energy is not measured")
         sources: list[EnergySource] = []
-        for kind, handles in (("counter", counter), ("sampled", sampled)):
-            if not handles:
-                continue
+        for key in sorted({**counter, **sampled}, key=lambda k: int(k[3:])):
+            ids = {key: uuids[key]} if key in uuids else {}
             try:
-                sources.append(NvmlCounterSource(handles) if kind == "counter"
-                               else NvmlSampledSource(handles, clock=clock))
+                sources.append(NvmlCounterSource({key: counter[key]}, ids) if key in counter
+                               else NvmlSampledSource({key: sampled[key]}, clock=clock, uuids=ids))
             except EnergySourceError as exc:
-                problems.append(f"{', '.join(handles)}: {exc}; their energy is not measured")
+                problems.append(f"{key}: {exc}; its energy is not measured")
     finally:
         try:
             _call("nvmlShutdown")

@@ -111,6 +111,7 @@ class RaplSource(EnergySource):
     name = "rapl"
     source = "rapl"
     estimated = False
+    counter = True
 
     def __init__(self, zones: list[RaplZone], clock: Clock = time.monotonic):
         if not zones:
