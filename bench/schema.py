@@ -154,7 +154,14 @@ ACTIVITY_FIELDS = (
 #   RESUME_FIELDS (resume): log_rows_dropped (str, file:steps list); unmetered_s (s, gaps between segments
 #     of the power trace)
 PHASE_FIELDS: tuple[Field, ...] = ()
-METER_FIELDS: tuple[Field, ...] = ()
+METER_FIELDS: tuple[Field, ...] = (
+    Field("gpu_coverage", "", doc="metered GPU device-seconds / window device-seconds over every segment; "
+          "empty where no GPU was metered"),
+    Field("cpu_coverage", "", doc="metered / window seconds of the CPU energy source(s); empty where not metered"),
+    Field("ram_coverage", "", doc="metered / window seconds of the RAM energy source(s); empty where not metered"),
+    Field("gpu_devices_metered", "", "int", doc="distinct GPUs (by UUID) metered over all ranks"),
+    Field("meter_verdict", kind="str", doc="measured, partly estimated or estimated (bench.energy.coverage)"),
+)
 RESUME_FIELDS: tuple[Field, ...] = ()
 
 # ---- columns summary.csv adds across runs (bench.metrics)
@@ -171,6 +178,7 @@ EVAL_COLUMNS = _names(EVAL_FIELDS)
 POWER_COLUMNS = _names(POWER_FIELDS)
 RESULT_COLUMNS = _names(RESULT_FIELDS)
 ENERGY_COLUMNS = _names(ENERGY_FIELDS)
+METER_COLUMNS = _names(METER_FIELDS)
 SUMMARY_COLUMNS = _names(SUMMARY_FIELDS)
 NUMERIC_SUMMARY_COLUMNS = tuple(f.name for f in SUMMARY_FIELDS if f.numeric and f.name != "seed")
 UNITS = {f.name: f.unit for f in SUMMARY_FIELDS}

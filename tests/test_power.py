@@ -12,7 +12,7 @@ import torch
 
 import bench.energy.nvml as nvml_mod
 from bench.energy.callback import EnergyCallback
-from bench.schema import ENERGY_COLUMNS, POWER_COLUMNS
+from bench.schema import ENERGY_COLUMNS, METER_COLUMNS, POWER_COLUMNS
 from bench.energy import EnergySource, EnergySourceError, Measurement, PowerMeter
 from bench.energy.base import PowerIntegrator
 from bench.energy.estimate import CpuLoad, EstimateSource, load_power_w, lookup_tdp
@@ -489,7 +489,7 @@ def test_energy_callback_accounts_train_eval_and_resume(tmp_path, clock):
     state = cb.state_dict()
     cb.on_train_end(EndEvent(step=1000, wall_s=10.0, status="complete"))
     r = cb.result_fields()
-    assert tuple(r) == ENERGY_COLUMNS
+    assert tuple(r) == ENERGY_COLUMNS + METER_COLUMNS
     assert (r["energy_j"], r["train_energy_j"], r["eval_energy_j"]) == pytest.approx((100.0, 90.0, 10.0))
     # absent is empty, never zero: this machine has no GPU and no RAM meter
     assert r["cpu_energy_j"] == pytest.approx(100.0) and r["gpu_energy_j"] is None and r["ram_energy_j"] is None

@@ -12,8 +12,9 @@ that node's GPUs, its CPU and its RAM. Training and evaluation are separate mete
 switched on one reading so that train + eval is the whole measured energy. A contention probe
 records how much of the node's CPU time went to processes outside the run. Totals before a
 resume come back through `state_dict` / `load_state_dict` (each rank checkpoints its own
-node's totals). At the end of a completed distributed run the node totals are summed over
-nodes with one all_reduce in which only local-rank-0 processes contribute.
+node's totals). At the end of a completed distributed run the node's CPU and RAM totals are summed over
+nodes with one all_reduce in which only local-rank-0 processes contribute; every rank meters its
+own GPUs and those are gathered and counted once per GPU (bench.energy.ranks).
 
 Runs executing side by side on one machine (`concurrent_runs` > 1, a sweep's --jobs) own their
 GPU but share the CPU package and the RAM: those two components are the machine's, so each run
@@ -52,6 +53,8 @@ from bench.energy.contention import ContentionProbe
 from bench.energy.estimate import machine_cpus
 from bench.energy.meter import PowerMeter
 from bench.energy.nvml import DeviceId, nvml_ids_for_cuda
+from bench.energy.coverage import add_coverage, coverage_fields, verdict
+from bench.energy.ranks import add_segments, dedup_ranks, gpu_accounts, gpu_sums
 from spikerl.callbacks import Callback, EndEvent, EvalEvent, ProgressEvent, RunInfo
 
 log = logging.getLogger(__name__)
@@ -93,6 +96,10 @@ class EnergyTotals:
     """CodeCarbon's problems (its figures are the cross-check)."""
     energy_j_by_device: dict[str, float] = field(default_factory=dict)
     """This node's devices only: continues power.csv's cumulative column after a resume."""
+    gpus: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per GPU identity (bench.energy.ranks), its train/eval energy and metered/window seconds."""
+    coverage_s: dict[str, list[float]] = field(default_factory=dict)
+    """CPU and RAM: [metered, window] device-seconds (GPUs': from `gpus`)."""
 
     @property
     def energy_j(self) -> float:
@@ -128,6 +135,8 @@ class EnergyTotals:
             emissions_errors=list(dict.fromkeys(self.emissions_errors + other.emissions_errors)),
             energy_j_by_device={d: self.energy_j_by_device.get(d, 0.0) + other.energy_j_by_device.get(d, 0.0)
                                 for d in {**self.energy_j_by_device, **other.energy_j_by_device}},
+            gpus=add_segments(self.gpus, other.gpus),
+            coverage_s=add_coverage(self.coverage_s, other.coverage_s),
         )
 
     @classmethod
@@ -194,6 +203,8 @@ class EnergyCallback(Callback):
         self._probe: ContentionProbe | None = None
         self._phase: str | None = None
         self._done_j: dict[str, float] = {}  # per device, closed windows of this segment
+        self._phase_dev_j: dict[str, dict[str, float]] = {"train": {}, "eval": {}}
+        self._owner = False  # local rank 0: meters the node's CPU and RAM, runs CodeCarbon and the probe
         self._phase_j = {"train": 0.0, "eval": 0.0}
         self._attr_j = {"cpu": 0.0, "ram": 0.0}  # this segment's attributed CPU and RAM energy
         self._attr_last: tuple[float, float, float, float] | None = None  # (cpu J, ram J, own s, busy s)
@@ -215,15 +226,19 @@ class EnergyCallback(Callback):
 
     # ------------------------------------------------------------------ hooks
     def on_train_start(self, info: RunInfo) -> None:
-        self._active = info.local_rank == 0
+        self._owner = info.local_rank == 0
         self._resumed = info.resumed
+        gpu_ids, sync_fn, n_local = self._gpus(info)
+        # every rank meters its own GPUs (bench.energy.ranks); local rank 0 also the node's CPU and RAM
+        self._active = self._owner or bool(gpu_ids)
         if not self._active:
             return
-        gpu_ids, sync_fn, n_local = self._gpus(info)
-        csv_path = info.run_dir / "power.csv" if info.run_dir is not None and self.write_power_csv else None
-        shared = {"estimate_cpus": machine_cpus()} if self.attributed else {}
+        csv_path = (info.run_dir / "power.csv" if info.run_dir is not None and self.write_power_csv
+                    and self._owner else None)
+        shared = {"estimate_cpus": machine_cpus()} if self.attributed and self._owner else {}
         try:
-            self._meter = self._meter_factory(gpu_ids=gpu_ids, cpu=self.cpu, ram=self.ram,
+            self._meter = self._meter_factory(gpu_ids=gpu_ids, cpu=self.cpu if self._owner else "none",
+                                              ram=self.ram if self._owner else "none",
                                               interval_s=self.interval_s, csv_path=csv_path,
                                               t_offset_s=info.start_wall_s, sync_fn=sync_fn,
                                               energy_offset_j=self._prior.energy_j_by_device, **shared)
@@ -236,6 +251,8 @@ class EnergyCallback(Callback):
             self._meter.start()  # idempotent; factories may hand back an unstarted meter
             self._meter.begin_window("train")
             self._phase = "train"
+        if not self._owner:
+            return
         gpu_pids = self._meter.gpu_process_ids if self._meter is not None and gpu_ids else None
         try:
             self._probe = self._probe_factory(gpu_pids=gpu_pids, local_ranks=n_local)
@@ -265,16 +282,9 @@ class EnergyCallback(Callback):
 
         if self.gpu_ids is not None:
             return list(self.gpu_ids), sync, n_local or 1
-        if n_local is None:
-            n_local = 1
-            self._notes.append("local world size unknown (no LOCAL_WORLD_SIZE): only this rank's GPU is "
-                               "metered; pass gpu_ids to meter every GPU of the node")
-        # local rank r runs on cuda:(r mod device count) (spikerl.distributed.init_distributed), so
-        # several ranks sharing one GPU meter that GPU once
-        count = max(1, torch.cuda.device_count())
-        cuda = sorted({r % count for r in range(n_local)}) if n_local > 1 else \
-            [device.index if device.index is not None else torch.cuda.current_device()]
-        return nvml_ids_for_cuda(cuda), sync, n_local
+        # each rank meters the GPU it trains on; ranks sharing one count it once (bench.energy.ranks)
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return nvml_ids_for_cuda([index]), sync, n_local or 1
 
     def _switch(self, phase: str) -> None:
         self._sample_probe()
@@ -288,28 +298,34 @@ class EnergyCallback(Callback):
         assert self._phase is not None
         for d, e in by_dev.items():
             self._done_j[d] = self._done_j.get(d, 0.0) + e
+            per_dev = self._phase_dev_j.setdefault(self._phase, {})
+            per_dev[d] = per_dev.get(d, 0.0) + e
         self._phase_j[self._phase] += sum(by_dev.values())
 
     def _sample_probe(self) -> None:
         if self._probe is not None:
             self._probe.sample()
-        if self.attributed and self._active:
+        if self.attributed and self._owner:
             self._attribute_interval()
 
-    def _energy_so_far(self) -> tuple[dict[str, float], dict[str, float]]:
-        """This segment's energy so far: per device, and per phase (closed windows + the open one)."""
+    def _energy_so_far(self) -> tuple[dict[str, float], dict[str, float], dict[str, dict[str, float]]]:
+        """This segment's energy so far: per device, per phase, and per phase and device (closed
+        windows + the open one)."""
         done = dict(self._done_j)
         phase_j = dict(self._phase_j)
+        phase_dev = {p: dict(by_dev) for p, by_dev in self._phase_dev_j.items()}
         if self._meter is not None and self._phase is not None:
             m = self._meter.read_window(self._phase)
+            open_dev = phase_dev.setdefault(self._phase, {})
             for d, e in m.energy_j_by_device.items():
                 done[d] = done.get(d, 0.0) + e
+                open_dev[d] = open_dev.get(d, 0.0) + e
             phase_j[self._phase] += m.total_energy_j
-        return done, phase_j
+        return done, phase_j, phase_dev
 
     def _shared_j(self) -> tuple[float, float]:
         """This segment's CPU and RAM energy so far (the machine's)."""
-        done, _ = self._energy_so_far()
+        done, _, _ = self._energy_so_far()
         return (sum(e for d, e in done.items() if component_of(d) == "cpu"),
                 sum(e for d, e in done.items() if component_of(d) == "ram"))
 
@@ -357,12 +373,14 @@ class EnergyCallback(Callback):
         if self._tracker is not None:
             carbon = self._tracker.stop()
         self._node = self._prior.plus(self._segment(carbon)) if self._active else EnergyTotals()
+        if not self._owner:  # a GPU-only rank: no CodeCarbon of its own, nothing missing
+            self._node.codecarbon_emissions_kg = self._node.codecarbon_energy_kwh = None
         self._final = self._reduce(self._node, event.status)
 
     # ------------------------------------------------------------------ accounting
     def _segment(self, carbon: CarbonResult | None) -> EnergyTotals:
         """This node's totals since on_train_start (live while training)."""
-        done, phase_j = self._energy_so_far()
+        done, phase_j, phase_dev = self._energy_so_far()
         by_comp: dict[str, list[str]] = {}
         for d in done:
             comp = component_of(d)
@@ -382,6 +400,8 @@ class EnergyCallback(Callback):
             foreign_gpu_processes=probe.foreign_gpu_processes if probe else 0,
             attributed=self.attributed, concurrent_runs=self.concurrent_runs,
             energy_j_by_device=done,
+            gpus=gpu_accounts(phase_dev, meter.device_coverage(), meter.device_uuids()) if meter else {},
+            coverage_s={c: list(v) for c, v in meter.coverage().items() if c != "gpu"} if meter else {},
             sources=[meter.source] if meter is not None else [],
             estimated=meter.estimated if meter is not None else False,
             meter_errors=list(self._notes) + (list(meter.errors) if meter is not None else [])
@@ -420,42 +440,62 @@ class EnergyCallback(Callback):
             out = EnergyTotals(**{**asdict(node)})
             out.meter_errors = node.meter_errors + [f"run {status}: totals cover this node only"]
             return out
-        active = 1.0 if self._active else 0.0
-        vec = [node.train_energy_j, node.eval_energy_j, node.gpu_energy_j, node.cpu_energy_j, node.ram_energy_j,
+        # CPU, RAM and CodeCarbon: each node's local rank 0 adds its node's; GPUs: gathered per GPU
+        # identity from every rank and counted once (bench.energy.ranks)
+        owner = 1.0 if self._owner and self._active else 0.0
+        own_gpu = gpu_sums(node.gpus)
+        cov = {c: node.coverage_s.get(c, [0.0, 0.0]) for c in ("cpu", "ram")}
+        vec = [node.train_energy_j - own_gpu["train_j"], node.eval_energy_j - own_gpu["eval_j"],
+               node.cpu_energy_j, node.ram_energy_j,
                node.codecarbon_emissions_kg or 0.0, node.codecarbon_energy_kwh or 0.0,
                node.foreign_cpu_s, node.observed_cpu_s, float(node.foreign_gpu_processes),
-               node.cpu_attributed_j, node.ram_attributed_j,
-               active * (node.codecarbon_emissions_kg is None), active * node.estimated, active,
-               active * bool(node.meter_errors), active * bool(node.emissions_errors),
-               *(active * (c in node.components) for c in COMPONENTS)]
+               node.cpu_attributed_j, node.ram_attributed_j, *cov["cpu"], *cov["ram"]]
+        vec = [owner * v for v in vec] + [
+            owner * (node.codecarbon_emissions_kg is None), owner * node.estimated, owner,
+            owner * bool(node.emissions_errors), *(owner * (c in node.components) for c in ("cpu", "ram"))]
         backend = str(dist.get_backend())
         device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
         t = torch.tensor(vec, dtype=torch.float64, device=device)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        (train_j, eval_j, gpu_j, cpu_j, ram_j, kg, kwh, foreign_s, observed_s, foreign_gpu, cpu_attr_j, ram_attr_j,
-         n_missing, n_est,
-         n_nodes, n_meter_err, n_cc_err, *n_comp) = t.cpu().tolist()
+        (train_j, eval_j, cpu_j, ram_j, kg, kwh, foreign_s, observed_s, foreign_gpu, cpu_attr_j, ram_attr_j,
+         cpu_met_s, cpu_win_s, ram_met_s, ram_win_s,
+         n_missing, n_est, n_nodes, n_cc_err, *n_comp) = t.cpu().tolist()
+        mine = {"gpus": node.gpus, "source": node.component_sources.get("gpu", ""),
+                "estimated": bool(node.component_estimated.get("gpu")), "errors": list(node.meter_errors)}
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, mine)
+        gpus = dedup_ranks(g["gpus"] for g in gathered)
+        gpu = gpu_sums(gpus)
         meter_errors = list(node.meter_errors)
+        for rank, g in enumerate(gathered):
+            if rank != dist.get_rank():
+                meter_errors += [f"rank {rank}: {e}" for e in g["errors"] if e not in meter_errors]
         emissions_errors = list(node.emissions_errors)
-        others_meter = int(n_meter_err) - int(active * bool(node.meter_errors))
-        others_cc = int(n_cc_err) - int(active * bool(node.emissions_errors))
-        if others_meter > 0:
-            meter_errors.append(f"{others_meter} other node(s) reported meter errors (see their logs)")
+        others_cc = int(n_cc_err) - int(owner * bool(node.emissions_errors))
         if others_cc > 0:
             emissions_errors.append(f"{others_cc} other node(s) reported CodeCarbon errors (see their logs)")
         if self._resumed and n_nodes > 1:
             meter_errors.append("resumed multi-node run: each node's pre-resume energy came from its own checkpoint")
+        comps = (["gpu"] if gpus else []) + [c for c, n in zip(("cpu", "ram"), n_comp) if n > 0]
+        sources = dict(node.component_sources)
+        estimated = dict(node.component_estimated)
+        if gpus:
+            sources["gpu"] = "+".join(dict.fromkeys(x for g in gathered for x in g["source"].split("+") if x))
+            estimated["gpu"] = any(g["estimated"] for g in gathered)
         return EnergyTotals(
-            train_energy_j=train_j, eval_energy_j=eval_j, gpu_energy_j=gpu_j, cpu_energy_j=cpu_j, ram_energy_j=ram_j,
-            components=[c for c, n in zip(COMPONENTS, n_comp) if n > 0],
-            component_sources=node.component_sources, component_estimated=node.component_estimated,
+            train_energy_j=train_j + gpu["train_j"], eval_energy_j=eval_j + gpu["eval_j"],
+            gpu_energy_j=gpu["train_j"] + gpu["eval_j"], cpu_energy_j=cpu_j, ram_energy_j=ram_j,
+            components=[c for c in COMPONENTS if c in comps],
+            component_sources=sources, component_estimated=estimated,
             models=node.models,
             codecarbon_emissions_kg=None if n_missing > 0 else kg, codecarbon_energy_kwh=None if n_missing > 0 else kwh,
             foreign_cpu_s=foreign_s, observed_cpu_s=observed_s, foreign_gpu_processes=int(foreign_gpu),
             cpu_attributed_j=cpu_attr_j, ram_attributed_j=ram_attr_j,
             attributed=node.attributed, concurrent_runs=node.concurrent_runs,
-            sources=node.sources, estimated=n_est > 0, meter_errors=meter_errors,
-            emissions_errors=emissions_errors, energy_j_by_device=dict(node.energy_j_by_device))
+            sources=list(dict.fromkeys(node.sources + ([sources["gpu"]] if gpus and not owner else []))),
+            estimated=n_est > 0 or estimated.get("gpu", False), meter_errors=meter_errors,
+            emissions_errors=emissions_errors, energy_j_by_device=dict(node.energy_j_by_device),
+            gpus=gpus, coverage_s={"cpu": [cpu_met_s, cpu_win_s], "ram": [ram_met_s, ram_win_s]})
 
     def _raw(self) -> EnergyTotals | None:
         """The account so far with the machine's CPU and RAM energy whole (before attribution)."""
@@ -504,7 +544,8 @@ class EnergyCallback(Callback):
         return None if cur is None else cur.energy_j
 
     def result_fields(self) -> dict[str, Any]:
-        """The per-run account for result.json / summary.csv (exactly bench.schema.ENERGY_COLUMNS)."""
+        """The per-run account for result.json / summary.csv (exactly bench.schema.ENERGY_COLUMNS +
+        METER_COLUMNS)."""
         raw = self._raw()
         cur = (self._attribute(raw) if raw is not None else None) or \
             EnergyTotals(codecarbon_emissions_kg=None, codecarbon_energy_kwh=None)
@@ -545,6 +586,8 @@ class EnergyCallback(Callback):
             "codecarbon_error": "; ".join(cur.emissions_errors) or None,
             "meter_errors": "; ".join(cur.meter_errors) or None,
         })
+        out.update(coverage_fields(cur.components, cur.coverage_s, cur.gpus))
+        out["meter_verdict"] = verdict({c: out[f"{c}_estimated"] for c in COMPONENTS})
         return out
 
     # ------------------------------------------------------------------ resume

@@ -404,11 +404,9 @@ class PowerMeter:
         with self._lock:
             return {d: u for s in self._sources for d, u in s.uuids.items()}
 
-    def coverage(self) -> dict[str, tuple[float, float]]:
-        """Per metered component, (metered device-seconds, window device-seconds) since the meter
-        started: the window is its lifetime times the component's devices at construction; a gap
-        is unmetered unless a counter recovered from it (its energy over the gap was counted).
-        Device-seconds so that one of eight GPUs missing half the run reads 15/16."""
+    def device_coverage(self) -> dict[str, tuple[float, float]]:
+        """Per device present at construction, (metered s, window s) since the meter started. A gap
+        is unmetered unless a counter recovered from it (its energy over the gap was counted)."""
         with self._lock:
             end_t = self._stop_t if self._stopped and self._stop_t is not None else self._clock()
             life_s = max(0.0, end_t - self._t0)
@@ -419,11 +417,21 @@ class PowerMeter:
                     gaps.append(Gap(src.source, self._t_s(st.gap_start_t), self._t_s(end_t), st.gap_error,
                                     False, tuple(src.devices), False, self._ok_s(st)))
             out: dict[str, tuple[float, float]] = {}
-            for comp, devs in self._component_devices.items():
-                window_s = life_s * len(devs)
-                lost_s = sum(g.unmetered_s * len(devs.intersection(g.devices)) for g in gaps)
-                out[comp] = (max(0.0, window_s - lost_s), window_s)
+            for dev in sorted(set().union(*self._component_devices.values())):
+                lost_s = sum(g.unmetered_s for g in gaps if dev in g.devices)
+                out[dev] = (max(0.0, life_s - lost_s), life_s)
             return out
+
+    def coverage(self) -> dict[str, tuple[float, float]]:
+        """Per metered component, (metered, window) device-seconds summed over its devices at
+        construction: one of eight GPUs missing half the run reads 15/16. A CPU source replaced by
+        the estimate is unmetered from its first failure to the replacement."""
+        out: dict[str, tuple[float, float]] = {}
+        for dev, (metered_s, window_s) in self.device_coverage().items():
+            comp = str(component_of(dev))
+            m0, w0 = out.get(comp, (0.0, 0.0))
+            out[comp] = (m0 + metered_s, w0 + window_s)
+        return out
 
     @property
     def source(self) -> str:
