@@ -179,3 +179,13 @@ class _ProcessInfo:
 def nvmlDeviceGetComputeRunningProcesses(handle: _Handle) -> list[_ProcessInfo]:
     gpu = _gpu(handle)
     return [_ProcessInfo(pid) for pid in gpu.process_ids]
+
+
+def nvmlSystemGetDriverVersion() -> str:
+    _check_init()
+    return "550.54.15"
+
+
+def nvmlDeviceGetEnforcedPowerLimit(handle: _Handle) -> int:
+    """Milliwatts."""
+    return int(_gpu(handle).power_limit_w * 1000)
