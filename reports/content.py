@@ -7,7 +7,7 @@ import json
 from datetime import datetime, timezone
 
 from bench.run.profiles import DEFAULT_BASELINE
-from reports import aggregates, crosstask, facts, fairness, series, tables
+from reports import aggregates, crosstask, facts, fairness, meters, series, tables
 from reports.format import DASH, SEED_FILES
 from reports.load import RunFolder
 from reports.model import STATUS_ORDER, Report, ReportError
@@ -79,6 +79,7 @@ def build_content(run: RunFolder, baseline: str | None = None) -> Report:
         spikes=tables.activity_table(run, units),
         spike_layers=series.spike_layers(run),
         hyperparameters=tables.hyperparameter_table(run),
+        meters=meters.meters_table(seeds),
         units={"time": units.time.label, "energy": units.energy.label, "power": units.power.label,
                "mass": units.mass.label},
     )
