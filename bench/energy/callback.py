@@ -255,7 +255,10 @@ class EnergyCallback(Callback):
             return
         gpu_pids = self._meter.gpu_process_ids if self._meter is not None and gpu_ids else None
         try:
-            self._probe = self._probe_factory(gpu_pids=gpu_pids, local_ranks=n_local)
+            scope = self._meter.cpu_scope() if self._meter is not None else None
+            # contention over the CPUs the CPU energy covers (bench.energy.scope)
+            self._probe = self._probe_factory(gpu_pids=gpu_pids, local_ranks=n_local,
+                                              **({"cpus": scope} if scope else {}))
             self._probe.sample()
         except Exception as exc:
             self._probe = None

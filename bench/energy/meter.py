@@ -156,7 +156,7 @@ class PowerMeter:
                 sources.append(RaplSource(dram_zones, clock=clock))
         def estimate() -> EstimateSource:
             load = CpuLoad(estimate_cpus) if estimate_cpus is not None else None
-            return EstimateSource(tdp_w=tdp_w, load_fn=load, clock=clock)
+            return EstimateSource(tdp_w=tdp_w, load_fn=load, clock=clock, cpus=estimate_cpus)
 
         if cpu == "estimate" or (cpu == "auto" and not any(s.source == "rapl" for s in sources)):
             sources.append(estimate())
@@ -398,6 +398,15 @@ class PowerMeter:
         """Per component ('cpu', 'ram'), the model of each estimate that has fed it."""
         with self._lock:
             return {c: "; ".join(dict.fromkeys(m)) for c, m in self._models.items()}
+
+    def cpu_scope(self) -> list[int] | None:
+        """The CPUs the current CPU energy source covers (RAPL: its packages' CPUs; the estimate:
+        its allocation), over which contention is measured; None when unknown."""
+        with self._lock:
+            for src in self._sources:
+                if any(component_of(d) == "cpu" for d in src.devices) and getattr(src, "cpus", None):
+                    return list(src.cpus)
+        return None
 
     def device_uuids(self) -> dict[str, str]:
         """Per GPU device key, its UUID where the source knows it (ranks de-duplicate by it)."""
