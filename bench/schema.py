@@ -161,6 +161,8 @@ METER_FIELDS: tuple[Field, ...] = (
     Field("ram_coverage", "", doc="metered / window seconds of the RAM energy source(s); empty where not metered"),
     Field("gpu_devices_metered", "", "int", doc="distinct GPUs (by UUID) metered over all ranks"),
     Field("meter_verdict", kind="str", doc="measured, partly estimated or estimated (bench.energy.coverage)"),
+    Field("unattributed_j", "J", doc="runs side by side: the machine's CPU+RAM energy / concurrent_runs minus what "
+          "this run was charged; summed over the runs, the energy no run was charged (bench.energy.attribution)"),
 )
 RESUME_FIELDS: tuple[Field, ...] = ()
 

@@ -50,7 +50,8 @@ from bench.energy.carbon import (
     validate_country,
 )
 from bench.energy.contention import ContentionProbe
-from bench.energy.estimate import machine_cpus
+from bench.energy.attribution import Interval, charge_j, unattributed_j
+from bench.energy.estimate import affinity_cpus, machine_cpus
 from bench.energy.meter import PowerMeter
 from bench.energy.nvml import DeviceId, nvml_ids_for_cuda
 from bench.energy.coverage import add_coverage, coverage_fields, verdict
@@ -83,6 +84,8 @@ class EnergyTotals:
     foreign_cpu_s: float = 0.0
     observed_cpu_s: float = 0.0
     foreign_gpu_processes: int = 0
+    unattributed_j: float = 0.0
+    """Attributed runs: this run's part of the machine energy no run was charged (bench.energy.attribution)."""
     cpu_attributed_j: float = 0.0
     """The run's part of cpu_energy_j / ram_energy_j (all of it in segments it ran alone)."""
     ram_attributed_j: float = 0.0
@@ -126,6 +129,7 @@ class EnergyTotals:
             observed_cpu_s=self.observed_cpu_s + other.observed_cpu_s,
             foreign_gpu_processes=max(self.foreign_gpu_processes, other.foreign_gpu_processes),
             cpu_attributed_j=self.cpu_attributed_j + other.cpu_attributed_j,
+            unattributed_j=self.unattributed_j + other.unattributed_j,
             ram_attributed_j=self.ram_attributed_j + other.ram_attributed_j,
             attributed=self.attributed or other.attributed,
             concurrent_runs=max(self.concurrent_runs, other.concurrent_runs),
@@ -176,7 +180,8 @@ class EnergyCallback(Callback):
                  gpu_ids: Sequence[DeviceId] | None = None, write_power_csv: bool = True,
                  meter_factory: Callable[..., PowerMeter] = PowerMeter.create,
                  tracker_factory: Callable[..., CarbonTracker] = CarbonTracker,
-                 probe_factory: Callable[..., ContentionProbe] = ContentionProbe, concurrent_runs: int = 1):
+                 probe_factory: Callable[..., ContentionProbe] = ContentionProbe, concurrent_runs: int = 1,
+                 allocated_cpu_share: float | None = None):
         """`gpu_ids`: NVML indices or UUIDs of this node's GPUs; by default local ranks
         0..LOCAL_WORLD_SIZE-1 are taken to use cuda:0..N-1. `cpu`, `ram`: 'auto' | 'rapl' |
         'estimate' | 'none'. `concurrent_runs`: runs executing at once on this machine, this one
@@ -191,6 +196,9 @@ class EnergyCallback(Callback):
         self.gpu_ids = list(gpu_ids) if gpu_ids is not None else None
         self.write_power_csv = write_power_csv
         self.concurrent_runs = max(1, int(concurrent_runs))
+        self.allocated_cpu_share = allocated_cpu_share
+        """The run's allocated CPUs / the machine's (default: this process's affinity), by which
+        static power is shared between runs side by side."""
         self._meter_factory = meter_factory
         self._tracker_factory = tracker_factory
         self._probe_factory = probe_factory
@@ -207,7 +215,9 @@ class EnergyCallback(Callback):
         self._owner = False  # local rank 0: meters the node's CPU and RAM, runs CodeCarbon and the probe
         self._phase_j = {"train": 0.0, "eval": 0.0}
         self._attr_j = {"cpu": 0.0, "ram": 0.0}  # this segment's attributed CPU and RAM energy
-        self._attr_last: tuple[float, float, float, float] | None = None  # (cpu J, ram J, own s, busy s)
+        # (cpu J, ram J, own s, busy s, static cpu J, static ram J) at the last sample
+        self._attr_last: tuple[float, float, float, float, float, float] | None = None
+        self._unattr_j = 0.0  # this segment's part of the remainder (bench.energy.attribution)
         self._attr_share: float | None = None  # of the last interval
         self._notes: list[str] = []
         self._carbon_setup_error: str | None = None
@@ -340,14 +350,32 @@ class EnergyCallback(Callback):
             return
         own_s = self._probe.own_cpu_s if self._probe is not None else 0.0
         busy_s = self._probe.machine_busy_cpu_s if self._probe is not None else 0.0
-        last = self._attr_last or (0.0, 0.0, 0.0, 0.0)
+        static = self._meter.static_energy_j() if self._meter is not None else {}
+        last = self._attr_last or (0.0,) * 6
         d_busy = busy_s - last[3]
         if d_busy > 0:
             self._attr_share = min(max((own_s - last[2]) / d_busy, 0.0), 1.0)
+        now = (cpu_j, ram_j, own_s, busy_s, static.get("cpu", 0.0), static.get("ram", 0.0))
+        d_cpu, d_ram, d_un = self._charge(last, now)
+        self._attr_j["cpu"] += d_cpu
+        self._attr_j["ram"] += d_ram
+        self._unattr_j += d_un
+        self._attr_last = now
+
+    def _charge(self, last: tuple[float, ...], now: tuple[float, ...]) -> tuple[float, float, float]:
+        """(CPU J, RAM J, unattributed J) charged to the run between two samples: static power by
+        allocated CPUs, dynamic by CPU time (bench.energy.attribution)."""
         share = self._attr_share if self._attr_share is not None else 1.0 / self.concurrent_runs
-        self._attr_j["cpu"] += (cpu_j - last[0]) * share
-        self._attr_j["ram"] += (ram_j - last[1]) * share
-        self._attr_last = (cpu_j, ram_j, own_s, busy_s)
+        alloc = self._allocated_share()
+        cpu = Interval(now[0] - last[0], now[4] - last[4])
+        ram = Interval(now[1] - last[1], now[5] - last[5])
+        d_cpu, d_ram = charge_j(cpu, alloc, share), charge_j(ram, alloc, share)
+        return d_cpu, d_ram, unattributed_j(cpu.energy_j + ram.energy_j, d_cpu + d_ram, self.concurrent_runs)
+
+    def _allocated_share(self) -> float:
+        if self.allocated_cpu_share is None:
+            self.allocated_cpu_share = len(affinity_cpus()) / max(1, len(machine_cpus()))
+        return self.allocated_cpu_share
 
     def on_progress(self, event: ProgressEvent) -> bool | None:
         self._sample_probe()
@@ -412,10 +440,14 @@ class EnergyCallback(Callback):
         )
         if self.attributed:
             # the energy read after the last sample is charged at the last interval's share
-            last = self._attr_last or (0.0, 0.0, 0.0, 0.0)
-            share = self._attr_share if self._attr_share is not None else 1.0 / self.concurrent_runs
-            seg.cpu_attributed_j = self._attr_j["cpu"] + (seg.cpu_energy_j - last[0]) * share
-            seg.ram_attributed_j = self._attr_j["ram"] + (seg.ram_energy_j - last[1]) * share
+            # the energy read after the last sample: charged at the last interval's shares
+            last = self._attr_last or (0.0,) * 6
+            static = meter.static_energy_j() if meter is not None else {}
+            d_cpu, d_ram, d_un = self._charge(last, (seg.cpu_energy_j, seg.ram_energy_j, 0.0, 0.0,
+                                                     static.get("cpu", 0.0), static.get("ram", 0.0)))
+            seg.cpu_attributed_j = self._attr_j["cpu"] + d_cpu
+            seg.ram_attributed_j = self._attr_j["ram"] + d_ram
+            seg.unattributed_j = self._unattr_j + d_un
             if self._attr_share is None and self._probe is not None:
                 seg.meter_errors.append(f"CPU time share not measured: the machine's CPU and RAM energy split "
                                         f"evenly over {self.concurrent_runs} concurrent runs")
@@ -452,7 +484,7 @@ class EnergyCallback(Callback):
                node.cpu_energy_j, node.ram_energy_j,
                node.codecarbon_emissions_kg or 0.0, node.codecarbon_energy_kwh or 0.0,
                node.foreign_cpu_s, node.observed_cpu_s, float(node.foreign_gpu_processes),
-               node.cpu_attributed_j, node.ram_attributed_j, *cov["cpu"], *cov["ram"]]
+               node.cpu_attributed_j, node.ram_attributed_j, *cov["cpu"], *cov["ram"], node.unattributed_j]
         vec = [owner * v for v in vec] + [
             owner * (node.codecarbon_emissions_kg is None), owner * node.estimated, owner,
             owner * bool(node.emissions_errors), *(owner * (c in node.components) for c in ("cpu", "ram"))]
@@ -461,7 +493,7 @@ class EnergyCallback(Callback):
         t = torch.tensor(vec, dtype=torch.float64, device=device)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         (train_j, eval_j, cpu_j, ram_j, kg, kwh, foreign_s, observed_s, foreign_gpu, cpu_attr_j, ram_attr_j,
-         cpu_met_s, cpu_win_s, ram_met_s, ram_win_s,
+         cpu_met_s, cpu_win_s, ram_met_s, ram_win_s, unattr_j,
          n_missing, n_est, n_nodes, n_cc_err, *n_comp) = t.cpu().tolist()
         mine = {"gpus": node.gpus, "source": node.component_sources.get("gpu", ""),
                 "estimated": bool(node.component_estimated.get("gpu")), "errors": list(node.meter_errors)}
@@ -493,7 +525,7 @@ class EnergyCallback(Callback):
             models=node.models,
             codecarbon_emissions_kg=None if n_missing > 0 else kg, codecarbon_energy_kwh=None if n_missing > 0 else kwh,
             foreign_cpu_s=foreign_s, observed_cpu_s=observed_s, foreign_gpu_processes=int(foreign_gpu),
-            cpu_attributed_j=cpu_attr_j, ram_attributed_j=ram_attr_j,
+            cpu_attributed_j=cpu_attr_j, ram_attributed_j=ram_attr_j, unattributed_j=unattr_j,
             attributed=node.attributed, concurrent_runs=node.concurrent_runs,
             sources=list(dict.fromkeys(node.sources + ([sources["gpu"]] if gpus and not owner else []))),
             estimated=n_est > 0 or estimated.get("gpu", False), meter_errors=meter_errors,
@@ -591,6 +623,7 @@ class EnergyCallback(Callback):
         })
         out.update(coverage_fields(cur.components, cur.coverage_s, cur.gpus))
         out["meter_verdict"] = verdict({c: out[f"{c}_estimated"] for c in COMPONENTS})
+        out["unattributed_j"] = cur.unattributed_j if cur.attributed else None
         return out
 
     # ------------------------------------------------------------------ resume

@@ -92,6 +92,8 @@ class PowerMeter:
         self._sources: list[EnergySource] = []
         self._state: dict[int, _SourceState] = {}
         self._energy_j: dict[str, float] = {}
+        self._static_j: dict[str, float] = {}  # per component: static power x time (bench.energy.attribution)
+        self._last_poll_t: float | None = None
         self._device_source: dict[str, tuple[str, bool]] = {}
         self._models: dict[str, list[str]] = {}
         self._windows: dict[str, _Window] = {}
@@ -194,6 +196,14 @@ class PowerMeter:
     def _poll(self) -> float:
         """Advance cumulative energy from every source; returns the clock time."""
         t = self._clock()
+        dt = max(0.0, t - self._last_poll_t) if self._last_poll_t is not None else 0.0
+        self._last_poll_t = t
+        for src in self._sources:
+            static_w = getattr(src, "static_w", None)
+            if static_w and dt > 0:
+                comp = next((component_of(d) for d in src.devices if component_of(d)), None)
+                if comp is not None:
+                    self._static_j[comp] = self._static_j.get(comp, 0.0) + float(static_w) * dt
         for src in list(self._sources):
             st = self._state[id(src)]
             if st.next_try_t is not None:
@@ -398,6 +408,12 @@ class PowerMeter:
         """Per component ('cpu', 'ram'), the model of each estimate that has fed it."""
         with self._lock:
             return {c: "; ".join(dict.fromkeys(m)) for c, m in self._models.items()}
+
+    def static_energy_j(self) -> dict[str, float]:
+        """Per component, the static power of its sources integrated since the meter started (as of
+        the last poll)."""
+        with self._lock:
+            return dict(self._static_j)
 
     def cpu_scope(self) -> list[int] | None:
         """The CPUs the current CPU energy source covers (RAPL: its packages' CPUs; the estimate:
