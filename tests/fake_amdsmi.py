@@ -19,6 +19,8 @@ class FakeAmdGpu:
     counter_supported: bool = True
     counter_resolution_uj: float = 15.259
     ticks: int = 1_000_000
+    lost: bool = False
+    """Reads raise AmdSmiException until cleared."""
 
 
 devices: list[FakeAmdGpu] = []
@@ -56,13 +58,22 @@ def amdsmi_get_gpu_device_uuid(handle: int) -> str:
     return devices[handle].uuid
 
 
-def amdsmi_get_energy_count(handle: int) -> dict:
+def _gpu(handle: int) -> FakeAmdGpu:
+    if initialised <= 0:
+        raise AmdSmiException("AMDSMI_STATUS_NOT_INIT")
     g = devices[handle]
+    if g.lost:
+        raise AmdSmiException("AMDSMI_STATUS_NO_DRV")
+    return g
+
+
+def amdsmi_get_energy_count(handle: int) -> dict:
+    g = _gpu(handle)
     if not g.counter_supported:
         raise AmdSmiException("AMDSMI_STATUS_NOT_SUPPORTED")
     return {"energy_accumulator": g.ticks, "counter_resolution": g.counter_resolution_uj, "timestamp": 0}
 
 
 def amdsmi_get_power_info(handle: int) -> dict:
-    g = devices[handle]
+    g = _gpu(handle)
     return {"socket_power": g.power_w, "current_socket_power": g.power_w, "average_socket_power": "N/A"}

@@ -14,7 +14,7 @@ from typing import Callable, Mapping
 
 Clock = Callable[[], float]
 
-SOURCE_LABELS = ("nvml-counter", "nvml-sampled", "rapl", "estimate")
+SOURCE_LABELS = ("nvml-counter", "nvml-sampled", "amdsmi-counter", "amdsmi-power", "rapl", "estimate")
 COMPONENTS = ("gpu", "cpu", "ram")
 
 

@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 from bench.energy.base import Clock, EnergySource, EnergySourceError, Gap, Measurement, component_of
 from bench.energy.errors import ErrorLog
 from bench.energy.estimate import CpuLoad, EstimateSource, RamEstimateSource
+from bench.energy.amdsmi import open_amdsmi
 from bench.energy.nvml import DeviceId, open_nvml
 from bench.energy.power_csv import PowerCsv, PowerRow
 from bench.energy.rapl import POWERCAP_ROOT, RaplSource, find_dram_zones, open_rapl
@@ -142,6 +143,12 @@ class PowerMeter:
         notes: list[str] = []
         if gpu_ids:
             gpu_sources, problems = open_nvml(gpu_ids, clock=clock)
+            if not gpu_sources:  # no NVIDIA GPU answered: an AMD machine, through amdsmi
+                amd_sources, amd_problems = open_amdsmi(gpu_ids, clock=clock)
+                if amd_sources:
+                    gpu_sources, problems = amd_sources, amd_problems
+                else:
+                    problems += amd_problems
             sources += gpu_sources
             notes += problems
         if cpu in ("auto", "rapl"):
