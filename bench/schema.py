@@ -160,6 +160,16 @@ METER_FIELDS: tuple[Field, ...] = (
     Field("cpu_coverage", "", doc="metered / window seconds of the CPU energy source(s); empty where not metered"),
     Field("ram_coverage", "", doc="metered / window seconds of the RAM energy source(s); empty where not metered"),
     Field("gpu_devices_metered", "", "int", doc="distinct GPUs (by UUID) metered over all ranks"),
+    Field("idle_window_s", "s", doc="the idle baseline's length before training (per segment, summed); empty: none"),
+    Field("gpu_idle_power_w", "W", doc="the GPUs' power over the idle baseline"),
+    Field("cpu_idle_power_w", "W", doc="the CPU energy source's power over the idle baseline"),
+    Field("ram_idle_power_w", "W", doc="the RAM energy source's power over the idle baseline"),
+    Field("gpu_dynamic_energy_j", "J", doc="gpu_energy_j minus idle power x metered time"),
+    Field("cpu_dynamic_energy_j", "J", doc="cpu_energy_j minus idle power x metered time (x allocated share "
+          "when attributed)"),
+    Field("ram_dynamic_energy_j", "J", doc="ram_energy_j minus idle power x metered time (likewise)"),
+    Field("gpu_counter_power_ratio", "x", doc="the worst GPU's NVML counter energy / integrated power samples "
+          "over the same reads; beyond 5 % from 1 is flagged in meter_errors"),
     Field("meter_verdict", kind="str", doc="measured, partly estimated or estimated (bench.energy.coverage)"),
     Field("unattributed_j", "J", doc="runs side by side: the machine's CPU+RAM energy / concurrent_runs minus what "
           "this run was charged; summed over the runs, the energy no run was charged (bench.energy.attribution)"),

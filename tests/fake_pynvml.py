@@ -48,6 +48,8 @@ class FakeGpu:
     energy_mj: int = 1_000_000  # counters start wherever the driver left them
     fail_reads: int = 0
     """The next N energy/power reads raise GPU_IS_LOST."""
+    counter_bias: float = 1.0
+    """The energy counter runs this many times faster than power x time (a miscalibrated meter)."""
     process_ids: tuple[int, ...] = ()
     """PIDs of the compute processes NVML lists on this GPU."""
     lost: bool = False
@@ -79,7 +81,7 @@ def reset(gpus: list[FakeGpu] | None = None, *, fail_init: int | None = None) ->
 def advance(seconds: float) -> None:
     """Let time pass on every GPU: counters grow by power × time."""
     for gpu in devices:
-        gpu.energy_mj += int(round(gpu.power_w * seconds * 1000))
+        gpu.energy_mj += int(round(gpu.power_w * seconds * 1000 * gpu.counter_bias))
 
 
 def _check_init() -> None:
@@ -189,3 +191,19 @@ def nvmlSystemGetDriverVersion() -> str:
 def nvmlDeviceGetEnforcedPowerLimit(handle: _Handle) -> int:
     """Milliwatts."""
     return int(_gpu(handle).power_limit_w * 1000)
+
+
+NVML_TEMPERATURE_GPU = 0
+NVML_CLOCK_SM = 1
+
+
+def nvmlDeviceGetTemperature(handle: _Handle, sensor: int) -> int:
+    gpu = _gpu(handle)
+    _maybe_fail(gpu)
+    return gpu.temperature_c
+
+
+def nvmlDeviceGetClockInfo(handle: _Handle, clock_type: int) -> int:
+    gpu = _gpu(handle)
+    _maybe_fail(gpu)
+    return gpu.sm_clock_mhz

@@ -72,4 +72,5 @@ def test_dedup_keeps_the_first_rank_and_falls_back_to_host_and_index():
                      {"gpu0": "GPU-x"}, host="h")
     merged = dedup_ranks([a, b])
     assert set(merged) == {"GPU-x", "h:gpu1"}  # no UUID: the host's NVML index identifies it
-    assert gpu_sums(merged) == {"train_j": 17.0, "eval_j": 0.0, "metered_s": 3.0, "window_s": 4.0}
+    sums = gpu_sums(merged)
+    assert (sums["train_j"], sums["eval_j"], sums["metered_s"], sums["window_s"]) == (17.0, 0.0, 3.0, 4.0)

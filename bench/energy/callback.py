@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import asdict, dataclass, field, fields as dc_fields
 from typing import Any, Callable, Sequence
 
@@ -54,7 +55,9 @@ from bench.energy.attribution import Interval, charge_j, unattributed_j
 from bench.energy.estimate import affinity_cpus, machine_cpus
 from bench.energy.meter import PowerMeter
 from bench.energy.nvml import DeviceId, nvml_ids_for_cuda
-from bench.energy.coverage import add_coverage, coverage_fields, verdict
+from bench.energy.baseline import by_component, measure_idle_power_w
+from bench.energy.coverage import add_coverage
+from bench.energy.meter_fields import meter_fields
 from bench.energy.ranks import add_segments, dedup_ranks, gpu_accounts, gpu_sums
 from spikerl.callbacks import Callback, EndEvent, EvalEvent, ProgressEvent, RunInfo
 
@@ -103,6 +106,11 @@ class EnergyTotals:
     """Per GPU identity (bench.energy.ranks), its train/eval energy and metered/window seconds."""
     coverage_s: dict[str, list[float]] = field(default_factory=dict)
     """CPU and RAM: [metered, window] device-seconds (GPUs': from `gpus`)."""
+    idle_window_s: float = 0.0
+    idle_power_w: dict[str, float] = field(default_factory=dict)
+    """CPU and RAM: the latest idle baseline's power (GPUs': in `gpus`)."""
+    idle_j: dict[str, float] = field(default_factory=dict)
+    """CPU and RAM: idle power x metered time, summed over segments (bench.energy.baseline)."""
 
     @property
     def energy_j(self) -> float:
@@ -141,6 +149,9 @@ class EnergyTotals:
                                 for d in {**self.energy_j_by_device, **other.energy_j_by_device}},
             gpus=add_segments(self.gpus, other.gpus),
             coverage_s=add_coverage(self.coverage_s, other.coverage_s),
+            idle_window_s=self.idle_window_s + other.idle_window_s,
+            idle_power_w=dict(other.idle_power_w or self.idle_power_w),
+            idle_j={c: self.idle_j.get(c, 0.0) + other.idle_j.get(c, 0.0) for c in {**self.idle_j, **other.idle_j}},
         )
 
     @classmethod
@@ -181,7 +192,8 @@ class EnergyCallback(Callback):
                  meter_factory: Callable[..., PowerMeter] = PowerMeter.create,
                  tracker_factory: Callable[..., CarbonTracker] = CarbonTracker,
                  probe_factory: Callable[..., ContentionProbe] = ContentionProbe, concurrent_runs: int = 1,
-                 allocated_cpu_share: float | None = None):
+                 allocated_cpu_share: float | None = None, idle_window_s: float = 0.0,
+                 sleep_fn: Callable[[float], None] = time.sleep):
         """`gpu_ids`: NVML indices or UUIDs of this node's GPUs; by default local ranks
         0..LOCAL_WORLD_SIZE-1 are taken to use cuda:0..N-1. `cpu`, `ram`: 'auto' | 'rapl' |
         'estimate' | 'none'. `concurrent_runs`: runs executing at once on this machine, this one
@@ -197,6 +209,11 @@ class EnergyCallback(Callback):
         self.write_power_csv = write_power_csv
         self.concurrent_runs = max(1, int(concurrent_runs))
         self.allocated_cpu_share = allocated_cpu_share
+        self.idle_window_s = max(0.0, float(idle_window_s))
+        self._sleep = sleep_fn
+        self._idle_w: dict[str, float] = {}  # per device, this segment's idle baseline
+        self._phase_s = 0.0  # this segment's closed windows
+        self._gpu_state: dict[str, dict[str, Any]] = {}  # "start"/"end": per GPU temperature, clock, limit
         """The run's allocated CPUs / the machine's (default: this process's affinity), by which
         static power is shared between runs side by side."""
         self._meter_factory = meter_factory
@@ -259,6 +276,7 @@ class EnergyCallback(Callback):
             log.warning("%s; training continues unmetered", self._notes[-1])
         else:
             self._meter.start()  # idempotent; factories may hand back an unstarted meter
+            self._baseline()
             self._meter.begin_window("train")
             self._phase = "train"
         if not self._owner:
@@ -283,6 +301,17 @@ class EnergyCallback(Callback):
                 self._tracker = None
                 self._carbon_setup_error = f"CodeCarbon could not be set up: {type(exc).__name__}: {exc}"
 
+    def _baseline(self) -> None:
+        """Before training: the idle window (bench.energy.baseline) and the GPUs' state."""
+        assert self._meter is not None
+        if self.idle_window_s > 0:
+            try:
+                self._idle_w = measure_idle_power_w(self._meter, self.idle_window_s, self._sleep)
+                self._meter.set_static_power_w(self._idle_w)
+            except Exception as exc:  # noqa: BLE001 - a baseline is context, never a reason to stop
+                self._notes.append(f"idle baseline failed: {type(exc).__name__}: {exc}")
+        self._gpu_state["start"] = self._meter.gpu_state()
+
     def _gpus(self, info: RunInfo) -> tuple[list[DeviceId], Callable[[], None] | None, int]:
         """(this node's GPUs to meter, a device sync, the node's rank count)."""
         n_local = _local_world_size(info.world_size)
@@ -304,11 +333,12 @@ class EnergyCallback(Callback):
         if self._meter is None or self._phase is None or self._phase == phase:
             return
         m = self._meter.switch_window(self._phase, phase)
-        self._close_phase(m.energy_j_by_device)
+        self._close_phase(m.energy_j_by_device, m.duration_s)
         self._phase = phase
 
-    def _close_phase(self, by_dev: dict[str, float]) -> None:
+    def _close_phase(self, by_dev: dict[str, float], duration_s: float = 0.0) -> None:
         assert self._phase is not None
+        self._phase_s += duration_s
         for d, e in by_dev.items():
             self._done_j[d] = self._done_j.get(d, 0.0) + e
             per_dev = self._phase_dev_j.setdefault(self._phase, {})
@@ -321,9 +351,10 @@ class EnergyCallback(Callback):
         if self.attributed and self._owner:
             self._attribute_interval()
 
-    def _energy_so_far(self) -> tuple[dict[str, float], dict[str, float], dict[str, dict[str, float]]]:
+    def _energy_so_far(self) -> tuple[dict[str, float], dict[str, float], dict[str, dict[str, float]], float]:
         """This segment's energy so far: per device, per phase, and per phase and device (closed
-        windows + the open one)."""
+        windows + the open one), and its metered seconds."""
+        seconds = self._phase_s
         done = dict(self._done_j)
         phase_j = dict(self._phase_j)
         phase_dev = {p: dict(by_dev) for p, by_dev in self._phase_dev_j.items()}
@@ -334,11 +365,12 @@ class EnergyCallback(Callback):
                 done[d] = done.get(d, 0.0) + e
                 open_dev[d] = open_dev.get(d, 0.0) + e
             phase_j[self._phase] += m.total_energy_j
-        return done, phase_j, phase_dev
+            seconds += m.duration_s
+        return done, phase_j, phase_dev, seconds
 
     def _shared_j(self) -> tuple[float, float]:
         """This segment's CPU and RAM energy so far (the machine's)."""
-        done, _, _ = self._energy_so_far()
+        done, _, _, _ = self._energy_so_far()
         return (sum(e for d, e in done.items() if component_of(d) == "cpu"),
                 sum(e for d, e in done.items() if component_of(d) == "ram"))
 
@@ -395,8 +427,10 @@ class EnergyCallback(Callback):
         carbon: CarbonResult | None = None
         if self._meter is not None:
             try:
+                self._gpu_state["end"] = self._meter.gpu_state()
                 if self._phase is not None:
-                    self._close_phase(self._meter.end_window(self._phase).energy_j_by_device)
+                    m = self._meter.end_window(self._phase)
+                    self._close_phase(m.energy_j_by_device, m.duration_s)
                 self._meter.stop()
             except Exception as exc:  # the run is over; its result must still be written
                 self._notes.append(f"power meter failed to stop: {type(exc).__name__}: {exc}")
@@ -411,7 +445,8 @@ class EnergyCallback(Callback):
     # ------------------------------------------------------------------ accounting
     def _segment(self, carbon: CarbonResult | None) -> EnergyTotals:
         """This node's totals since on_train_start (live while training)."""
-        done, phase_j, phase_dev = self._energy_so_far()
+        done, phase_j, phase_dev, seconds = self._energy_so_far()
+        idle_j = {d: w * seconds for d, w in self._idle_w.items()}
         by_comp: dict[str, list[str]] = {}
         for d in done:
             comp = component_of(d)
@@ -431,7 +466,11 @@ class EnergyCallback(Callback):
             foreign_gpu_processes=probe.foreign_gpu_processes if probe else 0,
             attributed=self.attributed, concurrent_runs=self.concurrent_runs,
             energy_j_by_device=done,
-            gpus=gpu_accounts(phase_dev, meter.device_coverage(), meter.device_uuids()) if meter else {},
+            gpus=gpu_accounts(phase_dev, meter.device_coverage(), meter.device_uuids(), idle_w=self._idle_w,
+                              idle_j=idle_j, checks=meter.counter_checks()) if meter else {},
+            idle_window_s=self.idle_window_s if self._idle_w else 0.0,
+            idle_power_w={c: w for c, w in by_component(self._idle_w).items() if c != "gpu"},
+            idle_j={c: j for c, j in by_component(idle_j).items() if c != "gpu"},
             coverage_s={c: list(v) for c, v in meter.coverage().items() if c != "gpu"} if meter else {},
             sources=[meter.source] if meter is not None else [],
             estimated=meter.estimated if meter is not None else False,
@@ -484,7 +523,8 @@ class EnergyCallback(Callback):
                node.cpu_energy_j, node.ram_energy_j,
                node.codecarbon_emissions_kg or 0.0, node.codecarbon_energy_kwh or 0.0,
                node.foreign_cpu_s, node.observed_cpu_s, float(node.foreign_gpu_processes),
-               node.cpu_attributed_j, node.ram_attributed_j, *cov["cpu"], *cov["ram"], node.unattributed_j]
+               node.cpu_attributed_j, node.ram_attributed_j, *cov["cpu"], *cov["ram"], node.unattributed_j,
+               *(node.idle_j.get(c, 0.0) for c in ("cpu", "ram")), *(node.idle_power_w.get(c, 0.0) for c in ("cpu", "ram"))]
         vec = [owner * v for v in vec] + [
             owner * (node.codecarbon_emissions_kg is None), owner * node.estimated, owner,
             owner * bool(node.emissions_errors), *(owner * (c in node.components) for c in ("cpu", "ram"))]
@@ -493,13 +533,20 @@ class EnergyCallback(Callback):
         t = torch.tensor(vec, dtype=torch.float64, device=device)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         (train_j, eval_j, cpu_j, ram_j, kg, kwh, foreign_s, observed_s, foreign_gpu, cpu_attr_j, ram_attr_j,
-         cpu_met_s, cpu_win_s, ram_met_s, ram_win_s, unattr_j,
+         cpu_met_s, cpu_win_s, ram_met_s, ram_win_s, unattr_j, cpu_idle_j, ram_idle_j, cpu_idle_w, ram_idle_w,
          n_missing, n_est, n_nodes, n_cc_err, *n_comp) = t.cpu().tolist()
-        mine = {"gpus": node.gpus, "source": node.component_sources.get("gpu", ""),
+        mine = {"gpus": node.gpus, "source": node.component_sources.get("gpu", ""), "state": self._gpu_state,
                 "estimated": bool(node.component_estimated.get("gpu")), "errors": list(node.meter_errors)}
         gathered: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, mine)
         gpus = dedup_ranks(g["gpus"] for g in gathered)
+        for when in ("start", "end"):  # every rank's GPUs' state, each GPU once
+            merged: dict[str, Any] = {}
+            for g in gathered:
+                for ident, st in (g["state"] or {}).get(when, {}).items():
+                    merged.setdefault(ident, st)
+            if merged:
+                self._gpu_state[when] = merged
         gpu = gpu_sums(gpus)
         meter_errors = list(node.meter_errors)
         for rank, g in enumerate(gathered):
@@ -530,7 +577,10 @@ class EnergyCallback(Callback):
             sources=list(dict.fromkeys(node.sources + ([sources["gpu"]] if gpus and not owner else []))),
             estimated=n_est > 0 or estimated.get("gpu", False), meter_errors=meter_errors,
             emissions_errors=emissions_errors, energy_j_by_device=dict(node.energy_j_by_device),
-            gpus=gpus, coverage_s={"cpu": [cpu_met_s, cpu_win_s], "ram": [ram_met_s, ram_win_s]})
+            gpus=gpus, coverage_s={"cpu": [cpu_met_s, cpu_win_s], "ram": [ram_met_s, ram_win_s]},
+            idle_window_s=node.idle_window_s,
+            idle_power_w={c: w for c, w in (("cpu", cpu_idle_w), ("ram", ram_idle_w)) if c in node.idle_power_w},
+            idle_j={c: j for c, j in (("cpu", cpu_idle_j), ("ram", ram_idle_j)) if c in node.idle_j})
 
     def _raw(self) -> EnergyTotals | None:
         """The account so far with the machine's CPU and RAM energy whole (before attribution)."""
@@ -621,9 +671,11 @@ class EnergyCallback(Callback):
             "codecarbon_error": "; ".join(cur.emissions_errors) or None,
             "meter_errors": "; ".join(cur.meter_errors) or None,
         })
-        out.update(coverage_fields(cur.components, cur.coverage_s, cur.gpus))
-        out["meter_verdict"] = verdict({c: out[f"{c}_estimated"] for c in COMPONENTS})
-        out["unattributed_j"] = cur.unattributed_j if cur.attributed else None
+        meter = meter_fields(cur, out, self._allocated_share() if cur.attributed else 1.0)
+        out["meter_errors"] = "; ".join([*cur.meter_errors, *meter.pop("_problems")]) or None
+        out.update(meter)
+        if self._gpu_state.get("start") or self._gpu_state.get("end"):
+            out["gpu_state"] = dict(self._gpu_state)  # result.json only: per GPU, at start and end
         return out
 
     # ------------------------------------------------------------------ resume

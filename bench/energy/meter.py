@@ -416,6 +416,37 @@ class PowerMeter:
         with self._lock:
             return {c: "; ".join(dict.fromkeys(m)) for c, m in self._models.items()}
 
+    def gpu_state(self) -> dict[str, dict[str, float | None]]:
+        """Per GPU (UUID where known): temperature, SM clock and power limit now (NVML sources)."""
+        with self._lock:
+            sources = [s for s in self._sources if hasattr(s, "state")]
+        out: dict[str, dict[str, float | None]] = {}
+        for src in sources:
+            try:
+                for dev, st in src.state().items():
+                    out[src.uuids.get(dev, dev)] = st
+            except Exception as exc:  # context only: never a reason to fail
+                self.errors.add(f"GPU state: {type(exc).__name__}: {exc}")
+        return out
+
+    def counter_checks(self) -> dict[str, tuple[float, float]]:
+        """Per GPU device with an energy counter: (counter J, integrated power J) over the same reads."""
+        with self._lock:
+            sources = [s for s in self._sources if hasattr(s, "counter_check")]
+        out: dict[str, tuple[float, float]] = {}
+        for src in sources:
+            out.update(src.counter_check())
+        return out
+
+    def set_static_power_w(self, by_device: Mapping[str, float]) -> None:
+        """Give metered CPU and RAM sources (RAPL) their idle power as static power, from an idle
+        baseline; models (the estimates) keep their own."""
+        with self._lock:
+            for src in self._sources:
+                if src.estimated or not any(component_of(d) in ("cpu", "ram") for d in src.devices):
+                    continue
+                src.static_w = float(sum(by_device.get(d, 0.0) for d in src.devices))  # type: ignore[attr-defined]
+
     def static_energy_j(self) -> dict[str, float]:
         """Per component, the static power of its sources integrated since the meter started (as of
         the last poll)."""

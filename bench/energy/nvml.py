@@ -156,6 +156,10 @@ class _NvmlSource(EnergySource):
             if dev in self._handles:
                 self._handles[dev] = _call("nvmlDeviceGetHandleByUUID", uuid)
 
+    def state(self) -> dict[str, dict[str, float | None]]:
+        """Per device: temperature (C), SM clock (MHz) and enforced power limit (W) now."""
+        return {d: device_state(h) for d, h in self._handles.items()}
+
     def process_ids(self) -> set[int]:
         """PIDs of the compute processes on these GPUs (NVML's PID namespace: the host's)."""
         return {int(p.pid) for h in self._handles.values()
@@ -171,18 +175,44 @@ class _NvmlSource(EnergySource):
 
 
 class NvmlCounterSource(_NvmlSource):
+    """The energy counter; beside it, its power readings integrated over the same reads, so the
+    two can be compared (`counter_check`: Zeus reports them within 1 %)."""
+
     source = "nvml-counter"
     estimated = False
     counter = True
 
-    def __init__(self, handles: dict[str, Any], uuids: dict[str, str] | None = None):
+    def __init__(self, handles: dict[str, Any], uuids: dict[str, str] | None = None, clock: Clock = time.monotonic):
         super().__init__(handles, uuids)
         self._base_mj = {d: _call("nvmlDeviceGetTotalEnergyConsumption", h) for d, h in handles.items()}
         self._power_supported = True
+        self._check = PowerIntegrator(self.devices, mode="trapezoid", clock=clock)
+        self._check_from_j: dict[str, float] | None = None  # counter energy at the check's first sample
+        self._check_to_j: dict[str, float] = {}
+        self._check_ok = True
 
     def read_energy_j(self) -> dict[str, float]:
-        return {d: (_call("nvmlDeviceGetTotalEnergyConsumption", h) - self._base_mj[d]) / 1000.0
-                for d, h in self._handles.items()}
+        out = {d: (_call("nvmlDeviceGetTotalEnergyConsumption", h) - self._base_mj[d]) / 1000.0
+               for d, h in self._handles.items()}
+        if self._check_ok:
+            try:
+                integrated = self._check.add(self._power_w())
+            except EnergySourceError:  # a span without power samples: the comparison would be skewed
+                self._check_ok = False
+            else:
+                if self._check_from_j is None:
+                    self._check_from_j = dict(out)
+                self._check_to_j = dict(out)
+                self._check_power_j = integrated
+        return out
+
+    def counter_check(self) -> dict[str, tuple[float, float]]:
+        """Per device, (counter J, integrated power J) over the same reads; empty when the power
+        could not be read on every poll."""
+        if not self._check_ok or self._check_from_j is None:
+            return {}
+        return {d: (self._check_to_j[d] - self._check_from_j[d], self._check_power_j.get(d, 0.0))
+                for d in self.devices}
 
     def read_power_w(self) -> dict[str, float]:
         if not self._power_supported:
@@ -272,7 +302,7 @@ def open_nvml(device_ids: Sequence[DeviceId], clock: Clock = time.monotonic
         for key in sorted({**counter, **sampled}, key=lambda k: int(k[3:])):
             ids = {key: uuids[key]} if key in uuids else {}
             try:
-                sources.append(NvmlCounterSource({key: counter[key]}, ids) if key in counter
+                sources.append(NvmlCounterSource({key: counter[key]}, ids, clock=clock) if key in counter
                                else NvmlSampledSource({key: sampled[key]}, clock=clock, uuids=ids))
             except EnergySourceError as exc:
                 problems.append(f"{key}: {exc}; its energy is not measured")
@@ -284,3 +314,42 @@ def open_nvml(device_ids: Sequence[DeviceId], clock: Clock = time.monotonic
     for p in problems:
         log.warning(p)
     return sources, problems
+
+
+def device_state(handle: Any) -> dict[str, float | None]:
+    """Temperature (C), SM clock (MHz) and enforced power limit (W) of one GPU; None where NVML
+    cannot say. The context that makes a GPU's energy comparable between runs."""
+    out: dict[str, float | None] = {}
+    for key, fn, args, scale in (("temperature_c", "nvmlDeviceGetTemperature", (0,), 1.0),  # NVML_TEMPERATURE_GPU
+                                 ("sm_clock_mhz", "nvmlDeviceGetClockInfo", (1,), 1.0),      # NVML_CLOCK_SM
+                                 ("power_limit_w", "nvmlDeviceGetEnforcedPowerLimit", (), 1e-3)):
+        try:
+            out[key] = float(_call(fn, handle, *args)) * scale
+        except EnergySourceError:
+            out[key] = None
+    return out
+
+
+def all_gpu_states() -> dict[str, dict[str, Any]]:
+    """Every GPU NVML lists, by UUID: name and device_state now (empty without NVML)."""
+    try:
+        _call("nvmlInit")
+    except EnergySourceError:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        for i in range(int(_call("nvmlDeviceGetCount"))):
+            h = _call("nvmlDeviceGetHandleByIndex", i)
+            uuid = _call("nvmlDeviceGetUUID", h)
+            uuid = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
+            name = _call("nvmlDeviceGetName", h)
+            out[uuid] = {"index": i, "name": name.decode() if isinstance(name, bytes) else str(name),
+                         **device_state(h)}
+    except EnergySourceError as exc:
+        log.debug("GPU state: %s", exc)
+    finally:
+        try:
+            _call("nvmlShutdown")
+        except EnergySourceError:
+            pass
+    return out

@@ -12,9 +12,10 @@ from __future__ import annotations
 import socket
 from typing import Iterable, Mapping
 
-GPU_ACCOUNT_KEYS = ("train_j", "eval_j", "metered_s", "window_s")
+GPU_ACCOUNT_KEYS = ("train_j", "eval_j", "metered_s", "window_s", "idle_j", "check_counter_j", "check_power_j")
+"""Summed over segments. 'idle_w' (the latest segment's idle power) is carried beside them."""
 GpuAccounts = dict[str, dict[str, float]]
-"""identity -> {train_j, eval_j, metered_s, window_s}."""
+"""identity -> {train_j, eval_j, metered_s, window_s, idle_j, idle_w, check_counter_j, check_power_j}."""
 
 
 def gpu_identity(device: str, uuids: Mapping[str, str], host: str | None = None) -> str:
@@ -22,9 +23,13 @@ def gpu_identity(device: str, uuids: Mapping[str, str], host: str | None = None)
 
 
 def gpu_accounts(phase_j: Mapping[str, Mapping[str, float]], coverage: Mapping[str, tuple[float, float]],
-                 uuids: Mapping[str, str], host: str | None = None) -> GpuAccounts:
-    """This rank's per-GPU accounts from per-device energy per phase ({'train': {dev: J}, ...})
-    and per-device (metered s, window s)."""
+                 uuids: Mapping[str, str], host: str | None = None, *, idle_w: Mapping[str, float] | None = None,
+                 idle_j: Mapping[str, float] | None = None,
+                 checks: Mapping[str, tuple[float, float]] | None = None) -> GpuAccounts:
+    """This rank's per-GPU accounts from per-device energy per phase ({'train': {dev: J}, ...}),
+    per-device (metered s, window s), idle power and energy, and counter checks (counter J,
+    integrated power J)."""
+    idle_w, idle_j, checks = idle_w or {}, idle_j or {}, checks or {}
     devices = {d for by_dev in phase_j.values() for d in by_dev} | set(coverage)
     out: GpuAccounts = {}
     for dev in sorted(d for d in devices if d.startswith("gpu")):
@@ -32,7 +37,10 @@ def gpu_accounts(phase_j: Mapping[str, Mapping[str, float]], coverage: Mapping[s
         out[gpu_identity(dev, uuids, host)] = {
             "train_j": float(phase_j.get("train", {}).get(dev, 0.0)),
             "eval_j": float(phase_j.get("eval", {}).get(dev, 0.0)),
-            "metered_s": float(metered_s), "window_s": float(window_s)}
+            "metered_s": float(metered_s), "window_s": float(window_s),
+            "idle_j": float(idle_j.get(dev, 0.0)), "idle_w": float(idle_w.get(dev, 0.0)),
+            "check_counter_j": float(checks.get(dev, (0.0, 0.0))[0]),
+            "check_power_j": float(checks.get(dev, (0.0, 0.0))[1])}
     return out
 
 
@@ -43,6 +51,8 @@ def add_segments(a: GpuAccounts, b: GpuAccounts) -> GpuAccounts:
         cur = out.setdefault(ident, {k: 0.0 for k in GPU_ACCOUNT_KEYS})
         for k in GPU_ACCOUNT_KEYS:
             cur[k] = cur.get(k, 0.0) + float(acc.get(k, 0.0))
+        if acc.get("idle_w"):
+            cur["idle_w"] = float(acc["idle_w"])
     return out
 
 
@@ -56,5 +66,5 @@ def dedup_ranks(per_rank: Iterable[GpuAccounts]) -> GpuAccounts:
 
 
 def gpu_sums(accounts: GpuAccounts) -> dict[str, float]:
-    """{train_j, eval_j, metered_s, window_s} over the GPUs."""
-    return {k: float(sum(a.get(k, 0.0) for a in accounts.values())) for k in GPU_ACCOUNT_KEYS}
+    """Each account key summed over the GPUs (idle_w included: the GPUs' idle power together)."""
+    return {k: float(sum(a.get(k, 0.0) for a in accounts.values())) for k in (*GPU_ACCOUNT_KEYS, "idle_w")}
