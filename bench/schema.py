@@ -177,7 +177,26 @@ PHASE_FIELDS: tuple[Field, ...] = (
     Field("seed_batch_unit", kind="str", doc="the seeds of the run's seed batch, '0+1+2' (empty for a lone "
           "run): one energy measurement, the bootstrap's unit"),
 )
-METER_FIELDS: tuple[Field, ...] = ()
+METER_FIELDS: tuple[Field, ...] = (
+    Field("gpu_coverage", "", doc="metered GPU device-seconds / window device-seconds over every segment; "
+          "empty where no GPU was metered"),
+    Field("cpu_coverage", "", doc="metered / window seconds of the CPU energy source(s); empty where not metered"),
+    Field("ram_coverage", "", doc="metered / window seconds of the RAM energy source(s); empty where not metered"),
+    Field("gpu_devices_metered", "", "int", doc="distinct GPUs (by UUID) metered over all ranks"),
+    Field("idle_window_s", "s", doc="the idle baseline's length before training (per segment, summed); empty: none"),
+    Field("gpu_idle_power_w", "W", doc="the GPUs' power over the idle baseline"),
+    Field("cpu_idle_power_w", "W", doc="the CPU energy source's power over the idle baseline"),
+    Field("ram_idle_power_w", "W", doc="the RAM energy source's power over the idle baseline"),
+    Field("gpu_dynamic_energy_j", "J", doc="gpu_energy_j minus idle power x metered time"),
+    Field("cpu_dynamic_energy_j", "J", doc="cpu_energy_j minus idle power x metered time (x allocated share "
+          "when attributed)"),
+    Field("ram_dynamic_energy_j", "J", doc="ram_energy_j minus idle power x metered time (likewise)"),
+    Field("gpu_counter_power_ratio", "x", doc="the worst GPU's NVML counter energy / integrated power samples "
+          "over the same reads; beyond 5 % from 1 is flagged in meter_errors"),
+    Field("meter_verdict", kind="str", doc="measured, partly estimated or estimated (bench.energy.coverage)"),
+    Field("unattributed_j", "J", doc="runs side by side: the machine's CPU+RAM energy / concurrent_runs minus what "
+          "this run was charged; summed over the runs, the energy no run was charged (bench.energy.attribution)"),
+)
 RESUME_FIELDS: tuple[Field, ...] = (
     Field("log_rows_dropped", kind="str", doc="rows a resume dropped from damaged logs: file:steps (or line n "
           "where the step was unreadable), '; ' between files; empty when none (bench.run.log_repairs)"),
@@ -202,6 +221,7 @@ EVAL_COLUMNS = _names(EVAL_FIELDS)
 POWER_COLUMNS = _names(POWER_FIELDS)
 RESULT_COLUMNS = _names(RESULT_FIELDS)
 ENERGY_COLUMNS = _names(ENERGY_FIELDS)
+METER_COLUMNS = _names(METER_FIELDS)
 SUMMARY_COLUMNS = _names(SUMMARY_FIELDS)
 NUMERIC_SUMMARY_COLUMNS = tuple(f.name for f in SUMMARY_FIELDS if f.numeric and f.name != "seed")
 UNITS = {f.name: f.unit for f in SUMMARY_FIELDS}

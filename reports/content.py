@@ -7,7 +7,7 @@ import json
 from datetime import datetime, timezone
 
 from bench.run.profiles import DEFAULT_BASELINE
-from reports import aggregates, crosstask, facts, fairness, resume_notes, series, tables
+from reports import aggregates, crosstask, facts, fairness, meters, resume_notes, series, tables
 from reports.format import DASH, SEED_FILES
 from reports.load import RunFolder
 from reports.model import STATUS_ORDER, Report, ReportError
@@ -80,6 +80,7 @@ def build_content(run: RunFolder, baseline: str | None = None, gpsup_phase: str 
         spikes=tables.activity_table(run, units),
         spike_layers=series.spike_layers(run),
         hyperparameters=tables.hyperparameter_table(run),
+        meters=meters.meters_table(seeds),
         units={"time": units.time.label, "energy": units.energy.label, "power": units.power.label,
                "mass": units.mass.label},
     )

@@ -133,6 +133,8 @@ class Report:
     spike_layers: pd.DataFrame = field(default_factory=pd.DataFrame)
     """method, env, layer, rate (mean over complete seeds) for the per-layer chart."""
     hyperparameters: Table | None = None
+    meters: Table | None = None
+    """Meter coverage, verdict and problems per seed (reports.meters)."""
     units: dict[str, str] = field(default_factory=dict)
     """The report's display unit per quantity (time, energy, power, mass)."""
     gpsup_phase: str = "train"

@@ -295,7 +295,8 @@ def write_pdf(path: str | Path, report: Report, charts: Mapping[str, Sequence[Ch
         tables(agg, seeds)
     figures("gpsup", "curves", "power", "spikes", "carbon")
     # the short tables after the figures they go with, so that they share pages
-    tables(report.spikes, report.equivalents, report.hyperparameters, _command_table(report), report.environment)
+    tables(report.spikes, report.equivalents, report.hyperparameters, _command_table(report), report.environment,
+           report.meters)
     pages.extend(flow.close())
     with matplotlib.rc_context(RC):
         with PdfPages(path, metadata={"Title": f"{report.title}: {report.run_name}",

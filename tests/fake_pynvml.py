@@ -48,8 +48,15 @@ class FakeGpu:
     energy_mj: int = 1_000_000  # counters start wherever the driver left them
     fail_reads: int = 0
     """The next N energy/power reads raise GPU_IS_LOST."""
+    counter_bias: float = 1.0
+    """The energy counter runs this many times faster than power x time (a miscalibrated meter)."""
     process_ids: tuple[int, ...] = ()
     """PIDs of the compute processes NVML lists on this GPU."""
+    lost: bool = False
+    """Fallen off the bus: every read and every look-up by UUID raises GPU_IS_LOST until cleared."""
+    temperature_c: int = 45
+    sm_clock_mhz: int = 1755
+    power_limit_w: float = 700.0
 
 
 class _Handle:
@@ -74,7 +81,7 @@ def reset(gpus: list[FakeGpu] | None = None, *, fail_init: int | None = None) ->
 def advance(seconds: float) -> None:
     """Let time pass on every GPU: counters grow by power × time."""
     for gpu in devices:
-        gpu.energy_mj += int(round(gpu.power_w * seconds * 1000))
+        gpu.energy_mj += int(round(gpu.power_w * seconds * 1000 * gpu.counter_bias))
 
 
 def _check_init() -> None:
@@ -88,6 +95,8 @@ def _gpu(handle: _Handle) -> FakeGpu:
 
 
 def _maybe_fail(gpu: FakeGpu) -> None:
+    if gpu.lost:
+        raise NVMLError(NVML_ERROR_GPU_IS_LOST)
     if gpu.fail_reads > 0:
         gpu.fail_reads -= 1
         raise NVMLError(NVML_ERROR_GPU_IS_LOST)
@@ -124,6 +133,8 @@ def nvmlDeviceGetHandleByUUID(uuid: str) -> _Handle:
     _check_init()
     for i, gpu in enumerate(devices):
         if gpu.uuid == uuid:
+            if gpu.lost:
+                raise NVMLError(NVML_ERROR_GPU_IS_LOST)
             return _Handle(i)
     raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
 
@@ -170,3 +181,29 @@ class _ProcessInfo:
 def nvmlDeviceGetComputeRunningProcesses(handle: _Handle) -> list[_ProcessInfo]:
     gpu = _gpu(handle)
     return [_ProcessInfo(pid) for pid in gpu.process_ids]
+
+
+def nvmlSystemGetDriverVersion() -> str:
+    _check_init()
+    return "550.54.15"
+
+
+def nvmlDeviceGetEnforcedPowerLimit(handle: _Handle) -> int:
+    """Milliwatts."""
+    return int(_gpu(handle).power_limit_w * 1000)
+
+
+NVML_TEMPERATURE_GPU = 0
+NVML_CLOCK_SM = 1
+
+
+def nvmlDeviceGetTemperature(handle: _Handle, sensor: int) -> int:
+    gpu = _gpu(handle)
+    _maybe_fail(gpu)
+    return gpu.temperature_c
+
+
+def nvmlDeviceGetClockInfo(handle: _Handle, clock_type: int) -> int:
+    gpu = _gpu(handle)
+    _maybe_fail(gpu)
+    return gpu.sm_clock_mhz

@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_parser(sub)
     from bench.cli.status import add_status_parser
     add_status_parser(sub)
+    from bench.cli.doctor import add_doctor_parser; add_doctor_parser(sub)  # noqa: E702
     for register in _optional_registrars():
         register(sub)
     return parser

@@ -28,6 +28,18 @@ _SLURM_FLAGS = ("slurm_partition", "slurm_time", "slurm_gpus_per_task", "slurm_c
                 "slurm_account", "slurm_qos")
 
 
+def meter_header() -> str:
+    """The doctor's verdict, one line (`spikerl-bench doctor` says why)."""
+    try:
+        from bench.energy.inventory import inventory
+
+        inv = inventory()
+    except Exception as exc:  # noqa: BLE001 - a probe must never stop a run
+        return f"meters: unknown ({type(exc).__name__}: {exc})"
+    return (f"meters: {inv.verdict} (gpu {inv.gpu.verdict}, cpu {inv.cpu.verdict}, ram {inv.ram.verdict}; "
+            f"`spikerl-bench doctor` says why)")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from spikerl.distributed import detect_launch
 
@@ -49,6 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_folder_name(plan, run_dir)
     create_run_folder(run_dir, plan)
     print(f"run folder: {run_dir}", file=sys.stderr)
+    print(meter_header(), file=sys.stderr)
     if plan.baseline not in plan.methods:
         print(f"note: baseline {plan.baseline!r} is not among the methods; GPS-UP columns stay empty",
               file=sys.stderr)

@@ -14,7 +14,7 @@ from typing import Callable, Mapping
 
 Clock = Callable[[], float]
 
-SOURCE_LABELS = ("nvml-counter", "nvml-sampled", "rapl", "estimate")
+SOURCE_LABELS = ("nvml-counter", "nvml-sampled", "amdsmi-counter", "amdsmi-power", "rapl", "estimate")
 COMPONENTS = ("gpu", "cpu", "ram")
 
 
@@ -45,7 +45,12 @@ class EnergySource(ABC):
     estimated: bool = False
     model: str = ""
     """For an estimate, the model behind its figures (shown next to them); '' for a meter."""
+    counter: bool = False
+    """True for a hardware energy counter: after a failed read recovers, the energy over the gap
+    is still counted, so the gap's time counts as metered (coverage)."""
     devices: list[str]
+    uuids: dict[str, str] = {}
+    """Per device key, a stable identity (an NVML UUID) so ranks can count a shared device once."""
 
     @abstractmethod
     def read_energy_j(self) -> dict[str, float]:
@@ -107,6 +112,13 @@ class PowerIntegrator:
             self._last_power_w = dict(power_w)
             return dict(self._energy_j)
 
+    def restart(self) -> None:
+        """Forget the last sample: after a failed read the next sample starts a new span rather than
+        interpolating over the gap (energy there is unmetered, and coverage says so)."""
+        with self._lock:
+            self._last_t_s = None
+            self._last_power_w = {}
+
     @property
     def last_power_w(self) -> dict[str, float]:
         with self._lock:
@@ -152,6 +164,18 @@ class Gap:
     error: str
     recovered: bool
     """True if reads resumed (a counter's energy over the gap is still counted)."""
+    devices: tuple[str, ...] = ()
+    counted: bool = False
+    """The energy over the gap was still counted (a counter that recovered): metered time."""
+    last_ok_s: float | None = None
+    """The last successful read before the gap: a source without a counter lost its energy from here."""
+
+    @property
+    def unmetered_s(self) -> float:
+        if self.counted:
+            return 0.0
+        start_s = self.start_s if self.last_ok_s is None else min(self.start_s, self.last_ok_s)
+        return max(0.0, self.end_s - start_s)
 
 
 @dataclass(frozen=True)

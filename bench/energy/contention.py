@@ -1,12 +1,14 @@
 """Who else used the run's hardware: CPU time of processes outside the run's process tree, and
 other processes on its GPUs.
 
-    foreign_cpu_share = (busy CPU s of the run's CPUs − CPU s of the run's own processes)
-                        / all CPU s of those CPUs             (over the run, 0..1)
+    foreign_cpu_share = (busy CPU s of the covered CPUs − CPU s of the run's own processes)
+                        / busy CPU s of those CPUs            (over the run, 0..1)
 
-A run whose CPUs were also busy with other work shares them: its wall time grows, and the CPU
-estimate, which is driven by system-wide load, charges it for the other work. A few per cent
-is background noise; more means its numbers partly measure contention (CONTENDED_ABOVE).
+The covered CPUs are those the CPU energy source covers: every CPU of the metered RAPL packages,
+or the cores the estimate's TDP covers (the run's allocation), so the share qualifies exactly the
+energy it sits beside. It is relative to busy time, not all time: a run busy on 1 of 16 cores
+beside a job taking 40 % of the busy time reads 0.4, not 0.4 x 1/16 diluted by idle cores. A few
+per cent is background noise; more means its numbers partly measure contention (CONTENDED_ABOVE).
 
 The run's process tree is this process and its descendants, or, for one rank of a
 distributed job (WORLD_SIZE > 1), its launcher's tree, which holds every local rank.
@@ -67,6 +69,7 @@ class ContentionProbe:
         self._last: tuple[float, float, float, float] | None = None  # (all s, busy s, own s, machine busy s)
         self.foreign_cpu_s = 0.0
         self.observed_cpu_s = 0.0
+        """Busy CPU s of the covered CPUs: foreign_cpu_share's denominator."""
         self.own_cpu_s = 0.0
         self.machine_busy_cpu_s = 0.0
         self.foreign_gpu_processes = 0
@@ -97,9 +100,9 @@ class ContentionProbe:
             return
         if self._last is not None:
             d_all, d_busy, d_own = all_s - self._last[0], busy_s - self._last[1], own_s - self._last[2]
-            if d_all > 0:
-                self.observed_cpu_s += d_all
-                self.foreign_cpu_s += min(max(d_busy - d_own, 0.0), d_all)
+            if d_all > 0 and d_busy > 0:
+                self.observed_cpu_s += d_busy
+                self.foreign_cpu_s += min(max(d_busy - d_own, 0.0), d_busy)
                 d_machine = max(machine_busy_s - self._last[3], 0.0)
                 self.machine_busy_cpu_s += d_machine
                 # /proc/stat ticks and per-process times round differently: own never exceeds busy

@@ -132,14 +132,29 @@ class EstimateSource(EnergySource):
     estimated = True
 
     def __init__(self, tdp_w: float | None = None, load_fn: Callable[[], float | None] | None = None,
-                 clock: Clock = time.monotonic):
-        info = lookup_tdp() if tdp_w is None else TdpInfo(float(tdp_w), "given", "given")
+                 clock: Clock = time.monotonic, cpus: Sequence[int] | None = None):
+        """`cpus`: the CPUs the estimate covers (default: this process's affinity). A looked-up TDP
+        is the whole machine's (per socket x sockets), so it is scaled by len(cpus) / the machine's
+        logical CPUs: a run pinned to 4 of 64 is charged 4/64 of the sockets' TDP. A given
+        `tdp_w` is taken as that of the covered CPUs already."""
+        self.cpus = list(cpus) if cpus is not None else getattr(load_fn, "cpus", None) or affinity_cpus()
+        if tdp_w is None:
+            machine = lookup_tdp()
+            n_machine = max(1, len(machine_cpus()))
+            frac = min(1.0, len(self.cpus) / n_machine)
+            info = TdpInfo(machine.tdp_w * frac, machine.cpu_model, machine.origin if frac == 1.0 else
+                           f"{machine.origin}, {machine.tdp_w:g} W scaled by {len(self.cpus)}/{n_machine} "
+                           f"allocated CPUs")
+        else:
+            info = TdpInfo(float(tdp_w), "given", "given")
         if info.tdp_w <= 0:
             raise ValueError(f"tdp_w must be positive, got {info.tdp_w}")
         self.tdp = info
         self.model = info.describe()
         self.devices = ["cpu"]
-        self._load_fn = load_fn if load_fn is not None else CpuLoad()
+        self.static_w = load_power_w(info.tdp_w, 0.0)
+        """The model's idle floor (0.1 x TDP): static power, split between runs by allocated cores."""
+        self._load_fn = load_fn if load_fn is not None else CpuLoad(self.cpus)
         self._last_load = 0.0
         # 'hold': the load read at t_k is the average over (t_{k-1}, t_k], so its power covers that span.
         self._integrator = PowerIntegrator(self.devices, mode="hold", clock=clock)
@@ -209,6 +224,7 @@ class RamEstimateSource(EnergySource):
         self.ram = info
         self.model = info.describe() if power_w is None else f"given: {info.power_w:g} W (constant)"
         self.devices = ["ram-estimate"]
+        self.static_w = info.power_w  # a constant model: all of it static
         self._integrator = PowerIntegrator(self.devices, mode="hold", clock=clock)
         self._integrator.add({"ram-estimate": info.power_w})
 

@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 from bench.energy.base import Clock, EnergySource, EnergySourceError, Gap, Measurement, component_of
 from bench.energy.errors import ErrorLog
 from bench.energy.estimate import CpuLoad, EstimateSource, RamEstimateSource
+from bench.energy.amdsmi import open_amdsmi
 from bench.energy.nvml import DeviceId, open_nvml
 from bench.energy.power_csv import PowerCsv, PowerRow
 from bench.energy.rapl import POWERCAP_ROOT, RaplSource, find_dram_zones, open_rapl
@@ -34,6 +35,9 @@ CPU_CHOICES = ("auto", "rapl", "estimate", "none")
 RAM_CHOICES = CPU_CHOICES
 MAX_FALLBACKS = 3
 """Replacement estimates per meter: an estimate that itself keeps failing is not restarted forever."""
+MAX_BACKOFF_S = 30.0
+"""Longest wait between retries of a failing source: a GPU back after a driver hiccup is read again
+within half a minute, and a dead one costs one failed call per 30 s."""
 
 
 @dataclass
@@ -48,6 +52,14 @@ class _SourceState:
     failures: int = 0
     gap_start_t: float | None = None
     gap_error: str = ""
+    next_try_t: float | None = None
+    """While backing off: the clock time of the next retry."""
+    last_ok_t: float | None = None
+
+
+def _label(src: EnergySource) -> str:
+    """A source named with its devices, so a log line says which GPU failed."""
+    return f"{src.source} {','.join(src.devices)}" if src.devices else src.source
 
 
 class PowerMeter:
@@ -60,7 +72,9 @@ class PowerMeter:
         """`interval_s=None` runs no sampler thread (call `sample()` yourself).
 
         `fallback` builds the source that replaces a CPU source after `max_failures`
-        consecutive failed reads. `notes` are set-up problems (e.g. NVML missing) to report.
+        consecutive failed reads; every other source is never dropped: after `max_failures` it is
+        retried with exponential backoff (up to MAX_BACKOFF_S), so a GPU that comes back is metered
+        again, and the time it was missing is unmetered in `coverage()`. `notes` are set-up problems (e.g. NVML missing) to report.
         `energy_offset_j` (per device, e.g. from before a resume) is added to power.csv's
         cumulative energy_j column only, so the trace continues across segments.
         """
@@ -80,11 +94,15 @@ class PowerMeter:
         self._sources: list[EnergySource] = []
         self._state: dict[int, _SourceState] = {}
         self._energy_j: dict[str, float] = {}
+        self._static_j: dict[str, float] = {}  # per component: static power x time (bench.energy.attribution)
+        self._last_poll_t: float | None = None
         self._device_source: dict[str, tuple[str, bool]] = {}
         self._models: dict[str, list[str]] = {}
         self._windows: dict[str, _Window] = {}
         self.errors = ErrorLog(notes)
         self._fallbacks_used = 0
+        self._component_devices: dict[str, set[str]] = {}  # at construction: coverage's denominator
+        self._stop_t: float | None = None
         self.gaps: list[Gap] = []
         self._rows: list[PowerRow] = []
         self._csv = PowerCsv(csv_path, self.errors, t_offset_s) if csv_path is not None else None
@@ -95,6 +113,10 @@ class PowerMeter:
         self._warned_short = False
         for src in sources:
             self._add_source(src)
+        for src in self._sources:
+            for dev in src.devices:
+                if component_of(dev):
+                    self._component_devices.setdefault(str(component_of(dev)), set()).add(dev)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -122,6 +144,12 @@ class PowerMeter:
         notes: list[str] = []
         if gpu_ids:
             gpu_sources, problems = open_nvml(gpu_ids, clock=clock)
+            if not gpu_sources:  # no NVIDIA GPU answered: an AMD machine, through amdsmi
+                amd_sources, amd_problems = open_amdsmi(gpu_ids, clock=clock)
+                if amd_sources:
+                    gpu_sources, problems = amd_sources, amd_problems
+                else:
+                    problems += amd_problems
             sources += gpu_sources
             notes += problems
         if cpu in ("auto", "rapl"):
@@ -138,7 +166,7 @@ class PowerMeter:
                 sources.append(RaplSource(dram_zones, clock=clock))
         def estimate() -> EstimateSource:
             load = CpuLoad(estimate_cpus) if estimate_cpus is not None else None
-            return EstimateSource(tdp_w=tdp_w, load_fn=load, clock=clock)
+            return EstimateSource(tdp_w=tdp_w, load_fn=load, clock=clock, cpus=estimate_cpus)
 
         if cpu == "estimate" or (cpu == "auto" and not any(s.source == "rapl" for s in sources)):
             sources.append(estimate())
@@ -162,7 +190,7 @@ class PowerMeter:
             self._state[id(src)] = _SourceState(last_j={})
             self._on_failure(src, self._clock(), exc)
         else:
-            self._state[id(src)] = _SourceState(last_j=dict(first_j))
+            self._state[id(src)] = _SourceState(last_j=dict(first_j), last_ok_t=self._clock())
         for dev in src.devices:
             self._energy_j.setdefault(dev, 0.0)
             self._device_source[dev] = (src.source, src.estimated)
@@ -176,8 +204,26 @@ class PowerMeter:
     def _poll(self) -> float:
         """Advance cumulative energy from every source; returns the clock time."""
         t = self._clock()
+        dt = max(0.0, t - self._last_poll_t) if self._last_poll_t is not None else 0.0
+        self._last_poll_t = t
+        for src in self._sources:
+            static_w = getattr(src, "static_w", None)
+            if static_w and dt > 0:
+                comp = next((component_of(d) for d in src.devices if component_of(d)), None)
+                if comp is not None:
+                    self._static_j[comp] = self._static_j.get(comp, 0.0) + float(static_w) * dt
         for src in list(self._sources):
             st = self._state[id(src)]
+            if st.next_try_t is not None:
+                if t < st.next_try_t:
+                    continue
+                recover = getattr(src, "recover", None)
+                try:
+                    if recover is not None:
+                        recover()
+                except Exception as exc:
+                    self._on_failure(src, t, exc)
+                    continue
             try:
                 now_j = src.read_energy_j()
             except Exception as exc:
@@ -195,42 +241,59 @@ class PowerMeter:
     def _on_failure(self, src: EnergySource, t: float, exc: BaseException) -> None:
         st = self._state[id(src)]
         st.failures += 1
+        error = f"{type(exc).__name__}: {exc}"
         if st.gap_start_t is None:
-            st.gap_start_t, st.gap_error = t, f"{type(exc).__name__}: {exc}"
-            if self.errors.add(f"{src.source}: {st.gap_error}", self._t_s(t)):
-                log.warning("power source %s failed: %s", src.source, st.gap_error)
-        if st.failures >= self._max_failures:
+            st.gap_start_t, st.gap_error = t, error
+        # every failed read counts, with its first and last time (ErrorLog), under the device's name
+        if self.errors.add(f"{_label(src)}: {error}", self._t_s(t)):
+            log.warning("power source %s failed: %s", _label(src), error)
+        if st.failures < self._max_failures:
+            return
+        if self._replaceable(src):
             self._drop(src, t)
+            return
+        backoff_s = min(MAX_BACKOFF_S, (self.interval_s or 0.1) * 2.0 ** (st.failures - self._max_failures + 1))
+        st.next_try_t = t + backoff_s
+
+    def _replaceable(self, src: EnergySource) -> bool:
+        """Only the CPU has a stand-in (the estimate): other sources are retried, never dropped."""
+        return (self._fallback is not None and any(component_of(d) == "cpu" for d in src.devices)
+                and self._fallbacks_used < MAX_FALLBACKS)
 
     def _on_success(self, src: EnergySource, t: float) -> None:
         st = self._state[id(src)]
         if st.gap_start_t is not None:
-            self.gaps.append(Gap(src.source, self._t_s(st.gap_start_t), self._t_s(t), st.gap_error, True))
+            self.gaps.append(Gap(src.source, self._t_s(st.gap_start_t), self._t_s(t), st.gap_error, True,
+                                 tuple(src.devices), bool(src.counter), self._ok_s(st)))
+            if st.next_try_t is not None:
+                self.errors.add(f"{_label(src)}: recovered", self._t_s(t))
             st.gap_start_t = None
         st.failures = 0
+        st.next_try_t = None
+        st.last_ok_t = t
+
+    def _ok_s(self, st: _SourceState) -> float | None:
+        return None if st.last_ok_t is None else self._t_s(st.last_ok_t)
 
     def _drop(self, src: EnergySource, t: float) -> None:
         st = self._state.pop(id(src))
         self._sources.remove(src)
         self.gaps.append(Gap(src.source, self._t_s(st.gap_start_t if st.gap_start_t is not None else t),
-                             self._t_s(t), st.gap_error, False))
+                             self._t_s(t), st.gap_error, False, tuple(src.devices), False, self._ok_s(st)))
         try:
             src.close()
         except Exception:
             pass
-        msg = f"{src.source}: dropped after {st.failures} failed reads"
+        msg = f"{_label(src)}: dropped after {st.failures} failed reads"
         is_cpu = any(d.startswith("cpu") for d in src.devices)
         has_other_cpu = any(d.startswith("cpu") for s in self._sources for d in s.devices)
         if is_cpu and not has_other_cpu and self._fallback is not None:
-            if self._fallbacks_used >= MAX_FALLBACKS:
-                msg += f"; CPU energy is no longer metered (the estimate failed {MAX_FALLBACKS} times)"
-            else:
-                self._fallbacks_used += 1
-                try:
-                    self._add_source(self._fallback())
-                    msg += "; CPU energy from here on is estimated"
-                except Exception as exc:
-                    msg += f"; the estimate could not start either ({exc})"
+            self._fallbacks_used += 1
+            try:
+                self._add_source(self._fallback())
+                msg += "; CPU energy from here on is estimated"
+            except Exception as exc:
+                msg += f"; the estimate could not start either ({exc})"
         if self.errors.add(msg, self._t_s(t)):
             log.warning(msg)
 
@@ -354,6 +417,86 @@ class PowerMeter:
         with self._lock:
             return {c: "; ".join(dict.fromkeys(m)) for c, m in self._models.items()}
 
+    def gpu_state(self) -> dict[str, dict[str, float | None]]:
+        """Per GPU (UUID where known): temperature, SM clock and power limit now (NVML sources)."""
+        with self._lock:
+            sources = [s for s in self._sources if hasattr(s, "state")]
+        out: dict[str, dict[str, float | None]] = {}
+        for src in sources:
+            try:
+                for dev, st in src.state().items():
+                    out[src.uuids.get(dev, dev)] = st
+            except Exception as exc:  # context only: never a reason to fail
+                self.errors.add(f"GPU state: {type(exc).__name__}: {exc}")
+        return out
+
+    def counter_checks(self) -> dict[str, tuple[float, float]]:
+        """Per GPU device with an energy counter: (counter J, integrated power J) over the same reads."""
+        with self._lock:
+            sources = [s for s in self._sources if hasattr(s, "counter_check")]
+        out: dict[str, tuple[float, float]] = {}
+        for src in sources:
+            out.update(src.counter_check())
+        return out
+
+    def set_static_power_w(self, by_device: Mapping[str, float]) -> None:
+        """Give metered CPU and RAM sources (RAPL) their idle power as static power, from an idle
+        baseline; models (the estimates) keep their own."""
+        with self._lock:
+            for src in self._sources:
+                if src.estimated or not any(component_of(d) in ("cpu", "ram") for d in src.devices):
+                    continue
+                src.static_w = float(sum(by_device.get(d, 0.0) for d in src.devices))  # type: ignore[attr-defined]
+
+    def static_energy_j(self) -> dict[str, float]:
+        """Per component, the static power of its sources integrated since the meter started (as of
+        the last poll)."""
+        with self._lock:
+            return dict(self._static_j)
+
+    def cpu_scope(self) -> list[int] | None:
+        """The CPUs the current CPU energy source covers (RAPL: its packages' CPUs; the estimate:
+        its allocation), over which contention is measured; None when unknown."""
+        with self._lock:
+            for src in self._sources:
+                if any(component_of(d) == "cpu" for d in src.devices) and getattr(src, "cpus", None):
+                    return list(src.cpus)
+        return None
+
+    def device_uuids(self) -> dict[str, str]:
+        """Per GPU device key, its UUID where the source knows it (ranks de-duplicate by it)."""
+        with self._lock:
+            return {d: u for s in self._sources for d, u in s.uuids.items()}
+
+    def device_coverage(self) -> dict[str, tuple[float, float]]:
+        """Per device present at construction, (metered s, window s) since the meter started. A gap
+        is unmetered unless a counter recovered from it (its energy over the gap was counted)."""
+        with self._lock:
+            end_t = self._stop_t if self._stopped and self._stop_t is not None else self._clock()
+            life_s = max(0.0, end_t - self._t0)
+            gaps = list(self.gaps)
+            for src in self._sources:  # gaps still open now
+                st = self._state[id(src)]
+                if st.gap_start_t is not None and not self._stopped:
+                    gaps.append(Gap(src.source, self._t_s(st.gap_start_t), self._t_s(end_t), st.gap_error,
+                                    False, tuple(src.devices), False, self._ok_s(st)))
+            out: dict[str, tuple[float, float]] = {}
+            for dev in sorted(set().union(*self._component_devices.values())):
+                lost_s = sum(g.unmetered_s for g in gaps if dev in g.devices)
+                out[dev] = (max(0.0, life_s - lost_s), life_s)
+            return out
+
+    def coverage(self) -> dict[str, tuple[float, float]]:
+        """Per metered component, (metered, window) device-seconds summed over its devices at
+        construction: one of eight GPUs missing half the run reads 15/16. A CPU source replaced by
+        the estimate is unmetered from its first failure to the replacement."""
+        out: dict[str, tuple[float, float]] = {}
+        for dev, (metered_s, window_s) in self.device_coverage().items():
+            comp = str(component_of(dev))
+            m0, w0 = out.get(comp, (0.0, 0.0))
+            out[comp] = (m0 + metered_s, w0 + window_s)
+        return out
+
     @property
     def source(self) -> str:
         return self.source_label(self._energy_j)
@@ -430,7 +573,7 @@ class PowerMeter:
                 st = self._state[id(src)]
                 if st.gap_start_t is not None:
                     self.gaps.append(Gap(src.source, self._t_s(st.gap_start_t), self._t_s(self._stop_t),
-                                         st.gap_error, False))
+                                         st.gap_error, False, tuple(src.devices), False, self._ok_s(st)))
         self.flush()
         if self._csv is not None:
             self._csv.close()

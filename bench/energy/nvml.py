@@ -134,18 +134,31 @@ def _torch_uuid(cuda_index: int) -> str | None:
 
 
 class _NvmlSource(EnergySource):
-    """Owns one nvmlInit (NVML reference-counts init/shutdown pairs)."""
+    """Owns one nvmlInit (NVML reference-counts init/shutdown pairs). `open_nvml` builds one per
+    GPU, so one failing GPU never silences the others."""
 
     name = "nvml"
 
-    def __init__(self, handles: dict[str, Any]):
+    def __init__(self, handles: dict[str, Any], uuids: dict[str, str] | None = None):
         _call("nvmlInit")
         self._handles = handles
         self.devices = list(handles)
+        self.uuids = dict(uuids or {})
         self._closed = False
 
     def _power_w(self) -> dict[str, float]:
         return {d: _call("nvmlDeviceGetPowerUsage", h) / 1000.0 for d, h in self._handles.items()}
+
+    def recover(self) -> None:
+        """Before a retry: look the handles up again by UUID (a GPU that fell off the bus and came
+        back may have a new handle). Raises EnergySourceError while it is still gone."""
+        for dev, uuid in self.uuids.items():
+            if dev in self._handles:
+                self._handles[dev] = _call("nvmlDeviceGetHandleByUUID", uuid)
+
+    def state(self) -> dict[str, dict[str, float | None]]:
+        """Per device: temperature (C), SM clock (MHz) and enforced power limit (W) now."""
+        return {d: device_state(h) for d, h in self._handles.items()}
 
     def process_ids(self) -> set[int]:
         """PIDs of the compute processes on these GPUs (NVML's PID namespace: the host's)."""
@@ -162,17 +175,44 @@ class _NvmlSource(EnergySource):
 
 
 class NvmlCounterSource(_NvmlSource):
+    """The energy counter; beside it, its power readings integrated over the same reads, so the
+    two can be compared (`counter_check`: Zeus reports them within 1 %)."""
+
     source = "nvml-counter"
     estimated = False
+    counter = True
 
-    def __init__(self, handles: dict[str, Any]):
-        super().__init__(handles)
+    def __init__(self, handles: dict[str, Any], uuids: dict[str, str] | None = None, clock: Clock = time.monotonic):
+        super().__init__(handles, uuids)
         self._base_mj = {d: _call("nvmlDeviceGetTotalEnergyConsumption", h) for d, h in handles.items()}
         self._power_supported = True
+        self._check = PowerIntegrator(self.devices, mode="trapezoid", clock=clock)
+        self._check_from_j: dict[str, float] | None = None  # counter energy at the check's first sample
+        self._check_to_j: dict[str, float] = {}
+        self._check_ok = True
 
     def read_energy_j(self) -> dict[str, float]:
-        return {d: (_call("nvmlDeviceGetTotalEnergyConsumption", h) - self._base_mj[d]) / 1000.0
-                for d, h in self._handles.items()}
+        out = {d: (_call("nvmlDeviceGetTotalEnergyConsumption", h) - self._base_mj[d]) / 1000.0
+               for d, h in self._handles.items()}
+        if self._check_ok:
+            try:
+                integrated = self._check.add(self._power_w())
+            except EnergySourceError:  # a span without power samples: the comparison would be skewed
+                self._check_ok = False
+            else:
+                if self._check_from_j is None:
+                    self._check_from_j = dict(out)
+                self._check_to_j = dict(out)
+                self._check_power_j = integrated
+        return out
+
+    def counter_check(self) -> dict[str, tuple[float, float]]:
+        """Per device, (counter J, integrated power J) over the same reads; empty when the power
+        could not be read on every poll."""
+        if not self._check_ok or self._check_from_j is None:
+            return {}
+        return {d: (self._check_to_j[d] - self._check_from_j[d], self._check_power_j.get(d, 0.0))
+                for d in self.devices}
 
     def read_power_w(self) -> dict[str, float]:
         if not self._power_supported:
@@ -191,13 +231,18 @@ class NvmlSampledSource(_NvmlSource):
     source = "nvml-sampled"
     estimated = False
 
-    def __init__(self, handles: dict[str, Any], clock: Clock = time.monotonic):
-        super().__init__(handles)
+    def __init__(self, handles: dict[str, Any], clock: Clock = time.monotonic, uuids: dict[str, str] | None = None):
+        super().__init__(handles, uuids)
         self._integrator = PowerIntegrator(self.devices, mode="trapezoid", clock=clock)
         self._integrator.add(self._power_w())
 
     def read_energy_j(self) -> dict[str, float]:
-        return self._integrator.add(self._power_w())
+        try:
+            power_w = self._power_w()
+        except EnergySourceError:
+            self._integrator.restart()  # no interpolation across the gap: it is unmetered
+            raise
+        return self._integrator.add(power_w)
 
     def read_power_w(self) -> dict[str, float]:
         return self._integrator.last_power_w
@@ -207,8 +252,8 @@ def open_nvml(device_ids: Sequence[DeviceId], clock: Clock = time.monotonic
               ) -> tuple[list[EnergySource], list[str]]:
     """Sources for the given GPUs and the reasons any of them could not be measured.
 
-    Devices with an energy counter share one counter source; the rest share a sampled one.
-    Never raises: NVML missing or failing to initialise yields no sources and one reason.
+    One source per GPU (keyed gpu<NVML index>, carrying its UUID): the counter where the device has
+    one, else sampled power. Never raises: NVML missing or failing to initialise yields no sources and one reason.
     """
     try:
         _call("nvmlInit")
@@ -219,6 +264,7 @@ def open_nvml(device_ids: Sequence[DeviceId], clock: Clock = time.monotonic
     problems: list[str] = []
     counter: dict[str, Any] = {}
     sampled: dict[str, Any] = {}
+    uuids: dict[str, str] = {}
     try:
         for dev_id in device_ids:
             try:
@@ -235,6 +281,10 @@ def open_nvml(device_ids: Sequence[DeviceId], clock: Clock = time.monotonic
             if key in counter or key in sampled:
                 continue  # two ranks on one GPU: count it once
             try:
+                uuids[key] = str(_call("nvmlDeviceGetUUID", handle))
+            except EnergySourceError:
+                pass  # without a UUID the device cannot be looked up again, only retried
+            try:
                 _call("nvmlDeviceGetTotalEnergyConsumption", handle)
                 counter[key] = handle
                 continue
@@ -249,14 +299,13 @@ def open_nvml(device_ids: Sequence[DeviceId], clock: Clock = time.monotonic
                 problems.append(f"{key}: neither energy counter nor power reading ({exc}); "
                                 "its energy is not measured")
         sources: list[EnergySource] = []
-        for kind, handles in (("counter", counter), ("sampled", sampled)):
-            if not handles:
-                continue
+        for key in sorted({**counter, **sampled}, key=lambda k: int(k[3:])):
+            ids = {key: uuids[key]} if key in uuids else {}
             try:
-                sources.append(NvmlCounterSource(handles) if kind == "counter"
-                               else NvmlSampledSource(handles, clock=clock))
+                sources.append(NvmlCounterSource({key: counter[key]}, ids, clock=clock) if key in counter
+                               else NvmlSampledSource({key: sampled[key]}, clock=clock, uuids=ids))
             except EnergySourceError as exc:
-                problems.append(f"{', '.join(handles)}: {exc}; their energy is not measured")
+                problems.append(f"{key}: {exc}; its energy is not measured")
     finally:
         try:
             _call("nvmlShutdown")
@@ -265,3 +314,42 @@ def open_nvml(device_ids: Sequence[DeviceId], clock: Clock = time.monotonic
     for p in problems:
         log.warning(p)
     return sources, problems
+
+
+def device_state(handle: Any) -> dict[str, float | None]:
+    """Temperature (C), SM clock (MHz) and enforced power limit (W) of one GPU; None where NVML
+    cannot say. The context that makes a GPU's energy comparable between runs."""
+    out: dict[str, float | None] = {}
+    for key, fn, args, scale in (("temperature_c", "nvmlDeviceGetTemperature", (0,), 1.0),  # NVML_TEMPERATURE_GPU
+                                 ("sm_clock_mhz", "nvmlDeviceGetClockInfo", (1,), 1.0),      # NVML_CLOCK_SM
+                                 ("power_limit_w", "nvmlDeviceGetEnforcedPowerLimit", (), 1e-3)):
+        try:
+            out[key] = float(_call(fn, handle, *args)) * scale
+        except EnergySourceError:
+            out[key] = None
+    return out
+
+
+def all_gpu_states() -> dict[str, dict[str, Any]]:
+    """Every GPU NVML lists, by UUID: name and device_state now (empty without NVML)."""
+    try:
+        _call("nvmlInit")
+    except EnergySourceError:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        for i in range(int(_call("nvmlDeviceGetCount"))):
+            h = _call("nvmlDeviceGetHandleByIndex", i)
+            uuid = _call("nvmlDeviceGetUUID", h)
+            uuid = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
+            name = _call("nvmlDeviceGetName", h)
+            out[uuid] = {"index": i, "name": name.decode() if isinstance(name, bytes) else str(name),
+                         **device_state(h)}
+    except EnergySourceError as exc:
+        log.debug("GPU state: %s", exc)
+    finally:
+        try:
+            _call("nvmlShutdown")
+        except EnergySourceError:
+            pass
+    return out

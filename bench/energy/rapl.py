@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.energy.base import Clock, EnergySource, EnergySourceError, TraceAverage
+from bench.energy.scope import package_cpus, package_of_zone
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ class RaplSource(EnergySource):
     name = "rapl"
     source = "rapl"
     estimated = False
+    counter = True
 
     def __init__(self, zones: list[RaplZone], clock: Clock = time.monotonic):
         if not zones:
@@ -119,6 +121,9 @@ class RaplSource(EnergySource):
         self._clock = clock
         self._lock = threading.Lock()
         self.devices = [z.device for z in zones]
+        packages = [p for z in zones if (p := package_of_zone(z.name)) is not None]
+        self.cpus = package_cpus(packages) if packages else None
+        """Every CPU of the metered packages (None: topology unknown, or DRAM zones only)."""
         self._last_uj = {z.device: _read_int(z.path / "energy_uj") for z in zones}
         self._energy_j = {d: 0.0 for d in self.devices}
         self._last_t_s = clock()

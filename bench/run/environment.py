@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from bench.energy.nvml import all_gpu_states
 from spikerl import native
 
 
@@ -56,6 +57,7 @@ def collect_environment() -> dict[str, Any]:
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "gpus": gpu_names(),
+        "gpu_state": all_gpu_states(),  # per UUID: temperature, SM clock, power limit as the sweep starts
         "torch": torch.__version__,
         "gymnasium": _version("gymnasium"),
         "mujoco": _version("mujoco"),
