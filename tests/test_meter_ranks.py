@@ -35,6 +35,7 @@ def _check(results: list[dict]) -> None:
         assert r["gpu_source"] == "nvml-counter" and r["meter_verdict"] == "measured"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["all", "one"])
 def test_two_gloo_ranks_count_every_gpu_once(tmp_path, layout):
     """'one' fails on the code before per-rank sums: only local rank 0's GPU was metered (400 J)."""
@@ -46,6 +47,7 @@ def test_two_gloo_ranks_count_every_gpu_once(tmp_path, layout):
     _check([json.loads((tmp_path / f"{layout}.rank{r}.json").read_text()) for r in range(2)])
 
 
+@pytest.mark.slow
 def test_two_srun_tasks_under_the_fake_slurm_count_every_gpu_once(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")  # the fake's node name, fakenode0, resolves nowhere

@@ -109,6 +109,7 @@ def test_a_seed_batch_adds_up_per_seed(tmp_path, monkeypatch):
     assert store.read_json(store.seed_dir(tmp_path, "mlp", "HalfCheetah-v4", 1) / "result.json")["eval_wall_s"] > 0
 
 
+@pytest.mark.slow
 def test_two_ranks_add_up(tmp_path):
     """A 2-rank Gloo run: rank 0's phase seconds sum to its wall_s; the energy summed over the node's
     phases is its energy_j."""
