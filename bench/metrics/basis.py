@@ -17,13 +17,13 @@ import math
 from typing import Any, Mapping
 
 from bench.energy.base import COMPONENTS
+from bench.energy.coverage import PARTIAL_BELOW, is_partial
 
 MEASURED_AT_LEAST = 0.9
 MODEL_BELOW = 0.1
-COVERAGE_AT_LEAST = 0.99
 
 
-def _number(v: Any) -> float | None:
+def finite_number(v: Any) -> float | None:
     if isinstance(v, bool) or v is None:
         return None
     try:
@@ -47,7 +47,7 @@ def measured_energy_share(row: Mapping[str, Any]) -> float | None:
     component's measured/estimated flag cannot be read."""
     total_j = counter_j = 0.0
     for c in COMPONENTS:
-        e = _number(row.get(f"{c}_energy_j"))
+        e = finite_number(row.get(f"{c}_energy_j"))
         if e is None:
             continue
         if e < 0:
@@ -72,13 +72,10 @@ def basis(share_a: float | None, share_b: float | None) -> str | None:
 
 
 def partial_reason(row: Mapping[str, Any]) -> str | None:
-    """Why a run's meters did not cover it (a measured component with coverage < 0.99), or None."""
-    gaps = []
-    for c in COMPONENTS:
-        cov = _number(row.get(f"{c}_coverage"))
-        if cov is None or _flag(row.get(f"{c}_estimated")) is not False:
-            continue
-        if cov < COVERAGE_AT_LEAST:
-            gaps.append(f"{c} {cov:.0%}")
-    return f"partial meter coverage ({', '.join(gaps)} < {COVERAGE_AT_LEAST:.0%})" if gaps else None
+    """Why a run's meters did not cover it (bench.energy.coverage's rule, on a row read from
+    result.json or summary.csv), or None."""
+    parsed = {k: f(row.get(k)) for c in COMPONENTS
+              for k, f in ((f"{c}_coverage", finite_number), (f"{c}_estimated", _flag))}
+    gaps = [f"{c} {parsed[f'{c}_coverage']:.0%}" for c in is_partial(parsed)]
+    return f"partial meter coverage ({', '.join(gaps)} < {PARTIAL_BELOW:.0%})" if gaps else None
 

@@ -5,21 +5,17 @@ the same batch size. Evaluation settings change only run-phase GPS-UP.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable, Mapping
+
+from bench.metrics.basis import finite_number
 
 TRAINING_WORK = (("steps", "trained {} steps"), ("updates", "made {} updates"), ("batch_size", "used batch size {}"))
 EVAL_SETTINGS = ("eval_every", "eval_episodes")
 
 
 def _int(v: Any) -> int | None:
-    if isinstance(v, bool) or v is None:
-        return None
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return None
-    return int(x) if math.isfinite(x) and x == int(x) else None
+    x = finite_number(v)
+    return int(x) if x is not None and x == int(x) else None
 
 
 def work_mismatch(run: Mapping[str, Any], base: Mapping[str, Any], method: str, baseline: str,
