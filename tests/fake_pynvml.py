@@ -207,3 +207,17 @@ def nvmlDeviceGetClockInfo(handle: _Handle, clock_type: int) -> int:
     gpu = _gpu(handle)
     _maybe_fail(gpu)
     return gpu.sm_clock_mhz
+
+
+class FakeClock:
+    """Monotonic clock that moves only when told; also moves the fake GPUs' counters."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+        advance(seconds)

@@ -21,27 +21,17 @@ from bench.energy.callback import EnergyCallback
 from bench.energy.nvml import open_nvml, visible_gpu_ids
 from spikerl.callbacks import EndEvent, EvalEvent, RunInfo
 from tests import fake_pynvml
-from tests.fake_pynvml import FakeGpu
+from tests.fake_pynvml import FakeClock, FakeGpu
 
 CPU_W = 10.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-        fake_pynvml.advance(seconds)
 
 
 class CpuAt10W(EnergySource):
     source = "rapl"
 
-    def __init__(self, clock: Clock):
+    def __init__(self, clock: FakeClock):
         self.devices = ["cpu-package-0"]
         self._integ = PowerIntegrator(self.devices, mode="hold", clock=clock)
         self._integ.add({"cpu-package-0": CPU_W})
@@ -57,7 +47,7 @@ def run_rank(rank: int, local_rank: int, world: int, layout: str) -> dict:
     fake_pynvml.reset([FakeGpu(uuid="GPU-aaaa", power_w=200.0), FakeGpu(uuid="GPU-bbbb", power_w=100.0)])
     nvml_mod.pynvml = fake_pynvml
     os.environ["CUDA_VISIBLE_DEVICES"] = "0,1" if layout == "all" else str(local_rank)
-    clock = Clock()
+    clock = FakeClock()
 
     def factory(**kw) -> PowerMeter:
         sources, _ = open_nvml(kw["gpu_ids"], clock=clock)

@@ -9,24 +9,14 @@ import bench.energy.nvml as nvml_mod
 from bench.energy import PowerMeter
 from bench.energy.nvml import open_nvml
 from tests import fake_pynvml
-from tests.fake_pynvml import FakeGpu
+from tests.fake_pynvml import FakeClock, FakeGpu
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-        fake_pynvml.advance(seconds)
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
@@ -37,7 +27,7 @@ def nvml(monkeypatch):
     fake_pynvml.reset()
 
 
-def _run(meter: PowerMeter, clock: Clock, nvml, *, lost_from_s: float, back_at_s: float, end_s: float,
+def _run(meter: PowerMeter, clock: FakeClock, nvml, *, lost_from_s: float, back_at_s: float, end_s: float,
          step_s: float = 0.5) -> None:
     """Sample every step_s; GPU 1 falls off the bus over [lost_from_s, back_at_s)."""
     t_s = 0.0

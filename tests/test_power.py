@@ -21,22 +21,10 @@ from bench.energy.rapl import RaplSource, find_package_zones, open_rapl, wrapped
 from spikerl.callbacks import EndEvent, EvalEvent, ProgressEvent, RunInfo
 from tests import fake_pynvml
 from tests.dist_workers import end_worker
-from tests.fake_pynvml import FakeGpu
+from tests.fake_pynvml import FakeClock, FakeGpu
 from tests.fake_rapl import make_zone, set_energy_uj
 
 
-class FakeClock:
-    """Monotonic clock that moves only when told; also moves the fake GPUs' counters."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-        fake_pynvml.advance(seconds)
 
 
 class ConstantSource(EnergySource):
