@@ -19,18 +19,17 @@ import numpy as np
 import torch
 
 from baselines.registry import METHODS, get_method
+from bench.perf_seed_batch import seed_batch_row
 from bench.run.plan import UsageError
+from spikerl import native, native_lib
 from spikerl.callbacks import Callback, ProgressEvent
 from spikerl.checkpoint import CheckpointError, load_checkpoint
 from spikerl.config import TD3Config
-from spikerl import native, native_lib
 from spikerl.envs import act_limit_of, make_env
 from spikerl.loop import build_agent, train
 from spikerl.precision import autocast
 from spikerl.replay import ReplayBuffer
 from spikerl.td3 import TD3, UpdateHook
-
-from bench.perf_seed_batch import seed_batch_row
 
 
 def add_perf_arguments(p: argparse.ArgumentParser) -> None:

@@ -12,8 +12,7 @@ from matplotlib.ticker import FuncFormatter
 
 from reports.aggregates import EQUIVALENT_LABELS
 from reports.figure import Chart, empty, file_key, method_colors, mpl_text, new_figure
-from reports.format import (EQUIVALENT_UNITS, MASS_UNITS, SEED_FILES, Unit, decimals_for, fmt_fixed,
-                            pick_unit)
+from reports.format import EQUIVALENT_UNITS, MASS_UNITS, SEED_FILES, Unit, decimals_for, fmt_fixed, pick_unit
 from reports.model import LearningCurves, PowerTraces, Report
 from reports.quadrant import gpsup_chart, hollow_caption
 from reports.series import CURVES_SOURCE, MAX_TRACE_POINTS, POWER_SOURCE

@@ -11,17 +11,34 @@ from typing import Any
 
 import pandas as pd
 
+from bench.energy.contention import CONTENDED_ABOVE
 from bench.metrics.equivalents import DEFAULT_TABLE
 from bench.schema import Status
 from reports import stats
-from bench.energy.contention import CONTENDED_ABOVE
 from reports.aggregates import EQUIVALENT_LABELS, complete_seeds
-from reports.gpsup_text import gpsup_notes, ratio_cell
 from reports.fairness import CONTENDED_MARK
-from reports.format import (DASH, ENERGY_UNITS, EQUIVALENT_UNITS, INFERENCE_ENERGY_UNITS, MASS_UNITS,
-                            POWER_UNITS, SEED_FILES, Unit,
-                            decimals_for, est_header, finite, fmt_fixed, fmt_num, fmt_range, fmt_ratio, pick_unit,
-                            plain, tagged, time_unit)
+from reports.format import (
+    DASH,
+    ENERGY_UNITS,
+    EQUIVALENT_UNITS,
+    INFERENCE_ENERGY_UNITS,
+    MASS_UNITS,
+    POWER_UNITS,
+    SEED_FILES,
+    Unit,
+    decimals_for,
+    est_header,
+    finite,
+    fmt_fixed,
+    fmt_num,
+    fmt_range,
+    fmt_ratio,
+    pick_unit,
+    plain,
+    tagged,
+    time_unit,
+)
+from reports.gpsup_text import gpsup_notes, ratio_cell
 from reports.load import RunFolder, SeedRun
 from reports.model import STATUS_ORDER, Cell, Table
 

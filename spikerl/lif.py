@@ -53,9 +53,9 @@ import torch
 import torch.nn as nn
 
 from spikerl import native
-from spikerl.vmapped import is_vmapped
 from spikerl.precision import state_precision
 from spikerl.surrogate import POPSAN_V_TH, fast_sigmoid_grad_, rect_grad
+from spikerl.vmapped import is_vmapped
 
 POPSAN_C_DECAY = 0.5
 POPSAN_V_DECAY = 0.75

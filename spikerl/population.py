@@ -33,7 +33,6 @@ from spikerl.lif import scalar
 from spikerl.surrogate import ENCODER_V_TH
 from spikerl.vmapped import is_vmapped
 
-
 _POISSON_UNIFORMS: ContextVar[torch.Tensor | None] = ContextVar("poisson_uniforms", default=None)
 
 

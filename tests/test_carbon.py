@@ -6,10 +6,9 @@ import time
 
 import pytest
 
-from bench.energy.carbon import (CarbonTracker, carbon_intensity_g_per_kwh, parse_emissions_csv,
-                          validate_country)
-from bench.energy.callback import EnergyCallback
 from bench.energy import PowerMeter
+from bench.energy.callback import EnergyCallback
+from bench.energy.carbon import CarbonTracker, carbon_intensity_g_per_kwh, parse_emissions_csv, validate_country
 from bench.energy.estimate import EstimateSource
 from spikerl.callbacks import EndEvent, EvalEvent, RunInfo
 

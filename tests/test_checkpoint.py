@@ -5,8 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from spikerl.checkpoint import (CheckpointError, checkpoint_path, complete_checkpoint_step, load_checkpoint,
-                                prune_checkpoints, resume_step, save_checkpoint)
+from spikerl.checkpoint import (
+    CheckpointError,
+    checkpoint_path,
+    complete_checkpoint_step,
+    load_checkpoint,
+    prune_checkpoints,
+    resume_step,
+    save_checkpoint,
+)
 from spikerl.loop_state import LoopState
 
 

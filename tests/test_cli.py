@@ -116,8 +116,8 @@ def test_perf_times_a_trained_checkpoint_and_rejects_bad_ones(capsys, tmp_path):
     code, err = run_cli(capsys, "perf", "--checkpoint", str(tmp_path / "none.pt"))
     assert code == 2 and len(err) == 1 and "no checkpoint" in err[0]
 
-    from tools import kernel_profile
     from spikerl import native
+    from tools import kernel_profile
 
     if native.library() is not None:  # the same checkpoint's spike lists, layer by layer
         assert kernel_profile.main(["--checkpoint", str(ckpt), "--batch", "20"]) == 0

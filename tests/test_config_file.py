@@ -16,8 +16,8 @@ from baselines.registry import get_method
 from bench.cli.config_file import MAX_FILE_BYTES, with_config_file
 from bench.cli.main import build_parser, main
 from bench.cli.run import new_plan
-from bench.run.plan import Plan
 from bench.run import store
+from bench.run.plan import Plan
 from bench.run.resolve import resolve_config
 from bench.run.runner import create_run_folder
 from bench.run.store import RunFolderError

@@ -11,12 +11,11 @@ import warnings
 
 import pytest
 import torch
+from harness_helpers import tiny_popsan_nets
 
 from spikerl import native_lib
 from spikerl.cuda_graphs import CaptureFailed, EagerReplay, GraphedAct, GraphedBurst, capture_for
 from spikerl.seed_batch import BatchedTD3, BurstInputs, SeedGenerators
-
-from harness_helpers import tiny_popsan_nets
 
 SEEDS = (0, 1, 2)
 OBS, ACT = 5, 2

@@ -7,15 +7,15 @@ import subprocess
 import sys
 import time
 
+import dist_workers as W
 import numpy as np
 import psutil
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-import dist_workers as W
-from bench.run.launch import free_port
 from baselines.registry import get_method
+from bench.run.launch import free_port
 from spikerl.checkpoint import load_checkpoint
 from spikerl.distributed import detect_launch, first_slurm_host, split_budget
 

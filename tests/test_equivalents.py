@@ -8,8 +8,15 @@ import pandas as pd
 import pytest
 
 from bench.cli.calculators import add_carbon_parser
-from bench.metrics.equivalents import (DEFAULT_TABLE, EquivalenceTable, add_equivalent_columns, car_miles, equivalents,
-                               household_week_pct, tv_hours)
+from bench.metrics.equivalents import (
+    DEFAULT_TABLE,
+    EquivalenceTable,
+    add_equivalent_columns,
+    car_miles,
+    equivalents,
+    household_week_pct,
+    tv_hours,
+)
 
 
 def test_design_constants_and_source():

@@ -8,8 +8,17 @@ import pandas as pd
 import pytest
 
 from bench.cli.calculators import add_gpsup_parser
-from bench.metrics.gpsup import (GpsUp, add_gpsup_columns, add_target_columns, aggregate_gpsup, approx_one, category,
-                         default_target, energy_to_target, gpsup)
+from bench.metrics.gpsup import (
+    GpsUp,
+    add_gpsup_columns,
+    add_target_columns,
+    aggregate_gpsup,
+    approx_one,
+    category,
+    default_target,
+    energy_to_target,
+    gpsup,
+)
 
 # ----------------------------------------------------------------------------- DESIGN §5.3 worked examples
 

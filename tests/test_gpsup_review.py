@@ -168,8 +168,9 @@ PINNED_GREENUP = (2.0459770114942533, 2.3088235294117645)
 
 
 def test_compare_refuses_unequal_training_work_with_exit_2(tmp_path, capsys):
-    from bench.cli.main import main
     from compare_fixtures import make_run
+
+    from bench.cli.main import main
 
     rates = {(m, s): ([1000.0, 1000.0], [0.01, 0.01]) for m in ("popsan",) for s in (0, 1)}
     a = make_run(tmp_path / "a", rates, result_extra={"batch_size": 256})
@@ -222,6 +223,7 @@ def test_the_report_writes_intervals_labels_a_model_basis_and_draws_it_hollow(tm
     import json
 
     from report_fixtures import make_fixture_run
+
     from reports.build import build_report
 
     run = make_fixture_run(tmp_path / "run", estimated=estimated)

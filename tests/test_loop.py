@@ -1,15 +1,14 @@
 """The shared training loop: schedule, bootstrapping, reproducibility, checkpoint and resume."""
 import numpy as np
 import pytest
+from harness_helpers import tiny_config
 
 from baselines.registry import get_method
 from spikerl.callbacks import Callback
 from spikerl.checkpoint import CheckpointError, load_checkpoint
-from spikerl.evaluation import eval_episode_seeds, run_episodes
 from spikerl.envs import make_env
+from spikerl.evaluation import eval_episode_seeds, run_episodes
 from spikerl.loop import train
-
-from harness_helpers import tiny_config
 
 MLP = get_method("mlp")
 

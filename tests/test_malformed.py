@@ -495,9 +495,9 @@ def test_report_renders_what_is_readable_and_names_the_rest(case, template, tmp_
 
 
 def test_float_tuples_can_be_set(capsys, tmp_path):
+    from baselines.registry import get_method
     from bench.run.plan import Plan
     from bench.run.resolve import resolve_config
-    from baselines.registry import get_method
 
     plan = Plan(methods=("popsan",), envs=("HalfCheetah-v4",), seeds=(0,), profile="smoke", total_steps=1000,
                 device="cpu", actor_overrides={"mean_range": "-3.5,3.5", "hidden": "64x32"})

@@ -12,8 +12,6 @@ from tests import fake_pynvml
 from tests.fake_pynvml import FakeClock, FakeGpu
 
 
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()

@@ -22,16 +22,24 @@ import torch
 import spikerl.lif as lif_module
 from baselines.dsrl import DSRLActor
 from spikerl import native, native_lib
+from spikerl.adam import adam_step, make_adam
 from spikerl.config import TD3Config
 from spikerl.critic import TwinCritic
-from spikerl.lif import (PopSANLIFLayer, _dsrl_forward, _DSRLLIF, _popsan_forward, _PopSANLIF, dsrl_lif,
-                         native_dsrl_layer, native_dsrl_lif)
+from spikerl.lif import (
+    _DSRLLIF,
+    PopSANLIFLayer,
+    _dsrl_forward,
+    _popsan_forward,
+    _PopSANLIF,
+    dsrl_lif,
+    native_dsrl_layer,
+    native_dsrl_lif,
+)
 from spikerl.normalizers import MaxAbsNormalizer
-from spikerl.replay import ReplayBatch
-from spikerl.td3 import TD3
 from spikerl.popspike_actor import PopSpikingActor
 from spikerl.population import _regular_spikes
-from spikerl.adam import adam_step, make_adam
+from spikerl.replay import ReplayBatch
+from spikerl.td3 import TD3
 
 needs_native = pytest.mark.skipif(native.library() is None, reason=f"native kernels: {native.unavailable_reason()}")
 

@@ -6,17 +6,17 @@ from __future__ import annotations
 import time
 
 import pytest
+from harness_helpers import tiny_config
+from test_power import ConstantSource, FakeProbe
 
 from baselines.registry import get_method
 from bench.energy.callback import EnergyCallback
 from bench.energy.meter import PowerMeter
 from bench.run import seed_batch_runner, store
 from bench.run.plan import Plan
-from harness_helpers import tiny_config
 from spikerl.callbacks import Callback
 from spikerl.loop import train
 from spikerl.phases import PhaseClock, split_wall_s
-from test_power import ConstantSource, FakeProbe
 
 POWER_W = 1.0
 

@@ -11,20 +11,18 @@ import pytest
 import torch
 
 import bench.energy.nvml as nvml_mod
-from bench.energy.callback import EnergyCallback
-from bench.schema import ENERGY_COLUMNS, METER_COLUMNS, POWER_COLUMNS
 from bench.energy import EnergySource, EnergySourceError, Measurement, PowerMeter
 from bench.energy.base import PowerIntegrator
+from bench.energy.callback import EnergyCallback
 from bench.energy.estimate import CpuLoad, EstimateSource, load_power_w, lookup_tdp
 from bench.energy.nvml import NvmlCounterSource, NvmlSampledSource, open_nvml
 from bench.energy.rapl import RaplSource, find_package_zones, open_rapl, wrapped_delta_uj
+from bench.schema import ENERGY_COLUMNS, METER_COLUMNS, POWER_COLUMNS
 from spikerl.callbacks import EndEvent, EvalEvent, ProgressEvent, RunInfo
 from tests import fake_pynvml
 from tests.dist_workers import end_worker
 from tests.fake_pynvml import FakeClock, FakeGpu
 from tests.fake_rapl import make_zone, set_energy_uj
-
-
 
 
 class ConstantSource(EnergySource):

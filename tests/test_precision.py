@@ -1,11 +1,10 @@
 """bfloat16 mixed precision: bf16 matmuls, fp32 state, weights and optimiser, no float16 anywhere."""
 import pytest
 import torch
-
-from spikerl import native
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from baselines.registry import get_method
+from spikerl import native
 from spikerl.config import TD3Config
 from spikerl.lif import PopSANLIFLayer, popsan_lif_trace
 from spikerl.loop import build_agent

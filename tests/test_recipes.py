@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+import bench.run.resolve as resolve_module
 from baselines.registry import get_method
 from bench.run.plan import Plan, UsageError
 from bench.run.profiles import PROFILES, Profile
-import bench.run.resolve as resolve_module
 from bench.run.resolve import resolve_config, run_engine, world_size_for, world_size_groups
 from spikerl import native_lib
 from spikerl.method import WorldSize

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from harness_helpers import tiny_config
 from torch.func import functional_call, stack_module_state, vmap
 
 from baselines.registry import get_method
@@ -24,8 +25,6 @@ from spikerl.loop import train
 from spikerl.method import ActorContext
 from spikerl.population import poisson_uniforms
 from spikerl.seed_batch import burst_schedule
-
-from harness_helpers import tiny_config
 
 SEEDS = (0, 1, 2)
 FP64_ATOL = 1e-9

@@ -9,6 +9,7 @@ import time
 
 import pytest
 import torch
+from harness_helpers import tiny_config, tiny_popsan_nets
 
 from baselines.registry import get_method
 from spikerl import native_lib
@@ -16,8 +17,6 @@ from spikerl.batch_loop import train_seed_batch
 from spikerl.callbacks import Callback
 from spikerl.seed_batch import BatchedTD3, BurstInputs, SeedGenerators
 from spikerl.seed_groups import SeedGroups, group_bounds
-
-from harness_helpers import tiny_config, tiny_popsan_nets
 
 SEEDS = (0, 1, 2, 3, 4)
 OBS, ACT = 5, 2

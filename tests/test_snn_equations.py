@@ -18,11 +18,25 @@ from spikerl.population import PopulationDecoder, PopulationEncoder
 from spikerl.surrogate import fast_sigmoid_grad_, rect_grad
 
 try:  # tests/ may or may not be a package, depending on how pytest is run
-    from tests.snn_reference import (dsrl_lif_naive, fast_sigmoid_spike, popsan_encoder_naive, popsan_lif_naive,
-                                     rect_spike, straight_through_bernoulli, straight_through_threshold)
+    from tests.snn_reference import (
+        dsrl_lif_naive,
+        fast_sigmoid_spike,
+        popsan_encoder_naive,
+        popsan_lif_naive,
+        rect_spike,
+        straight_through_bernoulli,
+        straight_through_threshold,
+    )
 except ImportError:
-    from snn_reference import (dsrl_lif_naive, fast_sigmoid_spike, popsan_encoder_naive, popsan_lif_naive,
-                               rect_spike, straight_through_bernoulli, straight_through_threshold)
+    from snn_reference import (
+        dsrl_lif_naive,
+        fast_sigmoid_spike,
+        popsan_encoder_naive,
+        popsan_lif_naive,
+        rect_spike,
+        straight_through_bernoulli,
+        straight_through_threshold,
+    )
 
 
 def close(actual, expected, atol: float = 1e-6) -> None:

@@ -26,8 +26,8 @@ import psutil
 import torch
 
 from baselines.registry import get_method
-from bench.energy.callback import EnergyCallback
 from bench.energy import PowerMeter
+from bench.energy.callback import EnergyCallback
 from spikerl.callbacks import Callback, ProgressEvent, RunInfo
 from spikerl.config import TD3Config
 from spikerl.loop import train

@@ -7,8 +7,16 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from bench.cli.args import (EXIT_USAGE, OneLineParser, finite_float, power_interval, run_keys, seed_list,
-                            step_count, unique_csv_list)
+from bench.cli.args import (
+    EXIT_USAGE,
+    OneLineParser,
+    finite_float,
+    power_interval,
+    run_keys,
+    seed_list,
+    step_count,
+    unique_csv_list,
+)
 from bench.cli.compare import add_compare_parser
 from bench.cli.config_file import with_config_file
 from bench.cli.run import cmd_run

@@ -7,13 +7,20 @@ import shutil
 import sys
 from pathlib import Path
 
-from bench.energy.grid import grid_inputs
 from bench import schema
 from bench.cli.args import EXIT_USAGE
+from bench.energy.grid import grid_inputs
 from bench.run import store
 from bench.run.launch import launch_local
-from bench.run.plan import (MAX_WORKERS, Plan, UsageError, default_run_dir, parse_method_set_options,
-                            parse_set_options, validate_names)
+from bench.run.plan import (
+    MAX_WORKERS,
+    Plan,
+    UsageError,
+    default_run_dir,
+    parse_method_set_options,
+    parse_set_options,
+    validate_names,
+)
 from bench.run.profiles import PROFILES
 from bench.run.resolve import resolve_device, world_size_groups
 from bench.run.resume import check_resumable
@@ -22,7 +29,6 @@ from bench.run.summary import write_summary
 from bench.run.sweep import SubmissionError, check_fits, check_folder_name, run_sweep, unfinished_runs
 from bench.run.sweep_options import check_launcher, slurm_options
 from bench.run.validate import check_plan
-
 
 _SLURM_FLAGS = ("slurm_partition", "slurm_time", "slurm_gpus_per_task", "slurm_cpus_per_task", "slurm_mem",
                 "slurm_account", "slurm_qos")

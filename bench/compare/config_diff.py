@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench import schema
-from bench.compare.load import METHOD, ENV, STATUS, RunData, Side
+from bench.compare.load import ENV, METHOD, STATUS, RunData, Side
 
 _NOT_CONFIG = {METHOD, ENV, STATUS, "error", "emissions_error", "meter_errors"}
 RECORD_CONFIG_FIELDS = tuple(

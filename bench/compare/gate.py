@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from bench.compare import noise
 from bench import schema
+from bench.compare import noise
 from bench.compare.load import AVG_POWER_W, FINAL_RETURN, STEPS, RunData, RunKey, Side, column
 from bench.compare.rules import METRICS, Metric, Rule, Verdict, judge
 from bench.metrics.gpsup import PHASE_COLUMNS, REL_TOL, GpsUp, check_phase, gpsup

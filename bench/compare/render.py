@@ -8,8 +8,8 @@ import math
 from typing import Any
 
 from bench.compare.gate import Check, Report, Row
-from bench.compare.rules import Better, Verdict
 from bench.compare.load import Side
+from bench.compare.rules import Better, Verdict
 
 GITHUB_BIGGER = "customBiggerIsBetter"
 GITHUB_SMALLER = "customSmallerIsBetter"

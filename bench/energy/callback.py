@@ -37,13 +37,16 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields as dc_fields
+from dataclasses import asdict, dataclass, field
+from dataclasses import fields as dc_fields
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.distributed as dist
 
+from bench.energy.attribution import Interval, charge_j, unattributed_j
 from bench.energy.base import COMPONENTS, EnergySourceError, component_of
+from bench.energy.baseline import by_component, measure_idle_power_w
 from bench.energy.carbon import (
     DEFAULT_COUNTRY,
     CarbonResult,
@@ -52,13 +55,11 @@ from bench.energy.carbon import (
     validate_country,
 )
 from bench.energy.contention import ContentionProbe
-from bench.energy.attribution import Interval, charge_j, unattributed_j
+from bench.energy.coverage import add_coverage
 from bench.energy.estimate import affinity_cpus, machine_cpus
 from bench.energy.meter import PowerMeter
-from bench.energy.nvml import DeviceId, nvml_ids_for_cuda
-from bench.energy.baseline import by_component, measure_idle_power_w
-from bench.energy.coverage import add_coverage
 from bench.energy.meter_fields import meter_fields
+from bench.energy.nvml import DeviceId, nvml_ids_for_cuda
 from bench.energy.ranks import add_segments, dedup_ranks, gpu_accounts, gpu_sums
 from spikerl.callbacks import Callback, EndEvent, EvalEvent, ProgressEvent, RunInfo
 

@@ -21,10 +21,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
+from bench.energy.amdsmi import open_amdsmi
 from bench.energy.base import Clock, EnergySource, EnergySourceError, Gap, Measurement, component_of
 from bench.energy.errors import ErrorLog
 from bench.energy.estimate import CpuLoad, EstimateSource, RamEstimateSource
-from bench.energy.amdsmi import open_amdsmi
 from bench.energy.nvml import DeviceId, open_nvml
 from bench.energy.power_csv import PowerCsv, PowerRow
 from bench.energy.rapl import POWERCAP_ROOT, RaplSource, find_dram_zones, open_rapl

@@ -9,8 +9,8 @@ and is read on request. AMD CPUs expose the same tree, usually without dram.
 from __future__ import annotations
 
 import logging
-import re
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass

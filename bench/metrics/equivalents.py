@@ -22,7 +22,6 @@ import pandas as pd
 
 from bench.schema import EQUIVALENT_FIELDS
 
-
 TV_POWER_W = 39.0
 US_GRID_KG_PER_KWH = 0.369473
 

@@ -7,6 +7,7 @@ from typing import Mapping
 
 import pandas as pd
 
+
 def default_target(baseline_final_return: float) -> float:
     """90 % of the baseline's final return, read as "within 10 % of |final| below it":
     final − 0.1·|final|. For a positive final that is 0.9·final; for a negative one

@@ -4,10 +4,9 @@ from __future__ import annotations
 import sys
 from typing import Callable, TextIO
 
-from spikerl.callbacks import Callback, EndEvent, EvalEvent, ProgressEvent, RunInfo
-
 from bench.run.store import CsvLog
 from bench.schema import EVAL_COLUMNS, EVALS, PROGRESS, PROGRESS_COLUMNS, REQUIRED_COLUMNS
+from spikerl.callbacks import Callback, EndEvent, EvalEvent, ProgressEvent, RunInfo
 
 EnergyProbe = Callable[[], "float | None"]
 """Returns cumulative energy in joules so far (including before a resume), or None if unmeasured."""

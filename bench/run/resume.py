@@ -13,8 +13,6 @@ a step back after the resume.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os

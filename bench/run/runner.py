@@ -11,11 +11,11 @@ import torch
 from baselines.registry import get_method
 from bench import schema
 from bench.energy.callback import EnergyCallback
+from bench.energy.grid import grid_inputs
+from bench.metrics import activity
+from bench.metrics.basis import measured_energy_share
 from bench.run import log_repairs, store
 from bench.run.environment import collect_environment
-from bench.metrics import activity
-from bench.energy.grid import grid_inputs
-from bench.metrics.basis import measured_energy_share
 from bench.run.placement import current_task, placement
 from bench.run.plan import Plan, RunKey, UsageError
 from bench.run.recorder import CsvRecorder, ProgressDisplay, SweepClock
@@ -26,8 +26,8 @@ from bench.run.validate import check_plan, make_new_folder
 from bench.run.work_check import unequal_work_warning
 from bench.schema import Status
 from spikerl import native_lib
-from spikerl.callbacks import Callback
 from spikerl.atomic import WriteError
+from spikerl.callbacks import Callback
 from spikerl.distributed import DistContext
 from spikerl.loop import TrainResult, train
 

@@ -37,8 +37,8 @@ from bench.run.runner import energy_phase_fields, extra_callbacks, measure_activ
 from bench.schema import Status
 from spikerl.atomic import WriteError
 from spikerl.batch_loop import train_seed_batch
-from spikerl.seed_groups import seed_batch_workers
 from spikerl.callbacks import Callback, EndEvent, EvalEvent, ProgressEvent, RunInfo
+from spikerl.seed_groups import seed_batch_workers
 
 PER_SEED_SHARE = ("energy_j", "avg_power_w", "gpu_energy_j", "cpu_energy_j", "ram_energy_j", "train_energy_j",
                   "eval_energy_j", "other_energy_j", "emissions_kg", "codecarbon_energy_kwh", "codecarbon_emissions_kg")

@@ -10,9 +10,9 @@ import pandas as pd
 from bench import schema
 from bench.energy.contention import CONTENDED_ABOVE, is_contended
 from bench.metrics.equivalents import add_equivalent_columns
+from bench.metrics.format import ratio_text
 from bench.metrics.gpsup import PHASE_COLUMNS, PHASE_LABELS, add_gpsup_columns, aggregate_gpsup
 from bench.metrics.target import add_target_columns
-from bench.metrics.format import ratio_text
 from bench.run import store
 from bench.run.plan import Plan
 from bench.schema import Status

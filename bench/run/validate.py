@@ -10,9 +10,9 @@ import torch
 from baselines.registry import get_method
 from bench.energy.carbon import validate_country
 from bench.energy.grid import grid_inputs
-from bench.run.sweep_options import check_launcher
 from bench.run.plan import Plan, UsageError, validate_names
 from bench.run.resolve import check_settings, resolve_config, resolve_device
+from bench.run.sweep_options import check_launcher
 
 
 def check_plan(plan: Plan) -> torch.device:
@@ -85,7 +85,8 @@ def check_backend(backend: str, device: torch.device) -> None:
 
 def check_local_gpus(nproc: int | None, backend: str, device: torch.device) -> None:
     """--nproc N local NCCL ranks need N visible GPUs (`spikerl.distributed.check_local_gpus`)."""
-    from spikerl.distributed import DistributedSetupError, check_local_gpus as check
+    from spikerl.distributed import DistributedSetupError
+    from spikerl.distributed import check_local_gpus as check
 
     try:
         check(nproc, backend, device)
