@@ -26,6 +26,7 @@ machine's metered energy exactly. One run's unattributed_j alone may be negative
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -54,3 +55,48 @@ def charge_j(interval: Interval, allocated_share: float, cpu_time_share: float) 
 def unattributed_j(machine_j: float, charged_j: float, concurrent_runs: int) -> float:
     """This run's part of the remainder (module docstring)."""
     return machine_j / max(1, concurrent_runs) - charged_j
+
+
+class RunCharges:
+    """One run's charges so far in one segment, advanced at each probe sample: per interval its
+    CPU-time share of the machine's busy CPU time (the share of the last interval that had one;
+    1/concurrent_runs before any), and the static / dynamic split above."""
+
+    def __init__(self, concurrent_runs: int, allocated_share: Callable[[], float]) -> None:
+        self.concurrent_runs = max(1, concurrent_runs)
+        self._allocated_share = allocated_share
+        self.cpu_j = 0.0
+        self.ram_j = 0.0
+        self.unattributed_j = 0.0
+        self.share: float | None = None
+        """The CPU-time share of the last interval (None: never measured)."""
+        self._last: tuple[float, ...] = (0.0,) * 6
+        """(machine cpu J, ram J, own CPU s, machine busy CPU s, static cpu J, static ram J) at the last sample."""
+
+    def sample(self, cpu_j: float, ram_j: float, own_s: float, busy_s: float,
+               static_cpu_j: float, static_ram_j: float) -> None:
+        d_busy = busy_s - self._last[3]
+        if d_busy > 0:
+            self.share = min(max((own_s - self._last[2]) / d_busy, 0.0), 1.0)
+        now = (cpu_j, ram_j, own_s, busy_s, static_cpu_j, static_ram_j)
+        d_cpu, d_ram, d_un = self._charge(now)
+        self.cpu_j += d_cpu
+        self.ram_j += d_ram
+        self.unattributed_j += d_un
+        self._last = now
+
+    def totals(self, cpu_j: float, ram_j: float, static_cpu_j: float,
+               static_ram_j: float) -> tuple[float, float, float]:
+        """(CPU J, RAM J, unattributed J) with the energy read after the last sample charged at the
+        last interval's shares (not recorded: the next sample charges it again from the last one)."""
+        d_cpu, d_ram, d_un = self._charge((cpu_j, ram_j, 0.0, 0.0, static_cpu_j, static_ram_j))
+        return self.cpu_j + d_cpu, self.ram_j + d_ram, self.unattributed_j + d_un
+
+    def _charge(self, now: tuple[float, ...]) -> tuple[float, float, float]:
+        last = self._last
+        share = self.share if self.share is not None else 1.0 / self.concurrent_runs
+        alloc = self._allocated_share()
+        cpu = Interval(now[0] - last[0], now[4] - last[4])
+        ram = Interval(now[1] - last[1], now[5] - last[5])
+        d_cpu, d_ram = charge_j(cpu, alloc, share), charge_j(ram, alloc, share)
+        return d_cpu, d_ram, unattributed_j(cpu.energy_j + ram.energy_j, d_cpu + d_ram, self.concurrent_runs)

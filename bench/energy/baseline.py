@@ -10,12 +10,43 @@ is as good as the machine was idle: other users' work during it raises it (forei
 says how busy the machine was)."""
 from __future__ import annotations
 
+import math
 import time
-from typing import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 from bench.energy.base import component_of
 
 DEFAULT_IDLE_WINDOW_S = 10.0
+
+
+@dataclass(frozen=True)
+class SweepIdle:
+    """An idle baseline measured once for runs that train side by side: on `host`, before any of
+    them started (bench.run.idle). A run on another host never uses it."""
+
+    host: str
+    idle_window_s: float
+    power_w: dict[str, float] = field(default_factory=dict)
+    """Per device key (gpu<NVML index>, cpu-package-<n>, ram-dram-<n>, cpu, ram-estimate): its idle power."""
+    measured_utc: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"host": self.host, "idle_window_s": self.idle_window_s, "power_w": dict(self.power_w),
+                "measured_utc": self.measured_utc}
+
+    @classmethod
+    def from_json(cls, d: Any) -> "SweepIdle | None":
+        """None for anything malformed: a run without a sweep baseline says so, it never fails."""
+        if not isinstance(d, dict) or not isinstance(d.get("host"), str) or not isinstance(d.get("power_w"), dict):
+            return None
+        window_s, power = d.get("idle_window_s"), d["power_w"]
+        if type(window_s) not in (int, float) or not (math.isfinite(window_s) and window_s > 0):
+            return None
+        if not all(isinstance(k, str) and type(v) in (int, float) and math.isfinite(v) for k, v in power.items()):
+            return None
+        return cls(d["host"], float(window_s), {k: float(v) for k, v in power.items()},
+                   str(d.get("measured_utc", "")))
 
 
 def measure_idle_power_w(meter, idle_window_s: float,  # noqa: ANN001 - a PowerMeter

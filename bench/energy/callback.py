@@ -30,23 +30,29 @@ estimate then reads the whole machine's load, not the run's pinned cores.
 
 Call `total_energy_j()` for the cumulative energy column of progress.csv / evals.csv
 (node-local until the run ends), and `result_fields()` after training for result.json.
+
+The idle baseline (bench.energy.baseline): before training, with `idle_window_s` > 0, the run
+sits idle for that long on its meters and records each device's idle power, from which each
+component's dynamic (idle-subtracted) energy follows. Only a run alone on its machine may take
+its own window: beside other runs of its sweep (`concurrent_runs` > 1) an idle window would
+measure a sibling's training, so such a run uses the idle power its sweep measured on this host
+before any run started (`sweep_idle`, bench.run.idle), or records that it has none.
 """
 from __future__ import annotations
 
 import logging
 import math
 import os
+import socket
 import time
-from dataclasses import asdict, dataclass, field
-from dataclasses import fields as dc_fields
+from dataclasses import asdict
 from typing import Any, Callable, Sequence
 
 import torch
-import torch.distributed as dist
 
-from bench.energy.attribution import Interval, charge_j, unattributed_j
+from bench.energy.attribution import RunCharges
 from bench.energy.base import COMPONENTS, EnergySourceError, component_of
-from bench.energy.baseline import by_component, measure_idle_power_w
+from bench.energy.baseline import SweepIdle, by_component, measure_idle_power_w
 from bench.energy.carbon import (
     DEFAULT_COUNTRY,
     CarbonResult,
@@ -55,129 +61,21 @@ from bench.energy.carbon import (
     validate_country,
 )
 from bench.energy.contention import ContentionProbe
-from bench.energy.coverage import add_coverage
 from bench.energy.estimate import affinity_cpus, machine_cpus
 from bench.energy.meter import PowerMeter
-from bench.energy.meter_fields import meter_fields
 from bench.energy.nvml import DeviceId, nvml_ids_for_cuda
-from bench.energy.ranks import add_segments, dedup_ranks, gpu_accounts, gpu_sums
+from bench.energy.ranks import gpu_accounts
+from bench.energy.reduce import reduce_totals
+from bench.energy.result import J_PER_KWH, result_fields
+from bench.energy.totals import EnergyTotals, attribute
+from bench.energy.windows import PhaseWindows
 from spikerl.callbacks import Callback, EndEvent, EvalEvent, ProgressEvent, RunInfo
+
+__all__ = ["J_PER_KWH", "EnergyCallback", "EnergyTotals"]  # EnergyTotals lived here; importers keep working
 
 log = logging.getLogger(__name__)
 
 _LOCAL_SIZE_VARS = ("LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE")
-J_PER_KWH = 3.6e6
-
-
-@dataclass
-class EnergyTotals:
-    """One node's (or, after the reduce, all nodes') account. CodeCarbon figures None =
-    missing, not zero; a component absent from `components` was not metered."""
-
-    train_energy_j: float = 0.0
-    eval_energy_j: float = 0.0
-    other_energy_j: float = 0.0
-    """Start-up, checkpoints and the end of the run (spikerl.phases); checkpoints before phases: 0."""
-    gpu_energy_j: float = 0.0
-    cpu_energy_j: float = 0.0
-    ram_energy_j: float = 0.0
-    components: list[str] = field(default_factory=list)
-    component_sources: dict[str, str] = field(default_factory=dict)
-    component_estimated: dict[str, bool] = field(default_factory=dict)
-    models: dict[str, str] = field(default_factory=dict)
-    """Per estimated component, the model behind its figure."""
-    codecarbon_emissions_kg: float | None = 0.0
-    codecarbon_energy_kwh: float | None = 0.0
-    foreign_cpu_s: float = 0.0
-    observed_cpu_s: float = 0.0
-    foreign_gpu_processes: int = 0
-    unattributed_j: float = 0.0
-    """Attributed runs: this run's part of the machine energy no run was charged (bench.energy.attribution)."""
-    cpu_attributed_j: float = 0.0
-    """The run's part of cpu_energy_j / ram_energy_j (all of it in segments it ran alone)."""
-    ram_attributed_j: float = 0.0
-    attributed: bool = False
-    """Some segment ran beside other runs of its sweep: cpu/ram are the machine's, shared."""
-    concurrent_runs: int = 1
-    sources: list[str] = field(default_factory=list)
-    estimated: bool = False
-    meter_errors: list[str] = field(default_factory=list)
-    emissions_errors: list[str] = field(default_factory=list)
-    """CodeCarbon's problems (its figures are the cross-check)."""
-    energy_j_by_device: dict[str, float] = field(default_factory=dict)
-    """This node's devices only: continues power.csv's cumulative column after a resume."""
-    gpus: dict[str, dict[str, float]] = field(default_factory=dict)
-    """Per GPU identity (bench.energy.ranks), its train/eval energy and metered/window seconds."""
-    coverage_s: dict[str, list[float]] = field(default_factory=dict)
-    """CPU and RAM: [metered, window] device-seconds (GPUs': from `gpus`)."""
-    idle_window_s: float = 0.0
-    idle_power_w: dict[str, float] = field(default_factory=dict)
-    """CPU and RAM: the latest idle baseline's power (GPUs': in `gpus`)."""
-    idle_j: dict[str, float] = field(default_factory=dict)
-    """CPU and RAM: idle power x metered time, summed over segments (bench.energy.baseline)."""
-
-    @property
-    def energy_j(self) -> float:
-        return self.train_energy_j + self.eval_energy_j + self.other_energy_j
-
-    def plus(self, other: "EnergyTotals") -> "EnergyTotals":
-        comps = [c for c in COMPONENTS if c in self.components or c in other.components]
-        return EnergyTotals(
-            train_energy_j=self.train_energy_j + other.train_energy_j,
-            eval_energy_j=self.eval_energy_j + other.eval_energy_j,
-            other_energy_j=self.other_energy_j + other.other_energy_j,
-            gpu_energy_j=self.gpu_energy_j + other.gpu_energy_j,
-            cpu_energy_j=self.cpu_energy_j + other.cpu_energy_j,
-            ram_energy_j=self.ram_energy_j + other.ram_energy_j,
-            components=comps,
-            component_sources={c: _join(self.component_sources.get(c, ""), other.component_sources.get(c, ""))
-                               for c in comps},
-            component_estimated={c: self.component_estimated.get(c, False) or other.component_estimated.get(c, False)
-                                 for c in comps},
-            models={c: "; ".join(dict.fromkeys(m for m in (self.models.get(c), other.models.get(c)) if m))
-                    for c in {**self.models, **other.models}},
-            codecarbon_emissions_kg=_add_or_none(self.codecarbon_emissions_kg, other.codecarbon_emissions_kg),
-            codecarbon_energy_kwh=_add_or_none(self.codecarbon_energy_kwh, other.codecarbon_energy_kwh),
-            foreign_cpu_s=self.foreign_cpu_s + other.foreign_cpu_s,
-            observed_cpu_s=self.observed_cpu_s + other.observed_cpu_s,
-            foreign_gpu_processes=max(self.foreign_gpu_processes, other.foreign_gpu_processes),
-            cpu_attributed_j=self.cpu_attributed_j + other.cpu_attributed_j,
-            unattributed_j=self.unattributed_j + other.unattributed_j,
-            ram_attributed_j=self.ram_attributed_j + other.ram_attributed_j,
-            attributed=self.attributed or other.attributed,
-            concurrent_runs=max(self.concurrent_runs, other.concurrent_runs),
-            sources=list(dict.fromkeys(self.sources + other.sources)),
-            estimated=self.estimated or other.estimated,
-            meter_errors=list(dict.fromkeys(self.meter_errors + other.meter_errors)),
-            emissions_errors=list(dict.fromkeys(self.emissions_errors + other.emissions_errors)),
-            energy_j_by_device={d: self.energy_j_by_device.get(d, 0.0) + other.energy_j_by_device.get(d, 0.0)
-                                for d in {**self.energy_j_by_device, **other.energy_j_by_device}},
-            gpus=add_segments(self.gpus, other.gpus),
-            coverage_s=add_coverage(self.coverage_s, other.coverage_s),
-            idle_window_s=self.idle_window_s + other.idle_window_s,
-            idle_power_w=dict(other.idle_power_w or self.idle_power_w),
-            idle_j={c: self.idle_j.get(c, 0.0) + other.idle_j.get(c, 0.0) for c in {**self.idle_j, **other.idle_j}},
-        )
-
-    @classmethod
-    def from_dict(cls, state: dict[str, Any]) -> "EnergyTotals":
-        state = dict(state)
-        if "emissions_kg" in state and "codecarbon_emissions_kg" not in state:
-            state["codecarbon_emissions_kg"] = state["emissions_kg"]  # checkpoints before one account
-        if "components" not in state:
-            state["components"] = [c for c in COMPONENTS if state.get(f"{c}_energy_j")]
-        for c in ("cpu", "ram"):  # checkpoints before attribution: the run had it all
-            state.setdefault(f"{c}_attributed_j", state.get(f"{c}_energy_j", 0.0))
-        known = {f.name for f in dc_fields(cls)}
-        return cls(**{k: v for k, v in state.items() if k in known})
-
-
-def _join(a: str, b: str) -> str:
-    return "+".join(dict.fromkeys(x for x in (*a.split("+"), *b.split("+")) if x))
-
-
-def _add_or_none(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a + b
 
 
 def _local_world_size(world_size: int) -> int | None:
@@ -198,11 +96,13 @@ class EnergyCallback(Callback):
                  tracker_factory: Callable[..., CarbonTracker] = CarbonTracker,
                  probe_factory: Callable[..., ContentionProbe] = ContentionProbe, concurrent_runs: int = 1,
                  allocated_cpu_share: float | None = None, idle_window_s: float = 0.0,
-                 sleep_fn: Callable[[float], None] = time.sleep):
+                 sweep_idle: SweepIdle | None = None, sleep_fn: Callable[[float], None] = time.sleep):
         """`gpu_ids`: NVML indices or UUIDs of this node's GPUs; by default local ranks
         0..LOCAL_WORLD_SIZE-1 are taken to use cuda:0..N-1. `cpu`, `ram`: 'auto' | 'rapl' |
         'estimate' | 'none'. `concurrent_runs`: runs executing at once on this machine, this one
-        included (module docstring). Bad country codes fail here, before training starts."""
+        included (module docstring). `idle_window_s`: the idle baseline's length (0: none);
+        `sweep_idle`: the idle power the sweep measured before its runs, for runs side by side.
+        Bad country codes fail here, before training starts."""
         self.interval_s = interval_s
         self.country_iso_code = validate_country(country_iso_code)
         self.carbon_intensity_g_per_kwh = carbon_intensity_g_per_kwh(self.country_iso_code)
@@ -214,13 +114,16 @@ class EnergyCallback(Callback):
         self.write_power_csv = write_power_csv
         self.concurrent_runs = max(1, int(concurrent_runs))
         self.allocated_cpu_share = allocated_cpu_share
-        self.idle_window_s = max(0.0, float(idle_window_s))
-        self._sleep = sleep_fn
-        self._idle_w: dict[str, float] = {}  # per device, this segment's idle baseline
-        self._phase_s = 0.0  # this segment's closed windows
-        self._gpu_state: dict[str, dict[str, Any]] = {}  # "start"/"end": per GPU temperature, clock, limit
         """The run's allocated CPUs / the machine's (default: this process's affinity), by which
         static power is shared between runs side by side."""
+        window_s = float(idle_window_s)
+        self.idle_window_s = window_s if math.isfinite(window_s) and window_s > 0 else 0.0
+        self.sweep_idle = sweep_idle
+        self._sleep = sleep_fn
+        self._idle_w: dict[str, float] = {}  # per device, this segment's idle baseline
+        self._idle_s = 0.0  # the length of the window that measured it
+        self._idle_from = ""  # 'run' (its own window) or 'sweep' (the sweep's, before any run)
+        self._gpu_state: dict[str, dict[str, Any]] = {}  # "start"/"end": per GPU temperature, clock, limit
         self._meter_factory = meter_factory
         self._tracker_factory = tracker_factory
         self._probe_factory = probe_factory
@@ -232,17 +135,10 @@ class EnergyCallback(Callback):
         self._meter: PowerMeter | None = None
         self._tracker: CarbonTracker | None = None
         self._probe: ContentionProbe | None = None
-        self._phase: str | None = None
-        self._done_j: dict[str, float] = {}  # per device, closed windows of this segment
-        self._phase_dev_j: dict[str, dict[str, float]] = {"train": {}, "eval": {}, "other": {}}
+        self._windows = PhaseWindows()  # this segment's train / eval / other windows
         self._owner = False  # local rank 0: meters the node's CPU and RAM, runs CodeCarbon and the probe
-        self._phase_j = {"train": 0.0, "eval": 0.0, "other": 0.0}
         self._before_eval = "train"  # the phase an evaluation returns to
-        self._attr_j = {"cpu": 0.0, "ram": 0.0}  # this segment's attributed CPU and RAM energy
-        # (cpu J, ram J, own s, busy s, static cpu J, static ram J) at the last sample
-        self._attr_last: tuple[float, float, float, float, float, float] | None = None
-        self._unattr_j = 0.0  # this segment's part of the remainder (bench.energy.attribution)
-        self._attr_share: float | None = None  # of the last interval
+        self._charges = RunCharges(self.concurrent_runs, self._allocated_share)  # this segment's, attributed
         self._notes: list[str] = []
         self._carbon_setup_error: str | None = None
         self._active = False
@@ -257,6 +153,10 @@ class EnergyCallback(Callback):
     def meter(self) -> PowerMeter | None:
         """This node's meter (local rank 0 only), e.g. to open extra windows."""
         return self._meter
+
+    @property
+    def _phase(self) -> str | None:
+        return self._windows.phase
 
     # ------------------------------------------------------------------ hooks
     def on_train_start(self, info: RunInfo) -> None:
@@ -285,8 +185,7 @@ class EnergyCallback(Callback):
         else:
             self._meter.start()  # idempotent; factories may hand back an unstarted meter
             self._baseline()
-            self._meter.begin_window("other")  # start-up until the loop enters training
-            self._phase = "other"
+            self._windows.open(self._meter, "other")  # start-up until the loop enters training
         if not self._owner:
             return
         gpu_pids = self._meter.gpu_process_ids if self._meter is not None and gpu_ids else None
@@ -310,14 +209,31 @@ class EnergyCallback(Callback):
                 self._carbon_setup_error = f"CodeCarbon could not be set up: {type(exc).__name__}: {exc}"
 
     def _baseline(self) -> None:
-        """Before training: the idle window (bench.energy.baseline) and the GPUs' state."""
+        """Before training: the idle baseline (module docstring) and the GPUs' state."""
         assert self._meter is not None
-        if self.idle_window_s > 0:
+        sweep = self.sweep_idle
+        if sweep is not None and sweep.host != socket.gethostname():
+            self._notes.append(f"idle baseline of host {sweep.host} not used on {socket.gethostname()}")
+            sweep = None
+        if sweep is not None and self.attributed:
+            devices = set(self._meter.device_coverage())
+            self._idle_w = {d: w for d, w in sweep.power_w.items() if d in devices}
+            self._idle_s, self._idle_from = sweep.idle_window_s, "sweep"
+            missing = sorted(devices - set(self._idle_w))
+            if missing:
+                self._notes.append(f"the sweep's idle baseline lacks {', '.join(missing)}")
+        elif self.idle_window_s > 0 and self.attributed:
+            self._notes.append(f"idle baseline skipped: {self.concurrent_runs} runs of the sweep may train side by "
+                               "side here, so no window is idle (the local launcher measures one per sweep; "
+                               "--jobs 1 lets each run take its own)")
+        elif self.idle_window_s > 0:
             try:
                 self._idle_w = measure_idle_power_w(self._meter, self.idle_window_s, self._sleep)
-                self._meter.set_static_power_w(self._idle_w)
+                self._idle_s, self._idle_from = self.idle_window_s, "run"
             except Exception as exc:  # noqa: BLE001 - a baseline is context, never a reason to stop
                 self._notes.append(f"idle baseline failed: {type(exc).__name__}: {exc}")
+        if self._idle_w:
+            self._meter.set_static_power_w(self._idle_w)
         self._gpu_state["start"] = self._meter.gpu_state()
 
     def _gpus(self, info: RunInfo) -> tuple[list[DeviceId], Callable[[], None] | None, int]:
@@ -338,20 +254,7 @@ class EnergyCallback(Callback):
 
     def _switch(self, phase: str) -> None:
         self._sample_probe()
-        if self._meter is None or self._phase is None or self._phase == phase:
-            return
-        m = self._meter.switch_window(self._phase, phase)
-        self._close_phase(m.energy_j_by_device, m.duration_s)
-        self._phase = phase
-
-    def _close_phase(self, by_dev: dict[str, float], duration_s: float = 0.0) -> None:
-        assert self._phase is not None
-        self._phase_s += duration_s
-        for d, e in by_dev.items():
-            self._done_j[d] = self._done_j.get(d, 0.0) + e
-            per_dev = self._phase_dev_j.setdefault(self._phase, {})
-            per_dev[d] = per_dev.get(d, 0.0) + e
-        self._phase_j[self._phase] += sum(by_dev.values())
+        self._windows.switch(phase)
 
     def _sample_probe(self) -> None:
         if self._probe is not None:
@@ -359,31 +262,15 @@ class EnergyCallback(Callback):
         if self.attributed and self._owner:
             self._attribute_interval()
 
-    def _energy_so_far(self) -> tuple[dict[str, float], dict[str, float], dict[str, dict[str, float]], float]:
-        """This segment's energy so far: per device, per phase, and per phase and device (closed
-        windows + the open one), and its metered seconds."""
-        seconds = self._phase_s
-        done = dict(self._done_j)
-        phase_j = dict(self._phase_j)
-        phase_dev = {p: dict(by_dev) for p, by_dev in self._phase_dev_j.items()}
-        if self._meter is not None and self._phase is not None:
-            m = self._meter.read_window(self._phase)
-            open_dev = phase_dev.setdefault(self._phase, {})
-            for d, e in m.energy_j_by_device.items():
-                done[d] = done.get(d, 0.0) + e
-                open_dev[d] = open_dev.get(d, 0.0) + e
-            phase_j[self._phase] += m.total_energy_j
-            seconds += m.duration_s
-        return done, phase_j, phase_dev, seconds
-
     def _shared_j(self) -> tuple[float, float]:
         """This segment's CPU and RAM energy so far (the machine's)."""
-        done, _, _, _ = self._energy_so_far()
+        done, _, _, _ = self._windows.so_far()
         return (sum(e for d, e in done.items() if component_of(d) == "cpu"),
                 sum(e for d, e in done.items() if component_of(d) == "ram"))
 
     def _attribute_interval(self) -> None:
-        """Charge the run its CPU-time share of the machine's CPU and RAM energy since the last sample."""
+        """Charge the run its share of the machine's CPU and RAM energy since the last sample
+        (bench.energy.attribution: static power by allocated CPUs, dynamic by CPU time)."""
         try:
             cpu_j, ram_j = self._shared_j()
         except Exception:  # noqa: BLE001 - a meter that cannot be read is reported by the meter
@@ -391,26 +278,7 @@ class EnergyCallback(Callback):
         own_s = self._probe.own_cpu_s if self._probe is not None else 0.0
         busy_s = self._probe.machine_busy_cpu_s if self._probe is not None else 0.0
         static = self._meter.static_energy_j() if self._meter is not None else {}
-        last = self._attr_last or (0.0,) * 6
-        d_busy = busy_s - last[3]
-        if d_busy > 0:
-            self._attr_share = min(max((own_s - last[2]) / d_busy, 0.0), 1.0)
-        now = (cpu_j, ram_j, own_s, busy_s, static.get("cpu", 0.0), static.get("ram", 0.0))
-        d_cpu, d_ram, d_un = self._charge(last, now)
-        self._attr_j["cpu"] += d_cpu
-        self._attr_j["ram"] += d_ram
-        self._unattr_j += d_un
-        self._attr_last = now
-
-    def _charge(self, last: tuple[float, ...], now: tuple[float, ...]) -> tuple[float, float, float]:
-        """(CPU J, RAM J, unattributed J) charged to the run between two samples: static power by
-        allocated CPUs, dynamic by CPU time (bench.energy.attribution)."""
-        share = self._attr_share if self._attr_share is not None else 1.0 / self.concurrent_runs
-        alloc = self._allocated_share()
-        cpu = Interval(now[0] - last[0], now[4] - last[4])
-        ram = Interval(now[1] - last[1], now[5] - last[5])
-        d_cpu, d_ram = charge_j(cpu, alloc, share), charge_j(ram, alloc, share)
-        return d_cpu, d_ram, unattributed_j(cpu.energy_j + ram.energy_j, d_cpu + d_ram, self.concurrent_runs)
+        self._charges.sample(cpu_j, ram_j, own_s, busy_s, static.get("cpu", 0.0), static.get("ram", 0.0))
 
     def _allocated_share(self) -> float:
         if self.allocated_cpu_share is None:
@@ -434,7 +302,7 @@ class EnergyCallback(Callback):
 
     def on_eval_start(self, step: int, wall_s: float) -> None:
         if self._phase not in (None, "eval"):  # a seed batch's K evaluations start one after another
-            self._before_eval = self._phase
+            self._before_eval = str(self._phase)
         self._switch("eval")
 
     def on_eval_end(self, event: EvalEvent) -> None:
@@ -449,26 +317,24 @@ class EnergyCallback(Callback):
         if self._meter is not None:
             try:
                 self._gpu_state["end"] = self._meter.gpu_state()
-                if self._phase is not None:
-                    m = self._meter.end_window(self._phase)
-                    self._close_phase(m.energy_j_by_device, m.duration_s)
+                self._windows.end()
                 self._meter.stop()
             except Exception as exc:  # the run is over; its result must still be written
                 self._notes.append(f"power meter failed to stop: {type(exc).__name__}: {exc}")
-            self._phase = None
         if self._tracker is not None:
             carbon = self._tracker.stop()
         self._node = self._prior.plus(self._segment(carbon)) if self._active else EnergyTotals()
         if not self._owner:  # a GPU-only rank: no CodeCarbon of its own, nothing missing
             self._node.codecarbon_emissions_kg = self._node.codecarbon_energy_kwh = None
-        self._final = self._reduce(self._node, event.status)
+        self._final = reduce_totals(self._node, event.status, owner_active=self._owner and self._active,
+                                    resumed=self._resumed, gpu_state=self._gpu_state)
         if event.status == "complete":  # the last rows, written at stop, failed: no result over a holed trace
             self._raise_csv_failure()
 
     # ------------------------------------------------------------------ accounting
     def _segment(self, carbon: CarbonResult | None) -> EnergyTotals:
         """This node's totals since on_train_start (live while training)."""
-        done, phase_j, phase_dev, seconds = self._energy_so_far()
+        done, phase_j, phase_dev, seconds = self._windows.so_far()
         idle_j = {d: w * seconds for d, w in self._idle_w.items()}
         by_comp: dict[str, list[str]] = {}
         for d in done:
@@ -491,7 +357,7 @@ class EnergyCallback(Callback):
             energy_j_by_device=done,
             gpus=gpu_accounts(phase_dev, meter.device_coverage(), meter.device_uuids(), idle_w=self._idle_w,
                               idle_j=idle_j, checks=meter.counter_checks()) if meter else {},
-            idle_window_s=self.idle_window_s if self._idle_w else 0.0,
+            idle_window_s=self._idle_s if self._idle_w else 0.0, idle_baseline=self._idle_from if self._idle_w else "",
             idle_power_w={c: w for c, w in by_component(self._idle_w).items() if c != "gpu"},
             idle_j={c: j for c, j in by_component(idle_j).items() if c != "gpu"},
             coverage_s={c: list(v) for c, v in meter.coverage().items() if c != "gpu"} if meter else {},
@@ -501,16 +367,10 @@ class EnergyCallback(Callback):
             + ([probe.error] if probe is not None and probe.error else []),
         )
         if self.attributed:
-            # the energy read after the last sample is charged at the last interval's share
-            # the energy read after the last sample: charged at the last interval's shares
-            last = self._attr_last or (0.0,) * 6
             static = meter.static_energy_j() if meter is not None else {}
-            d_cpu, d_ram, d_un = self._charge(last, (seg.cpu_energy_j, seg.ram_energy_j, 0.0, 0.0,
-                                                     static.get("cpu", 0.0), static.get("ram", 0.0)))
-            seg.cpu_attributed_j = self._attr_j["cpu"] + d_cpu
-            seg.ram_attributed_j = self._attr_j["ram"] + d_ram
-            seg.unattributed_j = self._unattr_j + d_un
-            if self._attr_share is None and self._probe is not None:
+            seg.cpu_attributed_j, seg.ram_attributed_j, seg.unattributed_j = self._charges.totals(
+                seg.cpu_energy_j, seg.ram_energy_j, static.get("cpu", 0.0), static.get("ram", 0.0))
+            if self._charges.share is None and self._probe is not None:
                 seg.meter_errors.append(f"CPU time share not measured: the machine's CPU and RAM energy split "
                                         f"evenly over {self.concurrent_runs} concurrent runs")
         else:
@@ -529,83 +389,6 @@ class EnergyCallback(Callback):
             seg.emissions_errors += list(self._tracker.errors)
         return seg
 
-    def _reduce(self, node: EnergyTotals, status: str) -> EnergyTotals:
-        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-            return node
-        if status != "complete":
-            # A rank that failed may never reach a collective; don't hang the others on it.
-            out = EnergyTotals(**{**asdict(node)})
-            out.meter_errors = node.meter_errors + [f"run {status}: totals cover this node only"]
-            return out
-        # CPU, RAM and CodeCarbon: each node's local rank 0 adds its node's; GPUs: gathered per GPU
-        # identity from every rank and counted once (bench.energy.ranks)
-        owner = 1.0 if self._owner and self._active else 0.0
-        own_gpu = gpu_sums(node.gpus)
-        cov = {c: node.coverage_s.get(c, [0.0, 0.0]) for c in ("cpu", "ram")}
-        vec = [node.train_energy_j - own_gpu["train_j"], node.eval_energy_j - own_gpu["eval_j"],
-               node.other_energy_j - own_gpu["other_j"], node.cpu_energy_j, node.ram_energy_j,
-               node.codecarbon_emissions_kg or 0.0, node.codecarbon_energy_kwh or 0.0,
-               node.foreign_cpu_s, node.observed_cpu_s, float(node.foreign_gpu_processes),
-               node.cpu_attributed_j, node.ram_attributed_j, *cov["cpu"], *cov["ram"], node.unattributed_j,
-               *(node.idle_j.get(c, 0.0) for c in ("cpu", "ram")), *(node.idle_power_w.get(c, 0.0) for c in ("cpu", "ram"))]
-        vec = [owner * v for v in vec] + [
-            owner * (node.codecarbon_emissions_kg is None), owner * node.estimated, owner,
-            owner * bool(node.emissions_errors), *(owner * (c in node.components) for c in ("cpu", "ram"))]
-        backend = str(dist.get_backend())
-        device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
-        t = torch.tensor(vec, dtype=torch.float64, device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        (train_j, eval_j, other_j, cpu_j, ram_j, kg, kwh, foreign_s, observed_s, foreign_gpu, cpu_attr_j, ram_attr_j,
-         cpu_met_s, cpu_win_s, ram_met_s, ram_win_s, unattr_j, cpu_idle_j, ram_idle_j, cpu_idle_w, ram_idle_w,
-         n_missing, n_est, n_nodes, n_cc_err, *n_comp) = t.cpu().tolist()
-        mine = {"gpus": node.gpus, "source": node.component_sources.get("gpu", ""), "state": self._gpu_state,
-                "estimated": bool(node.component_estimated.get("gpu")), "errors": list(node.meter_errors)}
-        gathered: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, mine)
-        gpus = dedup_ranks(g["gpus"] for g in gathered)
-        for when in ("start", "end"):  # every rank's GPUs' state, each GPU once
-            merged: dict[str, Any] = {}
-            for g in gathered:
-                for ident, st in (g["state"] or {}).get(when, {}).items():
-                    merged.setdefault(ident, st)
-            if merged:
-                self._gpu_state[when] = merged
-        gpu = gpu_sums(gpus)
-        meter_errors = list(node.meter_errors)
-        for rank, g in enumerate(gathered):
-            if rank != dist.get_rank():
-                meter_errors += [f"rank {rank}: {e}" for e in g["errors"] if e not in meter_errors]
-        emissions_errors = list(node.emissions_errors)
-        others_cc = int(n_cc_err) - int(owner * bool(node.emissions_errors))
-        if others_cc > 0:
-            emissions_errors.append(f"{others_cc} other node(s) reported CodeCarbon errors (see their logs)")
-        if self._resumed and n_nodes > 1:
-            meter_errors.append("resumed multi-node run: each node's pre-resume energy came from its own checkpoint")
-        comps = (["gpu"] if gpus else []) + [c for c, n in zip(("cpu", "ram"), n_comp) if n > 0]
-        sources = dict(node.component_sources)
-        estimated = dict(node.component_estimated)
-        if gpus:
-            sources["gpu"] = "+".join(dict.fromkeys(x for g in gathered for x in g["source"].split("+") if x))
-            estimated["gpu"] = any(g["estimated"] for g in gathered)
-        return EnergyTotals(
-            train_energy_j=train_j + gpu["train_j"], eval_energy_j=eval_j + gpu["eval_j"],
-            other_energy_j=other_j + gpu["other_j"],
-            gpu_energy_j=gpu["train_j"] + gpu["eval_j"] + gpu["other_j"], cpu_energy_j=cpu_j, ram_energy_j=ram_j,
-            components=[c for c in COMPONENTS if c in comps],
-            component_sources=sources, component_estimated=estimated,
-            models=node.models,
-            codecarbon_emissions_kg=None if n_missing > 0 else kg, codecarbon_energy_kwh=None if n_missing > 0 else kwh,
-            foreign_cpu_s=foreign_s, observed_cpu_s=observed_s, foreign_gpu_processes=int(foreign_gpu),
-            cpu_attributed_j=cpu_attr_j, ram_attributed_j=ram_attr_j, unattributed_j=unattr_j,
-            attributed=node.attributed, concurrent_runs=node.concurrent_runs,
-            sources=list(dict.fromkeys(node.sources + ([sources["gpu"]] if gpus and not owner else []))),
-            estimated=n_est > 0 or estimated.get("gpu", False), meter_errors=meter_errors,
-            emissions_errors=emissions_errors, energy_j_by_device=dict(node.energy_j_by_device),
-            gpus=gpus, coverage_s={"cpu": [cpu_met_s, cpu_win_s], "ram": [ram_met_s, ram_win_s]},
-            idle_window_s=node.idle_window_s,
-            idle_power_w={c: w for c, w in (("cpu", cpu_idle_w), ("ram", ram_idle_w)) if c in node.idle_power_w},
-            idle_j={c: j for c, j in (("cpu", cpu_idle_j), ("ram", ram_idle_j)) if c in node.idle_j})
-
     def _raw(self) -> EnergyTotals | None:
         """The account so far with the machine's CPU and RAM energy whole (before attribution)."""
         if self._final is not None:
@@ -616,37 +399,7 @@ class EnergyCallback(Callback):
 
     def _current(self) -> EnergyTotals | None:
         raw = self._raw()
-        return None if raw is None else self._attribute(raw)
-
-    @staticmethod
-    def _share(totals: EnergyTotals) -> float | None:
-        """Attributed CPU and RAM energy over the machine's (None for a run that was never attributed)."""
-        if not totals.attributed:
-            return None
-        shared_j = totals.cpu_energy_j + totals.ram_energy_j
-        return (totals.cpu_attributed_j + totals.ram_attributed_j) / shared_j if shared_j > 0 else None
-
-    @staticmethod
-    def _attribute(totals: EnergyTotals) -> EnergyTotals:
-        """The run's part of the machine's CPU and RAM energy (module docstring); GPUs are its own."""
-        if not totals.attributed:
-            return totals
-        whole_j = totals.energy_j
-        cut_j = (totals.cpu_energy_j - totals.cpu_attributed_j) + (totals.ram_energy_j - totals.ram_attributed_j)
-        scale = (whole_j - cut_j) / whole_j if whole_j > 0 else 1.0
-        out = EnergyTotals(**asdict(totals))
-        out.cpu_energy_j, out.ram_energy_j = totals.cpu_attributed_j, totals.ram_attributed_j
-        # train and eval each keep their part of the run's total
-        out.train_energy_j, out.eval_energy_j = totals.train_energy_j * scale, totals.eval_energy_j * scale
-        out.other_energy_j = totals.other_energy_j * scale
-        out.component_sources = {c: f"{src}+attributed" if c in ("cpu", "ram") else src
-                                 for c, src in totals.component_sources.items()}
-        # CodeCarbon measured the whole machine as well: the same factor keeps it comparable
-        if out.codecarbon_energy_kwh is not None:
-            out.codecarbon_energy_kwh *= scale
-        if out.codecarbon_emissions_kg is not None:
-            out.codecarbon_emissions_kg *= scale
-        return out
+        return None if raw is None else attribute(raw)
 
     def total_energy_j(self) -> float | None:
         """Cumulative energy so far, including before a resume (None on ranks that don't meter)."""
@@ -655,53 +408,10 @@ class EnergyCallback(Callback):
 
     def result_fields(self) -> dict[str, Any]:
         """The per-run account for result.json / summary.csv (exactly bench.schema.ENERGY_COLUMNS +
-        METER_COLUMNS)."""
-        raw = self._raw()
-        cur = (self._attribute(raw) if raw is not None else None) or \
-            EnergyTotals(codecarbon_emissions_kg=None, codecarbon_energy_kwh=None)
-        wall_s = self._wall_s
-        energy_j = cur.energy_j if cur.components else None
-        intensity = self.carbon_intensity_g_per_kwh
-        emissions_kg = energy_j / J_PER_KWH * intensity / 1000.0 if energy_j is not None and intensity else None
-        cc_kwh = cur.codecarbon_energy_kwh
-        out: dict[str, Any] = {
-            "energy_j": energy_j,
-            "energy_source": "+".join(dict.fromkeys([*(s for src in cur.sources for s in src.split("+")),
-                                                     *(["attributed"] if cur.attributed else [])])) or "none",
-            "estimated": bool(cur.estimated),
-            "avg_power_w": energy_j / wall_s if energy_j is not None and wall_s and wall_s > 0 else None,
-        }
-        for c in COMPONENTS:
-            metered = c in cur.components
-            out[f"{c}_energy_j"] = getattr(cur, f"{c}_energy_j") if metered else None
-            out[f"{c}_source"] = cur.component_sources.get(c) if metered else None
-            out[f"{c}_estimated"] = bool(cur.component_estimated.get(c)) if metered else None
-        out.update({
-            "cpu_power_model": cur.models.get("cpu"),
-            "ram_power_model": cur.models.get("ram"),
-            "train_energy_j": cur.train_energy_j,
-            "eval_energy_j": cur.eval_energy_j,
-            "country": self.country_iso_code,
-            "carbon_intensity_g_per_kwh": intensity,
-            "emissions_kg": emissions_kg,
-            "codecarbon_energy_kwh": cc_kwh,
-            "codecarbon_emissions_kg": cur.codecarbon_emissions_kg,
-            "codecarbon_energy_ratio": cc_kwh * J_PER_KWH / energy_j if cc_kwh is not None and energy_j else None,
-            "foreign_cpu_share": cur.foreign_cpu_s / cur.observed_cpu_s if cur.observed_cpu_s > 0 else None,
-            "foreign_gpu_processes": cur.foreign_gpu_processes if "gpu" in cur.components else None,
-            "concurrent_runs": max(cur.concurrent_runs, self.concurrent_runs),
-            "attributed_share": self._share(raw) if raw is not None else None,
-            "emissions_error": None if emissions_kg is not None or energy_j is None
-            else f"no carbon intensity for {self.country_iso_code} (CodeCarbon's data unavailable)",
-            "codecarbon_error": "; ".join(cur.emissions_errors) or None,
-            "meter_errors": "; ".join(cur.meter_errors) or None,
-        })
-        meter = meter_fields(cur, out, self._allocated_share() if cur.attributed else 1.0)
-        out["meter_errors"] = "; ".join([*cur.meter_errors, *meter.pop("_problems")]) or None
-        out.update(meter)
-        if self._gpu_state.get("start") or self._gpu_state.get("end"):
-            out["gpu_state"] = dict(self._gpu_state)  # result.json only: per GPU, at start and end
-        return out
+        METER_COLUMNS; bench.energy.result)."""
+        return result_fields(self._raw(), wall_s=self._wall_s, country=self.country_iso_code,
+                             intensity=self.carbon_intensity_g_per_kwh, concurrent_runs=self.concurrent_runs,
+                             allocated_share=self._allocated_share, gpu_state=self._gpu_state)
 
     def phase_fields(self) -> dict[str, Any]:
         """The energy of the third phase (spikerl.phases): energy_j = train + eval + other."""

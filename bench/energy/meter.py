@@ -21,18 +21,19 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
-from bench.energy.amdsmi import open_amdsmi
-from bench.energy.base import Clock, EnergySource, EnergySourceError, Gap, Measurement, component_of
+from bench.energy.base import Clock, EnergySource, Gap, Measurement, component_of
 from bench.energy.errors import ErrorLog
-from bench.energy.estimate import CpuLoad, EstimateSource, RamEstimateSource
-from bench.energy.nvml import DeviceId, open_nvml
+from bench.energy.meter_devices import DeviceQueries
+from bench.energy.nvml import DeviceId
 from bench.energy.power_csv import PowerCsv, PowerRow
-from bench.energy.rapl import POWERCAP_ROOT, RaplSource, find_dram_zones, open_rapl
+from bench.energy.rapl import POWERCAP_ROOT
+from bench.energy.sampler import run_sampler, thread_cpu_s
+from bench.energy.sources import CPU_CHOICES, RAM_CHOICES, open_sources
+
+__all__ = ["CPU_CHOICES", "RAM_CHOICES", "PowerMeter"]  # the choices lived here; importers keep working
 
 log = logging.getLogger(__name__)
 
-CPU_CHOICES = ("auto", "rapl", "estimate", "none")
-RAM_CHOICES = CPU_CHOICES
 MAX_FALLBACKS = 3
 """Replacement estimates per meter: an estimate that itself keeps failing is not restarted forever."""
 MAX_BACKOFF_S = 30.0
@@ -62,7 +63,7 @@ def _label(src: EnergySource) -> str:
     return f"{src.source} {','.join(src.devices)}" if src.devices else src.source
 
 
-class PowerMeter:
+class PowerMeter(DeviceQueries):
     def __init__(self, sources: Sequence[EnergySource], *, interval_s: float | None = 0.1,
                  csv_path: str | os.PathLike[str] | None = None, t_offset_s: float = 0.0,
                  clock: Clock = time.monotonic,
@@ -74,7 +75,8 @@ class PowerMeter:
         `fallback` builds the source that replaces a CPU source after `max_failures`
         consecutive failed reads; every other source is never dropped: after `max_failures` it is
         retried with exponential backoff (up to MAX_BACKOFF_S), so a GPU that comes back is metered
-        again, and the time it was missing is unmetered in `coverage()`. `notes` are set-up problems (e.g. NVML missing) to report.
+        again, and the time it was missing is unmetered in `coverage()`. `notes` are set-up problems (e.g. NVML
+        missing) to report.
         `energy_offset_j` (per device, e.g. from before a resume) is added to power.csv's
         cumulative energy_j column only, so the trace continues across segments.
         """
@@ -127,55 +129,10 @@ class PowerMeter:
                tdp_w: float | None = None, energy_offset_j: Mapping[str, float] | None = None,
                ram: str = "none", ram_w: float | None = None,
                estimate_cpus: Sequence[int] | None = None) -> "PowerMeter":
-        """Pick sources: NVML for `gpu_ids` (NVML indices or UUIDs), and for the CPU
-        RAPL if readable, else the estimate (`cpu='auto'`); `cpu='rapl'` raises if RAPL is
-        unusable, `'estimate'` forces the estimate, `'none'` measures no CPU.
-
-        `ram` likewise: 'auto' meters RAPL's DRAM zones (devices `ram-dram-N`) where RAPL is
-        used and has them, else adds the RAM estimate (`ram-estimate`, CodeCarbon's model or
-        `ram_w` watts); 'rapl' raises without DRAM zones; 'none' (the default) meters no RAM.
-        `estimate_cpus`: the CPUs whose load drives the CPU estimate (default: this process's
-        affinity); every CPU of the machine when runs side by side share its estimate."""
-        if cpu not in CPU_CHOICES:
-            raise ValueError(f"cpu must be one of {CPU_CHOICES}, got {cpu!r}")
-        if ram not in RAM_CHOICES:
-            raise ValueError(f"ram must be one of {RAM_CHOICES}, got {ram!r}")
-        sources: list[EnergySource] = []
-        notes: list[str] = []
-        if gpu_ids:
-            gpu_sources, problems = open_nvml(gpu_ids, clock=clock)
-            if not gpu_sources:  # no NVIDIA GPU answered: an AMD machine, through amdsmi
-                amd_sources, amd_problems = open_amdsmi(gpu_ids, clock=clock)
-                if amd_sources:
-                    gpu_sources, problems = amd_sources, amd_problems
-                else:
-                    problems += amd_problems
-            sources += gpu_sources
-            notes += problems
-        if cpu in ("auto", "rapl"):
-            rapl, reason = open_rapl(rapl_root, clock=clock, dram=ram in ("auto", "rapl"))
-            if rapl is not None:
-                sources.append(rapl)
-            elif cpu == "rapl":
-                raise EnergySourceError(f"RAPL requested but unusable: {reason}")
-            else:
-                log.info("CPU energy will be estimated: %s", reason)
-        elif ram == "rapl":  # the CPU estimated, RAM read from RAPL's DRAM zones alone
-            dram_zones = find_dram_zones(rapl_root)
-            if dram_zones:
-                sources.append(RaplSource(dram_zones, clock=clock))
-        def estimate() -> EstimateSource:
-            load = CpuLoad(estimate_cpus) if estimate_cpus is not None else None
-            return EstimateSource(tdp_w=tdp_w, load_fn=load, clock=clock, cpus=estimate_cpus)
-
-        if cpu == "estimate" or (cpu == "auto" and not any(s.source == "rapl" for s in sources)):
-            sources.append(estimate())
-        has_dram = any(component_of(d) == "ram" for s in sources for d in s.devices)
-        if ram == "rapl" and not has_dram:
-            raise EnergySourceError("RAPL DRAM energy requested but this machine exposes no readable dram zone")
-        if ram == "estimate" or (ram == "auto" and not has_dram):
-            sources.append(RamEstimateSource(power_w=ram_w, clock=clock))
-        fallback = None if cpu == "none" else estimate
+        """A started meter over the sources bench.energy.sources.open_sources picks (its arguments
+        say which); the CPU estimate stands in for a CPU source that keeps failing."""
+        sources, notes, fallback = open_sources(gpu_ids=gpu_ids, cpu=cpu, rapl_root=rapl_root, clock=clock,
+                                                tdp_w=tdp_w, ram=ram, ram_w=ram_w, estimate_cpus=estimate_cpus)
         meter = cls(sources, interval_s=interval_s, csv_path=csv_path, t_offset_s=t_offset_s,
                     clock=clock, fallback=fallback, sync_fn=sync_fn, notes=notes,
                     energy_offset_j=energy_offset_j)
@@ -406,96 +363,16 @@ class PowerMeter:
     def is_estimated(self, devices: Iterable[str]) -> bool:
         return any(self._device_source[d][1] for d in devices if d in self._device_source)
 
-    def gpu_process_ids(self) -> set[int]:
-        """PIDs of the compute processes on the metered GPUs (empty without NVML)."""
-        with self._lock:
-            sources = [s for s in self._sources if hasattr(s, "process_ids")]
-        return set().union(*(s.process_ids() for s in sources)) if sources else set()
-
     def models(self) -> dict[str, str]:
         """Per component ('cpu', 'ram'), the model of each estimate that has fed it."""
         with self._lock:
             return {c: "; ".join(dict.fromkeys(m)) for c, m in self._models.items()}
-
-    def gpu_state(self) -> dict[str, dict[str, float | None]]:
-        """Per GPU (UUID where known): temperature, SM clock and power limit now (NVML sources)."""
-        with self._lock:
-            sources = [s for s in self._sources if hasattr(s, "state")]
-        out: dict[str, dict[str, float | None]] = {}
-        for src in sources:
-            try:
-                for dev, st in src.state().items():
-                    out[src.uuids.get(dev, dev)] = st
-            except Exception as exc:  # context only: never a reason to fail
-                self.errors.add(f"GPU state: {type(exc).__name__}: {exc}")
-        return out
-
-    def counter_checks(self) -> dict[str, tuple[float, float]]:
-        """Per GPU device with an energy counter: (counter J, integrated power J) over the same reads."""
-        with self._lock:
-            sources = [s for s in self._sources if hasattr(s, "counter_check")]
-        out: dict[str, tuple[float, float]] = {}
-        for src in sources:
-            out.update(src.counter_check())
-        return out
-
-    def set_static_power_w(self, by_device: Mapping[str, float]) -> None:
-        """Give metered CPU and RAM sources (RAPL) their idle power as static power, from an idle
-        baseline; models (the estimates) keep their own."""
-        with self._lock:
-            for src in self._sources:
-                if src.estimated or not any(component_of(d) in ("cpu", "ram") for d in src.devices):
-                    continue
-                src.static_w = float(sum(by_device.get(d, 0.0) for d in src.devices))  # type: ignore[attr-defined]
 
     def static_energy_j(self) -> dict[str, float]:
         """Per component, the static power of its sources integrated since the meter started (as of
         the last poll)."""
         with self._lock:
             return dict(self._static_j)
-
-    def cpu_scope(self) -> list[int] | None:
-        """The CPUs the current CPU energy source covers (RAPL: its packages' CPUs; the estimate:
-        its allocation), over which contention is measured; None when unknown."""
-        with self._lock:
-            for src in self._sources:
-                if any(component_of(d) == "cpu" for d in src.devices) and getattr(src, "cpus", None):
-                    return list(src.cpus)
-        return None
-
-    def device_uuids(self) -> dict[str, str]:
-        """Per GPU device key, its UUID where the source knows it (ranks de-duplicate by it)."""
-        with self._lock:
-            return {d: u for s in self._sources for d, u in s.uuids.items()}
-
-    def device_coverage(self) -> dict[str, tuple[float, float]]:
-        """Per device present at construction, (metered s, window s) since the meter started. A gap
-        is unmetered unless a counter recovered from it (its energy over the gap was counted)."""
-        with self._lock:
-            end_t = self._stop_t if self._stopped and self._stop_t is not None else self._clock()
-            life_s = max(0.0, end_t - self._t0)
-            gaps = list(self.gaps)
-            for src in self._sources:  # gaps still open now
-                st = self._state[id(src)]
-                if st.gap_start_t is not None and not self._stopped:
-                    gaps.append(Gap(src.source, self._t_s(st.gap_start_t), self._t_s(end_t), st.gap_error,
-                                    False, tuple(src.devices), False, self._ok_s(st)))
-            out: dict[str, tuple[float, float]] = {}
-            for dev in sorted(set().union(*self._component_devices.values())):
-                lost_s = sum(g.unmetered_s for g in gaps if dev in g.devices)
-                out[dev] = (max(0.0, life_s - lost_s), life_s)
-            return out
-
-    def coverage(self) -> dict[str, tuple[float, float]]:
-        """Per metered component, (metered, window) device-seconds summed over its devices at
-        construction: one of eight GPUs missing half the run reads 15/16. A CPU source replaced by
-        the estimate is unmetered from its first failure to the replacement."""
-        out: dict[str, tuple[float, float]] = {}
-        for dev, (metered_s, window_s) in self.device_coverage().items():
-            comp = str(component_of(dev))
-            m0, w0 = out.get(comp, (0.0, 0.0))
-            out[comp] = (m0 + metered_s, w0 + window_s)
-        return out
 
     @property
     def source(self) -> str:
@@ -516,28 +393,7 @@ class PowerMeter:
 
     def _run(self) -> None:
         assert self.interval_s is not None
-        interval_s = self.interval_s
-        next_t: float | None = None
-        while True:
-            try:  # nothing in here may end the trace: not a sample, not the clock, not the wait
-                now = self._clock()
-                next_t = now + interval_s if next_t is None else next_t
-                if self._stop_event.wait(min(max(0.0, next_t - now), interval_s)):
-                    return
-                self.sample()
-                next_t += interval_s
-                if self._clock() > next_t:  # fell behind (suspended, overloaded): skip, don't burst
-                    next_t = self._clock() + interval_s
-            except Exception as exc:
-                self.errors.add(f"sampler: {type(exc).__name__}: {exc}")
-                next_t = None
-                try:  # a broken clock or wait must not make this loop spin
-                    if self._stop_event.wait(interval_s):
-                        return
-                except Exception:
-                    time.sleep(interval_s)
-                    if self._stop_event.is_set():
-                        return
+        run_sampler(self.sample, self.interval_s, self._stop_event, self._clock, self.errors)
 
     def t_s_now(self) -> float:
         """The trace's time now (power.csv's t_s of a row sampled at this moment)."""
@@ -585,18 +441,7 @@ class PowerMeter:
 
     def sampler_cpu_s(self) -> float | None:
         """CPU seconds the sampler thread has used (Linux; None when unknown or stopped)."""
-        thread = self._thread
-        if thread is None or not thread.is_alive() or thread.native_id is None:
-            return None
-        try:
-            import psutil
-
-            for t in psutil.Process().threads():
-                if t.id == thread.native_id:
-                    return float(t.user_time + t.system_time)
-        except Exception:
-            return None
-        return None
+        return thread_cpu_s(self._thread)
 
     def __enter__(self) -> "PowerMeter":
         self.start()

@@ -18,6 +18,7 @@ def meter_fields(totals: Any, energy: Mapping[str, Any], allocated_share: float 
     idle = totals.idle_window_s > 0
     out: dict[str, Any] = dict(coverage_fields(comps, totals.coverage_s, totals.gpus))
     out["idle_window_s"] = totals.idle_window_s if idle else None
+    out["idle_baseline"] = totals.idle_baseline or None if idle else None
     idle_w = {"gpu": gpu["idle_w"], **totals.idle_power_w}
     # runs side by side share the machine's CPU and RAM idle power by allocated CPUs, as they are charged
     idle_j = {"gpu": gpu["idle_j"], **{c: j * allocated_share for c, j in totals.idle_j.items()}}
