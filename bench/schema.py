@@ -152,7 +152,8 @@ ACTIVITY_FIELDS = (
 #     run_measured_energy_share (whole run, 0-1); pue (x); carbon_intensity_source (str: codecarbon-country,
 #     codecarbon-region, user); region (str)
 #   METER_FIELDS (meters): gpu_coverage, cpu_coverage, ram_coverage (0-1, empty where not metered; resume gaps
-#     count as unmetered); gpu_devices_metered (int); idle_window_s (s); gpu_idle_power_w, cpu_idle_power_w,
+#     count as unmetered); gpu_devices_metered (int); idle_window_s (s);
+#     idle_baseline (str: run, sweep); gpu_idle_power_w, cpu_idle_power_w,
 #     ram_idle_power_w (W); gpu_dynamic_energy_j, cpu_dynamic_energy_j, ram_dynamic_energy_j (J, gross minus
 #     idle); gpu_counter_power_ratio (x, worst GPU's NVML counter energy / integrated power); meter_verdict
 #     (str: measured, partly estimated, estimated)
@@ -184,6 +185,8 @@ METER_FIELDS: tuple[Field, ...] = (
     Field("ram_coverage", "", doc="metered / window seconds of the RAM energy source(s); empty where not metered"),
     Field("gpu_devices_metered", "", "int", doc="distinct GPUs (by UUID) metered over all ranks"),
     Field("idle_window_s", "s", doc="the idle baseline's length before training (per segment, summed); empty: none"),
+    Field("idle_baseline", kind="str", doc="where the idle power came from: run (its own window before training) "
+          "or sweep (one window before a local sweep's runs side by side, RUN/idle_baseline.json)"),
     Field("gpu_idle_power_w", "W", doc="the GPUs' power over the idle baseline"),
     Field("cpu_idle_power_w", "W", doc="the CPU energy source's power over the idle baseline"),
     Field("ram_idle_power_w", "W", doc="the RAM energy source's power over the idle baseline"),

@@ -19,7 +19,7 @@ from bench.cli.args import (
 )
 from bench.cli.compare import add_compare_parser
 from bench.cli.config_file import with_config_file
-from bench.cli.run import cmd_run
+from bench.cli.run import cmd_run, idle_window
 from bench.run import store
 from bench.run.plan import UsageError, validate_names
 from bench.run.profiles import DEFAULT_BASELINE, PROFILES
@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="facility overhead, power usage effectiveness 1.0-3.0 (default 1.0): emissions use "
                           "energy x PUE; energy_j stays the IT energy")
     run.add_argument("--power-interval", type=power_interval, default=0.1, help="power sampling period in s")
+    run.add_argument("--idle-window-s", type=idle_window, default=None, metavar="S",
+                     help="idle baseline before training, in s, for gross and idle-subtracted (dynamic) energy; "
+                          "0 skips it (default: the profile's, 10 s; smoke 0)")
     run.add_argument("--target-return", type=finite_float, help="return for energy/time-to-target (default: 90%% "
                      "of the baseline's final return on the same env and seed)")
     run.add_argument("--threads", type=int, help="torch intra-op threads (default: 1); with --seed-batch K on a CPU, "

@@ -13,6 +13,7 @@ from bench.energy.grid import grid_inputs
 from bench.run import store
 from bench.run.launch import launch_local
 from bench.run.plan import (
+    MAX_IDLE_WINDOW_S,
     MAX_WORKERS,
     Plan,
     UsageError,
@@ -32,6 +33,19 @@ from bench.run.validate import check_plan
 
 _SLURM_FLAGS = ("slurm_partition", "slurm_time", "slurm_gpus_per_task", "slurm_cpus_per_task", "slurm_mem",
                 "slurm_account", "slurm_qos")
+
+
+def idle_window(text: str) -> float:
+    """--idle-window-s: seconds of idle baseline before training, 0 (none) to an hour."""
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (math.isfinite(v) and 0 <= v <= MAX_IDLE_WINDOW_S):
+        raise argparse.ArgumentTypeError(f"idle window must be 0 (none) to {MAX_IDLE_WINDOW_S:g} s, got {text!r}")
+    return v
 
 
 def meter_header() -> str:
@@ -150,7 +164,7 @@ def exit_rank(code: int) -> None:
 
 def resume_plan(args: argparse.Namespace) -> Plan:
     conflicting = [f for f in ("methods", "envs", "seeds", "total_steps", "out", "precision", "nproc", "engine",
-                               "seed_batch", "launcher", "jobs", *_SLURM_FLAGS)
+                               "seed_batch", "launcher", "jobs", "idle_window_s", *_SLURM_FLAGS)
                    if getattr(args, f) is not None] + (["set"] if args.settings else []) \
         + (["slurm_opt"] if args.slurm_opt else [])
     if conflicting:
@@ -230,6 +244,7 @@ def new_plan(args: argparse.Namespace) -> Plan:
         td3_overrides=td3_overrides, actor_overrides=actor_overrides, method_overrides=method_overrides,
         precision=args.precision,
         baseline=args.baseline, country=args.country.upper(), power_interval_s=args.power_interval,
+        idle_window_s=profile.idle_window_s if args.idle_window_s is None else args.idle_window_s,
         region=args.region, carbon_intensity_g_per_kwh=args.carbon_intensity, pue=args.pue,
         target_return=args.target_return, nproc=args.nproc, backend=args.backend or "auto",
         threads=args.threads, engine=args.engine or "auto", launcher=launcher, jobs=jobs, slurm=slurm,

@@ -20,6 +20,10 @@ MAX_WORKERS = 1_024
 """Bound of --nproc and --threads: each is a process or an OS thread, so a typo must not fork thousands."""
 
 
+MAX_IDLE_WINDOW_S = 3_600.0
+"""Bound of --idle-window-s: an hour of idling is a typo, not a baseline."""
+
+
 RunKey = tuple[str, str, int]
 """(method, env id, seed): one run of a plan."""
 
@@ -52,6 +56,9 @@ class Plan:
     pue: float = 1.0
     """--pue: facility energy / IT energy, 1.0-3.0; emissions use energy_j x pue."""
     power_interval_s: float = 0.1
+    idle_window_s: float = 0.0
+    """--idle-window-s: the idle baseline before training (bench.run.idle), 0 none. A plan.json from
+    before the baseline lacks it: its runs took none, and a resume of them takes none either."""
     target_return: float | None = None
     nproc: int | None = None
     """Data-parallel ranks of every run; None: each method's default (`MethodSpec.world_size`)."""
@@ -162,6 +169,7 @@ _PLAN_CHECKS = {
     "carbon_intensity_g_per_kwh": lambda v: v is None or (_is_number(v) and 0 < v <= 2000),
     "pue": lambda v: _is_number(v) and 1.0 <= v <= 3.0,
     "power_interval_s": lambda v: _is_number(v, 0.0) and 1e-3 <= v <= 3600,  # as --power-interval
+    "idle_window_s": lambda v: _is_number(v) and 0 <= v <= MAX_IDLE_WINDOW_S,  # as --idle-window-s
     "target_return": lambda v: v is None or _is_number(v),
     "nproc": lambda v: v is None or (type(v) is int and 0 < v <= MAX_WORKERS),
     "backend": lambda v: v in ("auto", "nccl", "gloo", "mpi"),

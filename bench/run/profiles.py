@@ -27,6 +27,10 @@ class Profile:
     """TD3Config budget and schedule fields the profile sets (BUDGET_FIELDS only)."""
     caps: dict[str, Any] = field(default_factory=dict)
     """TD3Config fields the profile lowers to at most this value (CAP_FIELDS only)."""
+    idle_window_s: float = 10.0
+    """The idle baseline before training (bench.run.idle) unless --idle-window-s says otherwise: 10 s
+    (bench.energy.baseline.DEFAULT_IDLE_WINDOW_S); smoke takes none, being a check of the pipeline
+    whose numbers nobody quotes, short enough for CI."""
 
     def __post_init__(self) -> None:
         if set(self.td3) - BUDGET_FIELDS or set(self.caps) - CAP_FIELDS:
@@ -47,7 +51,7 @@ PROFILES: dict[str, Profile] = {
         "smoke", "CI check of the whole pipeline: every method, tiny budget (< 2 min on 2 cores)",
         ALL_METHODS, ("HalfCheetah-v4",), (0,),
         {"total_steps": 1_500, "eval_every": 750, "eval_episodes": 1, "log_every": 250, "checkpoint_every": 750},
-        caps={"start_steps": 500, "update_after": 500, "replay_size": 10_000},
+        caps={"start_steps": 500, "update_after": 500, "replay_size": 10_000}, idle_window_s=0.0,
     ),
     "ci": Profile(
         "ci", "CI regression gate (`spikerl-bench compare`): every method, two seeds as a repeat, ten "

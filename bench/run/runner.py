@@ -16,6 +16,7 @@ from bench.metrics import activity
 from bench.metrics.basis import measured_energy_share
 from bench.run import log_repairs, store
 from bench.run.environment import collect_environment
+from bench.run.idle import idle_options
 from bench.run.placement import current_task, placement
 from bench.run.plan import Plan, RunKey, UsageError
 from bench.run.recorder import CsvRecorder, ProgressDisplay, SweepClock
@@ -55,7 +56,7 @@ def create_run_folder(run_dir: Path, plan: Plan) -> None:
 def extra_callbacks(plan: Plan) -> tuple[list[Callback], Any]:
     """Meters attached to every run: (callbacks, cumulative-energy probe for the CSV columns)."""
     energy = EnergyCallback(interval_s=plan.power_interval_s, country_iso_code=plan.country,
-                            concurrent_runs=current_task().concurrent_runs)
+                            concurrent_runs=current_task().concurrent_runs, **idle_options(plan))
     return [energy], energy.total_energy_j
 
 

@@ -6,7 +6,9 @@ default) and, with --device cuda, its own GPUs (CUDA_VISIBLE_DEVICES, so its met
 those). `--launcher slurm` submits one job array per world size (one task per run, the array's
 parallelism --jobs); SLURM places and isolates the tasks, and a task preempted or out of time is
 requeued by submitit and resumes from its last checkpoint. Runs that execute side by side share
-the CPU package and RAM: their energy is attributed by CPU-time share (bench.energy.callback).
+the CPU package and RAM: their energy is attributed by CPU-time share (bench.energy.callback); a
+local sweep of such runs takes one idle baseline before any starts (bench.run.idle), and records
+the machine's metered energy, the runs' charges and the remainder in RUN/machine_energy.json.
 
 Every task writes its own seed folder; summary.csv is rebuilt under the folder's lock after each
 run, so runs may finish in any order, in any process, on any node sharing the folder. The local
@@ -16,6 +18,7 @@ plan's launcher. submitit's own files (pickled tasks, logs) live in RUN/submitit
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -30,6 +33,7 @@ import submitit
 from baselines.registry import get_method
 from bench import schema
 from bench.run import store
+from bench.run.idle import IDLE_ENV, measure_sweep_idle
 from bench.run.placement import TASK_ENV, TaskContext
 from bench.run.plan import Plan, RunKey, UsageError
 from bench.run.resolve import world_size_for
@@ -65,6 +69,8 @@ class Task:
     cpus: tuple[int, ...] = ()
     finish_folder: bool = False
     """Whether the task that completes the plan's last run finishes the folder (SLURM: nobody waits)."""
+    idle: dict[str, Any] | None = None
+    """The sweep's idle baseline (bench.run.idle) for runs side by side on this machine."""
 
 
 def local_slots(jobs: int, world_size: int, device_type: str, cpus: Sequence[int] | None = None,
@@ -169,6 +175,10 @@ def run_task(task: Task) -> int:
     if task.cpus:
         os.sched_setaffinity(0, task.cpus)  # before any torch thread exists; ranks inherit it
     os.environ[TASK_ENV] = task.context.to_env()
+    if task.idle is not None:
+        os.environ[IDLE_ENV] = json.dumps(task.idle)
+    else:
+        os.environ.pop(IDLE_ENV, None)
     run_dir = Path(task.run_dir)
     plan = _load_plan(run_dir)
     launch = detect_launch()
@@ -279,6 +289,8 @@ def run_local(run_dir: Path, plan: Plan, todo: Sequence[tuple[RunKey, ...]], *, 
     queue = list(todo)
     running: dict[Any, tuple[tuple[RunKey, ...], Slot]] = {}
     failed: list[str] = []
+    # runs side by side: one idle window for all, before any starts (bench.run.idle)
+    idle = measure_sweep_idle(run_dir, plan, device.type) if jobs > 1 else None
     started_s = time.monotonic()
     print(f"sweep: {len(todo)} {'seed batch(es)' if plan.seed_batch > 1 else 'run(s)'}, {jobs} at once on this machine (submitit local; logs in "
           f"{run_dir / SUBMITIT_DIR})", file=sys.stderr)
@@ -289,7 +301,8 @@ def run_local(run_dir: Path, plan: Plan, todo: Sequence[tuple[RunKey, ...]], *, 
                 if device.type == "cuda":
                     executor.update_parameters(visible_gpus=list(slot.gpus), gpus_per_node=len(slot.gpus))
                 context = TaskContext(launcher="local", slot=slot.index, concurrent_runs=jobs)
-                job = executor.submit(run_task, Task(str(run_dir), unit, context, cpus=slot.cpus))
+                job = executor.submit(run_task, Task(str(run_dir), unit, context, cpus=slot.cpus,
+                                                     idle=idle.to_json() if idle is not None else None))
                 running[job] = (unit, slot)
                 where = f"cpus {_ranges(slot.cpus)}" + (f", GPUs {','.join(map(str, slot.gpus))}" if slot.gpus else "")
                 print(f"  started {label(unit)} as job {job.job_id} on {where}", file=sys.stderr)
