@@ -22,6 +22,8 @@ RESULT = "result.json"
 POWER = "power.csv"
 EMISSIONS = "emissions.csv"  # written by CodeCarbon itself; parsed by column name
 SEED_DIR_PREFIX = "seed"
+MACHINE_ENERGY = "machine_energy.json"  # a local sweep of runs side by side (bench.run.machine_energy)
+IDLE_BASELINE = "idle_baseline.json"  # the idle power such a sweep measured before its runs (bench.run.idle)
 
 
 class Status(str, Enum):
@@ -206,6 +208,23 @@ RESUME_FIELDS: tuple[Field, ...] = (
     Field("unmetered_s", "s", doc="seconds of the run's time base no power row covers, between the segments of "
           "a resumed run's trace (bench.energy.segments); empty when the trace is one segment"),
 )
+
+# ---- machine_energy.json: per launch of a local sweep whose runs share the machine, one window
+MACHINE_ENERGY_FIELDS = (
+    Field("host", kind="str"), Field("started_utc", kind="str"), Field("window_s", "s"),
+    Field("cpu_source", kind="str", doc="the machine meter's CPU source (rapl, or estimate over every CPU)"),
+    Field("ram_source", kind="str"), Field("estimated", kind="bool"),
+    Field("machine_cpu_j", "J", doc="the machine's metered CPU energy over the window (the launcher's meter)"),
+    Field("machine_ram_j", "J"), Field("machine_j", "J", doc="machine_cpu_j + machine_ram_j"),
+    Field("runs_cpu_j", "J", doc="the CPU energy the window's runs were charged (their cpu_energy_j)"),
+    Field("runs_ram_j", "J"), Field("runs_j", "J"),
+    Field("remainder_j", "J", doc="machine_j - runs_j: energy no run was charged (unallocated cores' idle "
+          "power, other processes, start-up and the gaps between runs)"),
+    Field("runs_unattributed_j", "J", doc="the runs' own unattributed_j summed (the remainder over their "
+          "windows only)"),
+    Field("runs_missing", "", "int", doc="runs of the window without a readable charge (their J absent)"),
+)
+MACHINE_ENERGY_COLUMNS = tuple(f.name for f in MACHINE_ENERGY_FIELDS)
 
 # ---- columns summary.csv adds across runs (bench.metrics)
 TARGET_FIELDS = (Field("target_return"), Field("energy_to_target_j", "J"), Field("time_to_target_s", "s"))

@@ -80,7 +80,7 @@ def build_content(run: RunFolder, baseline: str | None = None, gpsup_phase: str 
         spikes=tables.activity_table(run, units),
         spike_layers=series.spike_layers(run),
         hyperparameters=tables.hyperparameter_table(run),
-        meters=meters.meters_table(seeds),
+        meters=meters.meters_table(seeds, run.path),
         units={"time": units.time.label, "energy": units.energy.label, "power": units.power.label,
                "mass": units.mass.label},
     )

@@ -64,7 +64,7 @@ def test_resume_with_corrupt_checkpoint_leaves_files_alone(capsys, tmp_path):
     code = main(["run", "--methods", "mlp", "--total-steps", "600", "--set", "start_steps=200",
                  "--set", "update_after=200", "--set", "eval_every=300", "--set", "eval_episodes=1",
                  "--set", "checkpoint_every=300", "--set", "critic_hidden=16,16", "--set", "actor.hidden=16,16",
-                 "--set", "max_ep_len=100", "--out", str(run), "--plain"])
+                 "--set", "max_ep_len=100", "--out", str(run), "--plain", "--idle-window-s", "0"])
     assert code == 0
     seed = run / "mlp" / "HalfCheetah-v4" / "seed0"
     result = json.loads((seed / "result.json").read_text())
@@ -105,7 +105,8 @@ def test_perf_times_a_trained_checkpoint_and_rejects_bad_ones(capsys, tmp_path):
     run = tmp_path / "run"
     code = main(["run", "--methods", "popsan", "--total-steps", "400", "--set", "start_steps=200",
                  "--set", "update_after=200", "--set", "eval_every=400", "--set", "eval_episodes=1",
-                 "--set", "checkpoint_every=400", "--set", "max_ep_len=100", "--out", str(run), "--plain"])
+                 "--set", "checkpoint_every=400", "--set", "max_ep_len=100", "--out", str(run), "--plain",
+                 "--idle-window-s", "0"])
     assert code == 0
     ckpt = run / "popsan" / "HalfCheetah-v4" / "seed0" / "checkpoint.pt"
     capsys.readouterr()

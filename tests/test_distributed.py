@@ -22,7 +22,7 @@ from spikerl.distributed import detect_launch, first_slurm_host, split_budget
 ARGS = ["--total-steps", "1001", "--plain", "--set", "start_steps=200", "--set", "update_after=200",
         "--set", "eval_every=500", "--set", "eval_episodes=2", "--set", "checkpoint_every=300",
         "--set", "log_every=100", "--set", "max_ep_len=200", "--set", "critic_hidden=32,32",
-        "--set", "actor.hidden=32,32"]
+        "--set", "actor.hidden=32,32", "--idle-window-s", "0"]
 
 
 def cli(*argv, env=None, cwd=None):

@@ -56,7 +56,8 @@ def test_a_run_records_its_carbon_inputs_and_charges_pue(tmp_path):
     assert main(["run", "--methods", "mlp", "--total-steps", "300", "--set", "start_steps=100",
                  "--set", "update_after=100", "--set", "eval_every=300", "--set", "eval_episodes=1",
                  "--set", "critic_hidden=16,16", "--set", "actor.hidden=16,16", "--set", "max_ep_len=100",
-                 "--pue", "1.5", "--carbon-intensity", "100", "--out", str(run), "--plain"]) == 0
+                 "--pue", "1.5", "--carbon-intensity", "100", "--out", str(run), "--plain",
+                 "--idle-window-s", "0"]) == 0
     r = json.loads((run / "mlp" / "HalfCheetah-v4" / "seed0" / "result.json").read_text())
     assert (r["pue"], r["carbon_intensity_g_per_kwh"], r["carbon_intensity_source"], r["region"]) == \
         (1.5, 100.0, "user", None)

@@ -120,7 +120,8 @@ def test_two_ranks_add_up(tmp_path):
     run = tmp_path / "run"
     args = ["--total-steps", "600", "--plain", "--set", "start_steps=200", "--set", "update_after=200",
             "--set", "eval_every=300", "--set", "eval_episodes=2", "--set", "checkpoint_every=300",
-            "--set", "max_ep_len=100", "--set", "critic_hidden=16,16", "--set", "actor.hidden=16,16"]
+            "--set", "max_ep_len=100", "--set", "critic_hidden=16,16", "--set", "actor.hidden=16,16",
+            "--idle-window-s", "0"]
     proc = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--methods", "mlp", "--nproc", "2",
                            "--out", str(run), *args], capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -170,6 +170,7 @@ def test_cli_lists_and_runs_a_plugin_next_to_a_broken_one(tmp_path):
     out = tmp_path / "run"
     settings = [f"--set={k}={v}" for k, v in TINY_BUDGET.items() if k != "total_steps"]
     ran = _cli(["run", "--methods", "tiny", "--envs", "HalfCheetah-v4", "--seeds", "0", "--total-steps", "300",
+                "--idle-window-s", "0",
                 *settings, "--out", str(out), "--plain"], site, tmp_path)
     assert ran.returncode == 0 and "Traceback" not in ran.stderr, ran.stderr
     result = store.read_json(store.seed_dir(out, "tiny", "HalfCheetah-v4", 0) / "result.json")

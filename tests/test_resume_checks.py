@@ -19,6 +19,7 @@ from bench.schema import POWER_COLUMNS
 REPO = Path(__file__).resolve().parents[1]
 SEED = Path("mlp") / "HalfCheetah-v4" / "seed0"
 ARGS = ["run", "--methods", "mlp", "--total-steps", "20000", "--plain", "--power-interval", "0.02",
+        "--idle-window-s", "0",
         "--set", "start_steps=300", "--set", "update_after=300", "--set", "eval_every=5000",
         "--set", "eval_episodes=1", "--set", "checkpoint_every=5000", "--set", "log_every=100",
         "--set", "max_ep_len=250", "--set", "critic_hidden=64,64", "--set", "actor.hidden=32,32"]

@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # kills and resumes real runs in subprocesses
 
-ARGS = ["run", "--methods", "mlp", "--total-steps", "2000", "--plain",
+ARGS = ["run", "--methods", "mlp", "--total-steps", "2000", "--plain", "--idle-window-s", "0",
         "--set", "start_steps=300", "--set", "update_after=300", "--set", "eval_every=500",
         "--set", "eval_episodes=1", "--set", "checkpoint_every=600", "--set", "log_every=100",
         "--set", "max_ep_len=250", "--set", "critic_hidden=32,32", "--set", "actor.hidden=32,32"]

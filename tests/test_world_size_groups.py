@@ -12,7 +12,7 @@ from bench.cli.main import main
 ARGS = ["--total-steps", "600", "--plain", "--set", "start_steps=200", "--set", "update_after=200",
         "--set", "eval_every=600", "--set", "eval_episodes=1", "--set", "checkpoint_every=0",
         "--set", "log_every=100", "--set", "max_ep_len=200", "--set", "critic_hidden=16,16",
-        "--set", "actor.hidden=16,16"]
+        "--set", "actor.hidden=16,16", "--idle-window-s", "0"]
 
 
 @pytest.mark.slow

@@ -22,13 +22,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench import schema
 from bench.energy.baseline import SweepIdle, measure_idle_power_w
 from bench.run import store
 from bench.run.plan import Plan
 
 IDLE_ENV = "SPIKERL_BENCH_SWEEP_IDLE"
 """The sweep's idle baseline as JSON, handed by the local launcher to each task (bench.run.sweep)."""
-IDLE_FILE = "idle_baseline.json"
+IDLE_FILE = schema.IDLE_BASELINE
 
 
 def idle_options(plan: Plan, environ: dict[str, str] | None = None) -> dict[str, Any]:

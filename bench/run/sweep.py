@@ -34,6 +34,7 @@ from baselines.registry import get_method
 from bench import schema
 from bench.run import store
 from bench.run.idle import IDLE_ENV, measure_sweep_idle
+from bench.run.machine_energy import SweepMeter, append_window, run_charges, window_account
 from bench.run.placement import TASK_ENV, TaskContext
 from bench.run.plan import Plan, RunKey, UsageError
 from bench.run.resolve import world_size_for
@@ -291,8 +292,12 @@ def run_local(run_dir: Path, plan: Plan, todo: Sequence[tuple[RunKey, ...]], *, 
     failed: list[str] = []
     # runs side by side: one idle window for all, before any starts (bench.run.idle)
     idle = measure_sweep_idle(run_dir, plan, device.type) if jobs > 1 else None
+    machine = SweepMeter(plan) if jobs > 1 else None  # what the runs share, and what none was charged
+    if machine is not None:
+        machine.start()
     started_s = time.monotonic()
-    print(f"sweep: {len(todo)} {'seed batch(es)' if plan.seed_batch > 1 else 'run(s)'}, {jobs} at once on this machine (submitit local; logs in "
+    units = 'seed batch(es)' if plan.seed_batch > 1 else 'run(s)'
+    print(f"sweep: {len(todo)} {units}, {jobs} at once on this machine (submitit local; logs in "
           f"{run_dir / SUBMITIT_DIR})", file=sys.stderr)
     try:
         while queue or running:
@@ -327,15 +332,24 @@ def run_local(run_dir: Path, plan: Plan, todo: Sequence[tuple[RunKey, ...]], *, 
         deadline = time.monotonic() + CANCEL_WAIT_S
         while any(not j.done() for j in running) and time.monotonic() < deadline:
             time.sleep(POLL_S)
+        _machine_window(run_dir, machine, todo)
         write_summary(run_dir, plan)
         print(f"spikerl-bench: interrupted; finish with: spikerl-bench run --resume {run_dir}", file=sys.stderr)
         return 130
+    _machine_window(run_dir, machine, todo)
     write_summary(run_dir, plan)
     if failed:
         print(f"spikerl-bench: {len(failed)} run(s) did not complete; finish with: "
               f"spikerl-bench run --resume {run_dir}", file=sys.stderr)
     finish_run_folder(run_dir, plan)
     return 1 if failed else 0
+
+
+def _machine_window(run_dir: Path, machine: SweepMeter | None, todo: Sequence[tuple[RunKey, ...]]) -> None:
+    """RUN/machine_energy.json: the machine's metered energy over this launch against its runs' charges."""
+    window = machine.stop() if machine is not None else None
+    if window is not None:
+        append_window(run_dir, window_account(window, run_charges(run_dir, [r for unit in todo for r in unit])))
 
 
 def slurm_executor(run_dir: Path, plan: Plan, world_size: int, n_tasks: int) -> submitit.SlurmExecutor:
