@@ -142,7 +142,7 @@ def run_groups(run_dir: Path, plan: Plan, *, resume: bool, plain: bool, restart:
     return code
 
 
-def _restart_seeds(run_dir: Path, plan: Plan, groups: dict[int, list[str]]) -> None:
+def _restart_seeds(run_dir: Path, plan: Plan, groups: dict[int, tuple[str, ...]]) -> None:
     """--restart-seed: the seeds without a usable checkpoint moved aside, before any check or write."""
     from bench.run.restart import restart_lost_seeds
 
@@ -185,13 +185,14 @@ def run_as_rank(args: argparse.Namespace, launch) -> int:  # noqa: ANN001
     else:
         plan = new_plan(args)
     if args.only_methods is not None and not set(args.only_methods) <= set(plan.methods):
-        raise UsageError(f"--only-methods {','.join(args.only_methods)}: not all in the plan ({','.join(plan.methods)})")
+        raise UsageError(f"--only-methods {','.join(args.only_methods)}: not all in the plan "
+                         f"({','.join(plan.methods)})")
     if args.only_runs is not None and not set(args.only_runs) <= set(plan.runs()):
         raise UsageError("--only-runs: not all in the plan")
     device = resolve_device(plan.device)
     backend = args.backend or plan.backend
     try:
-        ctx = init_distributed(launch, backend, device)
+        ctx = init_distributed(launch, backend, device.type)
     except DistributedSetupError as exc:
         raise UsageError(str(exc)) from None
     try:

@@ -37,8 +37,10 @@ def _call(lib: Any, fn_name: str, *args: Any) -> Any:
         raise EnergySourceError(f"amdsmi {fn_name} failed: {exc}") from exc
 
 
-def energy_j(info: dict) -> float:
+def energy_j(info: dict[str, Any]) -> float:
     ticks = info.get("energy_accumulator", info.get("power"))
+    if ticks is None:
+        raise TypeError("amdsmi energy count without a counter value")  # as float(None) did
     return float(ticks) * float(info["counter_resolution"]) * 1e-6
 
 

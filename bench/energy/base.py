@@ -60,8 +60,8 @@ class EnergySource(ABC):
     def read_power_w(self) -> dict[str, float]:
         """Most recent power per device key, in watts (for the trace). Raises EnergySourceError."""
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - optional for subclasses: most sources hold nothing to release
+        return None
 
 
 class NullSource(EnergySource):

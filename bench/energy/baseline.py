@@ -41,7 +41,8 @@ class SweepIdle:
         if not isinstance(d, dict) or not isinstance(d.get("host"), str) or not isinstance(d.get("power_w"), dict):
             return None
         window_s, power = d.get("idle_window_s"), d["power_w"]
-        if type(window_s) not in (int, float) or not (math.isfinite(window_s) and window_s > 0):
+        if not isinstance(window_s, (int, float)) or isinstance(window_s, bool) \
+                or not (math.isfinite(window_s) and window_s > 0):
             return None
         if not all(isinstance(k, str) and type(v) in (int, float) and math.isfinite(v) for k, v in power.items()):
             return None

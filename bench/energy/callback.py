@@ -341,11 +341,12 @@ class EnergyCallback(Callback):
             comp = component_of(d)
             if comp is not None:
                 by_comp.setdefault(comp, []).append(d)
+        comp_j = {c: sum(done[d] for d in by_comp.get(c, [])) for c in COMPONENTS}
         meter = self._meter
         probe = self._probe
         seg = EnergyTotals(
             train_energy_j=phase_j["train"], eval_energy_j=phase_j["eval"], other_energy_j=phase_j["other"],
-            **{f"{c}_energy_j": sum(done[d] for d in by_comp.get(c, [])) for c in COMPONENTS},
+            gpu_energy_j=comp_j["gpu"], cpu_energy_j=comp_j["cpu"], ram_energy_j=comp_j["ram"],
             components=[c for c in COMPONENTS if c in by_comp],
             component_sources={c: meter.source_label(devs) for c, devs in by_comp.items()} if meter else {},
             component_estimated={c: meter.is_estimated(devs) for c, devs in by_comp.items()} if meter else {},
@@ -443,4 +444,6 @@ class EnergyCallback(Callback):
         if state:
             self._prior = EnergyTotals.from_dict(state)
             t = state.get("power_t_s")
-            self._power_t_s = float(t) if type(t) in (int, float) and math.isfinite(t) and t >= 0 else None
+            self._power_t_s = None
+            if isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t >= 0:
+                self._power_t_s = float(t)

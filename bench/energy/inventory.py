@@ -156,7 +156,7 @@ def rapl_zones(root: str | os.PathLike[str] = POWERCAP_ROOT) -> tuple[list[dict[
     root = Path(root)
     if not root.is_dir():
         return [], [f"RAPL: {root} absent (no powercap driver, or not Linux)"]
-    zones = []
+    zones: list[dict[str, Any]] = []
     for d in sorted(root.glob("intel-rapl:*")) + sorted(root.glob("intel-rapl:*/intel-rapl:*:*")):
         try:
             name = (d / "name").read_text().strip()

@@ -158,6 +158,12 @@ class PowerMeter(DeviceQueries):
     def _t_s(self, t: float) -> float:
         return self._t_offset_s + (t - self._t0)
 
+    def _read_t(self) -> float:
+        """A fresh poll's time, or the stop time once the meter stopped (its energy is final)."""
+        if self._stopped and self._stop_t is not None:
+            return self._stop_t
+        return self._poll()
+
     def _poll(self) -> float:
         """Advance cumulative energy from every source; returns the clock time."""
         t = self._clock()
@@ -299,7 +305,7 @@ class PowerMeter(DeviceQueries):
             if name not in self._windows:
                 raise ValueError(f"measurement window {name!r} is not open")
             win = self._windows.pop(name)
-            t = self._stop_t if self._stopped else self._poll()
+            t = self._read_t()
             m = self._measure(win, t)
         if (not self._warned_short and self.interval_s and m.duration_s < self.interval_s
                 and "nvml-sampled" in m.source):
@@ -318,7 +324,7 @@ class PowerMeter(DeviceQueries):
         with self._lock:
             if name not in self._windows:
                 raise ValueError(f"measurement window {name!r} is not open")
-            t = self._stop_t if self._stopped else self._poll()
+            t = self._read_t()
             return self._measure(self._windows[name], t)
 
     def switch_window(self, old: str, new: str) -> Measurement:
@@ -330,7 +336,7 @@ class PowerMeter(DeviceQueries):
                 raise ValueError(f"measurement window {old!r} is not open")
             if new in self._windows and new != old:
                 raise ValueError(f"measurement window {new!r} is already open")
-            t = self._stop_t if self._stopped else self._poll()
+            t = self._read_t()
             m = self._measure(self._windows.pop(old), t)
             self._windows[new] = _Window(t, dict(self._energy_j))
             return m

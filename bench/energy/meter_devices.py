@@ -71,8 +71,9 @@ class DeviceQueries:
         its allocation), over which contention is measured; None when unknown."""
         with self._lock:
             for src in self._sources:
-                if any(component_of(d) == "cpu" for d in src.devices) and getattr(src, "cpus", None):
-                    return list(src.cpus)
+                cpus = getattr(src, "cpus", None)
+                if any(component_of(d) == "cpu" for d in src.devices) and cpus:
+                    return list(cpus)
         return None
 
     def device_uuids(self) -> dict[str, str]:

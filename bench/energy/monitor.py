@@ -8,7 +8,8 @@
 
 It is the suite's PowerMeter (NVML for the GPUs, RAPL or the load estimate for the CPU,
 RAPL's DRAM zones or CodeCarbon's RAM model for RAM: the same account as a benchmark run)
-around one window, and the carbon intensity the suite's reports use. After the block `m.result` is a frozen EnergyReport, and its fields and
+around one window, and the carbon intensity the suite's reports use. After the block `m.result` is a frozen
+EnergyReport, and its fields and
 properties also read straight off the monitor. A component the machine could not meter
 is None, never 0.
 """

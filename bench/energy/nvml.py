@@ -27,7 +27,7 @@ from bench.energy.base import (
 try:  # absent on machines without the package; tests patch this name with a fake module
     import pynvml
 except ImportError:  # pragma: no cover - nvidia-ml-py is a declared dependency
-    pynvml = None  # type: ignore[assignment]
+    pynvml = None
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import csv
 import io
 import os
 from pathlib import Path
-from typing import IO, Any, Sequence
+from typing import IO, Any, Protocol, Sequence
 
 from bench.csv_rows import csv_rows
 from bench.schema import POWER_COLUMNS, POWER_COLUMNS_BEFORE_SEGMENTS
@@ -27,10 +27,16 @@ PowerRow = tuple[str, str, str, str, str, bool]
 """(t_s, device, power_w, energy_j, source, estimated), already formatted."""
 
 
+class ProblemSink(Protocol):
+    """Where problems go: a plain list, or the meter's ErrorLog (bench.energy.errors)."""
+
+    def append(self, message: str) -> object: ...
+
+
 class PowerCsv:
     """One open power.csv. Not thread-safe: the meter serialises calls under its lock."""
 
-    def __init__(self, path: str | os.PathLike[str], errors: list[str], segment_start_s: float = 0.0):
+    def __init__(self, path: str | os.PathLike[str], errors: ProblemSink, segment_start_s: float = 0.0):
         """`errors` is the owner's problem list: a moved-aside file or a failed write lands there.
         `segment_start_s`: the t_s this process's meter starts at (0, or the checkpoint's wall_s)."""
         self.path = Path(path)

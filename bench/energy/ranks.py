@@ -12,7 +12,8 @@ from __future__ import annotations
 import socket
 from typing import Iterable, Mapping
 
-GPU_ACCOUNT_KEYS = ("train_j", "eval_j", "other_j", "metered_s", "window_s", "idle_j", "check_counter_j", "check_power_j")
+GPU_ACCOUNT_KEYS = ("train_j", "eval_j", "other_j", "metered_s", "window_s", "idle_j", "check_counter_j",
+                    "check_power_j")
 """Summed over segments. 'idle_w' (the latest segment's idle power) is carried beside them."""
 GpuAccounts = dict[str, dict[str, float]]
 """identity -> {train_j, eval_j, other_j, metered_s, window_s, idle_j, idle_w, check_counter_j, check_power_j}."""

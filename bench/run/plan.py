@@ -101,7 +101,7 @@ class Plan:
             if key in kw and not check(kw[key]):
                 raise RunFolderError(f"{source}: {key} has an invalid value {_short(kw[key])}")
         required = [k for k, f in cls.__dataclass_fields__.items()
-                    if f.default is MISSING and f.default_factory is MISSING]  # type: ignore[misc]
+                    if f.default is MISSING and f.default_factory is MISSING]
         for key in ("methods", "envs", "seeds", *required):
             if key not in kw:
                 raise RunFolderError(f"{source}: lacks {key}")
@@ -249,8 +249,8 @@ def parse_method_set_options(items: Sequence[str]) -> dict[str, dict[str, dict[s
             raise UsageError(f"--set expects METHOD:KEY=VALUE with a method name before ':', got {item!r}")
         scoped.setdefault(method, []).append(rest)
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    for method, rest in scoped.items():
-        td3, actor = parse_set_options(rest, scope=f"{method}:")
+    for method, items_of in scoped.items():
+        td3, actor = parse_set_options(items_of, scope=f"{method}:")
         out[method] = {"td3": td3, "actor": actor}
     return out
 

@@ -380,7 +380,7 @@ def submit_slurm(run_dir: Path, plan: Plan, todo: Sequence[tuple[RunKey, ...]]) 
     groups: dict[int, list[tuple[RunKey, ...]]] = {}
     for unit in todo:
         groups.setdefault(world_size_for(get_method(unit[0][0]), plan, device), []).append(unit)
-    ids = []
+    ids: list[str] = []
     for world_size, runs in groups.items():
         executor = slurm_executor(run_dir, plan, world_size, len(runs))
         context = TaskContext(launcher="slurm", concurrent_runs=min(plan.jobs, len(runs)))
