@@ -95,3 +95,32 @@ def test_a_meter_that_cannot_start_leaves_no_window(capsys):
     m = SweepMeter(PLAN, meter_factory=broken)
     m.start()
     assert m.stop() is None and "not metered (OSError: no powercap)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_local_sweep_side_by_side_records_its_idle_baseline_and_machine_energy(tmp_path):
+    """End to end: two runs at once through submitit; one idle window before both, each run using
+    it; machine_energy.json adding up, and the report saying so."""
+    import os
+
+    from bench.cli.main import main
+    from tests.test_sweep import TINY
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("two runs side by side need two cores")
+    run = tmp_path / "run"
+    assert main(["run", *TINY, "--seeds", "0,1", "--out", str(run), "--launcher", "local", "--jobs", "2",
+                 "--idle-window-s", "1"]) == 0
+    idle = store.read_json(run / schema.IDLE_BASELINE)
+    assert idle["idle_window_s"] == 1.0 and idle["power_w"]
+    for seed in (0, 1):
+        r = store.read_json(store.seed_dir(run, "mlp", "HalfCheetah-v4", seed) / schema.RESULT)
+        assert r["idle_baseline"] == "sweep" and r["idle_window_s"] == 1.0
+        assert r["cpu_idle_power_w"] is not None and r["cpu_dynamic_energy_j"] is not None
+    (w,) = read_windows(run)
+    assert w["runs_missing"] == 0 and w["machine_j"] > w["runs_j"] > 0
+    assert w["runs_j"] + w["remainder_j"] == pytest.approx(w["machine_j"], rel=1e-9)
+    print(f"machine {w['machine_j']:.1f} J = runs {w['runs_j']:.1f} J + remainder {w['remainder_j']:.1f} J "
+          f"(runs' own unattributed {w['runs_unattributed_j']:.1f} J) over {w['window_s']:.1f} s")
+    report = (run / "report.html").read_text(encoding="utf-8")
+    assert "Source: machine_energy.json" in report and "sweep, 1 s" in report
