@@ -102,7 +102,8 @@ def _draw_regions(ax: Any, xlim: tuple[float, float], ylim: tuple[float, float])
     spots = {1: (r, -r), 2: (r, 0.0), 3: (r, 0.55 * r), 4: (-0.55 * r, -r), 5: (0.55 * r, r), 6: (-r, -0.55 * r),
              7: (-r, 0.0), 8: (-r, r)}
     for cat, (lu, lv) in spots.items():
-        if not (xlim[0] + 0.04 * span < lu < xlim[1] - 0.04 * span and ylim[0] + 0.04 * span < lv < ylim[1] - 0.04 * span):
+        margin = 0.04 * span
+        if not (xlim[0] + margin < lu < xlim[1] - margin and ylim[0] + margin < lv < ylim[1] - margin):
             continue
         color = GREEN if cat <= 4 else RED
         obstacles.append(ax.text(10 ** lu, 10 ** lv, str(cat), ha="center", va="center", fontsize=10,

@@ -45,7 +45,8 @@ def _busy(seconds: float) -> None:
 @pytest.mark.parametrize("as_str", [True, False], ids=["str", "Path"])
 def test_estimate_path_measures_a_busy_loop_and_writes_power_csv(tmp_path, as_str):
     path: str | Path = "out/power.csv" if as_str else tmp_path / "out" / "power.csv"
-    m = EnergyMonitor(ram="none", country="FRA", power_csv=path, gpu_ids=[], cpu="estimate", interval_s=0.02, tdp_w=40.0)
+    m = EnergyMonitor(ram="none", country="FRA", power_csv=path, gpu_ids=[], cpu="estimate", interval_s=0.02,
+                      tdp_w=40.0)
     t0 = time.perf_counter()
     with m:
         _busy(0.3)
@@ -72,7 +73,7 @@ def test_estimate_path_measures_a_busy_loop_and_writes_power_csv(tmp_path, as_st
     with (tmp_path / "out" / "power.csv").open(newline="") as f:
         reader = csv.reader(f)
         assert tuple(next(reader)) == POWER_COLUMNS
-        rows = [dict(zip(POWER_COLUMNS, row)) for row in reader]
+        rows = [dict(zip(POWER_COLUMNS, row, strict=True)) for row in reader]
     assert len(rows) >= 3
     assert {(row["device"], row["source"], row["estimated"]) for row in rows} == {("cpu", "estimate", "True")}
     # The trace starts with the meter, a poll before the window: it may hold a little more.

@@ -245,7 +245,7 @@ def compare(base: Side, new: Side, rules: tuple[Rule, ...], *, confidence: float
     gps: list[GpsRow] = []
     for (method, env), seeds in paired.items():
         several = len(seeds) > 1
-        for seed, (b, n) in seeds.items():
+        for b, n in seeds.values():
             rows.append(_row(method, env, b, n, by_metric, not several, confidence))
         all_b = [r for b, _ in seeds.values() for r in b]
         all_n = [r for _, n in seeds.values() for r in n]

@@ -128,8 +128,8 @@ def verdict_lines(report: Report) -> list[str]:
 
 
 def _aligned(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
-    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
+    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
     return [fmt(header), fmt(tuple("-" * w for w in widths)), *map(fmt, rows)]
 
 

@@ -137,7 +137,7 @@ def _trace_popsan(actor: nn.Module, obs_norm: torch.Tensor) -> Activity:
     names = ["encoder", *[f"hidden {k + 1}" for k in range(len(actor.layers) - 1)], "output"]
     fan_outs = [layer.fc.out_features for layer in actor.layers] + [0]
     layers = []
-    for k, (name, s, fan_out) in enumerate(zip(names, spikes, fan_outs)):
+    for k, (name, s, fan_out) in enumerate(zip(names, spikes, fan_outs, strict=True)):
         n = float(s.sum()) / B
         macs = 0.0
         if k == 0:

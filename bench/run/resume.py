@@ -243,7 +243,8 @@ def _resume_point(path: Path, state: dict[str, Any], world_size: int) -> ResumeP
     energy = (state.get("callbacks") or {}).get("energy") or {}
     by_device = energy.get("energy_j_by_device", {}) if isinstance(energy, dict) else None
     if type(t) is not int or t < 0 or type(total) is not int or total <= 0 or not _finite(wall_s) or wall_s < 0 \
-            or not isinstance(by_device, dict) or not all(isinstance(k, str) and _finite(v) for k, v in by_device.items()):
+            or not isinstance(by_device, dict) \
+            or not all(isinstance(k, str) and _finite(v) for k, v in by_device.items()):
         raise CheckpointError(f"{path}: its step, wall time or energy account is not a set of valid numbers")
     power_t_s = energy.get("power_t_s") if isinstance(energy, dict) else None
     return ResumePoint(global_steps(t, total, world_size), float(wall_s), {k: float(v) for k, v in by_device.items()},
@@ -285,9 +286,9 @@ def cut_power_csv(path: Path, point: ResumePoint) -> None:
     """Keep the rows of power.csv up to the checkpoint: t_s at most the trace's time at the
     checkpoint (`power_t_s`; its wall seconds for checkpoints from before that was recorded) and
     each device's cumulative energy at most its checkpointed value (the resumed meter continues
-    from exactly those, so the trace is continuous in its own time base). Rows are in time order, so the kept rows are a prefix
-    and the file is truncated at the first row past the checkpoint, or at the last line when a
-    kill cut it short. Truncating is one system call: a crash leaves the old or the new length,
+    from exactly those, so the trace is continuous in its own time base). Rows are in time order, so
+    the kept rows are a prefix and the file is truncated at the first row past the checkpoint, or at
+    the last line when a kill cut it short. Truncating is one system call: a crash leaves the old or the new length,
     never a mixed file. A garbage row inside that prefix (a disk fault, an edit) is dropped by an
     atomic rewrite and recorded (bench.run.log_repairs), not taken as the end of the trace."""
     try:

@@ -19,6 +19,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -249,7 +250,7 @@ def stale_window_s(rows: list[ProgressRow] | None) -> float:
     if not rows or len(rows) < 2:
         return STALE_MIN_S
     recent = rows[-min(len(rows), RECENT_ROWS + 1):]
-    gaps = sorted(b.wall_s - a.wall_s for a, b in zip(recent, recent[1:]))
+    gaps = sorted(b.wall_s - a.wall_s for a, b in pairwise(recent))
     return max(STALE_MIN_S, STALE_LOG_INTERVALS * gaps[len(gaps) // 2])
 
 
@@ -338,7 +339,7 @@ def _read_progress(path: Path, notes: list[str]) -> list[ProgressRow] | None:
         return None
     rows: list[ProgressRow] = []
     for line in lines:
-        row = dict(zip(header, line)) if len(line) == len(header) else None
+        row = dict(zip(header, line, strict=True)) if len(line) == len(header) else None
         parsed = _progress_row(row) if row is not None else None
         if parsed is None or (rows and (parsed.step < rows[-1].step or parsed.wall_s < rows[-1].wall_s)):
             notes.append(f"corrupt {schema.PROGRESS}: malformed row {len(rows) + 1} of the last {len(lines)}")

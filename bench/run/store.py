@@ -177,7 +177,8 @@ class CsvLog:
             raise RunFolderError(f"{self.path}: header {str(header)[:200]} does not match {self.columns}")
         kept, dropped = [], []
         for line_num, cells in rows:
-            row = dict(zip(self.columns, cells or []))
+            # a garbage row may be short or long (strict=False); its length is checked before it is kept
+            row = dict(zip(self.columns, cells or [], strict=False))
             if cells is not None and len(cells) == len(self.columns) and self._whole(row):
                 if _finite_float(row["step"]) <= step:
                     kept.append(row)
