@@ -76,8 +76,9 @@ def power_traces(traces: Sequence[PowerTraces], colors: Mapping[str, str], capti
     whats: dict[str, str] = {}
     methods_seen: list[str] = []
     resumed = False
+    panels: Sequence[PowerTraces | None] = traces or [None]  # None: one panel saying there is no trace
     # the grid may hold one axis more than there are envs: zip stops at the envs, the spare axis is hidden below
-    for ax, data in zip(flat, traces or [None], strict=False):
+    for ax, data in zip(flat, panels, strict=False):
         if data is None or not any(data.by_method.values()):
             empty(ax, "no power.csv in this run" if data is None else f"{mpl_text(data.env)}: no power.csv yet")
             continue
@@ -100,7 +101,7 @@ def power_traces(traces: Sequence[PowerTraces], colors: Mapping[str, str], capti
         ax.set_title(mpl_text(data.env), loc="left", fontsize=10)
         ax.set_ylabel("Power (W)")
         ax.set_xlabel(f"Time since the seed started ({data.time_unit.label})")
-    for ax in flat[len(traces or [None]):]:
+    for ax in flat[len(panels):]:
         ax.set_visible(False)
     handles = [Line2D([], [], color=colors.get(m, "#333333"), lw=2, label=mpl_text(m)) for m in methods_seen]
     handles += [Line2D([], [], color="#444444", ls=style[d], lw=1.2,
@@ -216,8 +217,9 @@ def spikes_chart(layers: pd.DataFrame, methods: Sequence[str], envs: Sequence[st
                            squeeze=False, sharey=True)
     flat = list(axes.ravel())
     shown = [m for m in methods if len(layers) and (layers["method"] == m).any()]
+    panel_envs: Sequence[str | None] = envs or [None]  # None: one panel saying there is no activity
     # the grid may hold one axis more than there are envs: zip stops at the envs, the spare axis is hidden below
-    for ax, env in zip(flat, envs or [None], strict=False):
+    for ax, env in zip(flat, panel_envs, strict=False):
         if env is None:
             empty(ax, "no spike activity recorded (no complete seed of a spiking method)")
             continue
@@ -234,7 +236,7 @@ def spikes_chart(layers: pd.DataFrame, methods: Sequence[str], envs: Sequence[st
         ax.set_title(mpl_text(env), loc="left", fontsize=10)
         ax.set_ylabel("Firing rate (% of neuron-timesteps)")
         ax.grid(axis="x", visible=False)
-    for ax in flat[len(envs or [None]):]:
+    for ax in flat[len(panel_envs):]:
         ax.set_visible(False)
     if shown:
         fig.legend(*flat[0].get_legend_handles_labels(), loc="outside upper center", ncols=len(shown), frameon=False,
@@ -273,7 +275,8 @@ def make_charts(report: Report) -> dict[str, list[Chart]]:
         report.power, colors,
         f"Power of each device as sampled (long traces averaged into at most {MAX_TRACE_POINTS} "
         f"points); the legend names the source and marks estimates.{batch_note} Source: {POWER_SOURCE}.")]
-    mass = Unit(report.units.get("mass", "kg CO₂e"), dict(MASS_UNITS).get(report.units.get("mass"), 1.0))
+    mass_label = report.units.get("mass", "kg CO₂e")
+    mass = Unit(mass_label, dict(MASS_UNITS).get(mass_label, 1.0))
     carbon = equivalents_chart(
         report.equivalents_data, colors,
         "Mean emissions per complete run of each method, with the same amount as everyday equivalents. "

@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.text import Text
@@ -251,7 +252,9 @@ def _place_labels(fig: Figure, ax: Any, labels: Sequence[_PointLabel],
         return []
     with matplotlib.rc_context(RC):
         fig.draw_without_rendering()  # fixes the layout, so display coordinates hold
-    renderer = fig.canvas.get_renderer()
+    canvas = fig.canvas
+    assert isinstance(canvas, FigureCanvasAgg), "reports.figure selects the Agg backend"
+    renderer = canvas.get_renderer()
     inside = ax.get_window_extent(renderer)
     taken = [o.get_window_extent(renderer) for o in obstacles]
     for _, xy, _ in labels:  # the markers themselves

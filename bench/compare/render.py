@@ -57,7 +57,7 @@ def header(report: Report) -> tuple[str, ...]:
 
 def table_rows(report: Report, gated: bool | None = None) -> list[tuple[str, ...]]:
     """Cells of every row and metric (only the gated rows, or only the others, if asked)."""
-    out = []
+    out: list[tuple[str, ...]] = []
     for row in report.rows:
         if gated is not None and row.gated is not gated:
             continue
@@ -73,7 +73,7 @@ def table_rows(report: Report, gated: bool | None = None) -> list[tuple[str, ...
 
 
 def gpsup_rows(report: Report) -> list[tuple[str, ...]]:
-    out = []
+    out: list[tuple[str, ...]] = []
     for g in report.gpsup:
         v = g.value
         if v is None:

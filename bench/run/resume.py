@@ -18,7 +18,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeGuard
 
 import torch
 
@@ -212,12 +212,14 @@ def _check_shapes(path: Path, state: dict[str, Any], run: RunConfig, spec: Metho
 
     env = make_env(env_id)
     try:
-        obs_dim, act_dim = int(env.observation_space.shape[0]), int(env.action_space.shape[0])
+        obs_shape, act_shape = env.observation_space.shape, env.action_space.shape
+        assert obs_shape is not None and act_shape is not None, f"{env_id}: observation and action spaces need a shape"
+        obs_dim, act_dim = int(obs_shape[0]), int(act_shape[0])
         lim = act_limit_of(env)
     finally:
         env.close()
     agent = build_agent(spec, env_id, run.td3, run.actor, obs_dim, act_dim, lim, torch.device("cpu"))
-    td3 = state.get("td3") if isinstance(state.get("td3"), dict) else {}
+    td3 = _dict(state.get("td3"))
     parts = {"actor": agent.actor, "actor_target": agent.actor, "critic": agent.critic,
              "critic_target": agent.critic}
     found = {name: td3.get(name) for name in parts}
@@ -237,8 +239,7 @@ def _check_shapes(path: Path, state: dict[str, Any], run: RunConfig, spec: Metho
 def _resume_point(path: Path, state: dict[str, Any], world_size: int) -> ResumePoint:
     """Global steps trained (one process's checkpoint.pt has no step in its name), wall time and
     energy per device, from rank 0's checkpoint."""
-    loop = state.get("loop") if isinstance(state.get("loop"), dict) else {}
-    config = state.get("config") if isinstance(state.get("config"), dict) else {}
+    loop, config = _dict(state.get("loop")), _dict(state.get("config"))
     t, total, wall_s = loop.get("t"), config.get("total_steps"), loop.get("wall_s")
     energy = (state.get("callbacks") or {}).get("energy") or {}
     by_device = energy.get("energy_j_by_device", {}) if isinstance(energy, dict) else None
@@ -251,8 +252,13 @@ def _resume_point(path: Path, state: dict[str, Any], world_size: int) -> ResumeP
                        float(power_t_s) if _finite(power_t_s) and power_t_s >= 0 else None)
 
 
-def _finite(x: Any) -> bool:
+def _finite(x: Any) -> TypeGuard[float]:
     return type(x) in (int, float) and math.isfinite(x)
+
+
+def _dict(x: Any) -> dict[str, Any]:
+    """x where it is a dict (a section of the checkpoint), else empty."""
+    return x if isinstance(x, dict) else {}
 
 
 # ----------------------------------------------------------------------------- the CSV logs

@@ -182,9 +182,9 @@ def read_status(run_dir: Path, now: float | None = None) -> SweepStatus:
 
 def run_status(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, now: float) -> RunStatus:
     folder = store.seed_dir(run_dir, method, env_id, seed)
-    key = {"method": method, "env": env_id, "seed": seed}
     if not folder.is_dir():
-        return RunStatus(**key, state=Status.PENDING.value, steps=0, total_steps=plan.total_steps)
+        return RunStatus(method=method, env=env_id, seed=seed, state=Status.PENDING.value, steps=0,
+                         total_steps=plan.total_steps)
     notes: list[str] = []
     total_steps, device, placement, config_estimated = _read_config(folder / schema.CONFIG, notes)
     total_steps = total_steps or plan.total_steps
@@ -207,7 +207,7 @@ def run_status(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, n
         if result.get("error"):
             notes.append(result["error"])
     else:
-        if resumed:
+        if resumed and result is not None:  # (resumed implies a result)
             notes.append(f"resumed after it was {result['status']}")
         if age is not None and age > stale_window_s(rows):
             state = STALLED
@@ -222,9 +222,9 @@ def run_status(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, n
     estimated = True if (result or {}).get("estimated") is True or config_estimated else None
     attributed = bool((result or {}).get("attributed")) or (placement is not None and placement.concurrent_runs > 1)
     seed_batch = int((result or {}).get("seed_batch", 1))
-    return RunStatus(**key, state=state, steps=steps, total_steps=total_steps, sps=sps, eta_s=eta, energy_j=energy,
-                     energy_estimated=estimated, energy_attributed=attributed, seed_batch=seed_batch,
-                     device=device, placement=placement, last_update_s=age,
+    return RunStatus(method=method, env=env_id, seed=seed, state=state, steps=steps, total_steps=total_steps,
+                     sps=sps, eta_s=eta, energy_j=energy, energy_estimated=estimated, energy_attributed=attributed,
+                     seed_batch=seed_batch, device=device, placement=placement, last_update_s=age,
                      notes=tuple(notes))
 
 

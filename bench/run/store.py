@@ -154,15 +154,15 @@ class CsvLog:
 
     def __init__(self, path: Path, columns: Sequence[str], required: Sequence[str] = ("step",)):
         self.path, self.columns, self.required = Path(path), list(columns), tuple(required)
-        self._f = None
+        self._f: io.TextIOWrapper | None = None
 
     def open(self, resume_step: int | None) -> None:
         if resume_step is None or not self.path.exists():
             write_csv(self.path, self.columns, [])
         else:
             write_csv(self.path, self.columns, self._rows_up_to(resume_step))
-        self._f = open(self.path, "a", newline="", encoding="utf-8")
-        self._w = csv.DictWriter(self._f, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n")
+        self._f = f = open(self.path, "a", newline="", encoding="utf-8")
+        self._w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n")
 
     def _rows_up_to(self, step: int) -> list[dict[str, Any]]:
         try:
