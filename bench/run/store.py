@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from bench.csv_rows import csv_rows
 from bench.run import log_repairs
 from bench.schema import PLAN, SEED_DIR_PREFIX
-from spikerl.atomic import FILE_MODE, WriteError, atomic_open, remove_stale_temps  # noqa: F401  (FILE_MODE: for writers outside bench)
+from spikerl.atomic import FILE_MODE, WriteError, atomic_open, remove_stale_temps  # noqa: F401 (FILE_MODE: re-export)
 
 FOLDER_LOCK = ".folder.lock"
 
