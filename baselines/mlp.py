@@ -20,7 +20,7 @@ class MLPActor(nn.Module):
         self.act_limit = float(act_limit)
         layers: list[nn.Module] = []
         sizes = [obs_dim, *(int(h) for h in hidden)]
-        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
             layers += [nn.Linear(n_in, n_out), nn.ReLU()]
         layers.append(nn.Linear(sizes[-1], act_dim))
         self.net = nn.Sequential(*layers)

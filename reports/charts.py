@@ -33,7 +33,7 @@ def learning_curves(data: LearningCurves, colors: Mapping[str, str], caption: st
     ±1 std band where several seeds reached a step."""
     fig, axes = new_figure(12.0, 3.9, ncols=3, sharey=True)
     drawn = False
-    for ax, panel in zip(axes, data.panels):
+    for ax, panel in zip(axes, data.panels, strict=True):
         for m, cur in panel.curves.items():
             if cur.empty:
                 continue
@@ -76,7 +76,9 @@ def power_traces(traces: Sequence[PowerTraces], colors: Mapping[str, str], capti
     whats: dict[str, str] = {}
     methods_seen: list[str] = []
     resumed = False
-    for ax, data in zip(flat, traces or [None]):
+    panels: Sequence[PowerTraces | None] = traces or [None]  # None: one panel saying there is no trace
+    # the grid may hold one axis more than there are envs: zip stops at the envs, the spare axis is hidden below
+    for ax, data in zip(flat, panels, strict=False):
         if data is None or not any(data.by_method.values()):
             empty(ax, "no power.csv in this run" if data is None else f"{mpl_text(data.env)}: no power.csv yet")
             continue
@@ -88,18 +90,18 @@ def power_traces(traces: Sequence[PowerTraces], colors: Mapping[str, str], capti
                     t_s, power_w = _broken_at(t.t_s, t.power_w, seed.segment_starts_s)
                     ax.plot(t_s / scale, power_w, color=colors.get(m, "#333333"), ls=style[t.device], lw=1.0,
                             alpha=0.85)
+                    top = max(top, float(t.power_w.max()) if len(t.power_w) else 0.0)
+                    whats.setdefault(t.device, t.what)
                 for start in seed.segment_starts_s:  # a resume: the trace is not joined across it
                     ax.axvline(start / scale, color=colors.get(m, "#333333"), ls=":", lw=0.8, alpha=0.7)
                     resumed = True
-                    top = max(top, float(t.power_w.max()) if len(t.power_w) else 0.0)
-                    whats.setdefault(t.device, t.what)
             if seeds and m not in methods_seen:
                 methods_seen.append(m)
         ax.set_ylim(0, max(top * 1.18, 1.0))
         ax.set_title(mpl_text(data.env), loc="left", fontsize=10)
         ax.set_ylabel("Power (W)")
         ax.set_xlabel(f"Time since the seed started ({data.time_unit.label})")
-    for ax in flat[len(traces or [None]):]:
+    for ax in flat[len(panels):]:
         ax.set_visible(False)
     handles = [Line2D([], [], color=colors.get(m, "#333333"), lw=2, label=mpl_text(m)) for m in methods_seen]
     handles += [Line2D([], [], color="#444444", ls=style[d], lw=1.2,
@@ -140,10 +142,11 @@ def equivalents_chart(eq: pd.DataFrame, colors: Mapping[str, str], caption: str,
         ax.set_yticks(y, names)
         d = decimals_for(vals)
         units = {c: pick_unit(data[c], EQUIVALENT_UNITS[c]) for c in EQUIVALENT_LABELS}
-        for yy, v, rec in zip(y, vals, data.to_dict("records")):
+        for yy, v, rec in zip(y, vals, data.to_dict("records"), strict=True):
             eqs = " · ".join(f"{fmt_fixed(rec[c], decimals_for(data[c], units[c].scale), units[c].scale)} "
                              f"{units[c].label} {short}" for c, short in
-                             (("car_miles", "by car"), ("tv_hours", "of TV"), ("household_week_pct", "of a US household-week")))
+                             (("car_miles", "by car"), ("tv_hours", "of TV"),
+                              ("household_week_pct", "of a US household-week")))
             ax.text(v, yy, f"  {fmt_fixed(v, d)} {mass.label}  =  {eqs}", va="center", ha="left", fontsize=8)
         ax.set_xlim(0, vals.max() * 2.6)  # room for the text beside the longest bar
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:,.{max(d - 1, 0)}f}"))
@@ -159,8 +162,8 @@ def aggregates_chart(ct: Any, colors: Mapping[str, str], caption: str) -> Chart:
 
     fig, axes = new_figure(12.0, 1.2 + 0.45 * max(len(ct.methods), 2), ncols=len(METRICS), sharey=True)
     y = np.arange(len(ct.methods))[::-1]
-    for ax, name in zip(axes, METRICS):
-        for yy, m in zip(y, ct.methods):
+    for ax, name in zip(axes, METRICS, strict=True):
+        for yy, m in zip(y, ct.methods, strict=True):
             p, lo, hi = ct.estimates[m][name]
             ax.barh(yy, hi - lo, left=lo, height=0.6, color=colors.get(m, "#333333"), alpha=0.75)
             ax.plot([p, p], [yy - 0.3, yy + 0.3], color="black", lw=1.6)
@@ -188,7 +191,7 @@ def profiles_chart(ct: Any, colors: Mapping[str, str], caption: str) -> Chart:
     ax.set_title("Performance profiles", fontsize=10, loc="left")
     others = [m for m in ct.methods if m in ct.improvement]
     y = np.arange(len(others))[::-1]
-    for yy, m in zip(y, others):
+    for yy, m in zip(y, others, strict=True):
         p, lo, hi = ct.improvement[m]
         ax2.barh(yy, hi - lo, left=lo, height=0.6, color=colors.get(m, "#333333"), alpha=0.75)
         ax2.plot([p, p], [yy - 0.3, yy + 0.3], color="black", lw=1.6)
@@ -214,7 +217,9 @@ def spikes_chart(layers: pd.DataFrame, methods: Sequence[str], envs: Sequence[st
                            squeeze=False, sharey=True)
     flat = list(axes.ravel())
     shown = [m for m in methods if len(layers) and (layers["method"] == m).any()]
-    for ax, env in zip(flat, envs or [None]):
+    panel_envs: Sequence[str | None] = envs or [None]  # None: one panel saying there is no activity
+    # the grid may hold one axis more than there are envs: zip stops at the envs, the spare axis is hidden below
+    for ax, env in zip(flat, panel_envs, strict=False):
         if env is None:
             empty(ax, "no spike activity recorded (no complete seed of a spiking method)")
             continue
@@ -231,7 +236,7 @@ def spikes_chart(layers: pd.DataFrame, methods: Sequence[str], envs: Sequence[st
         ax.set_title(mpl_text(env), loc="left", fontsize=10)
         ax.set_ylabel("Firing rate (% of neuron-timesteps)")
         ax.grid(axis="x", visible=False)
-    for ax in flat[len(envs or [None]):]:
+    for ax in flat[len(panel_envs):]:
         ax.set_visible(False)
     if shown:
         fig.legend(*flat[0].get_legend_handles_labels(), loc="outside upper center", ncols=len(shown), frameon=False,
@@ -270,7 +275,8 @@ def make_charts(report: Report) -> dict[str, list[Chart]]:
         report.power, colors,
         f"Power of each device as sampled (long traces averaged into at most {MAX_TRACE_POINTS} "
         f"points); the legend names the source and marks estimates.{batch_note} Source: {POWER_SOURCE}.")]
-    mass = Unit(report.units.get("mass", "kg CO₂e"), dict(MASS_UNITS).get(report.units.get("mass"), 1.0))
+    mass_label = report.units.get("mass", "kg CO₂e")
+    mass = Unit(mass_label, dict(MASS_UNITS).get(mass_label, 1.0))
     carbon = equivalents_chart(
         report.equivalents_data, colors,
         "Mean emissions per complete run of each method, with the same amount as everyday equivalents. "

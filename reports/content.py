@@ -42,7 +42,8 @@ def build_content(run: RunFolder, baseline: str | None = None, gpsup_phase: str 
     ct = crosstask.compute(seeds, run.methods, run.envs, base)
     with_folders = [e for e in run.envs if any(r.env == e for r in run.runs)]
     plan = run.plan or {}
-    argv = plan.get("argv") if isinstance(plan.get("argv"), list) else []
+    argv = plan.get("argv")
+    argv = argv if isinstance(argv, list) else []
     return Report(
         title="spikerl-bench report",
         run_name=run.path.resolve().name,

@@ -12,6 +12,7 @@ False, `reason` says why, and nothing is computed or drawn.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,6 +60,7 @@ def score_matrices(done: pd.DataFrame, envs: list[str], methods: list[str]) -> t
         cols = []
         for e in envs:
             norm = normalizer(e)
+            assert norm is not None, f"{e} has no normalisation constants: the caller passes usable envs only"
             rows = done[(done["method"] == m) & (done["env"] == e)].sort_values("seed")
             cols.append(np.array([norm(float(r)) for r in rows["final_return_mean"].to_numpy()[:n]]))
         out[m] = np.stack(cols, axis=1) if n else np.zeros((0, len(envs)))
@@ -69,7 +71,7 @@ def compute(seeds: pd.DataFrame, methods: list[str], envs: list[str], baseline: 
             reps: int = REPS) -> CrossTask:
     """The cross-task aggregates of the complete seeds in `seeds`."""
     done = seeds[(seeds["status"] == "complete") & seeds["final_return_mean"].notna()]
-    constants = [(e, n.random_return, n.reference_return) for e in envs if (n := normalizer(e)) is not None]
+    constants = [(e, c.random_return, c.reference_return) for e in envs if (c := normalizer(e)) is not None]
     without = [e for e in envs if normalizer(e) is None]
     ct = CrossTask(False, "", constants=constants, baseline=baseline)
     if without:
@@ -113,7 +115,7 @@ def compute(seeds: pd.DataFrame, methods: list[str], envs: list[str], baseline: 
         if pairs:
             p, p_ci = interval_estimates(pairs, probability_of_improvement, reps)
             p = {m: metrics.probability_of_improvement(*pair) for m, pair in pairs.items()}  # rliable's own
-            ct.improvement = {m: (float(p[m]), *(float(v) for v in np.ravel(p_ci[m]))) for m in pairs}
+            ct.improvement = {m: (float(p[m]), *_low_high(p_ci[m])) for m in pairs}
     counts = sorted({int(((done["method"] == m) & (done["env"] == e)).sum()) for m in present for e in usable})
     if len(counts) > 1:
         ct.notes.append(f"Complete seeds per method and env range from {counts[0]} to {counts[-1]}: the first "
@@ -157,11 +159,17 @@ def _bootstraps():  # noqa: ANN202
         def __init__(self, *args: np.ndarray) -> None:
             IndependentSamplesBootstrap.__init__(self, *args, seed=BOOTSTRAP_SEED)
             self._args_shapes = [arg.shape for arg in args]
-            self._kwargs_shapes = {}
+            self._kwargs_shapes: dict[str, Any] = {}
             self._args_strata_indices = [self._get_strata_indices(shape) for shape in self._args_shapes]
-            self._kwargs_strata_indices = {}
+            self._kwargs_strata_indices: dict[str, Any] = {}
 
     return Stratified, StratifiedIndependent
+
+
+def _low_high(ci: np.ndarray) -> tuple[float, float]:
+    """A scalar statistic's interval as rliable returns it ([2] or [2, 1])."""
+    low, high = np.ravel(ci)
+    return float(low), float(high)
 
 
 def interval_estimates(score_dict: dict, func, reps: int):  # noqa: ANN001, ANN201

@@ -96,12 +96,9 @@ def method_summaries(seeds: pd.DataFrame, points: pd.DataFrame, methods: list[st
                 f"{fmt_num(md['emissions_kg'].mean() / units.mass.scale)} {units.mass.label}")
         pts = points[(points["method"] == m) & points["speedup"].notna()] if len(points) else points
         if m != baseline and len(pts):
-            def span(col: str) -> str:
-                lo, hi = pts[col].min(), pts[col].max()
-                return fmt_ratio(lo) if not finite(hi) or abs(hi - lo) < 5e-3 else f"{fmt_ratio(lo)}–{fmt_ratio(hi)}"
             measured = pts[pts["gpsup_basis"] == "measured"] if "gpsup_basis" in pts else pts.iloc[0:0]
             saves = int((measured["greenup"] > 1).sum())
-            line += f"; against {baseline}: speedup {span('speedup')}, greenup {span('greenup')} "
+            line += f"; against {baseline}: speedup {_span(pts, 'speedup')}, greenup {_span(pts, 'greenup')} "
             if len(measured):
                 line += (f"(uses less energy on {saves} of {len(measured)} env{'s' if len(measured) != 1 else ''} "
                          "with measured energy)")
@@ -109,6 +106,12 @@ def method_summaries(seeds: pd.DataFrame, points: pd.DataFrame, methods: list[st
                 line += "(energy from a power model on at least one side: no energy finding)"
         out.append(line + ".")
     return out
+
+
+def _span(pts: pd.DataFrame, col: str) -> str:
+    """A ratio's range over envs, one value where the ends agree to the shown precision."""
+    lo, hi = pts[col].min(), pts[col].max()
+    return fmt_ratio(lo) if not finite(hi) or abs(hi - lo) < 5e-3 else f"{fmt_ratio(lo)}–{fmt_ratio(hi)}"
 
 
 def headline(seeds: pd.DataFrame, counts: dict[str, int]) -> tuple[bool, list[str]]:

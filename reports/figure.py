@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import matplotlib
 
@@ -19,11 +19,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 PALETTE = ["#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#17becf", "#e377c2", "#7f7f7f", "#bcbd22"]
 """Method colours; pure green and red are kept for the GPS-UP half-planes."""
 GREEN, RED = "#1a7f37", "#b42318"
 
-RC = {
+RC: dict[RcKeyType, Any] = {
     "font.size": 9.5,
     "axes.titlesize": 11,
     "axes.labelsize": 9.5,
@@ -82,7 +85,10 @@ class Chart:
 
     def save_pdf(self, target: str | PdfPages) -> None:
         with matplotlib.rc_context(RC):
-            self.figure.savefig(target, format="pdf")
+            if isinstance(target, PdfPages):
+                target.savefig(self.figure)  # a page of a multi-page PDF
+            else:
+                self.figure.savefig(target, format="pdf")
 
     def close(self) -> None:
         plt.close(self.figure)

@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.layout_engine import ConstrainedLayoutEngine  # noqa: E402
 
 from bench.schema import Status  # noqa: E402
 from reports.figure import RC, Chart  # noqa: E402
@@ -230,11 +231,11 @@ def cover_page(report: Report) -> Figure:
     if report.problems:
         y -= 0.02
         shown = report.problems[:8]
-        lines = [f"Missing or unreadable files ({len(report.problems)}), shown as '—', never as zero:"]
-        lines += [f"  {p.path}: {p.message}" for p in shown]
+        missing = [f"Missing or unreadable files ({len(report.problems)}), shown as '—', never as zero:"]
+        missing += [f"  {p.path}: {p.message}" for p in shown]
         if len(report.problems) > len(shown):
-            lines.append(f"  … and {len(report.problems) - len(shown)} more (see report.html)")
-        fig.text(MARGIN_X, max(y, 0.03), "\n".join(lines), fontsize=7, va="top", color="#59636e")
+            missing.append(f"  … and {len(report.problems) - len(shown)} more (see report.html)")
+        fig.text(MARGIN_X, max(y, 0.03), "\n".join(missing), fontsize=7, va="top", color="#59636e")
     return fig
 
 
@@ -246,6 +247,8 @@ def captioned(chart: Chart) -> Iterator[Figure]:
     fig = chart.figure
     size = tuple(fig.get_size_inches())
     engine = fig.get_layout_engine()
+    if not isinstance(engine, ConstrainedLayoutEngine):  # (new_figure makes every chart's layout constrained)
+        engine = None
     old_rect = engine.get().get("rect", (0, 0, 1, 1)) if engine is not None else None
     text = _wrap(f"{chart.title}. {chart.caption}", int(PAGE[0] * 17))
     n_lines = text.count("\n") + 1

@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.text import Text
@@ -102,7 +103,8 @@ def _draw_regions(ax: Any, xlim: tuple[float, float], ylim: tuple[float, float])
     spots = {1: (r, -r), 2: (r, 0.0), 3: (r, 0.55 * r), 4: (-0.55 * r, -r), 5: (0.55 * r, r), 6: (-r, -0.55 * r),
              7: (-r, 0.0), 8: (-r, r)}
     for cat, (lu, lv) in spots.items():
-        if not (xlim[0] + 0.04 * span < lu < xlim[1] - 0.04 * span and ylim[0] + 0.04 * span < lv < ylim[1] - 0.04 * span):
+        margin = 0.04 * span
+        if not (xlim[0] + margin < lu < xlim[1] - margin and ylim[0] + margin < lv < ylim[1] - margin):
             continue
         color = GREEN if cat <= 4 else RED
         obstacles.append(ax.text(10 ** lu, 10 ** lv, str(cat), ha="center", va="center", fontsize=10,
@@ -250,7 +252,9 @@ def _place_labels(fig: Figure, ax: Any, labels: Sequence[_PointLabel],
         return []
     with matplotlib.rc_context(RC):
         fig.draw_without_rendering()  # fixes the layout, so display coordinates hold
-    renderer = fig.canvas.get_renderer()
+    canvas = fig.canvas
+    assert isinstance(canvas, FigureCanvasAgg), "reports.figure selects the Agg backend"
+    renderer = canvas.get_renderer()
     inside = ax.get_window_extent(renderer)
     taken = [o.get_window_extent(renderer) for o in obstacles]
     for _, xy, _ in labels:  # the markers themselves

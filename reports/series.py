@@ -39,12 +39,12 @@ def learning_curves(run: RunFolder, env: str) -> LearningCurves:
 
 def power_traces(run: RunFolder, env: str) -> PowerTraces:
     """Each device's power of each seed against time since the seed started."""
-    by_method = {m: [r for r in rs if r.power is not None] for m, rs in _runs_by_method(run, env).items()}
-    longest = max((r.power["t_s"].max() for rs in by_method.values() for r in rs if len(r.power)), default=0)
+    by_method = {m: [(r, r.power) for r in rs if r.power is not None] for m, rs in _runs_by_method(run, env).items()}
+    longest = max((p["t_s"].max() for rs in by_method.values() for _, p in rs if len(p)), default=0)
     return PowerTraces(env, time_unit([longest]),
-                       {m: [SeedPower(r.seed, _device_traces(r.power), len(batch_seeds(r.config) or [r.seed]),
-                                      power_segment_starts(r.power))
-                            for r in rs] for m, rs in by_method.items()})
+                       {m: [SeedPower(r.seed, _device_traces(p), len(batch_seeds(r.config) or [r.seed]),
+                                      power_segment_starts(p))
+                            for r, p in rs] for m, rs in by_method.items()})
 
 
 def _device_traces(power: pd.DataFrame) -> list[DeviceTrace]:

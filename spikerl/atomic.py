@@ -62,8 +62,8 @@ def atomic_open(path: Path, mode: str = "w") -> Iterator[IO]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=TMP_SUFFIX, dir=path.parent)
-        kwargs = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
-        with os.fdopen(fd, mode, **kwargs) as f:
+        f: IO = os.fdopen(fd, "w", encoding="utf-8", newline="") if mode == "w" else os.fdopen(fd, "wb")
+        with f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -83,7 +83,7 @@ def remove_stale_temps(folder: Path, started_at: float | None = None) -> list[Pa
     time.time()), and only where the writer named in the file is no longer running. Returns what
     was removed; a file that cannot be removed is left (a later run tries again)."""
     started_at = _process_start() if started_at is None else started_at
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:

@@ -55,6 +55,10 @@ class ObsNormalizer(nn.Module):
 
 
 class ZScoreNormalizer(ObsNormalizer):
+    count: torch.Tensor  # buffers (registered in __init__; declared here for the type checker)
+    mean: torch.Tensor
+    m2: torch.Tensor
+
     def __init__(self, obs_dim: int, clip: float = 3.0, eps: float = 1e-8):
         super().__init__()
         self.obs_dim, self.clip, self.eps = obs_dim, float(clip), float(eps)
@@ -111,6 +115,8 @@ class ZScoreNormalizer(ObsNormalizer):
 
 
 class MaxAbsNormalizer(ObsNormalizer):
+    max_abs: torch.Tensor  # a buffer (registered in __init__; declared here for the type checker)
+
     def __init__(self, obs_dim: int):
         super().__init__()
         self.obs_dim = obs_dim

@@ -21,7 +21,7 @@ def capture_rng() -> dict[str, Any]:
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "python": json.dumps(random.getstate()),
-        "numpy": json.dumps(_np_state_to_jsonable(np.random.get_state())),
+        "numpy": json.dumps(_np_state_to_jsonable(_np_legacy_state())),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -35,6 +35,13 @@ def restore_rng(state: dict[str, Any]) -> None:
     np.random.set_state(_np_state_from_jsonable(json.loads(state["numpy"])))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _np_legacy_state() -> tuple:
+    """NumPy's global MT19937 state as get_state() returns it by default: ('MT19937', keys, pos, ...)."""
+    st = np.random.get_state(legacy=True)
+    assert isinstance(st, tuple), "the global RandomState is MT19937"
+    return st
 
 
 def _np_state_to_jsonable(st: tuple) -> list:

@@ -48,7 +48,7 @@ def make_run(root: Path, rates: Mapping[tuple[str, int], tuple[Sequence[float], 
                                                   **({"placement": dict(placement)} if placement else {})})
         rows = []
         step, wall, energy, updates = 0, 0.0, 0.0, 0
-        for s_rate, e_rate in [(5000.0, 0.01), (1000.0, 0.01), *zip(sps, eps)]:
+        for s_rate, e_rate in [(5000.0, 0.01), (1000.0, 0.01), *zip(sps, eps, strict=True)]:
             step += LOG_EVERY
             wall += LOG_EVERY / s_rate
             energy += LOG_EVERY * e_rate

@@ -72,20 +72,20 @@ def _seed_files(d: Path, method: str, env: str, seed: int, status: str, total_st
     ret = top * (1 - np.exp(-steps / (total_steps / 3))) + 60 * rng.standard_normal(steps.size) - 300
     _write_csv(d / "progress.csv", ["step", "wall_s", "episodes", "train_return", "sps", "energy_j"],
                [[int(s), round(w, 3), int(s // 1000), round(r, 2), round(1000 / sec_per_k, 1), round(e, 3)]
-                for s, w, r, e in zip(steps, wall, ret, energy)])
+                for s, w, r, e in zip(steps, wall, ret, energy, strict=True)])
 
     eval_steps = np.arange(0, stop + 1, 10_000)
     ewall = eval_steps / 1000 * sec_per_k
     eret = top * (1 - np.exp(-eval_steps / (total_steps / 3))) - 300 + 80 * rng.standard_normal(eval_steps.size)
     _write_csv(d / "evals.csv", ["step", "wall_s", "return_mean", "return_std", "episodes", "energy_j"],
                [[int(s), round(w, 3), round(r, 2), round(abs(40 + 0.05 * r), 2), 10, round(w * watts, 3)]
-                for s, w, r in zip(eval_steps, ewall, eret)])
+                for s, w, r in zip(eval_steps, ewall, eret, strict=True)])
 
     t = np.arange(0.0, wall[-1] + 1e-9, 1.0)
     p = watts + 3.0 * np.sin(t / 7.0) + rng.standard_normal(t.size)
     _write_csv(d / "power.csv", ["t_s", "device", "power_w", "energy_j", "source", "estimated"],
                [[round(tt, 2), "cpu", round(pp, 3), round(float(np.sum(p[: i + 1])), 3), source, estimated]
-                for i, (tt, pp) in enumerate(zip(t, p))])
+                for i, (tt, pp) in enumerate(zip(t, p, strict=True))])
     if status == "running":
         return None
 

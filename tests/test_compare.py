@@ -140,6 +140,16 @@ def test_repeats_widen_the_interval():
     assert width(repeats) > width(windows_only)
 
 
+def test_a_dropped_empty_repeat_unpairs_the_sides_rather_than_pairing_different_seeds():
+    """BASE's seed 1 and NEW's seed 0 have no windows: left are BASE seed 0 and NEW seed 1, which
+    must be drawn independently, not as a pair (the ids no longer name the units one to one)."""
+    s0 = {(i, i + 1): v for i, v in enumerate([90.0, 100.0, 110.0, 95.0, 105.0])}
+    s1 = {k: 0.8 * v for k, v in s0.items()}
+    e = noise.estimate_windowed([s0, {}], [{}, s1], [0, 1], [0, 1])
+    assert e == noise.estimate_windowed([s0], [s1])  # unpaired
+    assert e.ratio_ci != pytest.approx((0.8, 0.8))  # what pairing seed 0 with seed 1 window by window gives
+
+
 def test_too_few_windows_give_no_interval():
     few = {(0, 1): 100.0, (1, 2): 90.0}
     e = noise.estimate_windowed([few], [few], [0], [0])
@@ -239,7 +249,7 @@ def test_zero_baseline_energy_is_not_a_regression(tmp_path, capsys):
     b = make_run(tmp_path / "b", {("mlp", 0): (SPS, EPS)})
     code, out, _ = _compare(capsys, a, b)
     assert code == 0, out
-    line = next(l for l in out.splitlines() if "energy_per_step (" in l)
+    line = next(ln for ln in out.splitlines() if "energy_per_step (" in ln)
     assert "—" in line and "not gated" in line
 
 
@@ -410,7 +420,8 @@ def test_json_is_github_action_benchmark_custom_format(tmp_path, capsys):
         _check_custom_format(entries)
     bigger = {e["name"]: e for e in data["customBiggerIsBetter"]}
     smaller = {e["name"]: e for e in data["customSmallerIsBetter"]}
-    assert set(bigger) == {f"{m} HalfCheetah-v4 {METRICS[k].label}" for m in ("popsan", "mlp") for k in ("sps", "return")}
+    assert set(bigger) == {f"{m} HalfCheetah-v4 {METRICS[k].label}" for m in ("popsan", "mlp")
+                           for k in ("sps", "return")}
     assert set(smaller) == {f"{m} HalfCheetah-v4 {METRICS[k].label}" for m in ("popsan", "mlp")
                             for k in ("energy_per_step", "avg_power")}
     sps = bigger["popsan HalfCheetah-v4 env steps/s"]
@@ -523,7 +534,7 @@ def _workflow_steps(path: Path) -> dict[str, str]:
 def _gitlab_script(path: Path) -> list[str]:
     """The items of the benchmark job's `script:` list (block scalars dedented)."""
     lines = path.read_text().splitlines()
-    start = next(i for i, l in enumerate(lines) if l.strip() == "script:") + 1
+    start = next(i for i, ln in enumerate(lines) if ln.strip() == "script:") + 1
     items: list[str] = []
     i = start
     while i < len(lines) and (not lines[i].strip() or lines[i].startswith("    ")):

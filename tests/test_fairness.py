@@ -69,5 +69,6 @@ def test_data_parallel_runs_state_their_effective_batch_and_updates_per_step():
     folder = _Folder(["spikerl", "popsan"], ["HalfCheetah-v4"],
                      [_Run({"td3": {"batch_size": 100}}, "spikerl")])
     text = fairness.data_parallel_note(seeds, folder)
-    assert text is not None and "spikerl on 4 ranks: effective batch 400 (4 × 100), 0.250 gradient steps per env step" in text
+    assert text is not None
+    assert "spikerl on 4 ranks: effective batch 400 (4 × 100), 0.250 gradient steps per env step" in text
     assert fairness.data_parallel_note(_seeds([{"method": "popsan"}]), folder) is None

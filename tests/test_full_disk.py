@@ -93,8 +93,9 @@ def _whole_rows(path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("site", sorted(SITES))
-def test_a_failed_write_stops_the_run_naming_the_file_and_the_resume_is_exact(site, template, reference, tmp_path,
-                                                                              monkeypatch, capsys):
+def test_a_failed_write_stops_the_run_naming_the_file_and_the_resume_is_exact(
+        site, template, reference,  # noqa: F811  (test_resume_lost's fixtures, injected by name: pyflakes cannot see it)
+        tmp_path, monkeypatch, capsys):
     import bench.run.runner as runner
 
     run = tmp_path / "run"

@@ -60,7 +60,8 @@ def test_unequal_training_work_gets_no_ratio_and_one_line():
     assert agg.gpsup_note == "not comparable: mlp trained 900 steps, baseline popsan 600"
     per_run = add_gpsup_columns(rows, "popsan").set_index("method").loc["spikerl"]
     assert math.isnan(per_run.speedup) and per_run.gpsup_note.startswith("not comparable: spikerl trained 900")
-    assert work_mismatch({"updates": 10}, {"updates": 12}, "a", "b") == "not comparable: a made 10 updates, baseline b 12"
+    assert work_mismatch({"updates": 10}, {"updates": 12}, "a", "b") == \
+        "not comparable: a made 10 updates, baseline b 12"
     assert work_mismatch({"batch_size": 64}, {"batch_size": 256}, "a", "b") == \
         "not comparable: a used batch size 64, baseline b 256"
     assert work_mismatch({"steps": 5}, {}, "a", "b") is None  # not recorded on one side: not compared
@@ -110,7 +111,7 @@ def test_a_measured_component_below_99_percent_coverage_leaves_the_run_out():
 
 
 def _seeds(method: str, times: list[float], energies: list[float]) -> list[dict]:
-    return [_run(method, k, (t, e), (1.0, 1.0)) for k, (t, e) in enumerate(zip(times, energies))]
+    return [_run(method, k, (t, e), (1.0, 1.0)) for k, (t, e) in enumerate(zip(times, energies, strict=True))]
 
 
 BASE_T, BASE_E = [100.0, 110.0, 95.0, 105.0], [20_000.0, 23_000.0, 19_000.0, 21_500.0]

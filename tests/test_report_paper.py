@@ -38,7 +38,8 @@ def _tables(html: str) -> dict[str, tuple[list[str], list[list[str]]]]:
     out = {}
     for key, body in re.findall(r'<table id="([^"]+)">(.*?)</table>', html, flags=re.S):
         heads = [html_lib.unescape(h) for h in re.findall(r"<th[^>]*>(.*?)</th>", body, flags=re.S)]
-        rows = [[html_lib.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td[^>]*>(.*?)</td>", r, flags=re.S)]
+        rows = [[html_lib.unescape(re.sub(r"<[^>]+>", "", c))
+                 for c in re.findall(r"<td[^>]*>(.*?)</td>", r, flags=re.S)]
                 for r in re.findall(r"<tr>(.*?)</tr>", body, flags=re.S)]
         out[key] = (heads, [r for r in rows if r])
     return out
@@ -57,7 +58,7 @@ def test_aggregates_with_cis_profiles_and_improvement(paper_run: dict) -> None:
             e = agg["estimates"][m][metric]
             assert e["ci_low"] <= e["point"] <= e["ci_high"], (m, metric, e)
         prof = agg["profiles"][m]["fraction"]
-        assert prof[0] == 1.0 and all(a >= b for a, b in zip(prof, prof[1:]))  # a survival curve
+        assert prof[0] == 1.0 and all(a >= b for a, b in itertools.pairwise(prof))  # a survival curve
     # the fixture's asymptotes: mlp > spikerl > popsan > dsrl, on every env
     iqm = {m: agg["estimates"][m]["IQM"]["point"] for m in METHODS4}
     assert iqm["mlp"] > iqm["popsan"] > iqm["dsrl"]
@@ -101,7 +102,7 @@ def test_fast_probability_of_improvement_is_rliables() -> None:
 def test_headline_is_one_line_per_method_with_returns(paper_run: dict) -> None:
     content = build_content(load_run(paper_run["run"]))
     assert len(content.findings) == len(METHODS4)
-    for line, m in zip(content.findings, METHODS4):
+    for line, m in zip(content.findings, METHODS4, strict=True):
         assert line.startswith(m) and "return" in line and all(e in line for e in ENVS4)
         assert "(energy estimated)" not in line and "complete seed(s)" not in line
     assert content.estimated and "ESTIMATED" in content.headline[0]  # said once, first

@@ -90,7 +90,7 @@ def _results(run_dir: Path) -> list[dict]:
 def test_every_section_present_in_order_with_figures(built: dict) -> None:
     html = built["html"]
     positions = [html.find(f'<section id="{s}">') for s in SECTIONS]
-    assert all(p > 0 for p in positions), dict(zip(SECTIONS, positions))
+    assert all(p > 0 for p in positions), dict(zip(SECTIONS, positions, strict=True))
     assert positions == sorted(positions), "sections out of order"
     assert html.find('id="headline"') < positions[0], "the headline comes before the sections"
     for sid in FIGURE_SECTIONS:
@@ -512,3 +512,19 @@ def test_real_run_has_spike_columns_in_hand_computed_ranges(real_smoke_run: Path
     assert "run 1 of 4" in output and "so far" in output
     table, report = output.find("results (complete seeds"), output.find("report: ")
     assert 0 <= table < report, "the results table comes before the report paths"
+
+
+def test_power_chart_fits_the_axis_to_every_trace_and_names_each_device_source() -> None:
+    """A seed that was never resumed still sets the y axis (headroom above its peak, not the 1 W
+    floor that clips the traces) and its device's source in the legend."""
+    from reports.charts import power_traces
+    from reports.format import Unit
+    from reports.model import DeviceTrace, PowerTraces, SeedPower
+
+    trace = DeviceTrace("gpu0", np.array([0.0, 1.0, 2.0]), np.array([150.0, 250.0, 200.0]), "nvml counter")
+    chart = power_traces([PowerTraces("Hopper-v4", Unit("s", 1.0), {"spikerl": [SeedPower(0, [trace])]})],
+                         {"spikerl": "#1f77b4"}, "caption")
+    ax = chart.figure.axes[0]
+    assert ax.get_ylim() == pytest.approx((0.0, 250.0 * 1.18))
+    labels = [t.get_text() for t in chart.figure.legends[0].get_texts()]
+    assert "gpu0 (nvml counter)" in labels

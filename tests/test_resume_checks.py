@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -44,12 +45,12 @@ def _assert_monotonic_trace(path):
     rows = _rows(path)
     assert rows
     t = [float(r["t_s"]) for r in rows]
-    assert all(a <= b for a, b in zip(t, t[1:])), "t_s steps back"
+    assert all(a <= b for a, b in pairwise(t)), "t_s steps back"
     by_device = {}
     for r in rows:
         by_device.setdefault(r["device"], []).append(float(r["energy_j"]))
     for dev, e in by_device.items():
-        assert all(a <= b for a, b in zip(e, e[1:])), f"cumulative energy of {dev} drops"
+        assert all(a <= b for a, b in pairwise(e)), f"cumulative energy of {dev} drops"
 
 
 def _rows_past_checkpoint(seed):

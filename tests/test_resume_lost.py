@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -302,7 +303,8 @@ def test_a_power_csv_from_before_segments_is_continued_not_moved_aside(tmp_path)
     meter_csv.close()
     assert errors == [] and not list(tmp_path.glob("*.bak*"))
     lines = path.read_text().splitlines()
-    assert lines == [",".join(POWER_COLUMNS), "0.100,cpu,10.0,1.0,estimate,True,,", "0.500,cpu,10.0,5.0,estimate,True,1,0.400"]
+    assert lines == [",".join(POWER_COLUMNS), "0.100,cpu,10.0,1.0,estimate,True,,",
+                     "0.500,cpu,10.0,5.0,estimate,True,1,0.400"]
     assert unmetered_s(path) == pytest.approx(0.3)
 
 
@@ -328,7 +330,7 @@ def test_a_resumed_trace_has_two_segments_and_records_the_time_between(template,
     assert [s.index for s in segs] == [0, 1]
     assert segs[1].start_s == pytest.approx(power_t_s, abs=1e-3) and segs[0].last_t_s <= power_t_s
     t = [float(r["t_s"]) for r in _power_rows(power)]
-    assert all(a <= b for a, b in zip(t, t[1:]))
+    assert all(a <= b for a, b in pairwise(t))
     result = json.loads((run / SEED / "result.json").read_text())
     assert result["unmetered_s"] == unmetered_s(power)
     # rows are flushed at the checkpoint: what no row covers is about one sampling interval (0.1 s)

@@ -218,7 +218,8 @@ def test_the_report_marks_attributed_energy_and_says_how_it_was_split():
 
     def row(method: str, seed: int, attributed: bool) -> dict:
         tag = "+attributed" if attributed else ""
-        return {**dict.fromkeys(schema.SUMMARY_COLUMNS, float("nan")), "method": method, "env": "HalfCheetah-v4", "seed": seed, "status": "complete", "wall_s": 10.0,
+        return {**dict.fromkeys(schema.SUMMARY_COLUMNS, float("nan")), "method": method, "env": "HalfCheetah-v4",
+                "seed": seed, "status": "complete", "wall_s": 10.0,
                 "gpu_energy_j": None, "cpu_energy_j": 10.0, "ram_energy_j": 20.0, "energy_j": 30.0,
                 "gpu_source": None, "cpu_source": "estimate" + tag, "ram_source": "estimate" + tag,
                 "gpu_estimated": None, "cpu_estimated": True, "ram_estimated": True,

@@ -21,7 +21,8 @@ from pathlib import Path
 from bench import schema
 
 ENERGY_KEYS = ("energy_j", "gpu_energy_j", "cpu_energy_j", "ram_energy_j", "train_energy_j", "eval_energy_j",
-               "other_energy_j", "emissions_kg", "codecarbon_energy_kwh", "codecarbon_emissions_kg", "energy_to_target_j")
+               "other_energy_j", "emissions_kg", "codecarbon_energy_kwh", "codecarbon_emissions_kg",
+               "energy_to_target_j")
 TIME_KEYS = ("wall_s", "time_to_target_s", "train_wall_s", "eval_wall_s", "other_wall_s")
 
 

@@ -5,10 +5,11 @@ bit-exactly like an uninterrupted one, with a continuous power trace.
 
 Trains an uninterrupted reference, then the same run killed `--kills` times (a fifth of the kills
 at a moment of an attempt's start-up, the others at a moment of its training drawn uniformly
-from its expected remaining time, the whole process group killed, as a scheduler would) and resumed with `--resume --restart-seed` each time, to the
-end. Prints one JSON object: kills landed, steps at each kill, seeds restarted, whether
-param_sha256 and the final return match, and the power trace's continuity (time and energy
-never step back, segments in order, the largest gap between rows inside a segment, unmetered_s).
+from its expected remaining time, the whole process group killed, as a scheduler would) and resumed
+with `--resume --restart-seed` each time, to the end. Prints one JSON object: kills landed, steps at
+each kill, seeds restarted, whether param_sha256 and the final return match, and the power trace's
+continuity (time and energy never step back, segments in order, the largest gap between rows inside
+a segment, unmetered_s).
 """
 from __future__ import annotations
 
@@ -141,8 +142,9 @@ def main() -> int:
     got = json.loads((seed / "result.json").read_text()) if (seed / "result.json").exists() else {}
     print(json.dumps({
         "method": a.method, "total_steps": a.total_steps, "checkpoint_every": a.checkpoint_every,
-        "reference_s": round(full_s, 1), "kills": len(kills), "steps_at_kills": kills, "resumes": resumes, "fresh_starts": fresh_starts,
-        "seeds_restarted": restarts, "attempts_that_exited_non_zero": refusals, "final_exit_code": code, "status": got.get("status"),
+        "reference_s": round(full_s, 1), "kills": len(kills), "steps_at_kills": kills, "resumes": resumes,
+        "fresh_starts": fresh_starts, "seeds_restarted": restarts, "attempts_that_exited_non_zero": refusals,
+        "final_exit_code": code, "status": got.get("status"),
         "param_sha256_equal": got.get("param_sha256_by_rank") == ref.get("param_sha256_by_rank"),
         "final_return_equal": got.get("final_return_mean") == ref.get("final_return_mean"),
         "unmetered_s": got.get("unmetered_s"), "log_rows_dropped": got.get("log_rows_dropped"),

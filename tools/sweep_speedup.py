@@ -6,7 +6,8 @@
 Runs `spikerl-bench run` on the same plan: the reference (inline, --jobs 1: every run alone on
 the machine, in one process) and `--launcher local --jobs N` (N runs at once, each a submitit job
 pinned to its own cores); with --local-jobs1 also `--launcher local --jobs 1` (one job at a
-time: the same launcher, so its process start per run is in both). Prints the wall time of each sweep and the speedup, each run's param_sha256 in both
+time: the same launcher, so its process start per run is in both). Prints the wall time of each sweep and the
+speedup, each run's param_sha256 in both
 (parallel execution must not change what is trained), and each run's energy account: the
 reference's measured energy against the parallel run's attributed energy, with the share.
 """

@@ -17,7 +17,7 @@ import difflib
 import hashlib
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -141,7 +141,7 @@ def _entries(data: dict[str, Any], options: dict[str, argparse.Action],
                              "`spikerl-bench run --help` without the dashes")
 
 
-def _nearest(name: str, known: Sequence[str], prefix: str) -> str:
+def _nearest(name: str, known: Iterable[str], prefix: str) -> str:
     close = difflib.get_close_matches(name, list(known), n=1)
     return f" (did you mean {prefix + close[0]!r}?)" if close else ""
 

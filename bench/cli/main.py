@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         "emissions, and write a run folder with the report."), epilog=RUN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--methods", type=unique_csv_list, help="comma-separated methods (see `spikerl-bench methods`)")
-    run.add_argument("--envs", type=unique_csv_list, help="comma-separated gymnasium ids, e.g. HalfCheetah-v4,Hopper-v5")
+    run.add_argument("--envs", type=unique_csv_list,
+                     help="comma-separated gymnasium ids, e.g. HalfCheetah-v4,Hopper-v5")
     run.add_argument("--seeds", type=seed_list, help="e.g. 0,1,2 or 0-9")
     run.add_argument("--total-steps", type=step_count, help="global env steps per run, e.g. 50000 or 50k")
     run.add_argument("--profile", choices=sorted(PROFILES), default="quick",
@@ -129,8 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_compare_parser(sub)
     from bench.cli.status import add_status_parser
+
     add_status_parser(sub)
-    from bench.cli.doctor import add_doctor_parser; add_doctor_parser(sub)  # noqa: E702
+    from bench.cli.doctor import add_doctor_parser
+
+    add_doctor_parser(sub)
     for register in _optional_registrars():
         register(sub)
     return parser

@@ -97,7 +97,7 @@ def render(status: SweepStatus) -> str:
 
     def line(cells) -> str:  # noqa: ANN001
         return "  " + "  ".join(c.ljust(w) if h in LEFT else c.rjust(w)
-                                for h, c, w in zip(HEAD, cells, widths)).rstrip()
+                                for h, c, w in zip(HEAD, cells, widths, strict=True)).rstrip()
 
     out = [f"status of {status.run_dir} at {when}:", line(HEAD), *(line(r) for r in rows)]
     out.append(summary_line(status))

@@ -133,13 +133,24 @@ def whole_run(run: RunData, metric: str) -> float:
     return run.number(FINAL_RETURN)
 
 
+def _windows(runs: list[RunData], name: str) -> list[noise.Unit] | None:
+    """Each run's per-window values of the metric `name`; None unless every run has some."""
+    out = []
+    for r in runs:
+        values = r.windows.of(name) if r.windows is not None else None
+        if not values:
+            return None
+        out.append(values)
+    return out
+
+
 def _estimate(metric: Metric, base: list[RunData], new: list[RunData], confidence: float) -> noise.Estimate | None:
     ids_b = [r.key[2] for r in base]
     ids_n = [r.key[2] for r in new]
-    if metric.windowed and all(r.windows is not None and r.windows.of(metric.name) for r in (*base, *new)):
-        return noise.estimate_windowed([r.windows.of(metric.name) for r in base],  # type: ignore[union-attr]
-                                       [r.windows.of(metric.name) for r in new], ids_b, ids_n,
-                                       confidence=confidence)
+    if metric.windowed:
+        windows_b, windows_n = _windows(base, metric.name), _windows(new, metric.name)
+        if windows_b is not None and windows_n is not None:
+            return noise.estimate_windowed(windows_b, windows_n, ids_b, ids_n, confidence=confidence)
     spread = None
     if metric.name == "return" and len(base) == 1 and len(new) == 1 \
             and base[0].last_eval_spread and new[0].last_eval_spread:
@@ -245,7 +256,7 @@ def compare(base: Side, new: Side, rules: tuple[Rule, ...], *, confidence: float
     gps: list[GpsRow] = []
     for (method, env), seeds in paired.items():
         several = len(seeds) > 1
-        for seed, (b, n) in seeds.items():
+        for b, n in seeds.values():
             rows.append(_row(method, env, b, n, by_metric, not several, confidence))
         all_b = [r for b, _ in seeds.values() for r in b]
         all_n = [r for _, n in seeds.values() for r in n]

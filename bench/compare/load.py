@@ -12,6 +12,7 @@ import csv
 import io
 import math
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -176,7 +177,7 @@ def progress_windows(progress: list[dict[str, str]], eval_walls: list[float]) ->
         rows.append((int(step), wall, _number(r.get(UPDATES)), _number(r.get(ENERGY_J))))
     rows.sort()
     out = Windows()
-    for (s0, w0, u0, e0), (s1, w1, _, e1) in zip(rows, rows[1:]):
+    for (s0, w0, u0, e0), (s1, w1, _, e1) in pairwise(rows):
         dt, ds = w1 - w0, s1 - s0
         if dt <= 0 or ds <= 0:
             continue

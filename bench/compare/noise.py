@@ -105,9 +105,9 @@ class _Resampler:
     def __init__(self, base: Sequence[Unit], new: Sequence[Unit], paired: bool):
         self.paired = paired
         if paired:  # rows aligned window by window
-            keys = [sorted(set(ub) & set(un)) for ub, un in zip(base, new)]
-            self.base = _padded([np.array([ub[k] for k in ks]) for ub, ks in zip(base, keys)])
-            self.new = _padded([np.array([un[k] for k in ks]) for un, ks in zip(new, keys)])
+            keys = [sorted(set(ub) & set(un)) for ub, un in zip(base, new, strict=True)]
+            self.base = _padded([np.array([ub[k] for k in ks]) for ub, ks in zip(base, keys, strict=True)])
+            self.new = _padded([np.array([un[k] for k in ks]) for un, ks in zip(new, keys, strict=True)])
         else:
             self.base = _padded([np.fromiter(u.values(), float) for u in base])
             self.new = _padded([np.fromiter(u.values(), float) for u in new])
@@ -160,9 +160,10 @@ def estimate_windowed(base: Sequence[Unit], new: Sequence[Unit], base_ids: Seque
                                                              if max(len(base), len(new)) > 1 else "")
     if not enough:
         return Estimate(mb, mn, _ratio(mn, mb), mn - mb, noise="none", samples=samples)
+    # paired only while the ids still name the units one to one (an empty unit dropped above breaks that)
     paired = base_ids is not None and new_ids is not None and list(base_ids) == list(new_ids) \
-        and len(set(base_ids)) == len(base_ids) \
-        and all(len(set(ub) & set(un)) >= MIN_WINDOWS for ub, un in zip(base, new))
+        and len(set(base_ids)) == len(base_ids) and len(base) == len(base_ids) and len(new) == len(new_ids) \
+        and all(len(set(ub) & set(un)) >= MIN_WINDOWS for ub, un in zip(base, new, strict=True))
     rng = np.random.default_rng(seed)
     draws = _Resampler(base, new, paired)
     med_b, med_n = draws.medians(n_boot, rng)

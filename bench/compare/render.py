@@ -57,7 +57,7 @@ def header(report: Report) -> tuple[str, ...]:
 
 def table_rows(report: Report, gated: bool | None = None) -> list[tuple[str, ...]]:
     """Cells of every row and metric (only the gated rows, or only the others, if asked)."""
-    out = []
+    out: list[tuple[str, ...]] = []
     for row in report.rows:
         if gated is not None and row.gated is not gated:
             continue
@@ -73,7 +73,7 @@ def table_rows(report: Report, gated: bool | None = None) -> list[tuple[str, ...
 
 
 def gpsup_rows(report: Report) -> list[tuple[str, ...]]:
-    out = []
+    out: list[tuple[str, ...]] = []
     for g in report.gpsup:
         v = g.value
         if v is None:
@@ -128,8 +128,8 @@ def verdict_lines(report: Report) -> list[str]:
 
 
 def _aligned(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
-    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
+    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
     return [fmt(header), fmt(tuple("-" * w for w in widths)), *map(fmt, rows)]
 
 

@@ -30,11 +30,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 import numpy as np
 import torch
 import torch.nn as nn
+
+if TYPE_CHECKING:  # the actors are imported where traced, so that reading results never loads them
+    from baselines.dsrl import DSRLActor
+    from spikerl.lif import PopSANLIFLayer
+    from spikerl.popspike_actor import PopSpikingActor
 
 AC_ENERGY_J = 0.9e-12
 """One 32-bit floating-point add at 45 nm (Horowitz, ISSCC 2014)."""
@@ -122,22 +127,23 @@ def _linears(module: nn.Module) -> list[nn.Linear]:
 
 
 @torch.no_grad()
-def _trace_popsan(actor: nn.Module, obs_norm: torch.Tensor) -> Activity:
+def _trace_popsan(actor: PopSpikingActor, obs_norm: torch.Tensor) -> Activity:
     from spikerl.lif import popsan_lif_trace
 
     enc, dec, T = actor.encoder, actor.decoder, actor.timesteps
     B = obs_norm.shape[0]
     x = enc(obs_norm)  # pure torch under no_grad: regular or Poisson spikes [T, B, N]
     spikes = [x]
-    for layer in actor.layers:
-        i = layer.fc(x.reshape(T * B, x.shape[-1])).view(T, B, -1)
+    fcs = [cast("PopSANLIFLayer", layer).fc for layer in actor.layers]  # (a ModuleList yields plain Modules)
+    for fc in fcs:
+        i = fc(x.reshape(T * B, x.shape[-1])).view(T, B, -1)
         x = popsan_lif_trace(i).o
         spikes.append(x)
     actions = dec(x)
-    names = ["encoder", *[f"hidden {k + 1}" for k in range(len(actor.layers) - 1)], "output"]
-    fan_outs = [layer.fc.out_features for layer in actor.layers] + [0]
+    names = ["encoder", *[f"hidden {k + 1}" for k in range(len(fcs) - 1)], "output"]
+    fan_outs = [fc.out_features for fc in fcs] + [0]
     layers = []
-    for k, (name, s, fan_out) in enumerate(zip(names, spikes, fan_outs)):
+    for k, (name, s, fan_out) in enumerate(zip(names, spikes, fan_outs, strict=True)):
         n = float(s.sum()) / B
         macs = 0.0
         if k == 0:
@@ -150,7 +156,7 @@ def _trace_popsan(actor: nn.Module, obs_norm: torch.Tensor) -> Activity:
 
 
 @torch.no_grad()
-def _trace_dsrl(actor: nn.Module, obs_norm: torch.Tensor) -> Activity:
+def _trace_dsrl(actor: DSRLActor, obs_norm: torch.Tensor) -> Activity:
     from baselines.dsrl import sign_split
     from spikerl.lif import dsrl_lif_trace
 
@@ -223,8 +229,9 @@ def measure_checkpoint(folder: Path, spec: Any, env_id: str, seed: int, td3: Any
     state = load_checkpoint(path)
     env = make_env(env_id, td3.max_ep_len)
     try:
-        obs_dim = int(np.prod(env.observation_space.shape))
-        act_dim = int(np.prod(env.action_space.shape))
+        obs_shape, act_shape = env.observation_space.shape, env.action_space.shape
+        assert obs_shape is not None and act_shape is not None, f"{env_id}: observation and action spaces need a shape"
+        obs_dim, act_dim = int(np.prod(obs_shape)), int(np.prod(act_shape))
         agent = build_agent(spec, env_id, td3, dict(actor_params), obs_dim, act_dim, act_limit_of(env),
                             torch.device("cpu"))
         agent.actor.load_state_dict(state["td3"]["actor"])

@@ -44,11 +44,10 @@ def intervals(base: Side, cand: Side, n_resamples: int = N_RESAMPLES, seed: int 
         return None
     paired = sorted(base.keys) == sorted(cand.keys)
     out = {}
+    order_b = np.argsort(base.keys)  # paired: the i-th unit of each side is the same seed or batch
+    order_c = np.argsort(cand.keys)
     for k, name in enumerate(RATIOS):
         if paired:
-            order_b = np.argsort(base.keys)
-            order_c = np.argsort(cand.keys)
-
             def stat(idx: np.ndarray, k: int = k) -> float:
                 i = idx.astype(int)
                 b, c = order_b[i], order_c[i]

@@ -92,14 +92,6 @@ def gpsup(base_time_s: float, base_energy_j: float, time_s: float, energy_j: flo
     return GpsUp(speedup, powerup, greenup, category(speedup, powerup, rel_tol))
 
 
-def _gpsup_or_none(base_time_s: float, base_energy_j: float, time_s: float, energy_j: float,
-                   rel_tol: float) -> GpsUp | None:
-    try:
-        return gpsup(float(base_time_s), float(base_energy_j), float(time_s), float(energy_j), rel_tol)
-    except (TypeError, ValueError):
-        return None
-
-
 GPSUP_COLUMNS = tuple(f.name for f in GPSUP_FIELDS)
 PHASES = ("train", "run")
 PHASE_COLUMNS = {"train": ("train_wall_s", "train_energy_j", "measured_energy_share"),
@@ -202,8 +194,8 @@ def _share(row: Mapping[str, Any], share_col: str) -> float | None:
 
 def _side_share(rows: list[dict[str, Any]], share_col: str, energy_col: str) -> float | None:
     """The measured share of a side's mean energy (energy-weighted); None when any is unknown."""
-    shares = [_share(r, share_col) for r in rows]
-    if not rows or any(x is None for x in shares):
+    shares = [x for x in (_share(r, share_col) for r in rows) if x is not None]
+    if not rows or len(shares) != len(rows):
         return None
     energy = [float(r[energy_col]) for r in rows]
     return float(np.dot(shares, energy) / sum(energy)) if sum(energy) > 0 else None

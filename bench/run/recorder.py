@@ -125,7 +125,7 @@ class ProgressDisplay(Callback):
 
     def on_train_start(self, info: RunInfo) -> None:
         if info.rank != 0:
-            self.stream = None  # type: ignore[assignment]
+            self.stream = None
             return
         self.total = info.total_steps
         self._start = (info.start_step, info.start_wall_s)

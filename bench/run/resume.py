@@ -18,7 +18,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeGuard
 
 import torch
 
@@ -212,12 +212,14 @@ def _check_shapes(path: Path, state: dict[str, Any], run: RunConfig, spec: Metho
 
     env = make_env(env_id)
     try:
-        obs_dim, act_dim = int(env.observation_space.shape[0]), int(env.action_space.shape[0])
+        obs_shape, act_shape = env.observation_space.shape, env.action_space.shape
+        assert obs_shape is not None and act_shape is not None, f"{env_id}: observation and action spaces need a shape"
+        obs_dim, act_dim = int(obs_shape[0]), int(act_shape[0])
         lim = act_limit_of(env)
     finally:
         env.close()
     agent = build_agent(spec, env_id, run.td3, run.actor, obs_dim, act_dim, lim, torch.device("cpu"))
-    td3 = state.get("td3") if isinstance(state.get("td3"), dict) else {}
+    td3 = _dict(state.get("td3"))
     parts = {"actor": agent.actor, "actor_target": agent.actor, "critic": agent.critic,
              "critic_target": agent.critic}
     found = {name: td3.get(name) for name in parts}
@@ -237,21 +239,26 @@ def _check_shapes(path: Path, state: dict[str, Any], run: RunConfig, spec: Metho
 def _resume_point(path: Path, state: dict[str, Any], world_size: int) -> ResumePoint:
     """Global steps trained (one process's checkpoint.pt has no step in its name), wall time and
     energy per device, from rank 0's checkpoint."""
-    loop = state.get("loop") if isinstance(state.get("loop"), dict) else {}
-    config = state.get("config") if isinstance(state.get("config"), dict) else {}
+    loop, config = _dict(state.get("loop")), _dict(state.get("config"))
     t, total, wall_s = loop.get("t"), config.get("total_steps"), loop.get("wall_s")
     energy = (state.get("callbacks") or {}).get("energy") or {}
     by_device = energy.get("energy_j_by_device", {}) if isinstance(energy, dict) else None
     if type(t) is not int or t < 0 or type(total) is not int or total <= 0 or not _finite(wall_s) or wall_s < 0 \
-            or not isinstance(by_device, dict) or not all(isinstance(k, str) and _finite(v) for k, v in by_device.items()):
+            or not isinstance(by_device, dict) \
+            or not all(isinstance(k, str) and _finite(v) for k, v in by_device.items()):
         raise CheckpointError(f"{path}: its step, wall time or energy account is not a set of valid numbers")
     power_t_s = energy.get("power_t_s") if isinstance(energy, dict) else None
     return ResumePoint(global_steps(t, total, world_size), float(wall_s), {k: float(v) for k, v in by_device.items()},
                        float(power_t_s) if _finite(power_t_s) and power_t_s >= 0 else None)
 
 
-def _finite(x: Any) -> bool:
+def _finite(x: Any) -> TypeGuard[float]:
     return type(x) in (int, float) and math.isfinite(x)
+
+
+def _dict(x: Any) -> dict[str, Any]:
+    """x where it is a dict (a section of the checkpoint), else empty."""
+    return x if isinstance(x, dict) else {}
 
 
 # ----------------------------------------------------------------------------- the CSV logs
@@ -285,9 +292,9 @@ def cut_power_csv(path: Path, point: ResumePoint) -> None:
     """Keep the rows of power.csv up to the checkpoint: t_s at most the trace's time at the
     checkpoint (`power_t_s`; its wall seconds for checkpoints from before that was recorded) and
     each device's cumulative energy at most its checkpointed value (the resumed meter continues
-    from exactly those, so the trace is continuous in its own time base). Rows are in time order, so the kept rows are a prefix
-    and the file is truncated at the first row past the checkpoint, or at the last line when a
-    kill cut it short. Truncating is one system call: a crash leaves the old or the new length,
+    from exactly those, so the trace is continuous in its own time base). Rows are in time order, so
+    the kept rows are a prefix and the file is truncated at the first row past the checkpoint, or at
+    the last line when a kill cut it short. Truncating is one system call: a crash leaves the old or the new length,
     never a mixed file. A garbage row inside that prefix (a disk fault, an edit) is dropped by an
     atomic rewrite and recorded (bench.run.log_repairs), not taken as the end of the trace."""
     try:

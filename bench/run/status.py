@@ -19,6 +19,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -181,9 +182,9 @@ def read_status(run_dir: Path, now: float | None = None) -> SweepStatus:
 
 def run_status(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, now: float) -> RunStatus:
     folder = store.seed_dir(run_dir, method, env_id, seed)
-    key = {"method": method, "env": env_id, "seed": seed}
     if not folder.is_dir():
-        return RunStatus(**key, state=Status.PENDING.value, steps=0, total_steps=plan.total_steps)
+        return RunStatus(method=method, env=env_id, seed=seed, state=Status.PENDING.value, steps=0,
+                         total_steps=plan.total_steps)
     notes: list[str] = []
     total_steps, device, placement, config_estimated = _read_config(folder / schema.CONFIG, notes)
     total_steps = total_steps or plan.total_steps
@@ -206,7 +207,7 @@ def run_status(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, n
         if result.get("error"):
             notes.append(result["error"])
     else:
-        if resumed:
+        if resumed and result is not None:  # (resumed implies a result)
             notes.append(f"resumed after it was {result['status']}")
         if age is not None and age > stale_window_s(rows):
             state = STALLED
@@ -221,9 +222,9 @@ def run_status(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, n
     estimated = True if (result or {}).get("estimated") is True or config_estimated else None
     attributed = bool((result or {}).get("attributed")) or (placement is not None and placement.concurrent_runs > 1)
     seed_batch = int((result or {}).get("seed_batch", 1))
-    return RunStatus(**key, state=state, steps=steps, total_steps=total_steps, sps=sps, eta_s=eta, energy_j=energy,
-                     energy_estimated=estimated, energy_attributed=attributed, seed_batch=seed_batch,
-                     device=device, placement=placement, last_update_s=age,
+    return RunStatus(method=method, env=env_id, seed=seed, state=state, steps=steps, total_steps=total_steps,
+                     sps=sps, eta_s=eta, energy_j=energy, energy_estimated=estimated, energy_attributed=attributed,
+                     seed_batch=seed_batch, device=device, placement=placement, last_update_s=age,
                      notes=tuple(notes))
 
 
@@ -249,7 +250,7 @@ def stale_window_s(rows: list[ProgressRow] | None) -> float:
     if not rows or len(rows) < 2:
         return STALE_MIN_S
     recent = rows[-min(len(rows), RECENT_ROWS + 1):]
-    gaps = sorted(b.wall_s - a.wall_s for a, b in zip(recent, recent[1:]))
+    gaps = sorted(b.wall_s - a.wall_s for a, b in pairwise(recent))
     return max(STALE_MIN_S, STALE_LOG_INTERVALS * gaps[len(gaps) // 2])
 
 
@@ -338,7 +339,7 @@ def _read_progress(path: Path, notes: list[str]) -> list[ProgressRow] | None:
         return None
     rows: list[ProgressRow] = []
     for line in lines:
-        row = dict(zip(header, line)) if len(line) == len(header) else None
+        row = dict(zip(header, line, strict=True)) if len(line) == len(header) else None
         parsed = _progress_row(row) if row is not None else None
         if parsed is None or (rows and (parsed.step < rows[-1].step or parsed.wall_s < rows[-1].wall_s)):
             notes.append(f"corrupt {schema.PROGRESS}: malformed row {len(rows) + 1} of the last {len(lines)}")

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from bench.csv_rows import csv_rows
 from bench.run import log_repairs
 from bench.schema import PLAN, SEED_DIR_PREFIX
-from spikerl.atomic import FILE_MODE, WriteError, atomic_open, remove_stale_temps  # noqa: F401  (FILE_MODE: for writers outside bench)
+from spikerl.atomic import FILE_MODE, WriteError, atomic_open, remove_stale_temps  # noqa: F401 (FILE_MODE: re-export)
 
 FOLDER_LOCK = ".folder.lock"
 
@@ -154,15 +154,15 @@ class CsvLog:
 
     def __init__(self, path: Path, columns: Sequence[str], required: Sequence[str] = ("step",)):
         self.path, self.columns, self.required = Path(path), list(columns), tuple(required)
-        self._f = None
+        self._f: io.TextIOWrapper | None = None
 
     def open(self, resume_step: int | None) -> None:
         if resume_step is None or not self.path.exists():
             write_csv(self.path, self.columns, [])
         else:
             write_csv(self.path, self.columns, self._rows_up_to(resume_step))
-        self._f = open(self.path, "a", newline="", encoding="utf-8")
-        self._w = csv.DictWriter(self._f, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n")
+        self._f = f = open(self.path, "a", newline="", encoding="utf-8")
+        self._w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n")
 
     def _rows_up_to(self, step: int) -> list[dict[str, Any]]:
         try:
@@ -177,7 +177,8 @@ class CsvLog:
             raise RunFolderError(f"{self.path}: header {str(header)[:200]} does not match {self.columns}")
         kept, dropped = [], []
         for line_num, cells in rows:
-            row = dict(zip(self.columns, cells or []))
+            # a garbage row may be short or long (strict=False); its length is checked before it is kept
+            row = dict(zip(self.columns, cells or [], strict=False))
             if cells is not None and len(cells) == len(self.columns) and self._whole(row):
                 if _finite_float(row["step"]) <= step:
                     kept.append(row)

@@ -141,36 +141,45 @@ def results_table(run_dir: Path, plan: Plan) -> str | None:
         k = pd.to_numeric(g.get("seed_batch", pd.Series(dtype=float)), errors="coerce").max()
         if k == k and k > 1:
             est += f" 1/{int(k)}"  # the process's energy over the seeds it trained together
-
-        def mean(col: str) -> float:
-            return float(pd.to_numeric(g[col], errors="coerce").mean()) if col in g else float("nan")
-
         pt = points.loc[(method, env)] if (method, env) in points.index else None
-
-        def ratio(col: str) -> str:
-            if method == plan.baseline:
-                return "base"
-            if pt is None:
-                return "—"
-            return ratio_text(pt[col], pt[f"{col}_ci_low"], pt[f"{col}_ci_high"])
-
-        basis = "" if pt is None or method == plan.baseline else str(pt["gpsup_basis"] or "—")
-        if pt is not None and isinstance(pt["gpsup_note"], str) and method != plan.baseline:
+        is_base = method == plan.baseline
+        basis = "" if pt is None or is_base else str(pt["gpsup_basis"] or "—")
+        if pt is not None and isinstance(pt["gpsup_note"], str) and not is_base:
             notes.append(f"  {method}/{env}: {pt['gpsup_note']}")
 
-        energy, kg = mean("energy_j"), mean("emissions_kg")
-        rows.append([str(method), str(env), str(len(g)), _num(mean("final_return_mean"), "{:,.1f}"),
-                     _num(mean("wall_s"), "{:,.1f} s"), _num(energy / 1e3, "{:,.2f} kJ") + est,
-                     _num(kg * 1e3, "{:,.3f} g") + est, ratio("speedup"), ratio("powerup"), ratio("greenup"), basis])
+        energy, kg = _mean(g, "energy_j"), _mean(g, "emissions_kg")
+        rows.append([str(method), str(env), str(len(g)), _num(_mean(g, "final_return_mean"), "{:,.1f}"),
+                     _num(_mean(g, "wall_s"), "{:,.1f} s"), _num(energy / 1e3, "{:,.2f} kJ") + est,
+                     _num(kg * 1e3, "{:,.3f} g") + est,
+                     *(_ratio_cell(pt, col, is_base) for col in ("speedup", "powerup", "greenup")), basis])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     lines = ["results (complete seeds, means; GPS-UP of the " + PHASE_LABELS["train"] + " against " + plan.baseline
              + ": ratio of means (95 % bootstrap interval over seeds); basis: measured, model (a power model: powerup "
              "and greenup are not findings) or mixed; est. estimated, attr. a share of the machine's energy by CPU "
              "time, 1/K a seed batch's share):",
-             "  " + "  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths)))]
-    lines += ["  " + "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-              for r in rows]
+             _aligned(head, widths)]
+    lines += [_aligned(r, widths) for r in rows]
     return "\n".join(lines + notes)
+
+
+def _aligned(cells: list[str], widths: list[int]) -> str:
+    """One line of the results table: method and env left-aligned, the numbers right-aligned."""
+    return "  " + "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                            for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
+
+def _mean(g: pd.DataFrame, col: str) -> float:
+    """The mean of a column over a method × env's complete seeds (NaN where the column is absent)."""
+    return float(pd.to_numeric(g[col], errors="coerce").mean()) if col in g else float("nan")
+
+
+def _ratio_cell(pt: pd.Series | None, col: str, is_base: bool) -> str:
+    """A GPS-UP ratio with its interval; 'base' for the baseline, '—' where no point was computed."""
+    if is_base:
+        return "base"
+    if pt is None:
+        return "—"
+    return ratio_text(pt[col], pt[f"{col}_ci_low"], pt[f"{col}_ci_high"])
 
 
 def _num(v: float, fmt: str) -> str:

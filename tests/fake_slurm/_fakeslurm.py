@@ -56,6 +56,7 @@ import signal
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 STATE_ENV = "FAKE_SLURM_STATE"
@@ -228,7 +229,7 @@ def _shield() -> None:
 
 # ---------------------------------------------------------------- option parsing
 
-V, F, O = "value", "flag", "optional"
+V, F, OPT = "value", "flag", "optional"
 SBATCH_OPTIONS = {n: V for n in (
     "account acctg-freq array batch bb bbf begin chdir cluster-constraint clusters comment constraint container "
     "container-id core-spec cores-per-socket cpu-freq cpus-per-gpu cpus-per-task deadline delay-boot dependency "
@@ -241,7 +242,7 @@ SBATCH_OPTIONS = {n: V for n in (
 SBATCH_OPTIONS.update({n: F for n in (
     "contiguous hold ignore-pbs no-requeue overcommit oversubscribe parsable quiet reboot requeue spread-job "
     "test-only use-min-nodes verbose wait help usage version").split()})
-SBATCH_OPTIONS.update({"exclusive": O, "get-user-env": O, "no-kill": O, "extra-node-info": O})
+SBATCH_OPTIONS.update({"exclusive": OPT, "get-user-env": OPT, "no-kill": OPT, "extra-node-info": OPT})
 SBATCH_SHORT = {"A": "account", "a": "array", "b": "begin", "D": "chdir", "c": "cpus-per-task", "d": "dependency",
                 "e": "error", "J": "job-name", "t": "time", "N": "nodes", "n": "ntasks", "o": "output",
                 "p": "partition", "q": "qos", "w": "nodelist", "x": "exclude", "C": "constraint", "G": "gpus",
@@ -257,7 +258,7 @@ SRUN_OPTIONS = {n: V for n in (
     "partition qos signal time exclude constraint kill-on-bad-exit gpu-bind cpu-freq wait het-group").split()}
 SRUN_OPTIONS.update({n: F for n in (
     "exact label overlap overcommit quiet unbuffered verbose no-kill multi-prog pty").split()})
-SRUN_OPTIONS.update({"exclusive": O})
+SRUN_OPTIONS.update({"exclusive": OPT})
 SRUN_SHORT = {"A": "account", "D": "chdir", "c": "cpus-per-task", "e": "error", "J": "job-name", "t": "time",
               "N": "nodes", "n": "ntasks", "o": "output", "p": "partition", "q": "qos", "w": "nodelist",
               "x": "exclude", "C": "constraint", "G": "gpus", "l": "label", "u": "unbuffered", "v": "verbose",
@@ -617,7 +618,7 @@ def _slurm_env(job: dict, t: dict) -> dict[str, str]:
 
 
 def _array_step(idx: list[int]) -> str:
-    steps = {b - a for a, b in zip(idx, idx[1:])}
+    steps = {b - a for a, b in pairwise(idx)}
     return str(steps.pop()) if len(steps) == 1 else "1"
 
 
@@ -1009,9 +1010,9 @@ def sacct(argv: list[str]) -> int:
     else:
         widths = [max(10, len(n)) for n in names]
         if not opts.get("noheader"):
-            lines.append(" ".join(n[:w].rjust(w) for n, w in zip(names, widths)))
+            lines.append(" ".join(n[:w].rjust(w) for n, w in zip(names, widths, strict=True)))
             lines.append(" ".join("-" * w for w in widths))
-        lines += [" ".join(str(c)[:w].rjust(w) for c, w in zip(r, widths)) for r in table_rows]
+        lines += [" ".join(str(c)[:w].rjust(w) for c, w in zip(r, widths, strict=True)) for r in table_rows]
     if lines:
         print("\n".join(lines))
     return 0
