@@ -128,8 +128,22 @@ def train(spec: MethodSpec, env_id: str, seed: int, config: TD3Config,
 
 def step_env(env: Any, replay: ReplayBuffer, s: LoopState, action: np.ndarray) -> None:
     """Step `env` with `action`, store the transition and record a finished episode in `s`."""
+    obs, next_obs, reward, terminated = env_transition(env, s, action)
+    replay.add(obs, action, reward, next_obs, terminated)  # truncation is not terminal: it bootstraps
+
+
+def env_transition(env: Any, s: LoopState, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, bool]:
+    """Step `env` with `action` and record it in `s` (a finished episode resets the env); the
+    transition (obs, next_obs, reward, terminated) to store. s.obs is then the next acting obs."""
+    obs = s.obs
     next_obs, reward, terminated, truncated, _ = env.step(action)
-    replay.add(s.obs, action, reward, next_obs, terminated)  # truncation is not terminal: it bootstraps
+    record_transition(env, s, next_obs, float(reward), bool(terminated), bool(truncated))
+    return obs, next_obs, float(reward), bool(terminated)
+
+
+def record_transition(env: Any, s: LoopState, next_obs: np.ndarray, reward: float, terminated: bool,
+                      truncated: bool) -> None:
+    """The loop state's side of one env step (`env_transition`, once the env has stepped)."""
     s.pending_obs.append(s.obs)
     s.ep_ret += float(reward)
     s.obs = next_obs

@@ -251,11 +251,18 @@ class BatchedTD3:
 
     # ---- random draws, per seed, in the single run's order
 
-    def _poisson_draw(self, rows: int) -> torch.Tensor | None:
+    def _poisson_draw(self, rows: int, playing: Sequence[bool] | None = None) -> torch.Tensor | None:
+        """Every seed's Poisson uniforms [K, T, rows, N]; with `playing`, only the seeds that play
+        draw (the others' rows are zeros and their generators untouched)."""
         if self.encoder is None:
             return None
         enc = self.encoder
-        return torch.stack(self.gens.uniform((enc.timesteps, rows, enc.obs_dim * enc.pop_dim), self.dtype))
+        shape = (enc.timesteps, rows, enc.obs_dim * enc.pop_dim)
+        if playing is None:
+            return torch.stack(self.gens.uniform(shape, self.dtype))
+        return torch.stack([torch.rand(shape, dtype=self.dtype, generator=g, device=g.device) if on else
+                            torch.zeros(shape, dtype=self.dtype, device=self.device)
+                            for g, on in zip(self.gens.generators, playing, strict=True)])
 
     def draw_burst(self, n: int, batch_size: int, act_dim: int) -> BurstDraws:
         """The draws of the next n updates: per group, the target actor's Poisson spikes, then one
@@ -366,9 +373,10 @@ class BatchedTD3:
 
     # ---- acting
 
-    def draw_act(self, rows: int) -> torch.Tensor | None:
-        """The Poisson uniforms [K, T, rows, N] of the next acting call (None without Poisson)."""
-        return self._poisson_draw(rows)
+    def draw_act(self, rows: int, playing: Sequence[bool] | None = None) -> torch.Tensor | None:
+        """The Poisson uniforms [K, T, rows, N] of the next acting call (None without Poisson);
+        `playing`: draw only for these seeds (an evaluation whose other seeds are done)."""
+        return self._poisson_draw(rows, playing)
 
     @torch.no_grad()
     def act(self, obs_norm: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:

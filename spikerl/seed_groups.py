@@ -106,8 +106,9 @@ class SeedGroups:
 
     # ---- acting
 
-    def draw_act(self, rows: int) -> torch.Tensor | None:
-        parts = [g.draw_act(rows) for g in self.groups]
+    def draw_act(self, rows: int, playing: Sequence[bool] | None = None) -> torch.Tensor | None:
+        parts = [g.draw_act(rows, None if playing is None else list(playing)[a:b])
+                 for g, (a, b) in zip(self.groups, self.bounds, strict=True)]
         return None if parts[0] is None else torch.cat(parts)
 
     def act(self, obs_norm: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
