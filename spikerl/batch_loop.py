@@ -31,7 +31,7 @@ from .batch_replay import BatchReplay, StackedNormalizer
 from .callbacks import Callback, CallbackList, EndEvent, EvalEvent, ProgressEvent, RunInfo
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from .config import TD3Config
-from .cuda_graphs import GraphedAct, GraphedBurst, capture_for
+from .cuda_graphs import Capture, GraphedAct, GraphedBurst, capture_for
 from .envs import act_limit_of, capture_env_state, make_env, restore_env_state
 from .evaluation import eval_episode_seeds
 from .loop import Agent, TrainResult, build_agent, env_transition, params_sha256
@@ -51,7 +51,8 @@ def train_seed_batch(spec: MethodSpec, env_id: str, seeds: Sequence[int], config
                      actor_params: dict[str, Any] | None = None, *, run_dirs: Sequence[Path] | None = None,
                      callbacks: Sequence[Sequence[Callback]] | None = None, device: torch.device | str = "cpu",
                      resume: bool = False, cuda_graphs: bool = True, engine: str = "torch",
-                     workers: int | None = None) -> list[TrainResult]:
+                     workers: int | None = None, fused_draws: bool | None = None,
+                     graph_capture: Capture | None = None) -> list[TrainResult]:
     """Train `spec` on `env_id` once per seed, all seeds at once; one TrainResult per seed, in order.
 
     `run_dirs`: one folder per seed for its checkpoints (none without them). `callbacks`: one list per
@@ -63,6 +64,9 @@ def train_seed_batch(spec: MethodSpec, env_id: str, seeds: Sequence[int], config
     `workers`: on a CPU, the seeds are cut into this many groups, each trained on a thread of its
     own with one torch thread (`spikerl.seed_groups`); default torch's thread count on entry, which
     is restored on return. A CUDA device runs one group.
+    `fused_draws`: each seed draws a burst's random numbers in one call (`BatchedTD3.draw_burst`);
+    default on CUDA only. `graph_capture`: capture with this instead of `capture_for(device)` (the
+    tests' CPU stand-in for a CUDA graph, `spikerl.cuda_graphs.EagerReplay`).
     Seed k's result is that of `spikerl.loop.train(spec, env_id, seeds[k], ...)` on the torch engine,
     up to the rounding of the batched matmuls (tests/test_seed_batch.py).
     """
@@ -76,7 +80,7 @@ def train_seed_batch(spec: MethodSpec, env_id: str, seeds: Sequence[int], config
     with native_lib.engine(engine):
         run = BatchRun(spec, env_id, seeds, config, actor_params, run_dirs=run_dirs, callbacks=callbacks,
                         device=torch.device(device), cuda_graphs=cuda_graphs, per_seed_actor=engine == "native",
-                        workers=workers)
+                        workers=workers, fused_draws=fused_draws, graph_capture=graph_capture)
         try:
             if resume and run_dirs is not None:
                 step = batch_resume_step([Path(d) for d in run_dirs])
@@ -127,7 +131,8 @@ class BatchRun:
     def __init__(self, spec: MethodSpec, env_id: str, seeds: list[int], cfg: TD3Config,
                  actor_params: dict[str, Any] | None, *, run_dirs: Sequence[Path] | None,
                  callbacks: Sequence[Sequence[Callback]] | None, device: torch.device, cuda_graphs: bool = True,
-                 per_seed_actor: bool = False, workers: int | None = None):
+                 per_seed_actor: bool = False, workers: int | None = None, fused_draws: bool | None = None,
+                 graph_capture: Capture | None = None):
         self.spec, self.env_id, self.cfg, self.device = spec, env_id, cfg, device
         self.actor_params = dict(spec.actor_params(env_id) if actor_params is None else actor_params)
         self.t = 0
@@ -160,10 +165,12 @@ class BatchRun:
         self.torch_threads = torch.get_num_threads()  # restored by close()
         self.td3: BatchedTD3 | SeedGroups
         if workers > 1:
-            self.td3 = SeedGroups(actors, critics, cfg, self.lim, device, self.gens, workers, per_seed_actor)
+            self.td3 = SeedGroups(actors, critics, cfg, self.lim, device, self.gens, workers, per_seed_actor,
+                                  fused_draws)
         else:
-            self.td3 = BatchedTD3(actors, critics, cfg, self.lim, device, self.gens, per_seed_actor=per_seed_actor)
-        capture = capture_for(device, cuda_graphs)
+            self.td3 = BatchedTD3(actors, critics, cfg, self.lim, device, self.gens, per_seed_actor=per_seed_actor,
+                                  fused_draws=fused_draws)
+        capture = graph_capture if graph_capture is not None else capture_for(device, cuda_graphs)
         self.bursts, self.acting = GraphedBurst(self.td3, capture), GraphedAct(self.td3, capture)
         if workers > 1:
             torch.set_num_threads(1)  # one per group (spikerl.seed_groups); the last step: close() restores it

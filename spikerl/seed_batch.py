@@ -219,7 +219,8 @@ class BatchedTD3:
     """
 
     def __init__(self, actors: Sequence[nn.Module], critics: Sequence[nn.Module], config: TD3Config,
-                 act_limit: float, device: torch.device, generators: SeedGenerators, per_seed_actor: bool = False):
+                 act_limit: float, device: torch.device, generators: SeedGenerators, per_seed_actor: bool = False,
+                 fused_draws: bool | None = None):
         """`per_seed_actor`: run the actors seed by seed (each a module on views of the stacked weights,
         so on the native kernels where they are usable) instead of vmapped; critics, losses and
         optimisers stay batched. The native kernels skip silent inputs, which at batch 100 outweighs
@@ -228,9 +229,13 @@ class BatchedTD3:
         A batch may run on a thread of its own (`spikerl.seed_groups`), where torch's thread-local
         state starts at its defaults: `update_burst` enables grad and `act` disables it, bf16 opens
         its autocast wherever it computes, and each seed's Poisson uniforms are set around its call.
-        (fp32 opens none: call it outside autocast, as `spikerl.batch_loop` does.)"""
+        (fp32 opens none: call it outside autocast, as `spikerl.batch_loop` does.)
+
+        `fused_draws`: draw a burst's random numbers in one call per seed (`draw_burst`); default on
+        CUDA devices only."""
         self.cfg, self.act_limit, self.device = config, float(act_limit), device
         self.per_seed_actor = per_seed_actor
+        self.fused_draws = device.type == "cuda" if fused_draws is None else bool(fused_draws)
         self.K = len(actors)
         self.actor = StackedNet(actors, requires_grad=True)
         self.critic = StackedNet(critics, requires_grad=True)
@@ -266,7 +271,16 @@ class BatchedTD3:
 
     def draw_burst(self, n: int, batch_size: int, act_dim: int) -> BurstDraws:
         """The draws of the next n updates: per group, the target actor's Poisson spikes, then one
-        noise batch per update; then the actor step's Poisson spikes (TD3.update_many's order)."""
+        noise batch per update; then the actor step's Poisson spikes (TD3.update_many's order).
+
+        With `fused_draws` (CUDA), each seed draws its burst's noise in one call and its Poisson
+        uniforms in another, instead of n + 2·groups calls: 1–2 launches per seed per burst instead
+        of 50·(K+1). The numbers are as random but a different stream from the single run's
+        per-update draws (`spikerl.td3.TD3.target`), so a CUDA batch seed does not reproduce a
+        single run; every method draws this way alike. Seed k's draws still come only from its own
+        generator, so they do not depend on the batch it is in (tests/test_seed_batch_draws.py)."""
+        if self.fused_draws:
+            return self._draw_burst_fused(n, batch_size, act_dim)
         eps, target_u, actor_u = [], [], []
         for g in burst_schedule(self.updates, n, self.cfg.policy_delay):
             u = self._poisson_draw((g.last - g.first) * batch_size)
@@ -278,6 +292,24 @@ class BatchedTD3:
                 if u is not None:
                     actor_u.append(u)
         return BurstDraws(torch.cat(eps, dim=1), tuple(target_u), tuple(actor_u))
+
+    def _draw_burst_fused(self, n: int, batch_size: int, act_dim: int) -> BurstDraws:
+        groups = burst_schedule(self.updates, n, self.cfg.policy_delay)
+        eps = torch.stack(self.gens.normal((n * batch_size, act_dim), self.dtype))
+        if self.encoder is None:
+            return BurstDraws(eps, (), ())
+        # every Poisson pass of the burst, in TD3.update_many's order, as row blocks of one draw
+        blocks = []
+        for g in groups:
+            blocks.append(("target", (g.last - g.first) * batch_size))
+            if g.actor_step:
+                blocks.append(("actor", batch_size))
+        u = self._poisson_draw(sum(rows for _, rows in blocks))
+        assert u is not None
+        parts = u.split([rows for _, rows in blocks], dim=2)
+        target_u = tuple(p for (kind, _), p in zip(blocks, parts, strict=True) if kind == "target")
+        actor_u = tuple(p for (kind, _), p in zip(blocks, parts, strict=True) if kind == "actor")
+        return BurstDraws(eps, target_u, actor_u)
 
     # ---- the update
 

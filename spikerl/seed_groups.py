@@ -52,11 +52,12 @@ class SeedGroups:
 
     def __init__(self, actors: Sequence[nn.Module], critics: Sequence[nn.Module], config: TD3Config,
                  act_limit: float, device: torch.device, generators: SeedGenerators, workers: int,
-                 per_seed_actor: bool = False):
+                 per_seed_actor: bool = False, fused_draws: bool | None = None):
         self.cfg, self.device, self.K = config, device, len(actors)
         self.bounds = group_bounds(self.K, workers)
         self.groups = [BatchedTD3(actors[a:b], critics[a:b], config, act_limit, device,
-                                  SeedGenerators(generators.generators[a:b]), per_seed_actor=per_seed_actor)
+                                  SeedGenerators(generators.generators[a:b]), per_seed_actor=per_seed_actor,
+                                  fused_draws=fused_draws)
                        for a, b in self.bounds]
         # a new thread takes torch's thread count at its first parallel op, or at once from here
         self._pool = (ThreadPoolExecutor(len(self.groups) - 1, "seed-group", initializer=torch.set_num_threads,

@@ -212,7 +212,9 @@ def _run_all(run_dir: Path, plan: Plan, resume: bool, plain: bool, ctx: DistCont
              points: dict[RunKey, ResumePoint], runs: Sequence[RunKey]) -> int:
     """Train these unfinished runs of the plan in order (seed batches together); returns how many
     did not complete."""
-    if plan.seed_batch > 1:
+    from bench.run.seed_batch_runner import single_seed_as_batch
+
+    if plan.seed_batch > 1 or single_seed_as_batch(ctx.device, ctx.world_size):
         return _run_batches(run_dir, plan, resume, plain, runs, points)
     failed = 0
     sweep = SweepClock(len(runs), plan.total_steps)
@@ -240,7 +242,8 @@ def _run_all(run_dir: Path, plan: Plan, resume: bool, plain: bool, ctx: DistCont
 
 def _run_batches(run_dir: Path, plan: Plan, resume: bool, plain: bool, runs: Sequence[RunKey],
                  points: dict[RunKey, ResumePoint]) -> int:
-    """`--seed-batch K`: each method × env's seeds K at a time in one process (one rank)."""
+    """`--seed-batch K`: each method × env's seeds K at a time in one process (one rank); on one
+    CUDA rank also K = 1, each seed a batch of its own (`single_seed_as_batch`)."""
     from bench.run.seed_batch_runner import run_seed_batch
 
     failed = 0

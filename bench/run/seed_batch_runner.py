@@ -7,6 +7,12 @@ progress.csv, evals.csv, checkpoint.pt (the single run's format) and result.json
 batched; on 'torch' everything is vmapped. On a CPU with --threads N the seeds train in N groups,
 one thread each (`spikerl.seed_groups`); engine_reason says so.
 
+A single seed on one CUDA rank also trains here, as a batch of K = 1 (`single_seed_as_batch`): so it
+gets the batch's device-resident replay, CUDA-graphed update bursts and graphed acting, which the
+single-seed loop (`spikerl.loop`) does not have. Its folder is a single run's (config.json says
+seed_batch 1; engine_reason says why). The CPU keeps the single-seed loop: there the native
+kernels' per-seed actor is the faster path and there are no graphs to gain.
+
 Energy. The K seeds share one process, so they share one meter: a single EnergyCallback measures
 the process (its power.csv and CodeCarbon files are in the first seed's folder, named by
 config.json's `seed_batch_seeds`; the report does not ask the other seeds for them and captions the
@@ -91,6 +97,11 @@ class _SharedMeter(Callback):
             self.meter.load_state_dict(state)
 
 
+def single_seed_as_batch(device: torch.device, world_size: int) -> bool:
+    """Whether single seeds train as seed batches of K = 1: on one CUDA rank (module docstring)."""
+    return device.type == "cuda" and world_size == 1
+
+
 def per_seed_energy(fields: dict[str, Any], k: int) -> dict[str, Any]:
     """The process's energy fields charged to one seed of a K-seed batch."""
     return {name: (v / k if name in PER_SEED_SHARE and isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -128,6 +139,8 @@ def run_seed_batch(run_dir: Path, plan: Plan, method: str, env_id: str, seeds: S
         cut_power_csv(folders[0] / schema.POWER, point)
     workers = seed_batch_workers(device, K, torch.get_num_threads())
     groups_reason = f"; the seeds in {workers} groups, one thread each" if workers > 1 else ""
+    if K == 1:
+        groups_reason += "; a single seed on CUDA trains as a batch of 1 (graphed bursts and acting, replay on the device)"
     for folder, seed in zip(folders, seeds):
         folder.mkdir(parents=True, exist_ok=True)
         store.write_json(folder / schema.CONFIG, {
