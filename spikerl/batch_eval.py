@@ -40,7 +40,7 @@ def run_episodes_batched(envs: Sequence[Any], policy: BatchPolicy, episode_seeds
             obs[k], playing[k] = o, True
     while playing.any():
         actions = policy(obs, playing.copy())
-        for k in np.flatnonzero(playing):
+        for k in map(int, np.flatnonzero(playing)):
             o, rew, terminated, truncated, _ = envs[k].step(actions[k])
             ep_ret[k] += float(rew)
             obs[k] = o

@@ -32,7 +32,7 @@ from .callbacks import Callback, CallbackList, EndEvent, EvalEvent, ProgressEven
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from .config import TD3Config
 from .cuda_graphs import Capture, GraphedAct, GraphedBurst, capture_for
-from .envs import act_limit_of, capture_env_state, make_env, restore_env_state
+from .envs import act_limit_of, capture_env_state, make_env, restore_env_state, space_dim
 from .evaluation import eval_episode_seeds
 from .loop import Agent, TrainResult, build_agent, env_transition, params_sha256
 from .loop_state import LoopState
@@ -103,7 +103,7 @@ def train_seed_batch(spec: MethodSpec, env_id: str, seeds: Sequence[int], config
         finally:
             run.close()
         results = run.results()
-    for s, r in zip(run.seeds, results):
+    for s, r in zip(run.seeds, results, strict=True):
         s.cbs.on_train_end(EndEvent(step=r.steps, wall_s=r.wall_s, status="complete"))
     return results
 
@@ -142,8 +142,8 @@ class BatchRun:
         for k, seed in enumerate(seeds):
             seed_everything(seed)  # each seed's nets start as in its single run
             env, eval_env = make_env(env_id, cfg.max_ep_len), make_env(env_id, cfg.max_ep_len)
-            obs_dim = int(np.prod(env.observation_space.shape))
-            self.act_dim = int(np.prod(env.action_space.shape))
+            obs_dim = space_dim(env.observation_space)
+            self.act_dim = space_dim(env.action_space)
             self.lim = act_limit_of(env)
             agent = build_agent(spec, env_id, cfg, self.actor_params, obs_dim, self.act_dim, self.lim, device)
             self.dtype = next(agent.critic.parameters()).dtype
@@ -205,7 +205,7 @@ class BatchRun:
             pending.append(path)
         for path in pending:
             os.replace(path.with_name(CHECKPOINT_NAME + NEXT_SUFFIX), path)
-        for x, path in zip(self.seeds, pending):
+        for x, path in zip(self.seeds, pending, strict=True):
             x.cbs.on_checkpoint(step, x.s.wall_s(), path)
         self.enter(left)
 
@@ -224,7 +224,7 @@ class BatchRun:
         self.gens.load_state_dicts([st["rng"]["torch"] for st in states])
         self.replay.load_seed_state_dicts([st["replay"] for st in states])
         self.act_obs = None
-        for x, st in zip(self.seeds, states):
+        for x, st in zip(self.seeds, states, strict=True):
             x.agent.normalizer.load_state_dict(st["normalizer"])
             restore_env_state(x.env, st["env"], x.seed)
             x.s.load_state_dict(st["loop"])
@@ -312,7 +312,7 @@ class BatchRun:
             actions = [np.clip(a[k] + x.s.explore_rng.normal(0.0, cfg.expl_noise * lim, size=self.act_dim), -lim, lim)
                        for k, x in enumerate(self.seeds)]
         self.replay.staging()  # the last step's copy out of the staging rows is done
-        for k, (x, action) in enumerate(zip(self.seeds, actions)):
+        for k, (x, action) in enumerate(zip(self.seeds, actions, strict=True)):
             obs, next_obs, reward, terminated = env_transition(x.env, x.s, action)
             self.replay.fill(k, obs, action, reward, next_obs, terminated, x.s.obs)
         self.act_obs = self.replay.push()  # one host->device copy: the transitions and the next acting obs
@@ -375,7 +375,7 @@ class BatchRun:
             s.last_eval_step = step
             x.evals.append(ev)
             x.cbs.on_eval_end(ev)
-        for x, phase in zip(self.seeds, left):
+        for x, phase in zip(self.seeds, left, strict=True):
             x.s.clock.switch(phase)
 
     @torch.no_grad()
@@ -383,7 +383,7 @@ class BatchRun:
         """Every seed's deterministic action [K, act_dim] on obs [K, obs_dim], in one (graphed) call;
         a seed that is not playing draws no Poisson spikes (its stream stays its single run's)."""
         o = torch.as_tensor(obs, dtype=self.dtype, device=self.device).unsqueeze(1)
-        return self.acting.run(self.norm(o), self.td3.draw_act(1, playing)).float()[:, 0].cpu().numpy()
+        return self.acting.run(self.norm(o), self.td3.draw_act(1, playing.tolist())).float()[:, 0].cpu().numpy()
 
 
 def _next_multiple(step: int, every: int) -> int:
@@ -412,7 +412,7 @@ def batch_common_step(run_dirs: Sequence[Path], found: list[dict[int, Path]] | N
     common = set.intersection(*(set(f) for f in found))
     if not common:
         raise CheckpointError(f"the seeds' folders hold no checkpoint of a common step "
-                              f"({', '.join(f'{d}: {sorted(f)}' for d, f in zip(run_dirs, found))}); "
+                              f"({', '.join(f'{d}: {sorted(f)}' for d, f in zip(run_dirs, found, strict=True))}); "
                               "resume them as they were started, or start again")
     return max(common)
 
@@ -424,7 +424,7 @@ def batch_resume_step(run_dirs: Sequence[Path]) -> int | None:
     step = batch_common_step(run_dirs, found)
     if step is None:
         return None
-    for d, f in zip(run_dirs, found):
+    for d, f in zip(run_dirs, found, strict=True):
         if f[step].name != CHECKPOINT_NAME:
             os.replace(f[step], Path(d) / CHECKPOINT_NAME)
         (Path(d) / (CHECKPOINT_NAME + NEXT_SUFFIX)).unlink(missing_ok=True)

@@ -20,33 +20,32 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .normalizers import IdentityNormalizer, MaxAbsNormalizer, ZScoreNormalizer
+from .normalizers import IdentityNormalizer, MaxAbsNormalizer, ObsNormalizer, ZScoreNormalizer
 from .replay import ReplayBatch, replay_generator, rng_is_generator_state
 
 
 class StackedNormalizer:
     """The K seeds' normalisers over [K, rows, obs_dim], in one op where they are of one built-in kind."""
 
-    def __init__(self, normalizers: Sequence[torch.nn.Module]):
+    def __init__(self, normalizers: Sequence[ObsNormalizer]):
         self.norms = list(normalizers)
+        self.zscore = [n for n in self.norms if type(n) is ZScoreNormalizer]
+        self.maxabs = [n for n in self.norms if type(n) is MaxAbsNormalizer]
         kinds = {type(n) for n in self.norms}
         self.kind = kinds.pop() if len(kinds) == 1 else None
-        if self.kind is ZScoreNormalizer and len({(n.clip, n.eps) for n in self.norms}) != 1:  # type: ignore[attr-defined]
+        if self.zscore and len({(n.clip, n.eps) for n in self.zscore}) != 1:
             self.kind = None
         self._cache: tuple[tuple[int, ...], tuple[torch.Tensor, ...]] | None = None
 
-    def _buffers(self) -> list[torch.Tensor]:
-        return [b for n in self.norms for b in n.buffers()]
-
     def _stats(self) -> tuple[torch.Tensor, ...]:
         """The stacked statistics [K, 1, obs_dim], restacked only when a normaliser's changed."""
-        key = tuple(x for b in self._buffers() for x in (id(b), b._version))
+        key = tuple(x for n in self.norms for b in n.buffers() for x in (id(b), b._version))
         if self._cache is None or self._cache[0] != key:
             if self.kind is ZScoreNormalizer:
-                stats: tuple[torch.Tensor, ...] = (torch.stack([n.mean for n in self.norms]).unsqueeze(1),
-                                                   torch.stack([n._std() for n in self.norms]).unsqueeze(1))  # type: ignore[operator]
+                stats: tuple[torch.Tensor, ...] = (_stack([n.mean for n in self.zscore]),
+                                                   _stack([n._std() for n in self.zscore]))
             else:
-                stats = (torch.stack([n.max_abs for n in self.norms]).unsqueeze(1),)
+                stats = (_stack([n.max_abs for n in self.maxabs]),)
             self._cache = (key, stats)
         return self._cache[1]
 
@@ -55,12 +54,20 @@ class StackedNormalizer:
             return obs
         if self.kind is ZScoreNormalizer:
             mean, std = self._stats()
-            clip = self.norms[0].clip  # type: ignore[union-attr]
+            clip = self.zscore[0].clip
             return ((obs.double() - mean) / std).clamp_(-clip, clip).to(obs.dtype)
         if self.kind is MaxAbsNormalizer:
             (max_abs,) = self._stats()
             return (obs.double() / max_abs).to(obs.dtype)
         return torch.stack([n(o) for n, o in zip(self.norms, obs, strict=True)])
+
+
+def _stack(buffers: Sequence[Any]) -> torch.Tensor:
+    """K normalisers' [obs_dim] buffers as [K, 1, obs_dim] (they are registered buffers: tensors)."""
+    tensors = [b for b in buffers if isinstance(b, torch.Tensor)]
+    if len(tensors) != len(buffers):
+        raise TypeError("a normaliser's statistics are not tensors")
+    return torch.stack(tensors).unsqueeze(1)
 
 
 class BatchReplay:

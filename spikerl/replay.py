@@ -56,15 +56,15 @@ class ReplayBuffer:
     def sample_stacked(self, n: int, batch_size: int) -> ReplayBatch:
         """n batches in one draw, as one batch of n·batch_size rows (batch i is rows i·batch_size on),
         gathered with one fancy index per array."""
-        idx = torch.randint(0, self.size, (n * batch_size,), generator=self.generator, device=self.device)
-        idx = idx.cpu().numpy()
+        drawn = torch.randint(0, self.size, (n * batch_size,), generator=self.generator, device=self.device)
+        idx = drawn.cpu().numpy()
         return ReplayBatch(*(torch.from_numpy(a[idx]).to(self.device, self.dtype, non_blocking=True)
                              for a in (self.obs, self.act, self.rew, self.next_obs, self.terminated)))
 
     def sample_many(self, n: int, batch_size: int) -> list[ReplayBatch]:
         """`sample_stacked`'s rows as n batches."""
         cols = self.sample_stacked(n, batch_size)
-        return [ReplayBatch(*parts) for parts in zip(*(c.split(batch_size) for c in cols))]
+        return [ReplayBatch(*parts) for parts in zip(*(c.split(batch_size) for c in cols), strict=True)]
 
     def __len__(self) -> int:
         return self.size

@@ -88,7 +88,7 @@ class SeedGroups:
         return [first] + [f.result() for f in futures]
 
     def _locate(self, k: int) -> tuple[BatchedTD3, int]:
-        for (a, b), g in zip(self.bounds, self.groups):
+        for (a, b), g in zip(self.bounds, self.groups, strict=True):
             if a <= k < b:
                 return g, k - a
         raise IndexError(f"seed index {k} outside the batch of {self.K}")
@@ -99,8 +99,8 @@ class SeedGroups:
         """Each group's draws from its seeds' generators, stacked along the seed dim."""
         parts = [g.draw_burst(n, batch_size, act_dim) for g in self.groups]
         return BurstDraws(torch.cat([p.eps for p in parts]),
-                          tuple(torch.cat(us) for us in zip(*(p.target_u for p in parts))),
-                          tuple(torch.cat(us) for us in zip(*(p.actor_u for p in parts))))
+                          tuple(torch.cat(us) for us in zip(*(p.target_u for p in parts), strict=True)),
+                          tuple(torch.cat(us) for us in zip(*(p.actor_u for p in parts), strict=True)))
 
     def update_burst(self, inputs: BurstInputs) -> None:
         self._each(lambda i, g: g.update_burst(_seed_slice(inputs, *self.bounds[i])))
@@ -110,7 +110,8 @@ class SeedGroups:
     def draw_act(self, rows: int, playing: Sequence[bool] | None = None) -> torch.Tensor | None:
         parts = [g.draw_act(rows, None if playing is None else list(playing)[a:b])
                  for g, (a, b) in zip(self.groups, self.bounds, strict=True)]
-        return None if parts[0] is None else torch.cat(parts)
+        drawn = [p for p in parts if p is not None]
+        return torch.cat(drawn) if drawn else None
 
     def act(self, obs_norm: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
         if u is None:
@@ -134,7 +135,7 @@ class SeedGroups:
         updates = {int(s["updates"]) for s in states}
         if len(updates) != 1:
             raise ValueError(f"the seeds' checkpoints are at different update counts {sorted(updates)}")
-        for (a, b), g in zip(self.bounds, self.groups):
+        for (a, b), g in zip(self.bounds, self.groups, strict=True):
             g.load_seed_state_dicts(states[a:b])
 
     def losses(self, k: int) -> dict[str, float]:

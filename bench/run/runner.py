@@ -85,8 +85,9 @@ def run_one(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, *, r
     meters, energy_probe = extra_callbacks(plan)
     energy = next((m for m in meters if isinstance(m, EnergyCallback)), None)
     callbacks: list[Callback] = [*meters, CsvRecorder(energy_probe),
-                                 ProgressDisplay(f"{method} {env_id} s{seed}", force_plain=plain, energy_probe=energy_probe,
-                                                 estimated_probe=_estimated_probe(energy), sweep=sweep)]
+                                 ProgressDisplay(f"{method} {env_id} s{seed}", force_plain=plain,
+                                                 energy_probe=energy_probe, estimated_probe=_estimated_probe(energy),
+                                                 sweep=sweep)]
     try:
         with native_lib.engine(run.engine):
             res: TrainResult = train(spec, env_id, seed, run.td3, run.actor, run_dir=folder, callbacks=callbacks,

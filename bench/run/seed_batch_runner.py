@@ -140,8 +140,9 @@ def run_seed_batch(run_dir: Path, plan: Plan, method: str, env_id: str, seeds: S
     workers = seed_batch_workers(device, K, torch.get_num_threads())
     groups_reason = f"; the seeds in {workers} groups, one thread each" if workers > 1 else ""
     if K == 1:
-        groups_reason += "; a single seed on CUDA trains as a batch of 1 (graphed bursts and acting, replay on the device)"
-    for folder, seed in zip(folders, seeds):
+        groups_reason += ("; a single seed on CUDA trains as a batch of 1 (graphed bursts and acting, replay on "
+                          "the device)")
+    for folder, seed in zip(folders, seeds, strict=True):
         folder.mkdir(parents=True, exist_ok=True)
         store.write_json(folder / schema.CONFIG, {
             **base, "seed": seed, "seed_batch_seeds": seeds, "precision_reason": run.precision_reason,
@@ -154,7 +155,7 @@ def run_seed_batch(run_dir: Path, plan: Plan, method: str, env_id: str, seeds: S
     seed_probe = _share(energy_probe, K)
     energy = next((m for m in meters if isinstance(m, EnergyCallback)), None)
     callbacks: list[list[Callback]] = []
-    for k, seed in enumerate(seeds):
+    for k in range(K):
         cbs: list[Callback] = [*(_SharedMeter(m, k) for m in meters), CsvRecorder(seed_probe)]
         if k == 0:
             cbs.append(ProgressDisplay(f"{method} {env_id} seeds {','.join(map(str, seeds))} (batch of {K})",
@@ -168,11 +169,11 @@ def run_seed_batch(run_dir: Path, plan: Plan, method: str, env_id: str, seeds: S
                    "final_return_mean": r.final_return_mean, "best_return_mean": r.best_return_mean,
                    "updates": r.updates, "param_sha256_by_rank": r.param_sha256_by_rank,
                    **{f"{p}_wall_s": v for p, v in r.phase_s.items()}} for r in results]
-        for f, folder, seed in zip(fields, folders, seeds):
+        for f, folder, seed in zip(fields, folders, seeds, strict=True):
             f.update(measure_activity(folder, spec, env_id, seed, run))
     except KeyboardInterrupt:
-        _write_results(folders, seeds, base, [{"status": Status.INTERRUPTED.value, "error": "interrupted by signal"}] * K,
-                       energy, K, plan)
+        interrupted = {"status": Status.INTERRUPTED.value, "error": "interrupted by signal"}
+        _write_results(folders, seeds, base, [interrupted] * K, energy, K, plan)
         raise
     except WriteError:
         raise  # a full disk stops the sweep, naming the file (bench.cli)
@@ -187,7 +188,7 @@ def _write_results(folders: Sequence[Path], seeds: Sequence[int], base: dict[str
     from bench.run.summary import last_progress
 
     out = []
-    for folder, seed, f in zip(folders, seeds, fields):
+    for folder, seed, f in zip(folders, seeds, fields, strict=True):
         result = {**base, "seed": seed, "seed_batch_seeds": list(seeds), **f}
         if "steps" not in result:
             result.update(last_progress(folder))
