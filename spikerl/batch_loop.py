@@ -3,7 +3,11 @@ bottom in `train_seed_batch` (set up, loop, save, close).
 
 It is `spikerl.loop.train` run K times in lock-step: K environments, replay buffers, normalisers,
 exploration RNGs and evaluation envs, one per seed and each seeded as that seed's single run seeds
-it; acting and the TD3 update run once for all K (`spikerl.seed_batch`). Every seed keeps its own
+it; acting and the TD3 update run once for all K (`spikerl.seed_batch`). The K replay buffers live
+on the run's device as one tensor, filled by one copy per env step and sampled by one gather per
+burst, and the K normalisers run as one op (`spikerl.batch_replay`); evaluation plays the K seeds'
+episodes side by side, one batched actor call per step (`spikerl.batch_eval`). The envs are stepped
+one after another: gymnasium's vector envs were slower here (`tools/vector_env_perf.py`). Every seed keeps its own
 run folder, callbacks and checkpoint, in the single run's format. One process, one rank: a seed
 batch is not data parallel. The native kernels cannot be vmapped: on engine 'torch' everything is
 vmapped, on 'native' each seed's actor runs alone on the kernels and the rest is batched.
