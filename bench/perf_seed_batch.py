@@ -2,9 +2,10 @@
 process (`spikerl.batch_loop`), timed like `bench.perf` times a single seed.
 
 update ms: one TD3 update of all K seeds (a burst of 2, so the delayed actor step counts once,
-with the loop's per-seed sampling, normalising, stacking and random draws), per update.
-action ms: the K seeds' actions for one env step each (normalisers, one vmapped actor call, host
-copy). loop steps/s: env steps per second of ONE seed of the batch in the learning phase, and
+with the loop's sampling from the device-resident replay, normalising and random draws; on CUDA
+the graphed burst), per update.
+action ms: the K seeds' actions for one env step each (normalisers, one vmapped actor call, on
+CUDA graphed, host copy). loop steps/s: env steps per second of ONE seed of the batch in the learning phase, and
 the aggregate (K times that), to set against a single seed's loop steps/s.
 
 Threads: on a CPU the batch trains its K seeds in `torch.get_num_threads()` groups, one thread
@@ -42,13 +43,16 @@ def seed_batch_update_and_action_ms(method: str, env_id: str, k: int, precision:
                         per_seed_actor=engine == "native")
         try:
             rng = np.random.default_rng(0)
-            lim = run.lim
-            for x in run.seeds:
-                for _ in range(5_000):
-                    x.replay.add(rng.normal(size=run.obs_dim), rng.uniform(-lim, lim, run.act_dim), rng.normal(),
-                                 rng.normal(size=run.obs_dim), False)
-                x.agent.normalizer.update(x.replay.obs[:5_000].astype(np.float64))
-                x.s.obs = rng.normal(size=run.obs_dim)
+            lim, d, a, n = run.lim, run.obs_dim, run.act_dim, 5_000
+            replay = run.replay  # every seed's buffer on the device: 5,000 random transitions each
+            for k, x in enumerate(run.seeds):
+                obs = rng.normal(size=(n, d))
+                rows = np.concatenate([obs, rng.uniform(-lim, lim, (n, a)), rng.normal(size=(n, 1)),
+                                       rng.normal(size=(n, d)), np.zeros((n, 1))], axis=1)
+                replay.data[k, :n] = torch.as_tensor(rows, dtype=torch.float32, device=dev)
+                x.agent.normalizer.update(obs)
+                x.s.obs = rng.normal(size=d)
+            replay.size = replay.ptr = n
 
             def two_updates() -> None:
                 run.update(2)

@@ -3,7 +3,11 @@ bottom in `train_seed_batch` (set up, loop, save, close).
 
 It is `spikerl.loop.train` run K times in lock-step: K environments, replay buffers, normalisers,
 exploration RNGs and evaluation envs, one per seed and each seeded as that seed's single run seeds
-it; acting and the TD3 update run once for all K (`spikerl.seed_batch`). Every seed keeps its own
+it; acting and the TD3 update run once for all K (`spikerl.seed_batch`). The K replay buffers live
+on the run's device as one tensor, filled by one copy per env step and sampled by one gather per
+burst, and the K normalisers run as one op (`spikerl.batch_replay`); evaluation plays the K seeds'
+episodes side by side, one batched actor call per step (`spikerl.batch_eval`). The envs are stepped
+one after another: gymnasium's vector envs were slower here (`tools/vector_env_perf.py`). Every seed keeps its own
 run folder, callbacks and checkpoint, in the single run's format. One process, one rank: a seed
 batch is not data parallel. The native kernels cannot be vmapped: on engine 'torch' everything is
 vmapped, on 'native' each seed's actor runs alone on the kernels and the rest is batched.
@@ -26,17 +30,17 @@ import numpy as np
 import torch
 
 from . import native_lib
+from .batch_eval import run_episodes_batched
+from .batch_replay import BatchReplay, StackedNormalizer
 from .callbacks import Callback, CallbackList, EndEvent, EvalEvent, ProgressEvent, RunInfo
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from .config import TD3Config
-from .cuda_graphs import GraphedAct, GraphedBurst, capture_for
-from .envs import act_limit_of, capture_env_state, make_env, restore_env_state
-from .evaluation import eval_episode_seeds, run_episodes
-from .loop import Agent, TrainResult, build_agent, params_sha256, step_env
+from .cuda_graphs import Capture, GraphedAct, GraphedBurst, capture_for
+from .envs import act_limit_of, capture_env_state, make_env, restore_env_state, space_dim
+from .evaluation import eval_episode_seeds
+from .loop import Agent, TrainResult, build_agent, env_transition, params_sha256
 from .loop_state import LoopState
 from .method import MethodSpec
-from .precision import autocast
-from .replay import ReplayBuffer
 from .seed_batch import BatchedTD3, BurstInputs, SeedGenerators
 from .seed_groups import SeedGroups, seed_batch_workers
 from .seeding import capture_rng, seed_everything
@@ -51,7 +55,8 @@ def train_seed_batch(spec: MethodSpec, env_id: str, seeds: Sequence[int], config
                      actor_params: dict[str, Any] | None = None, *, run_dirs: Sequence[Path] | None = None,
                      callbacks: Sequence[Sequence[Callback]] | None = None, device: torch.device | str = "cpu",
                      resume: bool = False, cuda_graphs: bool = True, engine: str = "torch",
-                     workers: int | None = None) -> list[TrainResult]:
+                     workers: int | None = None, fused_draws: bool | None = None,
+                     graph_capture: Capture | None = None) -> list[TrainResult]:
     """Train `spec` on `env_id` once per seed, all seeds at once; one TrainResult per seed, in order.
 
     `run_dirs`: one folder per seed for its checkpoints (none without them). `callbacks`: one list per
@@ -63,6 +68,9 @@ def train_seed_batch(spec: MethodSpec, env_id: str, seeds: Sequence[int], config
     `workers`: on a CPU, the seeds are cut into this many groups, each trained on a thread of its
     own with one torch thread (`spikerl.seed_groups`); default torch's thread count on entry, which
     is restored on return. A CUDA device runs one group.
+    `fused_draws`: each seed draws a burst's random numbers in one call (`BatchedTD3.draw_burst`);
+    default on CUDA only. `graph_capture`: capture with this instead of `capture_for(device)` (the
+    tests' CPU stand-in for a CUDA graph, `spikerl.cuda_graphs.EagerReplay`).
     Seed k's result is that of `spikerl.loop.train(spec, env_id, seeds[k], ...)` on the torch engine,
     up to the rounding of the batched matmuls (tests/test_seed_batch.py).
     """
@@ -76,7 +84,7 @@ def train_seed_batch(spec: MethodSpec, env_id: str, seeds: Sequence[int], config
     with native_lib.engine(engine):
         run = BatchRun(spec, env_id, seeds, config, actor_params, run_dirs=run_dirs, callbacks=callbacks,
                         device=torch.device(device), cuda_graphs=cuda_graphs, per_seed_actor=engine == "native",
-                        workers=workers)
+                        workers=workers, fused_draws=fused_draws, graph_capture=graph_capture)
         try:
             if resume and run_dirs is not None:
                 step = batch_resume_step([Path(d) for d in run_dirs])
@@ -99,7 +107,7 @@ def train_seed_batch(spec: MethodSpec, env_id: str, seeds: Sequence[int], config
         finally:
             run.close()
         results = run.results()
-    for s, r in zip(run.seeds, results):
+    for s, r in zip(run.seeds, results, strict=True):
         s.cbs.on_train_end(EndEvent(step=r.steps, wall_s=r.wall_s, status="complete"))
     return results
 
@@ -114,7 +122,6 @@ class _Seed:
     for hashing the final parameters (training uses the stacked weights)."""
     env: Any
     eval_env: Any
-    replay: ReplayBuffer
     s: LoopState
     cbs: CallbackList
     run_dir: Path | None
@@ -128,7 +135,8 @@ class BatchRun:
     def __init__(self, spec: MethodSpec, env_id: str, seeds: list[int], cfg: TD3Config,
                  actor_params: dict[str, Any] | None, *, run_dirs: Sequence[Path] | None,
                  callbacks: Sequence[Sequence[Callback]] | None, device: torch.device, cuda_graphs: bool = True,
-                 per_seed_actor: bool = False, workers: int | None = None):
+                 per_seed_actor: bool = False, workers: int | None = None, fused_draws: bool | None = None,
+                 graph_capture: Capture | None = None):
         self.spec, self.env_id, self.cfg, self.device = spec, env_id, cfg, device
         self.actor_params = dict(spec.actor_params(env_id) if actor_params is None else actor_params)
         self.t = 0
@@ -138,29 +146,35 @@ class BatchRun:
         for k, seed in enumerate(seeds):
             seed_everything(seed)  # each seed's nets start as in its single run
             env, eval_env = make_env(env_id, cfg.max_ep_len), make_env(env_id, cfg.max_ep_len)
-            obs_dim = int(np.prod(env.observation_space.shape))
-            self.act_dim = int(np.prod(env.action_space.shape))
+            obs_dim = space_dim(env.observation_space)
+            self.act_dim = space_dim(env.action_space)
             self.lim = act_limit_of(env)
             agent = build_agent(spec, env_id, cfg, self.actor_params, obs_dim, self.act_dim, self.lim, device)
             self.dtype = next(agent.critic.parameters()).dtype
-            replay = ReplayBuffer(obs_dim, self.act_dim, cfg.replay_size, seed=seed, device=device, dtype=self.dtype)
             env.action_space.seed(seed)
             obs, _ = env.reset(seed=seed)
             state = LoopState(obs=obs, explore_rng=np.random.default_rng(seed))
-            self.seeds.append(_Seed(seed, agent, env, eval_env, replay, state,
+            self.seeds.append(_Seed(seed, agent, env, eval_env, state,
                                     CallbackList(callbacks[k] if callbacks is not None else ()),
                                     Path(run_dirs[k]) if run_dirs is not None else None, []))
         self.obs_dim = obs_dim
+        # every seed's replay buffer on the device, and its normaliser over stacked rows
+        self.replay = BatchReplay(obs_dim, self.act_dim, cfg.replay_size, seeds, device, self.dtype)
+        self.norm = StackedNormalizer([x.agent.normalizer for x in self.seeds])
+        self.act_obs: torch.Tensor | None = None
+        """The K observations the seeds act on next, on the device (from the last env step's copy)."""
         self.gens = SeedGenerators.seeded(seeds, device)
         actors, critics = [x.agent.actor for x in self.seeds], [x.agent.critic for x in self.seeds]
         workers = seed_batch_workers(device, len(seeds), workers or torch.get_num_threads())
         self.torch_threads = torch.get_num_threads()  # restored by close()
         self.td3: BatchedTD3 | SeedGroups
         if workers > 1:
-            self.td3 = SeedGroups(actors, critics, cfg, self.lim, device, self.gens, workers, per_seed_actor)
+            self.td3 = SeedGroups(actors, critics, cfg, self.lim, device, self.gens, workers, per_seed_actor,
+                                  fused_draws)
         else:
-            self.td3 = BatchedTD3(actors, critics, cfg, self.lim, device, self.gens, per_seed_actor=per_seed_actor)
-        capture = capture_for(device, cuda_graphs)
+            self.td3 = BatchedTD3(actors, critics, cfg, self.lim, device, self.gens, per_seed_actor=per_seed_actor,
+                                  fused_draws=fused_draws)
+        capture = graph_capture if graph_capture is not None else capture_for(device, cuda_graphs)
         self.bursts, self.acting = GraphedBurst(self.td3, capture), GraphedAct(self.td3, capture)
         if workers > 1:
             torch.set_num_threads(1)  # one per group (spikerl.seed_groups); the last step: close() restores it
@@ -188,14 +202,14 @@ class BatchRun:
                 "method": self.spec.name, "env_id": self.env_id, "seed": x.seed, "world_size": 1, "rank": 0,
                 "config": self.cfg.to_dict(), "actor_params": self.actor_params,
                 "td3": self.td3.seed_state_dict(k), "normalizer": x.agent.normalizer.state_dict(),
-                "replay": x.replay.state_dict(), "env": capture_env_state(x.env), "loop": x.s.state_dict(),
+                "replay": self.replay.seed_state_dict(k), "env": capture_env_state(x.env), "loop": x.s.state_dict(),
                 "rng": {**capture_rng(), "torch": self.gens.generators[k].get_state()}, "callbacks": x.cbs.state_dict(),
                 "seed_batch": {"seeds": [y.seed for y in self.seeds], "index": k},
             })
             pending.append(path)
         for path in pending:
             os.replace(path.with_name(CHECKPOINT_NAME + NEXT_SUFFIX), path)
-        for x, path in zip(self.seeds, pending):
+        for x, path in zip(self.seeds, pending, strict=True):
             x.cbs.on_checkpoint(step, x.s.wall_s(), path)
         self.enter(left)
 
@@ -212,9 +226,10 @@ class BatchRun:
             states.append(state)
         self.td3.load_seed_state_dicts([st["td3"] for st in states])
         self.gens.load_state_dicts([st["rng"]["torch"] for st in states])
-        for x, st in zip(self.seeds, states):
+        self.replay.load_seed_state_dicts([st["replay"] for st in states])
+        self.act_obs = None
+        for x, st in zip(self.seeds, states, strict=True):
             x.agent.normalizer.load_state_dict(st["normalizer"])
-            x.replay.load_state_dict(st["replay"])
             restore_env_state(x.env, st["env"], x.seed)
             x.s.load_state_dict(st["loop"])
             x.cbs.load_state_dict(st["callbacks"])
@@ -300,15 +315,20 @@ class BatchRun:
             a = self.act_all()
             actions = [np.clip(a[k] + x.s.explore_rng.normal(0.0, cfg.expl_noise * lim, size=self.act_dim), -lim, lim)
                        for k, x in enumerate(self.seeds)]
-        for x, action in zip(self.seeds, actions):
-            step_env(x.env, x.replay, x.s, action)
+        self.replay.staging()  # the last step's copy out of the staging rows is done
+        for k, (x, action) in enumerate(zip(self.seeds, actions, strict=True)):
+            obs, next_obs, reward, terminated = env_transition(x.env, x.s, action)
+            self.replay.fill(k, obs, action, reward, next_obs, terminated, x.s.obs)
+        self.act_obs = self.replay.push()  # one host->device copy: the transitions and the next acting obs
         self.t += 1
 
     @torch.no_grad()
     def act_all(self) -> np.ndarray:
         """Every seed's deterministic action [K, act_dim] for its current observation, in one call."""
-        x = torch.stack([y.agent.normalizer(torch.as_tensor(y.s.obs, dtype=self.dtype, device=self.device)
-                                            .unsqueeze(0)) for y in self.seeds])
+        obs = self.act_obs
+        if obs is None:  # before the first step (or after a resume): from the seeds' loop states
+            obs = torch.as_tensor(np.stack([x.s.obs for x in self.seeds]), device=self.device)
+        x = self.norm(obs.to(self.dtype).unsqueeze(1))
         return self.acting.run(x, self.td3.draw_act(1)).float()[:, 0].cpu().numpy()
 
     def merge_pending_obs(self) -> None:
@@ -319,14 +339,12 @@ class BatchRun:
 
     def update(self, n: int) -> None:
         B = self.cfg.batch_size
-        rows = [x.replay.sample_stacked(n, B) for x in self.seeds]
-        # each seed's normaliser, once over all its rows (as TD3.update_many calls it)
-        normed = [x.agent.normalizer(torch.cat([r.obs, r.next_obs])) for x, r in zip(self.seeds, rows)]
+        rows = self.replay.sample_stacked(n, B)  # [K, n·B, ...]: one gather on the device
+        # every seed's normaliser over all its rows (as TD3.update_many calls it), in one op
+        normed = self.norm(torch.cat([rows.obs, rows.next_obs], dim=1))
         draws = self.td3.draw_burst(n, B, self.act_dim)
-        self.bursts.run(BurstInputs(
-            obs=torch.stack([m[:n * B] for m in normed]), act=torch.stack([r.act for r in rows]),
-            rew=torch.stack([r.rew for r in rows]), next_obs=torch.stack([m[n * B:] for m in normed]),
-            terminated=torch.stack([r.terminated for r in rows]), draws=draws))
+        self.bursts.run(BurstInputs(obs=normed[:, :n * B], act=rows.act, rew=rows.rew, next_obs=normed[:, n * B:],
+                                    terminated=rows.terminated, draws=draws))
 
     def log_progress(self, step: int) -> bool:
         """Tell every seed's callbacks; False when any of them asked to stop (the batch stops together)."""
@@ -342,36 +360,34 @@ class BatchRun:
         return keep_going
 
     def evaluate(self) -> None:
-        """Each seed's deterministic episodes on its own eval env and fixed seeds, one seed after
-        another; then every seed's evaluation ends at once. One meter measures the batch, so each
-        seed's eval row is written after all K have evaluated and carries the same share of the
-        round's energy (ending them one by one charged seed k with seeds 0..k−1's episodes)."""
+        """Every seed's deterministic episodes on its own eval env and fixed seeds, the K seeds side
+        by side with one batched actor forward per step (`spikerl.batch_eval`); then every seed's
+        evaluation ends at once. One meter measures the batch, so each seed's eval row is written
+        after all K have evaluated and carries the same share of the round's energy."""
         step = self.t
-        events = []
         left = [x.s.clock.switch("eval") for x in self.seeds]  # every seed's clock: the process evaluates
-        for k, x in enumerate(self.seeds):
+        for x in self.seeds:
             x.cbs.on_eval_start(step, x.s.wall_s())
-            actor, norm = self.td3.seed_actor(k), x.agent.normalizer
-
-            def policy(obs: np.ndarray) -> np.ndarray:
-                o = torch.as_tensor(obs, dtype=self.dtype, device=self.device).unsqueeze(0)
-                with autocast(self.cfg.precision, self.device):
-                    a = actor(norm(o))
-                return a.float().squeeze(0).cpu().numpy()
-
-            with self.gens.as_global(k):  # Poisson spikes: seed k's stream, as in its single run
-                returns = run_episodes(x.eval_env, policy, eval_episode_seeds(x.seed, self.cfg.eval_episodes))
-            events.append(EvalEvent(step=step, wall_s=x.s.wall_s(), return_mean=float(np.mean(returns)),
-                                    return_std=float(np.std(returns)), episodes=len(returns), returns=tuple(returns)))
-        for x, ev in zip(self.seeds, events):
+        returns = run_episodes_batched([x.eval_env for x in self.seeds], self.eval_policy,
+                                       [eval_episode_seeds(x.seed, self.cfg.eval_episodes) for x in self.seeds])
+        for x, rets in zip(self.seeds, returns, strict=True):
+            ev = EvalEvent(step=step, wall_s=x.s.wall_s(), return_mean=float(np.mean(rets)),
+                           return_std=float(np.std(rets)), episodes=len(rets), returns=tuple(rets))
             s = x.s
             s.final_eval = ev.return_mean
             s.best_eval = ev.return_mean if s.best_eval is None else max(s.best_eval, ev.return_mean)
             s.last_eval_step = step
             x.evals.append(ev)
             x.cbs.on_eval_end(ev)
-        for x, phase in zip(self.seeds, left):
+        for x, phase in zip(self.seeds, left, strict=True):
             x.s.clock.switch(phase)
+
+    @torch.no_grad()
+    def eval_policy(self, obs: np.ndarray, playing: np.ndarray) -> np.ndarray:
+        """Every seed's deterministic action [K, act_dim] on obs [K, obs_dim], in one (graphed) call;
+        a seed that is not playing draws no Poisson spikes (its stream stays its single run's)."""
+        o = torch.as_tensor(obs, dtype=self.dtype, device=self.device).unsqueeze(1)
+        return self.acting.run(self.norm(o), self.td3.draw_act(1, playing.tolist())).float()[:, 0].cpu().numpy()
 
 
 def _next_multiple(step: int, every: int) -> int:
@@ -400,7 +416,7 @@ def batch_common_step(run_dirs: Sequence[Path], found: list[dict[int, Path]] | N
     common = set.intersection(*(set(f) for f in found))
     if not common:
         raise CheckpointError(f"the seeds' folders hold no checkpoint of a common step "
-                              f"({', '.join(f'{d}: {sorted(f)}' for d, f in zip(run_dirs, found))}); "
+                              f"({', '.join(f'{d}: {sorted(f)}' for d, f in zip(run_dirs, found, strict=True))}); "
                               "resume them as they were started, or start again")
     return max(common)
 
@@ -412,7 +428,7 @@ def batch_resume_step(run_dirs: Sequence[Path]) -> int | None:
     step = batch_common_step(run_dirs, found)
     if step is None:
         return None
-    for d, f in zip(run_dirs, found):
+    for d, f in zip(run_dirs, found, strict=True):
         if f[step].name != CHECKPOINT_NAME:
             os.replace(f[step], Path(d) / CHECKPOINT_NAME)
         (Path(d) / (CHECKPOINT_NAME + NEXT_SUFFIX)).unlink(missing_ok=True)

@@ -34,6 +34,7 @@ from typing import Any, Callable, Protocol
 import torch
 
 from .seed_batch import BatchedTD3, BurstDraws, BurstInputs
+from .seed_groups import SeedGroups
 
 
 class Replayable(Protocol):
@@ -111,14 +112,15 @@ def _copy_into(static: Any, new: Any) -> None:
     if isinstance(static, torch.Tensor):
         static.copy_(new)
     elif isinstance(static, (tuple, list)):
-        for s, n in zip(static, new):
+        for s, n in zip(static, new, strict=True):
             _copy_into(s, n)
 
 
 def _clone_inputs(inputs: BurstInputs) -> BurstInputs:
     d = inputs.draws
     draws = BurstDraws(d.eps.clone(), tuple(u.clone() for u in d.target_u), tuple(u.clone() for u in d.actor_u))
-    return BurstInputs(*(t.clone() for t in inputs[:5]), draws=draws)
+    return BurstInputs(inputs.obs.clone(), inputs.act.clone(), inputs.rew.clone(), inputs.next_obs.clone(),
+                       inputs.terminated.clone(), draws)
 
 
 def _shapes(x: Any) -> Any:
@@ -132,7 +134,10 @@ def _shapes(x: Any) -> Any:
 class GraphedBurst:
     """`BatchedTD3.update_burst` replayed from a graph per (input shapes, policy-delay phase)."""
 
-    def __init__(self, td3: BatchedTD3, capture: Capture | None):
+    def __init__(self, td3: BatchedTD3 | SeedGroups, capture: Capture | None):
+        """A batch in several groups (`SeedGroups`, CPU threads) is never captured: `capture` must be None."""
+        if capture is not None and not isinstance(td3, BatchedTD3):
+            raise ValueError("CUDA graphs capture a seed batch of one group only")
         self.td3, self.capture = td3, capture
         self.graphs: dict[Any, tuple[BurstInputs, Replayable]] = {}
         self.losses: dict[Any, dict[str, torch.Tensor]] = {}
@@ -153,6 +158,7 @@ class GraphedBurst:
         if self.capture is None:
             td3.update_burst(inputs)
             return
+        assert isinstance(td3, BatchedTD3)  # (__init__)
         done = self.warmups.get(key, 0)
         if done < WARMUPS or not (td3.actor_opt.state and td3.critic_opt.state):
             written = self._eager(inputs, warm=True)
@@ -188,6 +194,7 @@ class GraphedBurst:
     def _eager(self, inputs: BurstInputs, warm: bool) -> set[str]:
         """One eager burst (on the capture stream when `warm`); the names of the losses it wrote."""
         td3 = self.td3
+        assert isinstance(td3, BatchedTD3)  # only a captured batch warms up (__init__)
         before = dict(td3.last_losses)
         td3.last_losses.clear()
         if warm:
@@ -199,15 +206,17 @@ class GraphedBurst:
         return written
 
     def _replay(self, key: Any, graph: Replayable, n: int) -> None:
+        td3 = self.td3
+        assert isinstance(td3, BatchedTD3)  # only a captured batch replays (__init__)
         graph.replay()
-        self.td3.updates += n  # the counter is Python state: not part of the graph
-        self.td3.last_losses.update(self.losses[key])
+        td3.updates += n  # the counter is Python state: not part of the graph
+        td3.last_losses.update(self.losses[key])
 
 
 class GraphedAct:
     """`BatchedTD3.act` for one env step of every seed, replayed from a graph."""
 
-    def __init__(self, td3: BatchedTD3, capture: Capture | None):
+    def __init__(self, td3: BatchedTD3 | SeedGroups, capture: Capture | None):
         self.td3, self.capture = td3, capture
         self.static: tuple[torch.Tensor, torch.Tensor | None] | None = None
         self.out: torch.Tensor | None = None

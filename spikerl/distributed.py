@@ -149,7 +149,8 @@ def detect_launch(environ: dict[str, str] | None = None) -> LaunchInfo | None:
     import os
 
     env = dict(os.environ if environ is None else environ)
-    for name, r, w, lr in _LAUNCHERS:
+    for launcher in _LAUNCHERS:
+        name, r, w, lr = launcher
         if r in env and w in env:
             rank, world = int(env[r]), int(env[w])
             local = int(env.get(lr, rank))

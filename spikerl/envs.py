@@ -79,7 +79,17 @@ def check_checkpointable(env: gym.Env, env_id: str) -> None:
 
 
 def act_limit_of(env: gym.Env) -> float:
-    return float(env.action_space.high.flat[0])
+    space = env.action_space
+    if not isinstance(space, gym.spaces.Box):
+        raise EnvError(f"{env.spec.id if env.spec else env} has a {type(space).__name__} action space, not a Box")
+    return float(space.high.flat[0])
+
+
+def space_dim(space: gym.Space) -> int:
+    """The flat size of an observation or action space (a Box's)."""
+    if space.shape is None:
+        raise EnvError(f"a {type(space).__name__} space has no shape")
+    return int(np.prod(space.shape))
 
 
 def _time_limit(env: gym.Env) -> gym.wrappers.TimeLimit | None:
@@ -106,7 +116,7 @@ def capture_env_state(env: gym.Env) -> dict[str, Any]:
     the next step's result in the last bits."""
     import mujoco
 
-    base = env.unwrapped
+    base: Any = env.unwrapped  # a MuJoCo env (check_checkpointable): model and data are its own attributes
     spec = mujoco.mjtState.mjSTATE_INTEGRATION
     physics = np.empty(mujoco.mj_stateSize(base.model, spec), dtype=np.float64)
     mujoco.mj_getState(base.model, base.data, physics, spec)
@@ -123,11 +133,11 @@ def restore_env_state(env: gym.Env, state: dict[str, Any], seed: int) -> None:
     import mujoco
 
     env.reset(seed=seed)  # builds the wrappers' bookkeeping; everything below overwrites it
-    base = env.unwrapped
+    base: Any = env.unwrapped
     spec = mujoco.mjtState.mjSTATE_INTEGRATION
     mujoco.mj_setState(base.model, base.data, state["physics"].numpy().copy(), spec)
     base.np_random.bit_generator.state = _from_json_tensor(state["np_random"])
     env.action_space.np_random.bit_generator.state = _from_json_tensor(state["action_space_rng"])
     tl = _time_limit(env)
     if tl is not None and state["elapsed_steps"] >= 0:
-        tl._elapsed_steps = int(state["elapsed_steps"])
+        tl._elapsed_steps = int(state["elapsed_steps"])  # type: ignore[assignment]  # gymnasium types it None

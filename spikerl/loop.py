@@ -12,7 +12,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import numpy as np
 import torch
@@ -22,10 +22,11 @@ from .checkpoint import checkpoint_path, load_run_checkpoint, prune_checkpoints,
 from .config import TD3Config
 from .critic import TwinCritic
 from .distributed import DistContext, global_steps, split_budget
-from .envs import act_limit_of, capture_env_state, make_env, restore_env_state
+from .envs import act_limit_of, capture_env_state, make_env, restore_env_state, space_dim
 from .evaluation import eval_episode_seeds, run_episodes
 from .loop_state import LoopState
 from .method import ActorContext, MethodSpec
+from .normalizers import ObsNormalizer
 from .precision import autocast
 from .replay import ReplayBuffer
 from .seeding import capture_rng, restore_rng, seed_everything
@@ -57,7 +58,7 @@ class Agent:
     """The learnable parts of one method on one env."""
 
     actor: torch.nn.Module
-    normalizer: torch.nn.Module
+    normalizer: ObsNormalizer
     critic: TwinCritic
     act_limit: float
     obs_dim: int
@@ -68,7 +69,8 @@ def build_agent(spec: MethodSpec, env_id: str, config: TD3Config, actor_params: 
                 obs_dim: int, act_dim: int, act_limit: float, device: torch.device) -> Agent:
     ctx = ActorContext(obs_dim=obs_dim, act_dim=act_dim, act_limit=act_limit, env_id=env_id, params=actor_params)
     actor = spec.build_actor(ctx).to(device)
-    normalizer = spec.build_normalizer(ctx).to(device)
+    # a method's normaliser implements ObsNormalizer's interface (MethodSpec types it as a module)
+    normalizer = cast(ObsNormalizer, spec.build_normalizer(ctx).to(device))
     critic = TwinCritic(obs_dim, act_dim, config.critic_hidden).to(device)
     return Agent(actor, normalizer, critic, act_limit, obs_dim, act_dim)
 
@@ -128,8 +130,22 @@ def train(spec: MethodSpec, env_id: str, seed: int, config: TD3Config,
 
 def step_env(env: Any, replay: ReplayBuffer, s: LoopState, action: np.ndarray) -> None:
     """Step `env` with `action`, store the transition and record a finished episode in `s`."""
+    obs, next_obs, reward, terminated = env_transition(env, s, action)
+    replay.add(obs, action, reward, next_obs, terminated)  # truncation is not terminal: it bootstraps
+
+
+def env_transition(env: Any, s: LoopState, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, bool]:
+    """Step `env` with `action` and record it in `s` (a finished episode resets the env); the
+    transition (obs, next_obs, reward, terminated) to store. s.obs is then the next acting obs."""
+    obs = s.obs
     next_obs, reward, terminated, truncated, _ = env.step(action)
-    replay.add(s.obs, action, reward, next_obs, terminated)  # truncation is not terminal: it bootstraps
+    record_transition(env, s, next_obs, float(reward), bool(terminated), bool(truncated))
+    return obs, next_obs, float(reward), bool(terminated)
+
+
+def record_transition(env: Any, s: LoopState, next_obs: np.ndarray, reward: float, terminated: bool,
+                      truncated: bool) -> None:
+    """The loop state's side of one env step (`env_transition`, once the env has stepped)."""
     s.pending_obs.append(s.obs)
     s.ep_ret += float(reward)
     s.obs = next_obs
@@ -170,8 +186,8 @@ class _Run:
         seed_everything(seed)
         self.env = make_env(env_id, cfg.max_ep_len)
         self.eval_env = make_env(env_id, cfg.max_ep_len)
-        obs_dim = int(np.prod(self.env.observation_space.shape))
-        act_dim = int(np.prod(self.env.action_space.shape))
+        obs_dim = space_dim(self.env.observation_space)
+        act_dim = space_dim(self.env.action_space)
         self.lim = act_limit_of(self.env)
         self.agent = build_agent(spec, env_id, cfg, self.actor_params, obs_dim, act_dim, self.lim, device)
         # float32, or float64 for a run built under torch.set_default_dtype(float64) (the seed-batch
@@ -286,7 +302,8 @@ class _Run:
     def result(self) -> TrainResult:
         sha = params_sha256(self.agent.actor, self.agent.critic, self.agent.normalizer)
         phase_s = self.s.phase_s()
-        return TrainResult(steps=self.gstep(), wall_s=sum(phase_s.values()), phase_s=phase_s, final_return_mean=self.s.final_eval,
+        return TrainResult(steps=self.gstep(), wall_s=sum(phase_s.values()), phase_s=phase_s,
+                           final_return_mean=self.s.final_eval,
                            best_return_mean=self.s.best_eval, status="complete", updates=self.td3.updates,
                            param_sha256=sha, param_sha256_by_rank=[str(x) for x in self.ctx.all_gather_object(sha)],
                            evals=self.evals, world_size=self.W, backend=self.ctx.backend)
@@ -339,7 +356,7 @@ class _Run:
         self.cbs.on_eval_start(step, s.wall_s())
         seeds = eval_episode_seeds(self.seed, self.cfg.eval_episodes)[self.rank::self.W]
         mine = run_episodes(self.eval_env, self.act_deterministic, seeds)
-        returns = [r for part in self.ctx.all_gather_object(mine) for r in part]  # type: ignore[union-attr]
+        returns = [float(r) for part in self.ctx.all_gather_object(mine) for r in cast(list, part)]
         ev = EvalEvent(step=step, wall_s=s.wall_s(), return_mean=float(np.mean(returns)),
                        return_std=float(np.std(returns)), episodes=len(returns), returns=tuple(returns))
         s.final_eval = ev.return_mean

@@ -1,6 +1,14 @@
-"""Preallocated replay buffer (raw observations; normalisation happens at sampling time)."""
+"""Preallocated replay buffer (raw observations; normalisation happens at sampling time).
+
+Sampling indices are drawn with a torch generator on the run's device (`replay_generator`), the
+same way in a single run and in a seed batch's device-resident buffers (`spikerl.batch_replay`),
+so seed k of a batch samples exactly the rows its single run samples. The generator's seed is
+derived from the run's seed (not the seed itself: torch's global RNG is seeded with that, and the
+index stream must not be the target-noise stream).
+"""
 from __future__ import annotations
 
+import hashlib
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -30,7 +38,7 @@ class ReplayBuffer:
         self.terminated = np.zeros(self.capacity, dtype=np.float32)
         self.ptr = 0
         self.size = 0
-        self.rng = np.random.default_rng(seed)
+        self.generator = replay_generator(seed, self.device)
 
     def add(self, obs: np.ndarray, act: np.ndarray, rew: float, next_obs: np.ndarray, terminated: bool) -> None:
         i = self.ptr
@@ -46,17 +54,17 @@ class ReplayBuffer:
         return self.sample_stacked(1, batch_size)
 
     def sample_stacked(self, n: int, batch_size: int) -> ReplayBatch:
-        """n batches in one draw, as one batch of n·batch_size rows (batch i is rows i·batch_size on):
-        the same indices as n calls of `sample` (numpy's bounded integers are drawn one after
-        another either way; tested), gathered with one fancy index per array."""
-        idx = self.rng.integers(0, self.size, size=n * batch_size)
+        """n batches in one draw, as one batch of n·batch_size rows (batch i is rows i·batch_size on),
+        gathered with one fancy index per array."""
+        drawn = torch.randint(0, self.size, (n * batch_size,), generator=self.generator, device=self.device)
+        idx = drawn.cpu().numpy()
         return ReplayBatch(*(torch.from_numpy(a[idx]).to(self.device, self.dtype, non_blocking=True)
                              for a in (self.obs, self.act, self.rew, self.next_obs, self.terminated)))
 
     def sample_many(self, n: int, batch_size: int) -> list[ReplayBatch]:
         """`sample_stacked`'s rows as n batches."""
         cols = self.sample_stacked(n, batch_size)
-        return [ReplayBatch(*parts) for parts in zip(*(c.split(batch_size) for c in cols))]
+        return [ReplayBatch(*parts) for parts in zip(*(c.split(batch_size) for c in cols), strict=True)]
 
     def __len__(self) -> int:
         return self.size
@@ -72,7 +80,7 @@ class ReplayBuffer:
             "ptr": self.ptr,
             "size": n,
             "capacity": self.capacity,
-            "rng": rng_state_to_tensor(self.rng),
+            "rng": self.generator.get_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -81,8 +89,24 @@ class ReplayBuffer:
         n = int(state["size"])
         for name in ("obs", "act", "rew", "next_obs", "terminated"):
             getattr(self, name)[:n] = state[name].numpy()
+        if not rng_is_generator_state(state["rng"]):
+            raise ValueError("this checkpoint's replay sampler is numpy's (written before replay sampling moved to "
+                             "torch generators); it cannot be resumed exactly: start the run again")
         self.size, self.ptr = n, int(state["ptr"])
-        self.rng = rng_from_tensor(state["rng"])
+        self.generator.set_state(state["rng"].cpu())
+
+
+def replay_generator(seed: int, device: torch.device | str) -> torch.Generator:
+    """The generator a run's replay indices are drawn from, on its device: seeded with a 32-bit
+    hash of the run's seed (torch's CPU generator keeps only 32 bits of a seed)."""
+    derived = int.from_bytes(hashlib.sha256(f"spikerl.replay:{int(seed)}".encode()).digest()[:4], "little")
+    return torch.Generator(device=torch.device(device)).manual_seed(derived)
+
+
+def rng_is_generator_state(t: torch.Tensor) -> bool:
+    """Whether a checkpoint's replay "rng" is a torch generator's state (not the JSON of numpy's,
+    which older checkpoints hold and which starts with '{')."""
+    return not (t.numel() > 0 and int(t.view(-1)[0]) == ord("{"))
 
 
 def rng_state_to_tensor(rng: np.random.Generator) -> torch.Tensor:

@@ -26,74 +26,21 @@ what CUDA-graph replay needs (`spikerl.cuda_graphs`).
 from __future__ import annotations
 
 import contextlib
-import copy
-from dataclasses import dataclass
-from typing import Any, ContextManager, Iterator, NamedTuple, Sequence
+from typing import Any, ContextManager, NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import functional_call, vmap
 
 from .adam import adam_step, make_adam
 from .config import TD3Config
 from .population import Encoding, PopulationEncoder, poisson_uniforms
 from .precision import autocast, state_precision
+from .seed_stack import SeedGenerators, StackedNet, seed_opt_state, stacked_opt_state
 from .td3 import actor_loss, bellman_target, critic_loss, smoothed_target_action
 
-
-class StackedNet:
-    """K copies of one architecture as stacked tensors, called through one template module."""
-
-    def __init__(self, modules: Sequence[nn.Module], requires_grad: bool):
-        self.template = copy.deepcopy(modules[0])
-        params, buffers = stack_module_state(list(modules))
-        self.params: dict[str, torch.Tensor] = {n: p.detach().requires_grad_(requires_grad) for n, p in params.items()}
-        self.buffers: dict[str, torch.Tensor] = {n: b.detach() for n, b in buffers.items()}
-        # what the optimiser steps: the parameters the single run's TD3 hands to Adam, in its order
-        self.trainable = [name for name, p in modules[0].named_parameters() if p.requires_grad]
-        self.keys = list(self.template.state_dict().keys())
-        self.K = len(modules)
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return {**self.params, **self.buffers}
-
-    def trainable_params(self) -> list[torch.Tensor]:
-        return [self.params[n] for n in self.trainable]
-
-    def seed_state_dict(self, k: int) -> dict[str, torch.Tensor]:
-        """Seed k's nn.Module state_dict, as its single run's module would give it."""
-        every = self.tensors()
-        return {key: every[key][k].detach().clone() for key in self.keys}
-
-    @torch.no_grad()
-    def load_seed_state_dicts(self, states: Sequence[dict[str, torch.Tensor]]) -> None:
-        every = self.tensors()
-        for k, state in enumerate(states):
-            if set(state) != set(self.keys):
-                raise KeyError(f"seed {k}: state keys {sorted(set(state) ^ set(self.keys))} do not match the net")
-        for key in self.keys:
-            every[key].copy_(torch.stack([s[key] for s in states]))
-
-    def seed_modules(self) -> list[nn.Module]:
-        """Seed k's net as a module of its own, for each k: a copy of the template whose parameters
-        and buffers are views of slice k of the stacked tensors. It reads the current weights (the
-        optimiser and polyak update the stacked tensors in place) and runs exactly as a single run's
-        module, with no functional_call per call; its trainable parameters are leaves of their
-        own, so a backward through it hands their gradients back to the caller, not the stack."""
-        tensors, mods = self.tensors(), []
-        for k in range(self.K):
-            module = copy.deepcopy(self.template)
-            for name, t in tensors.items():
-                path, _, attr = name.rpartition(".")
-                owner = module.get_submodule(path)
-                view = t.detach()[k]
-                if name in self.params:
-                    owner._parameters[attr] = nn.Parameter(view, requires_grad=t.requires_grad and
-                                                           name in self.trainable)
-                else:
-                    owner._buffers[attr] = view
-            mods.append(module)
-        return mods
+__all__ = ["BatchedTD3", "BurstDraws", "BurstInputs", "SeedGenerators", "StackedNet", "UpdateGroup", "burst_schedule",
+           "poisson_encoder"]
 
 
 class _Q1(nn.Module):
@@ -157,52 +104,6 @@ class BurstInputs(NamedTuple):
     draws: BurstDraws
 
 
-@dataclass
-class SeedGenerators:
-    """Each seed's stand-in for torch's global RNG (which its single run draws from)."""
-
-    generators: list[torch.Generator]
-
-    @classmethod
-    def seeded(cls, seeds: Sequence[int], device: torch.device) -> SeedGenerators:
-        # the single run's global RNG is re-seeded with its seed after the nets are built
-        return cls([torch.Generator(device=device).manual_seed(int(s)) for s in seeds])
-
-    def normal(self, shape: Sequence[int], dtype: torch.dtype) -> list[torch.Tensor]:
-        return [torch.randn(tuple(shape), dtype=dtype, generator=g, device=g.device) for g in self.generators]
-
-    def uniform(self, shape: Sequence[int], dtype: torch.dtype) -> list[torch.Tensor]:
-        return [torch.rand(tuple(shape), dtype=dtype, generator=g, device=g.device) for g in self.generators]
-
-    @contextlib.contextmanager
-    def as_global(self, k: int) -> Iterator[None]:
-        """Seed k's generator in place of torch's global CPU RNG for this block (single-seed code
-        such as evaluation draws from the global RNG, exactly as in seed k's single run)."""
-        g = self.generators[k]
-        if g.device.type != "cpu":
-            with torch.random.fork_rng(devices=[g.device]):
-                torch.cuda.set_rng_state(g.get_state(), g.device)
-                try:
-                    yield
-                finally:
-                    g.set_state(torch.cuda.get_rng_state(g.device))
-            return
-        saved = torch.get_rng_state()
-        torch.set_rng_state(g.get_state())
-        try:
-            yield
-        finally:
-            g.set_state(torch.get_rng_state())
-            torch.set_rng_state(saved)
-
-    def state_dicts(self) -> list[torch.Tensor]:
-        return [g.get_state() for g in self.generators]
-
-    def load_state_dicts(self, states: Sequence[torch.Tensor]) -> None:
-        for g, s in zip(self.generators, states):
-            g.set_state(s)
-
-
 def _over_seeds(fn: Any, *args: Any) -> Any:
     """vmap(fn) over the leading (seed) dim of every argument but the absent (None) ones."""
     return vmap(fn, in_dims=tuple(None if a is None else 0 for a in args))(*args)
@@ -219,7 +120,8 @@ class BatchedTD3:
     """
 
     def __init__(self, actors: Sequence[nn.Module], critics: Sequence[nn.Module], config: TD3Config,
-                 act_limit: float, device: torch.device, generators: SeedGenerators, per_seed_actor: bool = False):
+                 act_limit: float, device: torch.device, generators: SeedGenerators, per_seed_actor: bool = False,
+                 fused_draws: bool | None = None):
         """`per_seed_actor`: run the actors seed by seed (each a module on views of the stacked weights,
         so on the native kernels where they are usable) instead of vmapped; critics, losses and
         optimisers stay batched. The native kernels skip silent inputs, which at batch 100 outweighs
@@ -228,9 +130,13 @@ class BatchedTD3:
         A batch may run on a thread of its own (`spikerl.seed_groups`), where torch's thread-local
         state starts at its defaults: `update_burst` enables grad and `act` disables it, bf16 opens
         its autocast wherever it computes, and each seed's Poisson uniforms are set around its call.
-        (fp32 opens none: call it outside autocast, as `spikerl.batch_loop` does.)"""
+        (fp32 opens none: call it outside autocast, as `spikerl.batch_loop` does.)
+
+        `fused_draws`: draw a burst's random numbers in one call per seed (`draw_burst`); default on
+        CUDA devices only."""
         self.cfg, self.act_limit, self.device = config, float(act_limit), device
         self.per_seed_actor = per_seed_actor
+        self.fused_draws = device.type == "cuda" if fused_draws is None else bool(fused_draws)
         self.K = len(actors)
         self.actor = StackedNet(actors, requires_grad=True)
         self.critic = StackedNet(critics, requires_grad=True)
@@ -251,15 +157,31 @@ class BatchedTD3:
 
     # ---- random draws, per seed, in the single run's order
 
-    def _poisson_draw(self, rows: int) -> torch.Tensor | None:
+    def _poisson_draw(self, rows: int, playing: Sequence[bool] | None = None) -> torch.Tensor | None:
+        """Every seed's Poisson uniforms [K, T, rows, N]; with `playing`, only the seeds that play
+        draw (the others' rows are zeros and their generators untouched)."""
         if self.encoder is None:
             return None
         enc = self.encoder
-        return torch.stack(self.gens.uniform((enc.timesteps, rows, enc.obs_dim * enc.pop_dim), self.dtype))
+        shape = (enc.timesteps, rows, enc.obs_dim * enc.pop_dim)
+        if playing is None:
+            return torch.stack(self.gens.uniform(shape, self.dtype))
+        return torch.stack([torch.rand(shape, dtype=self.dtype, generator=g, device=g.device) if on else
+                            torch.zeros(shape, dtype=self.dtype, device=self.device)
+                            for g, on in zip(self.gens.generators, playing, strict=True)])
 
     def draw_burst(self, n: int, batch_size: int, act_dim: int) -> BurstDraws:
         """The draws of the next n updates: per group, the target actor's Poisson spikes, then one
-        noise batch per update; then the actor step's Poisson spikes (TD3.update_many's order)."""
+        noise batch per update; then the actor step's Poisson spikes (TD3.update_many's order).
+
+        With `fused_draws` (CUDA), each seed draws its burst's noise in one call and its Poisson
+        uniforms in another, instead of n + 2·groups calls: 1–2 launches per seed per burst instead
+        of 50·(K+1). The numbers are as random but a different stream from the single run's
+        per-update draws (`spikerl.td3.TD3.target`), so a CUDA batch seed does not reproduce a
+        single run; every method draws this way alike. Seed k's draws still come only from its own
+        generator, so they do not depend on the batch it is in (tests/test_seed_batch_draws.py)."""
+        if self.fused_draws:
+            return self._draw_burst_fused(n, batch_size, act_dim)
         eps, target_u, actor_u = [], [], []
         for g in burst_schedule(self.updates, n, self.cfg.policy_delay):
             u = self._poisson_draw((g.last - g.first) * batch_size)
@@ -271,6 +193,24 @@ class BatchedTD3:
                 if u is not None:
                     actor_u.append(u)
         return BurstDraws(torch.cat(eps, dim=1), tuple(target_u), tuple(actor_u))
+
+    def _draw_burst_fused(self, n: int, batch_size: int, act_dim: int) -> BurstDraws:
+        groups = burst_schedule(self.updates, n, self.cfg.policy_delay)
+        eps = torch.stack(self.gens.normal((n * batch_size, act_dim), self.dtype))
+        if self.encoder is None:
+            return BurstDraws(eps, (), ())
+        # every Poisson pass of the burst, in TD3.update_many's order, as row blocks of one draw
+        blocks = []
+        for g in groups:
+            blocks.append(("target", (g.last - g.first) * batch_size))
+            if g.actor_step:
+                blocks.append(("actor", batch_size))
+        u = self._poisson_draw(sum(rows for _, rows in blocks))
+        assert u is not None
+        parts = u.split([rows for _, rows in blocks], dim=2)
+        target_u = tuple(p for (kind, _), p in zip(blocks, parts, strict=True) if kind == "target")
+        actor_u = tuple(p for (kind, _), p in zip(blocks, parts, strict=True) if kind == "actor")
+        return BurstDraws(eps, target_u, actor_u)
 
     # ---- the update
 
@@ -345,7 +285,7 @@ class BatchedTD3:
                 a = self._actors(self.actor, obs, u)
             loss_pi = _over_seeds(one, critic, obs, a)
             grads = list(torch.autograd.grad(loss_pi.sum(), params))
-        for p, g in zip(params, grads):
+        for p, g in zip(params, grads, strict=True):
             # vmap returns weight gradients transposed in memory, and the fused CPU Adam kernel walks a
             # gradient as if it had its parameter's (contiguous) layout: it must get a contiguous one
             p.grad = g.contiguous()
@@ -366,9 +306,10 @@ class BatchedTD3:
 
     # ---- acting
 
-    def draw_act(self, rows: int) -> torch.Tensor | None:
-        """The Poisson uniforms [K, T, rows, N] of the next acting call (None without Poisson)."""
-        return self._poisson_draw(rows)
+    def draw_act(self, rows: int, playing: Sequence[bool] | None = None) -> torch.Tensor | None:
+        """The Poisson uniforms [K, T, rows, N] of the next acting call (None without Poisson);
+        `playing`: draw only for these seeds (an evaluation whose other seeds are done)."""
+        return self._poisson_draw(rows, playing)
 
     @torch.no_grad()
     def act(self, obs_norm: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
@@ -406,7 +347,7 @@ class BatchedTD3:
             "actor": self.actor.seed_state_dict(k), "critic": self.critic.seed_state_dict(k),
             "actor_target": self.actor_target.seed_state_dict(k),
             "critic_target": self.critic_target.seed_state_dict(k),
-            "actor_opt": _seed_opt_state(self.actor_opt, k), "critic_opt": _seed_opt_state(self.critic_opt, k),
+            "actor_opt": seed_opt_state(self.actor_opt, k), "critic_opt": seed_opt_state(self.critic_opt, k),
             "updates": self.updates,
         }
 
@@ -417,29 +358,9 @@ class BatchedTD3:
             raise ValueError(f"the seeds' checkpoints are at different update counts {sorted(updates)}")
         for name in ("actor", "critic", "actor_target", "critic_target"):
             getattr(self, name).load_seed_state_dicts([s[name] for s in states])
-        self.actor_opt.load_state_dict(_stacked_opt_state([s["actor_opt"] for s in states]))
-        self.critic_opt.load_state_dict(_stacked_opt_state([s["critic_opt"] for s in states]))
+        self.actor_opt.load_state_dict(stacked_opt_state([s["actor_opt"] for s in states]))
+        self.critic_opt.load_state_dict(stacked_opt_state([s["critic_opt"] for s in states]))
         self.updates = updates.pop()
 
     def losses(self, k: int) -> dict[str, float]:
         return {name: float(v[k]) for name, v in self.last_losses.items()}
-
-
-def _seed_opt_state(opt: torch.optim.Optimizer, k: int) -> dict[str, Any]:
-    """Seed k's slice of a stacked Adam's state_dict: what its single run's Adam would hold."""
-    sd = opt.state_dict()
-    state = {i: {name: (t.clone() if name == "step" else t[k].clone()) for name, t in st.items()}
-             for i, st in sd["state"].items()}
-    return {"state": state, "param_groups": copy.deepcopy(sd["param_groups"])}
-
-
-def _stacked_opt_state(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    first = states[0]
-    stacked: dict[int, dict[str, torch.Tensor]] = {}
-    for i, st in first["state"].items():
-        steps = {float(s["state"][i]["step"]) for s in states}
-        if len(steps) != 1:
-            raise ValueError(f"the seeds' optimiser states are at different steps {sorted(steps)}")
-        stacked[i] = {name: (t.clone() if name == "step" else torch.stack([s["state"][i][name] for s in states]))
-                      for name, t in st.items()}
-    return {"state": stacked, "param_groups": copy.deepcopy(first["param_groups"])}

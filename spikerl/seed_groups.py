@@ -52,11 +52,12 @@ class SeedGroups:
 
     def __init__(self, actors: Sequence[nn.Module], critics: Sequence[nn.Module], config: TD3Config,
                  act_limit: float, device: torch.device, generators: SeedGenerators, workers: int,
-                 per_seed_actor: bool = False):
+                 per_seed_actor: bool = False, fused_draws: bool | None = None):
         self.cfg, self.device, self.K = config, device, len(actors)
         self.bounds = group_bounds(self.K, workers)
         self.groups = [BatchedTD3(actors[a:b], critics[a:b], config, act_limit, device,
-                                  SeedGenerators(generators.generators[a:b]), per_seed_actor=per_seed_actor)
+                                  SeedGenerators(generators.generators[a:b]), per_seed_actor=per_seed_actor,
+                                  fused_draws=fused_draws)
                        for a, b in self.bounds]
         # a new thread takes torch's thread count at its first parallel op, or at once from here
         self._pool = (ThreadPoolExecutor(len(self.groups) - 1, "seed-group", initializer=torch.set_num_threads,
@@ -87,7 +88,7 @@ class SeedGroups:
         return [first] + [f.result() for f in futures]
 
     def _locate(self, k: int) -> tuple[BatchedTD3, int]:
-        for (a, b), g in zip(self.bounds, self.groups):
+        for (a, b), g in zip(self.bounds, self.groups, strict=True):
             if a <= k < b:
                 return g, k - a
         raise IndexError(f"seed index {k} outside the batch of {self.K}")
@@ -98,17 +99,19 @@ class SeedGroups:
         """Each group's draws from its seeds' generators, stacked along the seed dim."""
         parts = [g.draw_burst(n, batch_size, act_dim) for g in self.groups]
         return BurstDraws(torch.cat([p.eps for p in parts]),
-                          tuple(torch.cat(us) for us in zip(*(p.target_u for p in parts))),
-                          tuple(torch.cat(us) for us in zip(*(p.actor_u for p in parts))))
+                          tuple(torch.cat(us) for us in zip(*(p.target_u for p in parts), strict=True)),
+                          tuple(torch.cat(us) for us in zip(*(p.actor_u for p in parts), strict=True)))
 
     def update_burst(self, inputs: BurstInputs) -> None:
         self._each(lambda i, g: g.update_burst(_seed_slice(inputs, *self.bounds[i])))
 
     # ---- acting
 
-    def draw_act(self, rows: int) -> torch.Tensor | None:
-        parts = [g.draw_act(rows) for g in self.groups]
-        return None if parts[0] is None else torch.cat(parts)
+    def draw_act(self, rows: int, playing: Sequence[bool] | None = None) -> torch.Tensor | None:
+        parts = [g.draw_act(rows, None if playing is None else list(playing)[a:b])
+                 for g, (a, b) in zip(self.groups, self.bounds, strict=True)]
+        drawn = [p for p in parts if p is not None]
+        return torch.cat(drawn) if drawn else None
 
     def act(self, obs_norm: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
         if u is None:
@@ -132,7 +135,7 @@ class SeedGroups:
         updates = {int(s["updates"]) for s in states}
         if len(updates) != 1:
             raise ValueError(f"the seeds' checkpoints are at different update counts {sorted(updates)}")
-        for (a, b), g in zip(self.bounds, self.groups):
+        for (a, b), g in zip(self.bounds, self.groups, strict=True):
             g.load_seed_state_dicts(states[a:b])
 
     def losses(self, k: int) -> dict[str, float]:

@@ -6,13 +6,18 @@ instead, and route batched inputs to their vmap-capable twins.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
-try:
-    _is_batched = torch._C._functorch.is_batchedtensor
-except AttributeError:  # a torch without functorch cannot vmap at all: nothing is ever batched
-    def _is_batched(t: torch.Tensor) -> bool:
-        return False
+
+def _never_batched(t: torch.Tensor) -> bool:
+    return False
+
+
+# a torch without functorch cannot vmap at all: nothing is ever batched
+_is_batched: Callable[[torch.Tensor], bool] = getattr(getattr(torch._C, "_functorch", None),
+                                                          "is_batchedtensor", _never_batched)
 
 
 def is_vmapped(t: torch.Tensor) -> bool:

@@ -58,7 +58,7 @@ def test_graphed_bursts_replay_from_static_buffers_like_plain_bursts(encoding):
                 ptrs = {k: v[0].obs.data_ptr() for k, v in runner.graphs.items()}
     assert len(runner.graphs) == 3 and ptrs is not None  # (n=3, phase 0), (n=3, phase 1), (n=2, phase 0)
     assert {k: v[0].obs.data_ptr() for k, v in runner.graphs.items() if k in ptrs} == ptrs  # buffers stay put
-    for a, b in zip(_state(plain), _state(graphed)):
+    for a, b in zip(_state(plain), _state(graphed), strict=True):
         assert torch.equal(a, b)
 
 
@@ -91,7 +91,7 @@ def test_a_failed_capture_warns_once_and_runs_eagerly():
             runner.run(_inputs(graphed, 2, gen_b))
     assert [w.category for w in caught] == [CaptureFailed]
     assert "update burst" in str(caught[0].message) and runner.capture is None and not runner.graphs
-    for a, b in zip(_state(plain), _state(graphed)):
+    for a, b in zip(_state(plain), _state(graphed), strict=True):
         assert torch.equal(a, b)
 
 
@@ -143,7 +143,7 @@ def test_two_warmups_on_the_capture_stream_then_the_captured_burst_is_replayed_a
     assert capture.log == ["warmup", "warmup", "capture", "replay", "replay", "replay"]
     # the losses a progress row reads are the buffers allocated before capture, not the graph's temporaries
     assert {k: v.data_ptr() for k, v in graphed.last_losses.items()} == buffers
-    for a, b in zip(_state(plain), _state(graphed)):
+    for a, b in zip(_state(plain), _state(graphed), strict=True):
         assert torch.equal(a, b)
 
 
@@ -175,5 +175,5 @@ def test_a_failed_capture_still_trains_the_burst_it_failed_on():
             runner.run(_inputs(graphed, 2, gen_b))
             assert plain.updates == graphed.updates
     assert [w.category for w in caught] == [CaptureFailed]
-    for a, b in zip(_state(plain), _state(graphed)):
+    for a, b in zip(_state(plain), _state(graphed), strict=True):
         assert torch.equal(a, b)

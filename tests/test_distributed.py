@@ -73,19 +73,19 @@ def test_two_rank_update_equals_one_rank_update_on_the_concatenation(tmp_path, m
 
 def _compare_with_single_process(ranks, method):
     b0, b1 = W.batches(2, 8)
-    whole = type(b0)(*(torch.cat([x, y]) for x, y in zip(b0, b1)))
+    whole = type(b0)(*(torch.cat([x, y]) for x, y in zip(b0, b1, strict=True)))
     single = W.make_td3(method)
     grads = W.captured_update(single, whole)
     params = [p.detach() for p in list(single.actor.parameters()) + list(single.critic.parameters())]
     assert len(grads) == len(ranks[0]["grads"]) > 0
     for r in ranks:
-        for g_dist, g_one in zip(r["grads"], grads):
+        for g_dist, g_one in zip(r["grads"], grads, strict=True):
             torch.testing.assert_close(g_dist, g_one, atol=1e-6, rtol=1e-5)
-        for p_dist, p_one in zip(r["params"], params):
+        for p_dist, p_one in zip(r["params"], params, strict=True):
             torch.testing.assert_close(p_dist, p_one, atol=1e-6, rtol=1e-5)
     # the check has teeth: one rank's own batch gives a different gradient
     alone = W.captured_update(W.make_td3(method), b0)
-    assert any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(alone, grads))
+    assert any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(alone, grads, strict=True))
 
 
 @pytest.mark.slow
@@ -103,7 +103,8 @@ def test_normaliser_statistics_merge_like_one_process(tmp_path):
     x = torch.as_tensor(data[:5], dtype=torch.float32)
     single = get_method("popsan").build_normalizer(W._ctx(get_method("popsan")))
     single.update(data)
-    np.testing.assert_allclose(single(x).numpy(), np.clip((data[:5] - data.mean(0)) / np.sqrt(data.var(0) + 1e-8), -3, 3),
+    np.testing.assert_allclose(single(x).numpy(),
+                               np.clip((data[:5] - data.mean(0)) / np.sqrt(data.var(0) + 1e-8), -3, 3),
                                rtol=1e-5, atol=1e-5)
 
 
@@ -163,7 +164,8 @@ def test_mpirun_two_ranks_with_gloo(tmp_path):
            "-x", f"MASTER_PORT={port}", "-x", "PATH", "-x", "PYTHONPATH",
            sys.executable, "-m", "bench.train", "--methods", "mlp", "--backend", "gloo", "--out", str(run), *ARGS]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path,
-                          env={**os.environ, "OMPI_MCA_plm_rsh_agent": "", "OMPI_MCA_btl_vader_single_copy_mechanism": "none"})
+                          env={**os.environ, "OMPI_MCA_plm_rsh_agent": "",
+                               "OMPI_MCA_btl_vader_single_copy_mechanism": "none"})
     assert proc.returncode == 0, (proc.stdout[-1500:], proc.stderr[-1500:])
     res = result(run)
     assert res["world_size"] == 2 and res["backend"] == "gloo" and res["steps"] == 1001
@@ -192,7 +194,8 @@ def test_mpi_backend_without_mpi_build_is_one_clear_line(capsys):
 
     if torch.distributed.is_mpi_available():
         pytest.skip("this PyTorch has MPI")
-    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(free_port())}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:

@@ -87,7 +87,7 @@ def _batch_and_singles(tmp_path: Path, name: str, engine: str = "torch", workers
     with native_lib.engine(engine):
         singles = [train(spec, env_id, s, cfg, params, run_dir=tmp_path / f"single{s}") for s in SEEDS]
     states = [(load_checkpoint(d / CHECKPOINT_NAME), load_checkpoint(tmp_path / f"single{s}" / CHECKPOINT_NAME))
-              for d, s in zip(dirs, SEEDS)]
+              for d, s in zip(dirs, SEEDS, strict=True)]
     return batch, singles, states
 
 
@@ -98,7 +98,7 @@ def test_each_seed_of_an_fp64_batch_matches_its_single_run(tmp_path, name, engin
     """engine 'native': each seed's actor runs alone (in fp64 on the torch path), the rest batched.
     workers > 1: the seeds in groups on threads of their own (spikerl.seed_groups; 3: one seed each)."""
     batch, singles, states = _batch_and_singles(tmp_path, name, engine, workers)
-    for b, s, (sb, ss) in zip(batch, singles, states):
+    for b, s, (sb, ss) in zip(batch, singles, states, strict=True):
         assert b.updates == s.updates == 250
         assert [e.returns for e in b.evals] == [e.returns for e in s.evals]
         assert all(v.dtype == torch.float64 for k, v in _tensors(sb).items() if not k.endswith(".step"))
@@ -119,7 +119,7 @@ def test_each_seed_of_an_fp32_batch_matches_its_single_run_to_rounding(tmp_path,
     if engine == "native" and native_lib.library() is None:
         pytest.skip(f"native kernels: {native_lib.unavailable_reason()}")
     batch, singles, states = _batch_and_singles(tmp_path, name, engine, workers)
-    for b, s, (sb, ss) in zip(batch, singles, states):
+    for b, s, (sb, ss) in zip(batch, singles, states, strict=True):
         diff = _max_diff(sb, ss)
         print(f"{name} ({engine}): fp32 max |Δ| = {diff:.3g}")
         assert diff <= FP32_ATOL
@@ -151,7 +151,7 @@ def test_resumed_batch_is_bit_identical_to_an_uninterrupted_one(tmp_path, name, 
                          callbacks=[[], [StopAt(400)], []], workers=workers)
     assert {load_checkpoint(d / CHECKPOINT_NAME)["loop"]["t"] for d in dirs} == {300}
     resumed = train_seed_batch(spec, env_id, SEEDS, cfg, params, run_dirs=dirs, resume=True, workers=workers)
-    for a, b in zip(full, resumed):
+    for a, b in zip(full, resumed, strict=True):
         assert a.param_sha256 == b.param_sha256
         assert [e.returns for e in a.evals if e.step > 300] == [e.returns for e in b.evals]
         assert a.updates == b.updates
@@ -214,7 +214,7 @@ def test_vmapped_actor_is_each_seed_alone(method, extra, float64, monkeypatch):
         out.square().sum().backward()
         for k, actor in enumerate(actors):
             # alone, the encoder draws its uniforms itself: hand it seed k's
-            monkeypatch.setattr(population, "_poisson_spikes", lambda a, T: u[k].clone().lt_(a))
+            monkeypatch.setattr(population, "_poisson_spikes", lambda a, T, k=k: u[k].clone().lt_(a))
             alone = actor(obs[k])
             alone.square().sum().backward()
             torch.testing.assert_close(out[k], alone, rtol=0, atol=1e-14)  # matmuls: summation order
@@ -254,15 +254,15 @@ def test_each_seed_of_a_bf16_batch_matches_its_single_run_to_bf16_rounding(name)
             train_seed_batch(spec, env_id, SEEDS, cfg, params, callbacks=[[p] for p in probes], engine="torch")
         else:
             with native_lib.engine("torch"):
-                for s, p in zip(SEEDS, probes):
+                for s, p in zip(SEEDS, probes, strict=True):
                     train(spec, env_id, s, cfg, params, callbacks=[p])
         return [[(step, row) for step, row in p.rows if row] for p in probes]
 
     batch16, single16, batch32 = losses("bf16", True), losses("bf16", False), losses("fp32", True)
     apart_from_fp32 = 0.0
-    for b16, s16, b32 in zip(batch16, single16, batch32):
+    for b16, s16, b32 in zip(batch16, single16, batch32, strict=True):
         assert [step for step, _ in b16] == [step for step, _ in s16] == [200, 201, 202, 203, 204]
-        for (_, lb), (_, ls), (_, l32) in zip(b16, s16, b32):
+        for (_, lb), (_, ls), (_, l32) in zip(b16, s16, b32, strict=True):
             assert lb.keys() == ls.keys() and lb
             for key in lb:
                 assert lb[key] == pytest.approx(ls[key], rel=BF16_RTOL, abs=BF16_RTOL)

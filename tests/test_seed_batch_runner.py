@@ -57,7 +57,7 @@ def test_a_batch_fills_k_seed_folders_and_charges_each_a_kth_of_the_energy(tmp_p
     results = seed_batch_runner.run_seed_batch(tmp_path, plan, "mlp", "HalfCheetah-v4", SEEDS, plain=True)
     assert [r["status"] for r in results] == ["complete"] * 3
     assert len({r["param_sha256_by_rank"][0] for r in results}) == 3
-    for seed, r in zip(SEEDS, results):
+    for seed, r in zip(SEEDS, results, strict=True):
         folder = store.seed_dir(tmp_path, "mlp", "HalfCheetah-v4", seed)
         saved = store.read_json(folder / schema.RESULT)
         assert saved["seed"] == seed and saved["seed_batch"] == 3 and saved["engine"] == "torch"  # mlp: no spikes
@@ -117,7 +117,8 @@ def test_the_cli_trains_seeds_in_batches_of_k(batched_run):
     cuts = Plan(methods=("mlp", "popsan"), envs=("HalfCheetah-v4",), seeds=(0, 1, 2, 3), profile="smoke",
                 total_steps=10, device="cpu", seed_batch=2).batches()
     assert [[(m, s) for m, _, s in unit] for unit in cuts] == [
-        [("mlp", 0), ("mlp", 1)], [("popsan", 0), ("popsan", 1)], [("mlp", 2), ("mlp", 3)], [("popsan", 2), ("popsan", 3)]]
+        [("mlp", 0), ("mlp", 1)], [("popsan", 0), ("popsan", 1)], [("mlp", 2), ("mlp", 3)],
+        [("popsan", 2), ("popsan", 3)]]
 
 
 @pytest.mark.slow
@@ -127,7 +128,7 @@ def test_every_seed_of_a_batch_is_charged_the_same_share_of_an_evaluation_round(
     rows = {s: list(csv.DictReader((store.seed_dir(batched_run, "mlp", "HalfCheetah-v4", s) / schema.EVALS).open()))
             for s in (0, 1)}
     assert [r["step"] for r in rows[0]] == [r["step"] for r in rows[1]] and rows[0]
-    for a, b in zip(rows[0], rows[1]):
+    for a, b in zip(rows[0], rows[1], strict=True):
         assert float(a["energy_j"]) > 0
         assert float(a["energy_j"]) == pytest.approx(float(b["energy_j"]), rel=1e-2)
 

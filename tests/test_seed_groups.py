@@ -58,10 +58,10 @@ def test_each_group_trains_as_the_batch_of_its_seeds_alone():
         with native_lib.engine("native"):
             for n in (3, 1, 2):
                 inputs = _inputs(groups, n, cfg.batch_size, gen)
-                for (a, b), td3 in zip(groups.bounds, alone):
+                for (a, b), td3 in zip(groups.bounds, alone, strict=True):
                     own = td3.draw_burst(n, cfg.batch_size, ACT)  # each seed's stream, drawn alone
                     assert torch.equal(own.eps, inputs.draws.eps[a:b])
-                    assert all(torch.equal(x, y[a:b]) for x, y in zip(own.target_u, inputs.draws.target_u))
+                    assert all(torch.equal(x, y[a:b]) for x, y in zip(own.target_u, inputs.draws.target_u, strict=True))
                     td3.update_burst(BurstInputs(inputs.obs[a:b], inputs.act[a:b], inputs.rew[a:b],
                                                  inputs.next_obs[a:b], inputs.terminated[a:b], own))
                 groups.update_burst(inputs)
@@ -75,7 +75,7 @@ def test_each_group_trains_as_the_batch_of_its_seeds_alone():
                 assert all(torch.equal(mine[net][n], theirs[net][n]) for n in theirs[net])
             assert groups.losses(k) == g.losses(j)
         with native_lib.engine("native"):
-            expected = torch.cat([td3.act(obs[a:b]) for (a, b), td3 in zip(groups.bounds, alone)])
+            expected = torch.cat([td3.act(obs[a:b]) for (a, b), td3 in zip(groups.bounds, alone, strict=True)])
         assert torch.equal(acted, expected)
     finally:
         groups.close()

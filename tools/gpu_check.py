@@ -2,10 +2,15 @@
 
 1. capture: per method x fp32/bf16, whether the seed batch's update burst was captured as a CUDA graph
    (ok) or fell back to eager, and the graphed batch's max |Δ| from an eager twin after U updates;
-2. speed: update ms, action ms and loop env steps/s at K = 1 (the single-seed path), 4 and 16;
-3. energy: NVML's counter over a K-seed batch run against the sum of its seeds' energy_j;
-4. gloo: a 2-rank Gloo run sharing one device; the ranks' parameter hashes must be equal;
-5. nccl refusal: `--nproc 2` with NCCL where fewer than 2 GPUs are visible: exit 2, one line.
+2. run: a whole seed-batch run (device-resident replay, fused draws, graphed bursts, graphed acting and
+   batched evaluation) against its eager twin: max |Δ| of every net and Adam moment after U updates,
+   and whether the evaluation returns are equal;
+3. speed: update ms, action ms and loop env steps/s at K = 1 (a single seed on CUDA trains as a batch
+   of one: `bench.run.seed_batch_runner.single_seed_as_batch`), 4 and 16, through the seed batch's
+   path (device-resident replay, graphed bursts and acting);
+4. energy: NVML's counter over a K-seed batch run against the sum of its seeds' energy_j;
+5. gloo: a 2-rank Gloo run sharing one device; the ranks' parameter hashes must be equal;
+6. nccl refusal: `--nproc 2` with NCCL where fewer than 2 GPUs are visible: exit 2, one line.
 
 `--device cpu` is the dry mode that tests the plumbing here: capture runs through the eager stand-in
 (`spikerl.cuda_graphs.EagerReplay`), the refusal through a faked GPU count, and the energy row says
@@ -13,6 +18,9 @@ it needs NVML. What only a GPU checks: real capture, the speeds that matter, NVM
 
     python -m tools.gpu_check --out OUT --device cuda
     python -m tools.gpu_check --out OUT --device cpu --tiny --updates 6 --loop-steps 300 --ks 1,2
+
+An env-stepping row (serial vs gymnasium's vector envs, `tools.vector_env_perf`) comes with the
+speed part: it needs no GPU but the device machine's cores.
 """
 from __future__ import annotations
 
@@ -30,6 +38,7 @@ import torch
 
 from baselines.registry import get_method
 from spikerl import native_lib
+from spikerl.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from spikerl.config import TD3Config
 from spikerl.cuda_graphs import CaptureFailed, EagerReplay, GraphedBurst, capture_for
 from spikerl.loop import build_agent
@@ -85,7 +94,7 @@ def capture_row(method: str, precision: str, device: torch.device, updates: int,
             eager.update_burst(_inputs(eager, 2, gen_a))
             runner.run(_inputs(graphed, 2, gen_b))
     diff = max((a - b).abs().max().item() for net in ("actor", "critic")
-               for a, b in zip(getattr(eager, net).params.values(), getattr(graphed, net).params.values()))
+               for a, b in zip(getattr(eager, net).params.values(), getattr(graphed, net).params.values(), strict=True))
     failed = [str(w.message) for w in caught if issubclass(w.category, CaptureFailed)]
     if failed:
         status = f"fallback ({failed[0][:120]})"
@@ -96,21 +105,70 @@ def capture_row(method: str, precision: str, device: torch.device, updates: int,
     return "capture", f"{method} {precision}", f"{status}; max |d| after {eager.updates} updates {diff:.3g}"
 
 
+def _checkpoint_tensors(path: Path) -> dict[str, torch.Tensor]:
+    td3 = load_checkpoint(path)["td3"]
+    out = {f"{net}.{k}": v for net in ("actor", "critic", "actor_target", "critic_target") for k, v in td3[net].items()}
+    for opt in ("actor_opt", "critic_opt"):
+        for i, st in td3[opt]["state"].items():
+            out.update({f"{opt}.{i}.{k}": v for k, v in st.items() if k != "step"})
+    return out
+
+
+def run_row(method: str, device: torch.device, updates: int, tiny: bool, out: Path) -> Row:
+    """A K = 2 seed-batch run graphed (on the CPU: the eager stand-in) against the same run eager."""
+    from spikerl.batch_loop import train_seed_batch
+
+    spec = get_method(method)
+    params = {**spec.actor_params(ENV), **({"hidden": (16, 16)} if tiny else {})}
+    every = max(1, min(50, updates))
+    cfg = TD3Config.from_dict({**TD3Config().to_dict(), **spec.td3_params(ENV), "start_steps": 200,
+                               "update_after": 200, "update_every": every, "total_steps": 200 + updates,
+                               "eval_every": 200 + updates, "eval_episodes": 1, "checkpoint_every": 200 + updates,
+                               **({"batch_size": 8, "critic_hidden": (16, 16)} if tiny else {})})
+    results, dirs = [], []
+    for graphed in (False, True):
+        folder = [out / "run_check" / f"{method}-{'graphed' if graphed else 'eager'}-{s}" for s in (0, 1)]
+        capture = EagerReplay if graphed and device.type != "cuda" else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", CaptureFailed)  # a fallback must not pass as graphed
+            results.append(train_seed_batch(spec, ENV, (0, 1), cfg, params, run_dirs=folder, device=device,
+                                            cuda_graphs=graphed, graph_capture=capture))
+        dirs.append(folder)
+    diff = 0.0
+    for a, b in zip(dirs[0], dirs[1], strict=True):
+        ta, tb = _checkpoint_tensors(a / CHECKPOINT_NAME), _checkpoint_tensors(b / CHECKPOINT_NAME)
+        diff = max(diff, max((ta[k].double() - tb[k].double()).abs().max().item() for k in ta))
+    same_evals = all([e.returns for e in x.evals] == [e.returns for e in y.evals]
+                     for x, y in zip(results[0], results[1], strict=True))
+    how = "graphed" if device.type == "cuda" else "eager stand-in"
+    return "run", f"{method} K=2 {how} vs eager", (f"max |d| after {results[0][0].updates} updates {diff:.3g}; "
+                                                   f"eval returns {'equal' if same_evals else 'DIFFER'}")
+
+
 def speed_rows(method: str, device: str, ks: list[int], loop_steps: int) -> list[Row]:
-    from bench.perf import training_loop_sps, update_and_action_ms
     from bench.perf_seed_batch import seed_batch_row
 
     rows = []
     for k in ks:
         t0 = time.perf_counter()
-        if k == 1:
-            upd, act = update_and_action_ms(method, ENV, None, repeats=30, device=device)
-            sps = training_loop_sps(method, ENV, loop_steps, None, device=device)
-        else:
-            r = seed_batch_row(method, ENV, k, loop_steps, None, device=device, engine="torch")
-            upd, act, sps = r["update_ms"], r["action_ms"], r["loop_sps_aggregate"]
+        r = seed_batch_row(method, ENV, k, loop_steps, None, device=device, engine="torch")
+        upd, act, sps = r["update_ms"], r["action_ms"], r["loop_sps_aggregate"]
         rows.append(("speed", f"{method} K={k}", f"update {upd:.2f} ms, action {act:.3f} ms, loop {sps:,.0f} env "
                                                   f"steps/s (aggregate) [{time.perf_counter() - t0:.0f} s]"))
+    return rows
+
+
+def env_rows(ks: list[int]) -> list[Row]:
+    """Serial vs gymnasium's vector envs at each K (aggregate env steps/s, median of 3)."""
+    import statistics
+
+    from tools.vector_env_perf import measure
+
+    rows = []
+    for k in ks:
+        got = {w: statistics.median(measure(ENV, k, w, 200) for _ in range(3)) for w in ("serial", "sync", "async")}
+        rows.append(("envs", f"K={k} serial/sync/async", " / ".join(f"{v:,.0f}" for v in got.values())
+                     + " env steps/s (aggregate)"))
     return rows
 
 
@@ -143,9 +201,11 @@ def energy_row(device: str, out: Path, steps: int) -> Row:
         return "energy", "per seed vs counter", f"run failed (exit {proc.returncode}): {proc.stderr.strip()[-200:]}"
     seeds = [float(r["energy_j"]) for r in csv.DictReader(open(run / "summary.csv")) if r.get("energy_j")]
     total = sum(seeds)
-    return "energy", "per seed vs counter", (f"{len(seeds)} seeds: {', '.join(f'{e:.0f}' for e in seeds)} J, sum {total:.0f} J; "
-                                             f"counter over the whole process {counter:.0f} J (ratio {total / counter:.3f})"
-                                             if counter > 0 else f"sum {total:.0f} J; counter did not move")
+    if counter <= 0:
+        return "energy", "per seed vs counter", f"sum {total:.0f} J; counter did not move"
+    return "energy", "per seed vs counter", (f"{len(seeds)} seeds: {', '.join(f'{e:.0f}' for e in seeds)} J, "
+                                             f"sum {total:.0f} J; counter over the whole process {counter:.0f} J "
+                                             f"(ratio {total / counter:.3f})")
 
 
 def gloo_row(device: str, out: Path, steps: int) -> Row:
@@ -199,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loop-steps", type=int, default=1500)
     p.add_argument("--run-steps", type=int, default=1500, help="env steps of the energy and Gloo runs")
     p.add_argument("--tiny", action="store_true", help="16-unit nets and batch 8 for the capture rows (dry mode)")
-    p.add_argument("--parts", default="capture,speed,energy,gloo,nccl")
+    p.add_argument("--parts", default="capture,run,speed,envs,energy,gloo,nccl")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu_check: --device cuda but no CUDA device is visible (use --device cpu for the dry mode)",
@@ -215,11 +275,17 @@ def main(argv: list[str] | None = None) -> int:
     if "capture" in parts:
         for m in METHODS:
             for prec in ("fp32", "bf16"):
-                rows += _guarded("capture", lambda: capture_row(m, prec, dev, args.updates, args.tiny))
+                rows += _guarded("capture", lambda m=m, prec=prec: capture_row(m, prec, dev, args.updates, args.tiny))
+    if "run" in parts:
+        for m in args.speed_methods.split(","):
+            rows += _guarded("run", lambda m=m: run_row(m, dev, args.updates, args.tiny, out))
     if "speed" in parts:
         for m in args.speed_methods.split(","):
-            rows += _guarded("speed", lambda: speed_rows(m, args.device, [int(k) for k in args.ks.split(",")],
+            rows += _guarded("speed", lambda m=m: speed_rows(m, args.device, [int(k) for k in args.ks.split(",")],
                                                          args.loop_steps))
+    if "envs" in parts:
+        # the largest K only: Async's K worker processes start once per repeat, which costs device time
+        rows += _guarded("envs", lambda: env_rows([max(int(k) for k in args.ks.split(","))]))
     if "energy" in parts:
         rows += _guarded("energy", lambda: energy_row(args.device, out, args.run_steps))
     if "gloo" in parts:

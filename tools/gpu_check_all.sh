@@ -2,7 +2,9 @@
 # Every GPU check of the suite in one prepared script, one table (tools/gpu_check.py), <= 8 minutes on
 # one H100 with no network:
 #   capture ok/fallback per method x fp32/bf16 and graphed vs eager max |d| after 250 updates;
-#   update ms, action ms, loop env steps/s at K = 1, 4, 16 (popsan, spikerl);
+#   a whole K = 2 seed-batch run graphed vs eager (max |d| after 250 updates, eval returns equal);
+#   update ms, action ms, loop env steps/s at K = 1, 4, 16 (popsan, spikerl) on the seed batch's path
+#   (a single seed on CUDA is a batch of 1); env stepping serial vs Sync/AsyncVectorEnv at K = 16;
 #   NVML energy per seed of a 4-seed batch against the counter; a 2-rank Gloo run on the one GPU;
 #   the --nproc 2 NCCL refusal on one GPU.
 #

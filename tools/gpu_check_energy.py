@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         cc = tracker.stop()
     counter_j = (e1_mj - e0_mj) / 1000.0
     pts = [(t0, samples[0][1])] + samples + [(t1, samples[-1][1])]
-    sampled_j = sum((tb - ta) * (pa + pb) / 2 for (ta, pa), (tb, pb) in zip(pts, pts[1:]))
+    sampled_j = sum((tb - ta) * (pa + pb) / 2 for (ta, pa), (tb, pb) in zip(pts, pts[1:], strict=True))
     powers = [pw for _, pw in samples]
     print(f"load: {t1 - t0:.1f} s of bf16 8192^3 matmuls, {flops / (t1 - t0) / 1e12:.0f} TFLOP/s")
     print(f"power samples: {len(samples)}, mean {statistics.mean(powers):.1f} W, min {min(powers):.1f} W, "

@@ -86,8 +86,9 @@ def run_one(run_dir: Path, plan: Plan, method: str, env_id: str, seed: int, *, r
     meters, energy_probe = extra_callbacks(plan)
     energy = next((m for m in meters if isinstance(m, EnergyCallback)), None)
     callbacks: list[Callback] = [*meters, CsvRecorder(energy_probe),
-                                 ProgressDisplay(f"{method} {env_id} s{seed}", force_plain=plain, energy_probe=energy_probe,
-                                                 estimated_probe=_estimated_probe(energy), sweep=sweep)]
+                                 ProgressDisplay(f"{method} {env_id} s{seed}", force_plain=plain,
+                                                 energy_probe=energy_probe, estimated_probe=_estimated_probe(energy),
+                                                 sweep=sweep)]
     try:
         with native_lib.engine(run.engine):
             res: TrainResult = train(spec, env_id, seed, run.td3, run.actor, run_dir=folder, callbacks=callbacks,
@@ -213,7 +214,9 @@ def _run_all(run_dir: Path, plan: Plan, resume: bool, plain: bool, ctx: DistCont
              points: dict[RunKey, ResumePoint], runs: Sequence[RunKey]) -> int:
     """Train these unfinished runs of the plan in order (seed batches together); returns how many
     did not complete."""
-    if plan.seed_batch > 1:
+    from bench.run.seed_batch_runner import single_seed_as_batch
+
+    if plan.seed_batch > 1 or single_seed_as_batch(ctx.device, ctx.world_size):
         return _run_batches(run_dir, plan, resume, plain, runs, points)
     failed = 0
     sweep = SweepClock(len(runs), plan.total_steps)
@@ -241,7 +244,8 @@ def _run_all(run_dir: Path, plan: Plan, resume: bool, plain: bool, ctx: DistCont
 
 def _run_batches(run_dir: Path, plan: Plan, resume: bool, plain: bool, runs: Sequence[RunKey],
                  points: dict[RunKey, ResumePoint]) -> int:
-    """`--seed-batch K`: each method × env's seeds K at a time in one process (one rank)."""
+    """`--seed-batch K`: each method × env's seeds K at a time in one process (one rank); on one
+    CUDA rank also K = 1, each seed a batch of its own (`single_seed_as_batch`)."""
     from bench.run.seed_batch_runner import run_seed_batch
 
     failed = 0

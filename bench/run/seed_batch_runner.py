@@ -7,6 +7,12 @@ progress.csv, evals.csv, checkpoint.pt (the single run's format) and result.json
 batched; on 'torch' everything is vmapped. On a CPU with --threads N the seeds train in N groups,
 one thread each (`spikerl.seed_groups`); engine_reason says so.
 
+A single seed on one CUDA rank also trains here, as a batch of K = 1 (`single_seed_as_batch`): so it
+gets the batch's device-resident replay, CUDA-graphed update bursts and graphed acting, which the
+single-seed loop (`spikerl.loop`) does not have. Its folder is a single run's (config.json says
+seed_batch 1; engine_reason says why). The CPU keeps the single-seed loop: there the native
+kernels' per-seed actor is the faster path and there are no graphs to gain.
+
 Energy. The K seeds share one process, so they share one meter: a single EnergyCallback measures
 the process (its power.csv and CodeCarbon files are in the first seed's folder, named by
 config.json's `seed_batch_seeds`; the report does not ask the other seeds for them and captions the
@@ -91,6 +97,11 @@ class _SharedMeter(Callback):
             self.meter.load_state_dict(state)
 
 
+def single_seed_as_batch(device: torch.device, world_size: int) -> bool:
+    """Whether single seeds train as seed batches of K = 1: on one CUDA rank (module docstring)."""
+    return device.type == "cuda" and world_size == 1
+
+
 def per_seed_energy(fields: dict[str, Any], k: int) -> dict[str, Any]:
     """The process's energy fields charged to one seed of a K-seed batch."""
     return {name: (v / k if name in PER_SEED_SHARE and isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -128,7 +139,10 @@ def run_seed_batch(run_dir: Path, plan: Plan, method: str, env_id: str, seeds: S
         cut_power_csv(folders[0] / schema.POWER, point)
     workers = seed_batch_workers(device, K, torch.get_num_threads())
     groups_reason = f"; the seeds in {workers} groups, one thread each" if workers > 1 else ""
-    for folder, seed in zip(folders, seeds):
+    if K == 1:
+        groups_reason += ("; a single seed on CUDA trains as a batch of 1 (graphed bursts and acting, replay on "
+                          "the device)")
+    for folder, seed in zip(folders, seeds, strict=True):
         folder.mkdir(parents=True, exist_ok=True)
         store.write_json(folder / schema.CONFIG, {
             **base, "seed": seed, "seed_batch_seeds": seeds, "precision_reason": run.precision_reason,
@@ -141,7 +155,7 @@ def run_seed_batch(run_dir: Path, plan: Plan, method: str, env_id: str, seeds: S
     seed_probe = _share(energy_probe, K)
     energy = next((m for m in meters if isinstance(m, EnergyCallback)), None)
     callbacks: list[list[Callback]] = []
-    for k, seed in enumerate(seeds):
+    for k in range(K):
         cbs: list[Callback] = [*(_SharedMeter(m, k) for m in meters), CsvRecorder(seed_probe)]
         if k == 0:
             cbs.append(ProgressDisplay(f"{method} {env_id} seeds {','.join(map(str, seeds))} (batch of {K})",
@@ -155,11 +169,11 @@ def run_seed_batch(run_dir: Path, plan: Plan, method: str, env_id: str, seeds: S
                    "final_return_mean": r.final_return_mean, "best_return_mean": r.best_return_mean,
                    "updates": r.updates, "param_sha256_by_rank": r.param_sha256_by_rank,
                    **{f"{p}_wall_s": v for p, v in r.phase_s.items()}} for r in results]
-        for f, folder, seed in zip(fields, folders, seeds):
+        for f, folder, seed in zip(fields, folders, seeds, strict=True):
             f.update(measure_activity(folder, spec, env_id, seed, run))
     except KeyboardInterrupt:
-        _write_results(folders, seeds, base, [{"status": Status.INTERRUPTED.value, "error": "interrupted by signal"}] * K,
-                       energy, K, plan)
+        interrupted = {"status": Status.INTERRUPTED.value, "error": "interrupted by signal"}
+        _write_results(folders, seeds, base, [interrupted] * K, energy, K, plan)
         raise
     except WriteError:
         raise  # a full disk stops the sweep, naming the file (bench.cli)
@@ -174,7 +188,7 @@ def _write_results(folders: Sequence[Path], seeds: Sequence[int], base: dict[str
     from bench.run.summary import last_progress
 
     out = []
-    for folder, seed, f in zip(folders, seeds, fields):
+    for folder, seed, f in zip(folders, seeds, fields, strict=True):
         result = {**base, "seed": seed, "seed_batch_seeds": list(seeds), **f}
         if "steps" not in result:
             result.update(last_progress(folder))
