@@ -10,6 +10,7 @@ import time
 from itertools import pairwise
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -168,6 +169,19 @@ def test_resume_refuses_a_checkpoint_of_another_method(killed_run, capsys):
     state["method"] = "popsan"
     torch.save(state, path)
     _refused(capsys, killed_run, "popsan")
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_checkpoint_with_numpys_replay_sampler(killed_run, capsys):
+    # a checkpoint written before replay indices moved to torch generators holds numpy's state as
+    # JSON bytes; resuming it could not continue the same index stream, so it is refused up front
+    from spikerl.replay import rng_state_to_tensor
+
+    path = killed_run / SEED / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    state["replay"]["rng"] = rng_state_to_tensor(np.random.default_rng(0))
+    torch.save(state, path)
+    _refused(capsys, killed_run, "replay sampler")
 
 
 @pytest.mark.slow

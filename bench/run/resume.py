@@ -33,6 +33,7 @@ from spikerl.checkpoint import CheckpointError, checkpoint_path, load_run_checkp
 from spikerl.config import TD3Config
 from spikerl.distributed import global_steps
 from spikerl.method import MethodSpec
+from spikerl.replay import rng_is_generator_state
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,11 @@ def _check_checkpoint(path: Path, state: dict[str, Any], run: RunConfig, spec: M
     actor = state.get("actor_params")
     if not isinstance(actor, dict) or _plain(actor) != _plain(run.actor):
         raise CheckpointError(f"{path} was trained with actor settings {actor!r}, not config.json's {run.actor!r}")
+    replay = state.get("replay")
+    rng = replay.get("rng") if isinstance(replay, dict) else None
+    if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8 or not rng_is_generator_state(rng):
+        raise CheckpointError(f"{path}: its replay sampler state is missing or numpy's (written before replay "
+                              "sampling moved to torch generators); it cannot be resumed exactly: start the run again")
     _check_shapes(path, state, run, spec, env_id)
 
 
