@@ -10,6 +10,13 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 RUN_SLOW_HINT = "python -m pytest --runslow (everything) or python -m pytest --runslow -m slow (only those)"
 
 
+def pytest_configure(config):
+    # CI runs the slow tests on both cores (pytest-xdist, -m "slow and not serial") and then, alone, the ones
+    # whose assertions depend on timing or on having the machine to themselves (-m "slow and serial")
+    config.addinivalue_line("markers", "serial: a slow test that measures time, concurrency or CPU share, or "
+                                       "must have the machine to itself; CI runs these alone, after the parallel pass")
+
+
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False,
                      help="also run the tests marked slow (several processes, sweeps, kills and resumes, "
@@ -21,8 +28,23 @@ def _slow_wanted(config) -> bool:
     return config.getoption("--runslow") or "slow" in (config.getoption("markexpr") or "")
 
 
+def _keep_shared_fixtures_on_one_worker(items) -> None:
+    """Under pytest-xdist (--dist loadgroup) a test that uses a module- or session-scoped fixture (a real run
+    shared by several tests) goes to one worker with the other users of that fixture, so the fixture is built
+    once, not once per worker; every other test is handed to whichever worker is free."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None or item.get_closest_marker("xdist_group"):
+            continue
+        shared = sorted(name for name, defs in info.name2fixturedefs.items()
+                        if defs and defs[-1].scope in ("module", "package", "session") and name != "tmp_path_factory")
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 def pytest_collection_modifyitems(config, items):
     """The default run leaves the slow tests out (deselected, counted once) to stay fast."""
+    _keep_shared_fixtures_on_one_worker(items)
     if _slow_wanted(config):
         return
     slow = [item for item in items if item.get_closest_marker("slow")]
@@ -35,7 +57,8 @@ def pytest_collection_modifyitems(config, items):
 def pytest_terminal_summary(terminalreporter, config):
     n = getattr(config, "_spikerl_slow_left_out", 0)
     if n:
-        terminalreporter.write_line(f"{n} slow test{'s' if n > 1 else ''} not run (deselected); run them with: {RUN_SLOW_HINT}")
+        terminalreporter.write_line(f"{n} slow test{'s' if n > 1 else ''} not run (deselected); "
+                                    f"run them with: {RUN_SLOW_HINT}")
 
 
 @pytest.fixture(autouse=True)

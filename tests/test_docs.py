@@ -40,7 +40,8 @@ def test_cli_reference_has_every_subcommand_and_option():
         assert f"## `{name}` {{ #{name} }}" in text, name
         assert f"usage: spikerl-bench {name}" in text, name
         for action in sub._actions:
-            if action.help == argparse.SUPPRESS or not action.option_strings or action.option_strings == ["-h", "--help"]:
+            hidden = action.help == argparse.SUPPRESS
+            if hidden or not action.option_strings or action.option_strings == ["-h", "--help"]:
                 continue
             assert f"`{', '.join(action.option_strings)}" in text, (name, action.option_strings)
     assert "--only-runs" not in text  # hidden plumbing stays hidden, as in --help
