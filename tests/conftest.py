@@ -28,23 +28,8 @@ def _slow_wanted(config) -> bool:
     return config.getoption("--runslow") or "slow" in (config.getoption("markexpr") or "")
 
 
-def _keep_shared_fixtures_on_one_worker(items) -> None:
-    """Under pytest-xdist (--dist loadgroup) a test that uses a module- or session-scoped fixture (a real run
-    shared by several tests) goes to one worker with the other users of that fixture, so the fixture is built
-    once, not once per worker; every other test is handed to whichever worker is free."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        if info is None or item.get_closest_marker("xdist_group"):
-            continue
-        shared = sorted(name for name, defs in info.name2fixturedefs.items()
-                        if defs and defs[-1].scope in ("module", "package", "session") and name != "tmp_path_factory")
-        if shared:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-
-
 def pytest_collection_modifyitems(config, items):
     """The default run leaves the slow tests out (deselected, counted once) to stay fast."""
-    _keep_shared_fixtures_on_one_worker(items)
     if _slow_wanted(config):
         return
     slow = [item for item in items if item.get_closest_marker("slow")]
