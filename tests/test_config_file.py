@@ -167,7 +167,7 @@ def test_the_slurm_guide_shows_the_paper_sweep_file():
     guide = (REPO / "docs" / "guides" / "slurm.md").read_text()
     paper = (REPO / "examples" / "sweeps" / "paper.toml").read_text()
     settings = [line for line in paper.splitlines() if line and not line.startswith("#")]
-    assert all(line in guide for line in settings), "the SLURM guide's paper sweep differs from examples/sweeps/paper.toml"
+    assert all(line in guide for line in settings), "the SLURM guide shows another paper sweep than paper.toml"
 
 
 # ----------------------------------------------------------------------------- --set METHOD:KEY=VALUE
