@@ -1,74 +1,51 @@
-"""The report's tables, as display strings: results per env (aggregate and per seed), carbon
-equivalents, where the energy numbers come from, and the software and hardware.
+"""The report's tables, as display strings: results per env (aggregate and per seed), spike
+activity, the aggregates across envs and their normalisation, and the appendix (what was run,
+hyperparameters, software and hardware).
+
+The energy tables (where the energy numbers come from, our account against CodeCarbon's, carbon
+equivalents) live in reports.energy_tables and the display units in reports.units; both are
+re-exported here, so `from reports.tables import account_table` keeps working.
 
 Every number derived from an estimated energy (energy, power, emissions, powerup, greenup,
 category, equivalents) is labelled estimated, and every table names the files it comes from.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from bench.energy.contention import CONTENDED_ABOVE
-from bench.metrics.equivalents import DEFAULT_TABLE
 from bench.schema import Status
 from reports import stats
-from reports.aggregates import EQUIVALENT_LABELS, complete_seeds
+from reports.aggregates import complete_seeds
+from reports.energy_tables import account_table, equivalents_table, power_sources_table
 from reports.fairness import CONTENDED_MARK
 from reports.format import (
     DASH,
-    ENERGY_UNITS,
-    EQUIVALENT_UNITS,
     INFERENCE_ENERGY_UNITS,
-    MASS_UNITS,
-    POWER_UNITS,
     SEED_FILES,
-    Unit,
     decimals_for,
     est_header,
     finite,
     fmt_fixed,
     fmt_num,
     fmt_range,
-    fmt_ratio,
     pick_unit,
     plain,
     tagged,
-    time_unit,
 )
 from reports.gpsup_text import gpsup_notes, ratio_cell
 from reports.load import RunFolder, SeedRun
 from reports.model import STATUS_ORDER, Cell, Table
+from reports.units import Units, column, report_units
+
+__all__ = ["Units", "account_table", "activity_table", "crosstask_table", "environment_table", "equivalents_table",
+           "facts_table", "hyperparameter_table", "normalization_table", "power_sources_table", "report_units",
+           "results_tables"]
 
 _WORST_FIRST = (Status.FAILED, Status.CORRUPT, Status.INTERRUPTED, Status.RUNNING, Status.PENDING)
 _CUT_SHORT = (Status.INTERRUPTED, Status.FAILED, Status.CORRUPT)
-
-
-@dataclass(frozen=True)
-class Units:
-    """The report's display units, one per quantity for the whole report (every env's tables,
-    the account and the equivalents), chosen from every complete seed."""
-
-    time: Unit
-    energy: Unit
-    power: Unit
-    mass: Unit
-
-
-def report_units(seeds: pd.DataFrame) -> Units:
-    done = complete_seeds(seeds)
-    return Units(time_unit(done["wall_s"]),
-                 pick_unit(list(done["energy_j"]) + list(done["energy_to_target_j"]), ENERGY_UNITS),
-                 pick_unit(done["avg_power_w"], POWER_UNITS), pick_unit(done["emissions_kg"], MASS_UNITS))
-
-
-def _col(values: list[Any], unit: Unit | None = None, sig: int = 3) -> list[str]:
-    """One column's numbers in `unit`, all with the same decimals."""
-    scale = unit.scale if unit is not None else 1.0
-    d = decimals_for(values, scale, sig)
-    return [fmt_fixed(v, d, scale) for v in values]
 
 
 def _status_cell(statuses: list[str]) -> Cell:
@@ -174,13 +151,13 @@ def _aggregate_table(env: str, methods: list[str], seeds: pd.DataFrame, baseline
     by_m = [done[done["method"] == m] for m in methods]
     sts = [stats.describe(md["final_return_mean"]) for md in by_m]
     ret, iqm = _return_columns(sts)
-    wall = _col([md["wall_s"].mean() for md in by_m], u.time)
-    energy = _col([md["energy_j"].mean() for md in by_m], u.energy)
-    power = _col([md["avg_power_w"].mean() for md in by_m], u.power)
-    co2 = _col([md["emissions_kg"].mean() for md in by_m], u.mass)
-    ett = _col([md["energy_to_target_j"].mean() for md in by_m], u.energy)
+    wall = column([md["wall_s"].mean() for md in by_m], u.time)
+    energy = column([md["energy_j"].mean() for md in by_m], u.energy)
+    power = column([md["avg_power_w"].mean() for md in by_m], u.power)
+    co2 = column([md["emissions_kg"].mean() for md in by_m], u.mass)
+    ett = column([md["energy_to_target_j"].mean() for md in by_m], u.energy)
     rows = []
-    for k, (m, est, md) in enumerate(zip(methods, est_rows, by_m)):
+    for k, (m, est, md) in enumerate(zip(methods, est_rows, by_m, strict=True)):
         tag = mark if est else ""
         pt = points[(points["method"] == m) & (points["env"] == env)]
         pr = pt.iloc[0].to_dict() if len(pt) else {}
@@ -255,13 +232,13 @@ def _seed_table(run: RunFolder, env: str, seeds: pd.DataFrame, u: Units) -> Tabl
     recs = seeds.to_dict("records")
     vals = [_seed_values(run, rec, env) for rec in recs]
     d_ret = decimals_for([v for x in vals for v in (x[3], x[4])], sig=4, most=2)
-    wall = _col([x[1] for x in vals], u.time)
-    energy = _col([x[2] for x in vals], u.energy)
-    power = _col([rec.get("avg_power_w") for rec in recs], u.power)
-    co2 = _col([rec.get("emissions_kg") for rec in recs], u.mass)
-    ttt = _col([rec.get("time_to_target_s") for rec in recs], u.time)
+    wall = column([x[1] for x in vals], u.time)
+    energy = column([x[2] for x in vals], u.energy)
+    power = column([rec.get("avg_power_w") for rec in recs], u.power)
+    co2 = column([rec.get("emissions_kg") for rec in recs], u.mass)
+    ttt = column([rec.get("time_to_target_s") for rec in recs], u.time)
     rows = []
-    for k, (rec, (steps, _, _, final, best)) in enumerate(zip(recs, vals)):
+    for k, (rec, (steps, _, _, final, best)) in enumerate(zip(recs, vals, strict=True)):
         status, tag = str(rec["status"]), mark if rec.get("estimated") else ""
         rows.append([
             Cell(str(rec["method"])), Cell(str(rec["seed"]), "num"), Cell(status, f"status-{status}"),
@@ -275,160 +252,6 @@ def _seed_table(run: RunFolder, env: str, seeds: pd.DataFrame, u: Units) -> Tabl
         source=(f"Source: {SEED_FILES}result.json; for running seeds the last row of progress.csv "
                 "(steps, wall time, energy) and evals.csv (returns); summary.csv for seeds whose "
                 "folder is missing."))
-
-
-def _equivalence_text() -> str:
-    t = DEFAULT_TABLE
-    return (f"Equivalents: miles = kg / {t.car_kg_per_mile:g} (average gasoline car), TV hours = "
-            f"kg / {t.tv_kg_per_hour:g} (a 39 W 32-inch LCD on the US grid), household-week % = kg / "
-            f"{t.household_kg_per_week:g} × 100; constants: {t.source}. Emissions = IT energy × PUE × grid "
-            "intensity (result.json pue, carbon_intensity_g_per_kwh and its source).")
-
-
-def equivalents_table(eq: pd.DataFrame, units: Units | None = None) -> Table:
-    est = [bool(x) for x in eq["estimated"]] if len(eq) else []
-    c_unit = units.mass if units is not None else pick_unit(
-        list(eq.get("kg_per_run", [])) + list(eq.get("kg_total", [])), MASS_UNITS)
-    h_run, mark = est_header(f"Emissions per complete run ({c_unit.label})", est)
-    h_tot, _ = est_header(f"Emissions, all seeds ({c_unit.label})", est)
-    eq_units = {c: pick_unit(eq[c] if len(eq) else [], EQUIVALENT_UNITS[c]) for c in EQUIVALENT_LABELS}
-    car_total = pick_unit(eq["car_miles_total"] if len(eq) else [], EQUIVALENT_UNITS["car_miles"])
-    headers = ["Method", h_run]
-    headers += [est_header(f"{label} per run ({eq_units[c].label})", est)[0]
-                for c, label in EQUIVALENT_LABELS.items()]
-    headers += [h_tot, est_header(f"Car, all seeds ({car_total.label})", est)[0]]
-    recs = eq.to_dict("records")
-    cols = {c: _col([r[c] for r in recs], eq_units[c]) for c in EQUIVALENT_LABELS}
-    per_run = _col([r["kg_per_run"] for r in recs], c_unit)
-    total = _col([r["kg_total"] for r in recs], c_unit)
-    car = _col([r["car_miles_total"] for r in recs], car_total)
-    rows = []
-    for k, rec in enumerate(recs):
-        tag = mark if rec["estimated"] else ""
-        n = rec["n_reported"]
-        rows.append(
-            [Cell(rec["method"]), Cell(tagged(per_run[k], tag), "num")]
-            + [Cell(tagged(cols[c][k], tag), "num") for c in EQUIVALENT_LABELS]
-            + [Cell(tagged(total[k], tag) + f" ({n} seed{'s' if n != 1 else ''})", "num"),
-               Cell(tagged(car[k], tag), "num")])
-    return Table(
-        key="equivalents", title="Carbon equivalents per method", headers=headers, rows=rows,
-        source=(f"Source: {SEED_FILES}result.json emissions_kg (our account, country from plan.json); "
-                "converted by bench.metrics.equivalents (US EPA figures via CodeCarbon)."),
-        notes=["Per run = mean over complete seeds; all seeds = every seed that reported emissions, "
-               "including interrupted and failed ones (what the benchmark actually emitted).",
-               _equivalence_text()])
-
-
-def _which(g: pd.DataFrame, n_all: int) -> str:
-    """'all 24 seeds', or 'spikerl/HalfCheetah-v4 seeds 0, 1; popsan/Hopper-v4 seed 2'."""
-    if len(g) == n_all:
-        return f"all {n_all} seeds"
-    parts = []
-    for (m, e), sub in g.groupby(["method", "env"], sort=False):
-        seeds = sorted(int(x) for x in sub["seed"])
-        parts.append(f"{m}/{e} seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}")
-    return "; ".join(parts)
-
-
-def power_sources_table(seeds: pd.DataFrame) -> Table:
-    """Per component (GPU, CPU, RAM): where its energy came from, measured or estimated, and the
-    estimate's model (its TDP and where the TDP came from)."""
-    n_all = len(seeds)
-    rows = []
-    for comp in ("gpu", "cpu", "ram"):
-        src_col, est_col = f"{comp}_source", f"{comp}_estimated"
-        if src_col not in seeds.columns:
-            continue
-        known = seeds[seeds[src_col].notna()]
-        model_col = f"{comp}_power_model"
-        for (src, est, model), g in known.groupby(
-                [known[src_col].astype(str), known[est_col].eq(True),
-                 known[model_col].fillna("").astype(str) if model_col in known.columns
-                 else pd.Series("", index=known.index)], sort=True):
-            rows.append([Cell(comp.upper()), Cell(src), Cell("estimated" if est else "measured", "est" if est else "green"),
-                         Cell(model or DASH), Cell(str(len(g)), "num"), Cell(_which(g, n_all))])
-        missing = seeds[seeds[src_col].isna() & seeds["energy_source"].notna()]
-        if len(missing):
-            rows.append([Cell(comp.upper()), Cell("not metered"), Cell(DASH), Cell(DASH),
-                         Cell(str(len(missing)), "num"), Cell(_which(missing, n_all))])
-    unknown = seeds[seeds["energy_source"].isna()]
-    if len(unknown):
-        rows.append([Cell(DASH), Cell("not recorded (no energy_source in result.json, no power.csv)"), Cell(DASH),
-                     Cell(DASH), Cell(str(len(unknown)), "num"), Cell(_which(unknown, n_all))])
-    return Table(key="power-sources", title="Where the energy numbers come from",
-                 headers=["Component", "Source", "Kind", "Estimate's model", "Seeds", "Which"], rows=rows,
-                 source=f"Source: {SEED_FILES}result.json gpu/cpu/ram_source, _estimated and _power_model.",
-                 notes=["energy_j = GPU + CPU + RAM for every seed. A component that was not metered is "
-                        "left empty, never counted as 0."])
-
-
-def account_table(seeds: pd.DataFrame, methods: list[str], units: Units | None = None) -> Table:
-    """Per method (mean over complete seeds): our account by component next to CodeCarbon's
-    independent figures, and the emissions identity emissions = energy × intensity."""
-    done = complete_seeds(seeds)
-    units = units or report_units(seeds)
-    e_unit, m_unit = units.energy, units.mass
-    headers = ["Method", f"GPU ({e_unit.label})", f"CPU ({e_unit.label})", f"RAM ({e_unit.label})",
-               f"Total, ours ({e_unit.label})", f"CodeCarbon ({e_unit.label})", "CodeCarbon / ours",
-               "Intensity (g/kWh)", f"Emissions, ours ({m_unit.label})", f"CodeCarbon ({m_unit.label})"]
-    groups = [(m, done[done["method"] == m]) for m in methods if (done["method"] == m).any()]
-
-    def mean(md: pd.DataFrame, col: str, scale: float = 1.0) -> float:
-        return md[col].mean() * scale if col in md and md[col].notna().any() else float("nan")
-
-    energy_cols = [[mean(md, c) for _, md in groups] for c in ("gpu_energy_j", "cpu_energy_j", "ram_energy_j",
-                                                                  "energy_j")]
-    energy_cols.append([mean(md, "codecarbon_energy_kwh", 3.6e6) for _, md in groups])
-    d_e = decimals_for([v for col in energy_cols for v in col], e_unit.scale)
-    mass_cols = [[mean(md, c) for _, md in groups] for c in ("emissions_kg", "codecarbon_emissions_kg")]
-    d_m = decimals_for([v for col in mass_cols for v in col], m_unit.scale)
-    rows = []
-    for k, (m, md) in enumerate(groups):
-        est = {c: bool(md[f"{c}_estimated"].eq(True).any()) for c in ("gpu", "cpu", "ram")}
-        attr = {c: _attributed(md, c) for c in ("gpu", "cpu", "ram")}
-        rows.append([Cell(m)]
-                    + [Cell(tagged(fmt_fixed(energy_cols[j][k], d_e, e_unit.scale), _marks(est[c], attr[c])),
-                            "num") for j, c in enumerate(("gpu", "cpu", "ram"))]
-                    + [Cell(fmt_fixed(energy_cols[3][k], d_e, e_unit.scale), "num"),
-                       Cell(fmt_fixed(energy_cols[4][k], d_e, e_unit.scale), "num"),
-                       Cell(fmt_ratio(mean(md, "codecarbon_energy_ratio")), "num"),
-                       Cell(fmt_fixed(mean(md, "carbon_intensity_g_per_kwh"), 1), "num"),
-                       Cell(fmt_fixed(mass_cols[0][k], d_m, m_unit.scale), "num"),
-                       Cell(fmt_fixed(mass_cols[1][k], d_m, m_unit.scale), "num")])
-    return Table(
-        key="energy-account", title="Energy account: ours against CodeCarbon's", headers=headers, rows=rows,
-        source=(f"Source: {SEED_FILES}result.json gpu/cpu/ram_energy_j, energy_j, codecarbon_energy_kwh, "
-                "codecarbon_energy_ratio, carbon_intensity_g_per_kwh, emissions_kg, codecarbon_emissions_kg "
-                "(means over complete seeds)."),
-        notes=["Every reported energy, power, GPS-UP and emission comes from our account: emissions = "
-               "energy_j / 3.6e6 × intensity / 1000, with CodeCarbon's intensity for the plan's country.",
-               "CodeCarbon tracks the same runs independently (its own CPU and RAM models, sampled every "
-               "15 s); its figures are shown only as a cross-check."] + _attribution_note(done))
-
-
-def _attributed(rows: pd.DataFrame, comp: str) -> bool:
-    col = f"{comp}_source"
-    return col in rows and rows[col].astype(str).str.contains("attributed", regex=False).any()
-
-
-def _marks(estimated: bool, attributed: bool) -> str:
-    marks = [m for m, on in (("est.", estimated), ("attr.", attributed)) if on]
-    return f" ({', '.join(marks)})" if marks else ""
-
-
-def _attribution_note(done: pd.DataFrame) -> list[str]:
-    """Say how the energy of runs that executed side by side was split (bench.energy.callback)."""
-    if not any(_attributed(done, c) for c in ("cpu", "ram")):
-        return []
-    runs = pd.to_numeric(done.get("concurrent_runs", pd.Series(dtype=float)), errors="coerce").dropna()
-    share = pd.to_numeric(done.get("attributed_share", pd.Series(dtype=float)), errors="coerce").dropna()
-    at_once = f"up to {int(runs.max())} runs at once" if len(runs) else "several runs at once"
-    spread = f" (shares {share.min():.2f}–{share.max():.2f})" if len(share) else ""
-    return [f"attr.: attributed, not owned. These runs executed side by side ({at_once}, --jobs); the machine's "
-            f"CPU and RAM energy was split by each run's share of the machine's busy CPU time{spread}, "
-            "result.json attributed_share. GPUs were each run's own. For clean measurements run the sweep with "
-            "--jobs 1."]
 
 
 def activity_table(run: RunFolder, units: Units) -> Table:
@@ -445,11 +268,11 @@ def activity_table(run: RunFolder, units: Units) -> Table:
     h_train, mark = est_header(f"Training energy per run ({units.energy.label})", est)
     headers = ["Method", "Env", "Seeds", "Spike rate (%)", "SynOps / action", "MACs / action",
                f"Inference energy / action ({e_inf.label}, estimate)", h_train]
-    rate = _col([g["spike_rate"].mean() * 100 for *_, g in groups])
+    rate = column([g["spike_rate"].mean() * 100 for *_, g in groups])
     syn = [fmt_fixed(g["synops_per_action"].mean(), 0) for *_, g in groups]  # counts: whole numbers
     mac = [fmt_fixed(g["macs_per_action"].mean(), 0) for *_, g in groups]
-    inf = _col([g["inference_energy_j_per_action_est"].mean() for *_, g in groups], e_inf)
-    train = _col([g["energy_j"].mean() for *_, g in groups], units.energy)
+    inf = column([g["inference_energy_j_per_action_est"].mean() for *_, g in groups], e_inf)
+    train = column([g["energy_j"].mean() for *_, g in groups], units.energy)
     rows = [[Cell(m), Cell(e), Cell(str(len(g)), "num"), Cell(rate[k], "num"), Cell(syn[k], "num"),
              Cell(mac[k], "num"), Cell(inf[k], "num"), Cell(tagged(train[k], mark if est[k] else ""), "num")]
             for k, (m, e, g) in enumerate(groups)]

@@ -10,6 +10,13 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 RUN_SLOW_HINT = "python -m pytest --runslow (everything) or python -m pytest --runslow -m slow (only those)"
 
 
+def pytest_configure(config):
+    # CI runs the slow tests on both cores (pytest-xdist, -m "slow and not serial") and then, alone, the ones
+    # whose assertions depend on timing or on having the machine to themselves (-m "slow and serial")
+    config.addinivalue_line("markers", "serial: a slow test that measures time, concurrency or CPU share, or "
+                                       "must have the machine to itself; CI runs these alone, after the parallel pass")
+
+
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False,
                      help="also run the tests marked slow (several processes, sweeps, kills and resumes, "
@@ -35,7 +42,8 @@ def pytest_collection_modifyitems(config, items):
 def pytest_terminal_summary(terminalreporter, config):
     n = getattr(config, "_spikerl_slow_left_out", 0)
     if n:
-        terminalreporter.write_line(f"{n} slow test{'s' if n > 1 else ''} not run (deselected); run them with: {RUN_SLOW_HINT}")
+        terminalreporter.write_line(f"{n} slow test{'s' if n > 1 else ''} not run (deselected); "
+                                    f"run them with: {RUN_SLOW_HINT}")
 
 
 @pytest.fixture(autouse=True)

@@ -441,8 +441,8 @@ def test_help_has_worked_examples(capsys):
 
 class _LoadWatch:
     """The highest 1-minute load average seen while it runs: above the CPU count, other processes
-    competed with the runs, and two honest runs need not be comparable (README, "How good is the
-    gate here")."""
+    competed with the runs, and two honest runs need not be comparable (docs/guides/ci-gate.md, "How good the
+    gate is on a shared runner")."""
 
     def __init__(self) -> None:
         self.peak = os.getloadavg()[0]
@@ -485,6 +485,7 @@ def real_runs(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_real_runs_same_honest_and_doctored(real_runs, capsys):
     a, b, slow, load = real_runs
     assert _compare(capsys, a, a)[0] == 0
@@ -495,7 +496,7 @@ def test_real_runs_same_honest_and_doctored(real_runs, capsys):
     # land in a slower stretch of the host, which no statistic of the run itself can tell from slower
     # code. The honest pair must therefore pass rules set above that spread; the default 10 % rules
     # are held to the doctored copy above, and their false-alarm rate is measured with the ci profile
-    # (README, "How good is the gate here").
+    # (docs/guides/ci-gate.md, "How good the gate is on a shared runner").
     code, out, _ = _compare(capsys, a, b, "--fail-on", "sps:-35%,energy_per_step:+35%")
     if code == 1 and load.busy:
         pytest.skip(f"other processes shared the machine (load average up to {load.peak:.1f} on "
@@ -572,6 +573,7 @@ def _sh(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProc
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_github_workflow_shell_steps_end_to_end(real_runs, tmp_path):
     a, _, slow, _ = real_runs  # the rerun that must pass is a copy: the steps, not the machine, are tested
     steps = _workflow_steps(REPO / "examples" / "ci" / "github-actions.yml")
@@ -610,6 +612,7 @@ def test_github_workflow_shell_steps_end_to_end(real_runs, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_gitlab_script_end_to_end(real_runs, tmp_path):
     a, _, slow, _ = real_runs
     script = _gitlab_script(REPO / "examples" / "ci" / "gitlab-ci.yml")

@@ -163,11 +163,11 @@ def test_every_example_sweep_goes_through_the_real_parser():
         assert plan.config_file == str(f) and plan.config_sha256 is not None
 
 
-def test_the_readme_shows_the_paper_sweep_file():
-    readme = (REPO / "README.md").read_text()
+def test_the_slurm_guide_shows_the_paper_sweep_file():
+    guide = (REPO / "docs" / "guides" / "slurm.md").read_text()
     paper = (REPO / "examples" / "sweeps" / "paper.toml").read_text()
     settings = [line for line in paper.splitlines() if line and not line.startswith("#")]
-    assert all(line in readme for line in settings), "README's paper sweep differs from examples/sweeps/paper.toml"
+    assert all(line in guide for line in settings), "the SLURM guide shows another paper sweep than paper.toml"
 
 
 # ----------------------------------------------------------------------------- --set METHOD:KEY=VALUE

@@ -40,7 +40,8 @@ def test_cli_reference_has_every_subcommand_and_option():
         assert f"## `{name}` {{ #{name} }}" in text, name
         assert f"usage: spikerl-bench {name}" in text, name
         for action in sub._actions:
-            if action.help == argparse.SUPPRESS or action.option_strings in ([], ["-h", "--help"]):
+            hidden = action.help == argparse.SUPPRESS
+            if hidden or not action.option_strings or action.option_strings == ["-h", "--help"]:
                 continue
             assert f"`{', '.join(action.option_strings)}" in text, (name, action.option_strings)
     assert "--only-runs" not in text  # hidden plumbing stays hidden, as in --help
@@ -106,7 +107,25 @@ def test_every_nav_page_exists_and_every_page_is_in_the_nav():
     nav_pages = set(re.findall(r":\s*([\w/.-]+\.md)\s*$", (REPO / "mkdocs.yml").read_text(), re.M))
     pages = {str(p.relative_to(REPO / "docs")) for p in (REPO / "docs").rglob("*.md")}
     assert nav_pages <= pages, nav_pages - pages
-    assert pages - nav_pages == {"_readme_front_door.md"}, pages - nav_pages
+    assert pages == nav_pages, pages - nav_pages
+
+
+def test_the_readme_is_a_front_door_whose_links_lead_into_the_docs():
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150
+    # the two commands, word for word: CI and newcomers run the second one
+    assert ('python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 -e . && spikerl-bench run'
+            in readme)
+    assert ('python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 -e ".[test]" '
+            '&& python -m pytest' in readme)
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    local = [t for t in targets if not t.startswith(("http://", "https://"))]
+    assert any(t.endswith(".png") for t in local), "the README shows one picture of a report"
+    nav_pages = set(re.findall(r":\s*([\w/.-]+\.md)\s*$", (REPO / "mkdocs.yml").read_text(), re.M))
+    for target in local:
+        assert (REPO / target).is_file(), target
+        if target.endswith(".md"):
+            assert target.startswith("docs/") and target.removeprefix("docs/") in nav_pages, target
 
 
 @pytest.mark.slow

@@ -47,6 +47,7 @@ def test_every_command_is_an_executable_python_script():
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_array_tasks_get_slurm_ids_outputs_and_at_most_the_parallelism(slurm):
     job = sbatch(slurm, "#!/bin/bash\n"
                  "#SBATCH --array=1-7:2%2\n"
@@ -127,6 +128,7 @@ def test_kill_cancel_requeue_and_refusals(slurm):
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_time_limit_sends_the_signal_first_then_times_out(tmp_path):
     with FakeSlurm(tmp_path / "state", minute_s=2, kill_wait_s=0.5) as slurm:  # --time=1 lasts 2 s
         job = sbatch(slurm, "#!/bin/bash\n#SBATCH --time=1 --signal=B:USR1@30 --output=t.out\n"
@@ -145,6 +147,7 @@ def executor(folder, **params):
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_submitit_job_array_returns_every_result_with_its_parallelism(slurm, tmp_path):
     ex = executor(tmp_path / "jobs", slurm_array_parallelism=2)
     jobs = ex.map_array(slurm_jobs.square_slowly, [1, 2, 3, 4], [0.5] * 4)
@@ -158,6 +161,7 @@ def test_submitit_job_array_returns_every_result_with_its_parallelism(slurm, tmp
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_submitit_sees_a_killed_task_fail(slurm, tmp_path, monkeypatch):
     monkeypatch.setattr(SlurmJob, "_results_timeout_s", 1)  # how long result() waits for a missing pickle
     ex = executor(tmp_path / "jobs")
@@ -195,6 +199,7 @@ def test_submitit_requeues_a_checkpointable_on_the_preemption_signal(slurm, tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_submitit_requeues_on_the_time_limits_signal(tmp_path, with_pythonpath):
     # a SLURM minute of 10 s: --time=1 and --signal=USR2@30 send USR2 5 s after the start
     with FakeSlurm(tmp_path / "state", minute_s=10, kill_wait_s=1) as slurm:

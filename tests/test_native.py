@@ -395,6 +395,7 @@ def test_acting_kernel_rejects_mismatched_shapes_and_follows_replaced_parameters
 
 @needs_native
 @pytest.mark.slow
+@pytest.mark.serial
 def test_kernel_profile_times_every_kernel_in_the_training_loop(capsys):
     from tools import kernel_profile
 

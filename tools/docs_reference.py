@@ -70,12 +70,14 @@ def _option_rows(parser: argparse.ArgumentParser) -> list[str]:
     for action in parser._actions:
         if action.help == argparse.SUPPRESS or isinstance(action, argparse._HelpAction):
             continue
+        # argparse allows a tuple metavar (one name per argument of nargs=N); --help joins them with spaces
+        metavar = " ".join(action.metavar) if isinstance(action.metavar, tuple) else action.metavar
         if action.option_strings:
             name = ", ".join(action.option_strings)
             if action.nargs != 0:
-                name += " " + (action.metavar or action.dest.upper())
+                name += " " + (metavar or action.dest.upper())
         else:
-            name = action.metavar or action.dest
+            name = metavar or action.dest
         default = ""
         if action.option_strings and action.nargs != 0 and action.default not in (None, [], argparse.SUPPRESS):
             default = str(action.default)

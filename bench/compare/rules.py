@@ -54,7 +54,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
 DEFAULT_RULES_TEXT = "sps:-10%,energy_per_step:+10%"
 """Throughput and energy per step are what code changes move; 10 % catches `.ci/run`'s doctored
 copy (-23 % steps/s, +30 % energy per step) with room and stays above timer and meter jitter
-(README, "Comparing runs in CI", for what a busy shared runner does to it). Final return
+(docs/guides/ci-gate.md, for what a busy shared runner does to it). Final return
 is compared and shown but not gated by default: at CI budgets it is close to an untrained
 policy's (near zero for some methods, where a percentage means nothing), and for fixed code on
 one machine training is deterministic."""
