@@ -13,7 +13,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from spikerl.checkpoint import CheckpointError, load_checkpoint
 from spikerl.config import TD3Config
 from spikerl.envs import act_limit_of, make_env
 from spikerl.loop import build_agent, train
+from spikerl.normalizers import ObsNormalizer
 from spikerl.precision import autocast
 from spikerl.replay import ReplayBuffer
 from spikerl.td3 import TD3, UpdateHook
@@ -100,6 +101,13 @@ def _time_update_and_action(td3: TD3, agent, replay: ReplayBuffer, cfg: TD3Confi
     return update_ms, action_ms
 
 
+def _dims(env: Any) -> tuple[int, int]:
+    """(obs_dim, act_dim) of a Box-space env (make_env accepts no other)."""
+    obs, act = env.observation_space.shape, env.action_space.shape
+    assert obs is not None and act is not None
+    return int(obs[0]), int(act[0])
+
+
 def update_and_action_ms(method: str, env_id: str, precision: str | None, repeats: int = 100,
                          device: str = "cpu") -> tuple[float, float]:
     """Update and action ms of a freshly initialised net on random replay data."""
@@ -109,7 +117,7 @@ def update_and_action_ms(method: str, env_id: str, precision: str | None, repeat
     if precision is not None:
         cfg_d["precision"] = precision
     cfg = TD3Config.from_dict(cfg_d)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    obs_dim, act_dim = _dims(env)
     lim = act_limit_of(env)
     dev = torch.device(device)
     agent = build_agent(spec, env_id, cfg, spec.actor_params(env_id), obs_dim, act_dim, lim, dev)
@@ -119,7 +127,7 @@ def update_and_action_ms(method: str, env_id: str, precision: str | None, repeat
     for _ in range(5_000):
         replay.add(rng.normal(size=obs_dim), rng.uniform(-lim, lim, act_dim), rng.normal(), rng.normal(size=obs_dim),
                    False)
-    agent.normalizer.update(replay.obs[:5_000].astype(np.float64))
+    cast(ObsNormalizer, agent.normalizer).update(replay.obs[:5_000].astype(np.float64))
     x = torch.as_tensor(rng.normal(size=obs_dim), dtype=torch.float32).unsqueeze(0)
     return _time_update_and_action(td3, agent, replay, cfg, dev, x, repeats)
 
@@ -139,7 +147,7 @@ def load_checkpoint_agent(path: str, precision: str | None = None
         if precision is not None:
             cfg_d["precision"] = precision
         cfg = TD3Config.from_dict(cfg_d)
-        obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+        obs_dim, act_dim = _dims(env)
         lim = act_limit_of(env)
         dev = torch.device("cpu")
         agent = build_agent(spec, env_id, cfg, state["actor_params"], obs_dim, act_dim, lim, dev)
@@ -167,7 +175,8 @@ class _SpsProbe(Callback):
     key = "sps_probe"
 
     def __init__(self, after_step: int):
-        self.after_step, self.rows = after_step, []
+        self.after_step = after_step
+        self.rows: list[float] = []
 
     def on_progress(self, event: ProgressEvent) -> None:
         if event.step > self.after_step:

@@ -648,7 +648,7 @@ def test_dsrl_td3_updates_on_the_native_path_equal_the_torch_path():
     def compare(atol_actor: float) -> None:
         for net, atol in (("actor", atol_actor), ("actor_target", 1e-6), ("critic", 1e-6)):
             for (name, a), b in zip(getattr(native_td3, net).state_dict().items(),
-                                    getattr(torch_td3, net).state_dict().values()):
+                                    getattr(torch_td3, net).state_dict().values(), strict=True):
                 torch.testing.assert_close(a, b, rtol=0, atol=atol, msg=f"{net}.{name}")
         for key in ("loss_q", "loss_pi"):
             torch.testing.assert_close(native_td3.last_losses[key], torch_td3.last_losses[key], rtol=1e-6, atol=0)

@@ -83,8 +83,8 @@ def list_shares(path: str, batch: int) -> int:
         x2 = x.reshape(T * B, -1).contiguous()
         plain, changed = native.SpikeIndex(x2, 0), native.SpikeIndex(x2, B)
         modes = torch.bincount(changed.mode.long(), minlength=3).tolist()
-        kernel = median_ms(lambda: native.spike_linear(x2, w, b, step=B), 200, 20)
-        blas = median_ms(lambda: torch.addmm(b, x2, w.t()), 200, 20)
+        kernel = median_ms(lambda x2=x2, w=w, b=b: native.spike_linear(x2, w, b, step=B), 200, 20)
+        blas = median_ms(lambda x2=x2, w=w, b=b: torch.addmm(b, x2, w.t()), 200, 20)
         print(f"  layer {k} ({x2.shape[1]} -> {w.shape[0]}): density {x2.mean().item():.3f}, listed "
               f"{plain.work:.3f} active/silent -> {changed.work:.3f} with changed lists "
               f"(rows active/silent/changed {modes[0]}/{modes[1]}/{modes[2]}); "
