@@ -108,9 +108,16 @@ def _dims(env: Any) -> tuple[int, int]:
     return int(obs[0]), int(act[0])
 
 
-def update_and_action_ms(method: str, env_id: str, precision: str | None, repeats: int = 100,
-                         device: str = "cpu") -> tuple[float, float]:
-    """Update and action ms of a freshly initialised net on random replay data."""
+def update_td3(method: str, env_id: str, precision: str | None, device: str = "cpu"
+               ) -> tuple[TD3, ReplayBuffer]:
+    """A freshly initialised `method` (TD3 and all) and a replay of 5,000 random transitions, its
+    normaliser fitted to them: what `update_and_action_ms` times (tools/kernel_profile too)."""
+    td3, replay, *_ = _fresh_update_setup(method, env_id, precision, device)
+    return td3, replay
+
+
+def _fresh_update_setup(method: str, env_id: str, precision: str | None, device: str
+                        ) -> tuple[TD3, ReplayBuffer, Any, TD3Config, np.random.Generator]:
     spec = get_method(method)
     env = make_env(env_id)
     cfg_d = {**TD3Config().to_dict(), **spec.td3_params(env_id), "replay_size": 10_000}
@@ -128,8 +135,15 @@ def update_and_action_ms(method: str, env_id: str, precision: str | None, repeat
         replay.add(rng.normal(size=obs_dim), rng.uniform(-lim, lim, act_dim), rng.normal(), rng.normal(size=obs_dim),
                    False)
     cast(ObsNormalizer, agent.normalizer).update(replay.obs[:5_000].astype(np.float64))
-    x = torch.as_tensor(rng.normal(size=obs_dim), dtype=torch.float32).unsqueeze(0)
-    return _time_update_and_action(td3, agent, replay, cfg, dev, x, repeats)
+    return td3, replay, agent, cfg, rng
+
+
+def update_and_action_ms(method: str, env_id: str, precision: str | None, repeats: int = 100,
+                         device: str = "cpu") -> tuple[float, float]:
+    """Update and action ms of a freshly initialised net on random replay data."""
+    td3, replay, agent, cfg, rng = _fresh_update_setup(method, env_id, precision, device)
+    x = torch.as_tensor(rng.normal(size=agent.obs_dim), dtype=torch.float32).unsqueeze(0)
+    return _time_update_and_action(td3, agent, replay, cfg, torch.device(device), x, repeats)
 
 
 def load_checkpoint_agent(path: str, precision: str | None = None

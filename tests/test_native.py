@@ -408,6 +408,19 @@ def test_kernel_profile_times_every_kernel_in_the_training_loop(capsys):
     assert sum(per_kernel.values()) < update_ms + per_kernel["popsan_act"]  # parts of the whole
 
 
+@needs_native
+@pytest.mark.slow
+def test_kernel_profile_parts_splits_an_update_pair_in_cpu_time(capsys):
+    from tools import kernel_profile
+
+    assert kernel_profile.main(["--parts", "--methods", "popsan,mlp", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = {tuple(line.split()[:2]): line for line in out.splitlines() if line.startswith("  ") and " / " in line}
+    assert "native kernels" in rows["popsan", "actor"] and "native kernels" not in rows["mlp", "actor"]
+    assert "update pair / mlp's: popsan" in out
+    assert kernel_profile.main(["--parts", "--methods", "nope"]) == 2
+
+
 # --- DSRL ----------------------------------------------------------------------------------------
 
 def _on_grid(w: torch.Tensor) -> torch.Tensor:
