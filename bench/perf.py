@@ -13,7 +13,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from spikerl.checkpoint import CheckpointError, load_checkpoint
 from spikerl.config import TD3Config
 from spikerl.envs import act_limit_of, make_env
 from spikerl.loop import build_agent, train
+from spikerl.normalizers import ObsNormalizer
 from spikerl.precision import autocast
 from spikerl.replay import ReplayBuffer
 from spikerl.td3 import TD3, UpdateHook
@@ -100,16 +101,30 @@ def _time_update_and_action(td3: TD3, agent, replay: ReplayBuffer, cfg: TD3Confi
     return update_ms, action_ms
 
 
-def update_and_action_ms(method: str, env_id: str, precision: str | None, repeats: int = 100,
-                         device: str = "cpu") -> tuple[float, float]:
-    """Update and action ms of a freshly initialised net on random replay data."""
+def _dims(env: Any) -> tuple[int, int]:
+    """(obs_dim, act_dim) of a Box-space env (make_env accepts no other)."""
+    obs, act = env.observation_space.shape, env.action_space.shape
+    assert obs is not None and act is not None
+    return int(obs[0]), int(act[0])
+
+
+def update_td3(method: str, env_id: str, precision: str | None, device: str = "cpu"
+               ) -> tuple[TD3, ReplayBuffer]:
+    """A freshly initialised `method` (TD3 and all) and a replay of 5,000 random transitions, its
+    normaliser fitted to them: what `update_and_action_ms` times (tools/kernel_profile too)."""
+    td3, replay, *_ = _fresh_update_setup(method, env_id, precision, device)
+    return td3, replay
+
+
+def _fresh_update_setup(method: str, env_id: str, precision: str | None, device: str
+                        ) -> tuple[TD3, ReplayBuffer, Any, TD3Config, np.random.Generator]:
     spec = get_method(method)
     env = make_env(env_id)
     cfg_d = {**TD3Config().to_dict(), **spec.td3_params(env_id), "replay_size": 10_000}
     if precision is not None:
         cfg_d["precision"] = precision
     cfg = TD3Config.from_dict(cfg_d)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    obs_dim, act_dim = _dims(env)
     lim = act_limit_of(env)
     dev = torch.device(device)
     agent = build_agent(spec, env_id, cfg, spec.actor_params(env_id), obs_dim, act_dim, lim, dev)
@@ -119,9 +134,16 @@ def update_and_action_ms(method: str, env_id: str, precision: str | None, repeat
     for _ in range(5_000):
         replay.add(rng.normal(size=obs_dim), rng.uniform(-lim, lim, act_dim), rng.normal(), rng.normal(size=obs_dim),
                    False)
-    agent.normalizer.update(replay.obs[:5_000].astype(np.float64))
-    x = torch.as_tensor(rng.normal(size=obs_dim), dtype=torch.float32).unsqueeze(0)
-    return _time_update_and_action(td3, agent, replay, cfg, dev, x, repeats)
+    cast(ObsNormalizer, agent.normalizer).update(replay.obs[:5_000].astype(np.float64))
+    return td3, replay, agent, cfg, rng
+
+
+def update_and_action_ms(method: str, env_id: str, precision: str | None, repeats: int = 100,
+                         device: str = "cpu") -> tuple[float, float]:
+    """Update and action ms of a freshly initialised net on random replay data."""
+    td3, replay, agent, cfg, rng = _fresh_update_setup(method, env_id, precision, device)
+    x = torch.as_tensor(rng.normal(size=agent.obs_dim), dtype=torch.float32).unsqueeze(0)
+    return _time_update_and_action(td3, agent, replay, cfg, torch.device(device), x, repeats)
 
 
 def load_checkpoint_agent(path: str, precision: str | None = None
@@ -139,7 +161,7 @@ def load_checkpoint_agent(path: str, precision: str | None = None
         if precision is not None:
             cfg_d["precision"] = precision
         cfg = TD3Config.from_dict(cfg_d)
-        obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+        obs_dim, act_dim = _dims(env)
         lim = act_limit_of(env)
         dev = torch.device("cpu")
         agent = build_agent(spec, env_id, cfg, state["actor_params"], obs_dim, act_dim, lim, dev)
@@ -167,7 +189,8 @@ class _SpsProbe(Callback):
     key = "sps_probe"
 
     def __init__(self, after_step: int):
-        self.after_step, self.rows = after_step, []
+        self.after_step = after_step
+        self.rows: list[float] = []
 
     def on_progress(self, event: ProgressEvent) -> None:
         if event.step > self.after_step:

@@ -7,7 +7,8 @@ update. `adam_step` skips it by calling the private `torch._fused_adam_` with th
 `opt.step()` would pass, on the state `opt` owns (so `opt.state_dict()` is unchanged). It does so
 only when this torch has the kernel and a one-time self-test shows it matches `opt.step()` bit for
 bit; any other torch, any optimiser setting the shortcut does not cover, and every CUDA optimiser
-(capturable, so that CUDA graphs capture the public step) goes through `opt.step()`. Set `SPIKERL_FAST_ADAM=0` to always use the public path.
+(capturable, so that CUDA graphs capture the public step) goes through `opt.step()`. Set
+`SPIKERL_FAST_ADAM=0` to always use the public path.
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def make_adam(params: Iterable[torch.Tensor], lr: float) -> torch.optim.Adam:
     params = list(params)
     device_type = params[0].device.type if params else "cpu"
     try:
-        return torch.optim.Adam(params, lr=lr, **adam_options(device_type))
+        opts = adam_options(device_type)
+        return torch.optim.Adam(params, lr=lr, fused=opts["fused"], capturable=opts.get("capturable", False))
     except (RuntimeError, TypeError):
         return torch.optim.Adam(params, lr=lr, foreach=True, capturable=device_type == "cuda")
 
@@ -67,7 +69,7 @@ def _self_test() -> bool:
     b = [t.detach().clone().requires_grad_() for t in a]
     opt_a, opt_b = make_adam(a, 1e-2), make_adam(b, 1e-2)
     for i in range(3):
-        for x, y in zip(a, b):
+        for x, y in zip(a, b, strict=True):
             x.grad = torch.randn(x.shape, generator=gen)
             y.grad = x.grad.clone()
         opt_a.step()
@@ -76,7 +78,7 @@ def _self_test() -> bool:
         if i == 0:
             opt_b.step()
     sa, sb = opt_a.state_dict()["state"], opt_b.state_dict()["state"]
-    return (all(torch.equal(x, y) for x, y in zip(a, b))
+    return (all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
             and all(torch.equal(sa[k][n], sb[k][n]) for k in sa for n in ("step", "exp_avg", "exp_avg_sq")))
 
 

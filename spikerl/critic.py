@@ -20,7 +20,7 @@ class TwinCritic(nn.Module):
         self.n_critics = n_critics
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
             bound = 1.0 / math.sqrt(fan_in)  # nn.Linear's default init, weights and biases alike
             self.weights.append(nn.Parameter(torch.empty(n_critics, fan_in, fan_out).uniform_(-bound, bound)))
             self.biases.append(nn.Parameter(torch.empty(n_critics, 1, fan_out).uniform_(-bound, bound)))
@@ -29,7 +29,7 @@ class TwinCritic(nn.Module):
         """Q values of every critic, shape [n_critics, B]."""
         x = torch.cat([obs, act], dim=-1)
         h = x.unsqueeze(0).expand(self.n_critics, *x.shape)
-        *hidden, (w, b) = zip(self.weights, self.biases)  # (slicing a ParameterList builds a new module)
+        *hidden, (w, b) = zip(self.weights, self.biases, strict=True)  # (slicing a ParameterList builds a new module)
         for wh, bh in hidden:
             h = torch.baddbmm(bh, h, wh).relu_()  # in place: baddbmm's backward never reads its output
         # The 1-wide output layer as multiply-and-sum: a batched matmul with one output column runs
@@ -41,7 +41,7 @@ class TwinCritic(nn.Module):
     def q1(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """Q1 alone (the actor's objective), shape [B]."""
         h = torch.cat([obs, act], dim=-1)
-        *hidden, (w, b) = zip(self.weights, self.biases)
+        *hidden, (w, b) = zip(self.weights, self.biases, strict=True)
         for wh, bh in hidden:
             h = torch.addmm(bh[0], h, wh[0]).relu_()
         if w.shape[-1] == 1:

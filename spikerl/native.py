@@ -264,7 +264,7 @@ def _check_act_shapes(obs: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, 
     if obs.dim() != 2 or mean.dim() != 2 or std.shape != mean.shape or obs.shape[1] != mean.shape[0] or not ws:
         raise ValueError(f"popsan_act: observations {tuple(obs.shape)} do not match the encoder {tuple(mean.shape)}")
     pop, width = mean.shape[1], mean.numel()
-    for w, b in zip(ws, bs):
+    for w, b in zip(ws, bs, strict=True):
         if w.dim() != 2 or w.shape[1] != width or b.shape != (w.shape[0],):
             raise ValueError(f"popsan_act: layer weight {tuple(w.shape)} / bias {tuple(b.shape)} after width {width}")
         width = w.shape[0]

@@ -10,7 +10,7 @@ steps). Each layer is one matmul over all T·B rows plus a fused recurrence (`sp
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 import torch.nn as nn
@@ -30,17 +30,19 @@ class PopSpikingActor(nn.Module):
         self.timesteps = int(timesteps)
         self.encoder = PopulationEncoder(obs_dim, pop_dim, self.timesteps, encoding, mean_range, std)
         sizes = [obs_dim * pop_dim, *(int(h) for h in hidden), act_dim * pop_dim]
-        self.layers = nn.ModuleList(PopSANLIFLayer(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(PopSANLIFLayer(n_in, n_out)
+                                    for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True))
         self.decoder = PopulationDecoder(act_dim, act_limit, pop_dim)
 
     def forward(self, obs_norm: torch.Tensor) -> torch.Tensor:
         """Normalised obs [B, obs_dim] → action [B, act_dim] in [−act_limit, act_limit]."""
-        first, *rest = self.layers  # (slicing a ModuleList builds a new module on every call)
+        # (slicing a ModuleList builds a new module on every call; the cast only names the type)
+        first, *rest = cast("list[PopSANLIFLayer]", self.layers)
         if (obs_norm.shape[0] * self.timesteps < native.SPARSE_MIN_ROWS and not torch.is_grad_enabled()
                 and self.encoder.encoding is Encoding.DETERMINISTIC and native.usable(obs_norm, first.fc.weight)
                 and not native.bf16_autocast()):  # (the acting kernel has no bf16 recipe: layer by layer then)
             # acting: the whole net in one kernel call
-            fcs = [m.fc for m in self.layers]
+            fcs = [m.fc for m in (first, *rest)]
             enc, dec = self.encoder, self.decoder
             return native.popsan_act(obs_norm, enc.mean, enc.std, [f.weight for f in fcs], [f.bias for f in fcs],
                                      dec.weight, dec.bias, self.act_limit, self.timesteps)

@@ -75,12 +75,12 @@ def _accumulator_gains(timesteps: int, dtype: torch.dtype, device: torch.device)
 
 class _RegularSpikes(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a: torch.Tensor, timesteps: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, a: torch.Tensor, timesteps: int) -> torch.Tensor:
         ctx.timesteps = timesteps
         return _regular_spikes(a, timesteps)
 
     @staticmethod
-    def backward(ctx, grad_o: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad_o: torch.Tensor) -> tuple[torch.Tensor, None]:
         return _regular_spikes_backward(grad_o, ctx.timesteps), None
 
 
@@ -97,19 +97,19 @@ class _RegularSpikesVmap(torch.autograd.Function):
     generate_vmap_rule = False
 
     @staticmethod
-    def forward(a: torch.Tensor, timesteps: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(a: torch.Tensor, timesteps: int) -> torch.Tensor:
         return _regular_spikes(a, timesteps)
 
     @staticmethod
-    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+    def setup_context(ctx, inputs, output) -> None:
         ctx.timesteps = inputs[1]
 
     @staticmethod
-    def backward(ctx, grad_o: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad_o: torch.Tensor) -> tuple[torch.Tensor, None]:
         return _regular_spikes_backward(grad_o, ctx.timesteps), None
 
     @staticmethod
-    def vmap(info, in_dims, a: torch.Tensor, timesteps: int):  # type: ignore[override]
+    def vmap(info, in_dims, a: torch.Tensor, timesteps: int):
         d = in_dims[0]
         if d is None:
             return _RegularSpikesVmap.apply(a, timesteps), None
@@ -153,11 +153,11 @@ def _poisson_spikes(a: torch.Tensor, timesteps: int) -> torch.Tensor:
 
 class _PoissonSpikes(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a: torch.Tensor, timesteps: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, a: torch.Tensor, timesteps: int) -> torch.Tensor:
         return _poisson_spikes(a, timesteps)
 
     @staticmethod
-    def backward(ctx, grad_o: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad_o: torch.Tensor) -> tuple[torch.Tensor, None]:
         return grad_o.sum(0), None
 
 

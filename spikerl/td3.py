@@ -79,9 +79,9 @@ class TD3:
         while i < n:
             j = min(n, i + delay - self.updates % delay)  # the updates until the next actor step
             group = batches[i:j]
-            y = self.target(torch.cat([b.rew for b in group]), torch.cat(next_obs[i:j]),
-                            torch.cat([b.terminated for b in group]), batch_sizes=sizes[i:j])
-            for b, o, y in zip(group, obs[i:j], y.split(sizes[i:j])):
+            ys = self.target(torch.cat([b.rew for b in group]), torch.cat(next_obs[i:j]),
+                             torch.cat([b.terminated for b in group]), batch_sizes=sizes[i:j])
+            for b, o, y in zip(group, obs[i:j], ys.split(sizes[i:j]), strict=True):
                 if self.hook is not None:
                     self.hook.before_update(self, b)
                 self._critic_step(o, b.act, y)
@@ -109,7 +109,7 @@ class TD3:
         with autocast(cfg.precision, self.device):
             loss_pi = actor_loss(self.critic.q1(obs, self.actor(obs)))
         grads = torch.autograd.grad(loss_pi, self.actor_params)
-        for p, g in zip(self.actor_params, grads):
+        for p, g in zip(self.actor_params, grads, strict=True):
             p.grad = g
         self._sync(self.actor_params)
         adam_step(self.actor_opt)
@@ -185,6 +185,6 @@ def actor_loss(q1: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def polyak_(target: nn.Module, source: nn.Module, tau: float) -> None:
     """θ' ← (1 − τ) θ' + τ θ for every parameter, the encoder's learnable μ and σ included."""
-    t = [p for p in target.parameters()]
-    s = [p for p in source.parameters()]
+    t: list[torch.Tensor] = [p for p in target.parameters()]
+    s: list[torch.Tensor] = [p for p in source.parameters()]
     torch._foreach_lerp_(t, s, tau)

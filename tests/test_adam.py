@@ -16,7 +16,7 @@ def _params():
 
 
 def _set_grads(params, step):
-    for p, g in zip(params, GRADS[step]):
+    for p, g in zip(params, GRADS[step], strict=True):
         p.grad = torch.tensor(g)
 
 
@@ -50,12 +50,12 @@ def test_shortcut_equals_optimizer_step_bit_for_bit_and_is_adam():
             opt_fast.step()
         else:
             assert adam._fast_step(opt_fast)
-    assert all(torch.equal(a, b) for a, b in zip(public, fast))
+    assert all(torch.equal(a, b) for a, b in zip(public, fast, strict=True))
     sa, sb = opt_public.state_dict()["state"], opt_fast.state_dict()["state"]
     for i in sa:
         for key in ("step", "exp_avg", "exp_avg_sq"):
             assert torch.equal(sa[i][key], sb[i][key]), key
-    for p, ref in zip(fast, _textbook_adam()):
+    for p, ref in zip(fast, _textbook_adam(), strict=True):
         torch.testing.assert_close(p.detach().double(), ref, rtol=0, atol=1e-6)
 
 
@@ -72,7 +72,7 @@ def test_shortcut_uses_the_state_a_checkpoint_loaded():
     _set_grads(restored, 2)
     opt.step()
     assert adam._fast_step(opt_restored)
-    assert all(torch.equal(a, b) for a, b in zip(trained, restored))
+    assert all(torch.equal(a, b) for a, b in zip(trained, restored, strict=True))
 
 
 def test_settings_outside_the_shortcut_go_through_optimizer_step():
@@ -102,7 +102,7 @@ def test_public_path_when_switched_off(monkeypatch):
             _set_grads(other, step)
             opt_a.step()
             adam_step(opt_b)
-        assert all(torch.equal(a, b) for a, b in zip(public, other))
+        assert all(torch.equal(a, b) for a, b in zip(public, other, strict=True))
     finally:
         monkeypatch.undo()
         adam.fast_path_enabled.cache_clear()

@@ -409,6 +409,19 @@ def test_kernel_profile_times_every_kernel_in_the_training_loop(capsys):
     assert sum(per_kernel.values()) < update_ms + per_kernel["popsan_act"]  # parts of the whole
 
 
+@needs_native
+@pytest.mark.slow
+def test_kernel_profile_parts_splits_an_update_pair_in_cpu_time(capsys):
+    from tools import kernel_profile
+
+    assert kernel_profile.main(["--parts", "--methods", "popsan,mlp", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = {tuple(line.split()[:2]): line for line in out.splitlines() if line.startswith("  ") and " / " in line}
+    assert "native kernels" in rows["popsan", "actor"] and "native kernels" not in rows["mlp", "actor"]
+    assert "update pair / mlp's: popsan" in out
+    assert kernel_profile.main(["--parts", "--methods", "nope"]) == 2
+
+
 # --- DSRL ----------------------------------------------------------------------------------------
 
 def _on_grid(w: torch.Tensor) -> torch.Tensor:
@@ -649,7 +662,7 @@ def test_dsrl_td3_updates_on_the_native_path_equal_the_torch_path():
     def compare(atol_actor: float) -> None:
         for net, atol in (("actor", atol_actor), ("actor_target", 1e-6), ("critic", 1e-6)):
             for (name, a), b in zip(getattr(native_td3, net).state_dict().items(),
-                                    getattr(torch_td3, net).state_dict().values()):
+                                    getattr(torch_td3, net).state_dict().values(), strict=True):
                 torch.testing.assert_close(a, b, rtol=0, atol=atol, msg=f"{net}.{name}")
         for key in ("loss_q", "loss_pi"):
             torch.testing.assert_close(native_td3.last_losses[key], torch_td3.last_losses[key], rtol=1e-6, atol=0)

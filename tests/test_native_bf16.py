@@ -191,7 +191,7 @@ def test_td3_updates_in_bf16_agree_with_the_torch_bf16_path(method):
     assert "round_bf16" in kernels
     for net in ("actor", "critic"):
         for (name, a), b in zip(getattr(native_td3, net).state_dict().items(),
-                                getattr(torch_td3, net).state_dict().values()):
+                                getattr(torch_td3, net).state_dict().values(), strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-4, msg=f"{net}.{name}")
-    moved = max((p.detach() - s).abs().max().item() for p, s in zip(native_td3.actor.parameters(), start))
+    moved = max((p.detach() - s).abs().max().item() for p, s in zip(native_td3.actor.parameters(), start, strict=True))
     assert moved > 1e-3  # the actor did learn (lr 1e-3)

@@ -70,7 +70,7 @@ def test_policy_delay_and_polyak_targets():
     td3.update(batch)
     assert torch.equal(td3.actor.w, actor0), "actor must wait for the second critic update"
     assert torch.equal(td3.actor_target.w, target0)
-    assert all(torch.equal(a, b) for a, b in zip(td3.critic_target.parameters(), critic_t0))
+    assert all(torch.equal(a, b) for a, b in zip(td3.critic_target.parameters(), critic_t0, strict=True))
     td3.update(batch)
     assert not torch.equal(td3.actor.w, actor0)
     expected = 0.5 * target0 + 0.5 * td3.actor.w.detach()
@@ -81,7 +81,7 @@ def test_polyak_formula():
     src, dst = nn.Linear(3, 2), nn.Linear(3, 2)
     before = [p.detach().clone() for p in dst.parameters()]
     polyak_(dst, src, 0.005)
-    for b, s, d in zip(before, src.parameters(), dst.parameters()):
+    for b, s, d in zip(before, src.parameters(), dst.parameters(), strict=True):
         assert torch.allclose(d, 0.995 * b + 0.005 * s, atol=1e-7)
 
 
@@ -92,7 +92,7 @@ def test_actor_step_leaves_critic_untouched():
     # a critic step then an actor step: the critic changes once, by its own optimiser only
     td3.critic_opt.step = lambda: None  # freeze the critic optimiser to isolate the actor step
     td3.update(batch)
-    for a, b in zip(td3.critic.parameters(), critic_copy.parameters()):
+    for a, b in zip(td3.critic.parameters(), critic_copy.parameters(), strict=True):
         assert torch.equal(a, b)
 
 
@@ -104,7 +104,7 @@ def test_twin_critic_equals_two_independent_mlps():
     x = torch.cat([obs, act], -1)
     for i in range(2):
         h = x
-        for k, (w, b) in enumerate(zip(critic.weights, critic.biases)):
+        for k, (w, b) in enumerate(zip(critic.weights, critic.biases, strict=True)):
             h = h @ w[i] + b[i, 0]
             if k < 2:
                 h = torch.relu(h)
@@ -192,7 +192,7 @@ def test_update_many_equals_one_update_at_a_time(first, spiking_path):
     torch.manual_seed(11)
     many.update_many(batches[first:])
     assert one.updates == many.updates == 7
-    for a, b in zip(_params(one), _params(many)):
+    for a, b in zip(_params(one), _params(many), strict=True):
         if spiking_path == "torch":
             assert torch.equal(a, b)
         else:
@@ -220,7 +220,7 @@ def test_update_many_with_poisson_encoding_groups_and_learns_the_same_way():
     assert td3.updates == 5
     after = _params(td3)
     assert all(torch.isfinite(p).all() for p in after)
-    assert sum(not torch.equal(a, b) for a, b in zip(before, after)) == len(before)
+    assert sum(not torch.equal(a, b) for a, b in zip(before, after, strict=True)) == len(before)
 
 
 @pytest.mark.parametrize("size", [3, 150, 1000])
@@ -235,8 +235,8 @@ def test_sample_many_draws_the_same_batches_as_repeated_sample(size):
     singles = [one.sample(10) for _ in range(6)]
     batches = many.sample_many(6, 10)
     assert len(batches) == 6
-    for a, b in zip(singles, batches):
-        for x, y in zip(a, b):
+    for a, b in zip(singles, batches, strict=True):
+        for x, y in zip(a, b, strict=True):
             assert torch.equal(x, y) and y.is_contiguous()
     assert torch.equal(one.sample(5).obs, many.sample(5).obs)  # the generators stay in step
 
@@ -263,4 +263,4 @@ def test_update_hook_sees_each_update_before_it_runs_and_changes_nothing():
     assert [(n, b is batches[n]) for n, b in rec.before] == [(n, True) for n in range(5)]
     assert [(done, n) for done, n, _ in rec.after] == [(2, 2), (5, 3)]
     assert all(s > 0 for _, _, s in rec.after)
-    assert all(torch.equal(a, b) for a, b in zip(_params(plain), _params(hooked)))
+    assert all(torch.equal(a, b) for a, b in zip(_params(plain), _params(hooked), strict=True))

@@ -53,7 +53,8 @@ class ShadowCheck(UpdateHook):
             with torch.no_grad():
                 a_torch = td3.actor_target(next_obs)
             g_torch = actor_grad()
-        rel = max(((a - b).abs().max() / b.abs().max().clamp(min=1e-30)).item() for a, b in zip(g_native, g_torch))
+        rel = max(((a - b).abs().max() / b.abs().max().clamp(min=1e-30)).item()
+                  for a, b in zip(g_native, g_torch, strict=True))
         self.checks.append((td3.updates, rel, (a_native - a_torch).abs().max().item()))
         print(f"update {td3.updates:6d}  actor grad rel diff {rel:.1e}  target action max diff "
               f"{self.checks[-1][2]:.1e}", flush=True)
