@@ -13,7 +13,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +27,6 @@ from spikerl.checkpoint import CheckpointError, load_checkpoint
 from spikerl.config import TD3Config
 from spikerl.envs import act_limit_of, make_env
 from spikerl.loop import build_agent, train
-from spikerl.normalizers import ObsNormalizer
 from spikerl.precision import autocast
 from spikerl.replay import ReplayBuffer
 from spikerl.td3 import TD3, UpdateHook
@@ -134,7 +133,7 @@ def _fresh_update_setup(method: str, env_id: str, precision: str | None, device:
     for _ in range(5_000):
         replay.add(rng.normal(size=obs_dim), rng.uniform(-lim, lim, act_dim), rng.normal(), rng.normal(size=obs_dim),
                    False)
-    cast(ObsNormalizer, agent.normalizer).update(replay.obs[:5_000].astype(np.float64))
+    agent.normalizer.update(replay.obs[:5_000].astype(np.float64))
     return td3, replay, agent, cfg, rng
 
 
