@@ -25,7 +25,7 @@ from spikerl import native, native_lib
 from spikerl.callbacks import Callback, ProgressEvent
 from spikerl.checkpoint import CheckpointError, load_checkpoint
 from spikerl.config import TD3Config
-from spikerl.envs import act_limit_of, make_env
+from spikerl.envs import act_limit_of, make_env, space_dim
 from spikerl.loop import build_agent, train
 from spikerl.precision import autocast
 from spikerl.replay import ReplayBuffer
@@ -100,13 +100,6 @@ def _time_update_and_action(td3: TD3, agent, replay: ReplayBuffer, cfg: TD3Confi
     return update_ms, action_ms
 
 
-def _dims(env: Any) -> tuple[int, int]:
-    """(obs_dim, act_dim) of a Box-space env (make_env accepts no other)."""
-    obs, act = env.observation_space.shape, env.action_space.shape
-    assert obs is not None and act is not None
-    return int(obs[0]), int(act[0])
-
-
 def update_td3(method: str, env_id: str, precision: str | None, device: str = "cpu"
                ) -> tuple[TD3, ReplayBuffer]:
     """A freshly initialised `method` (TD3 and all) and a replay of 5,000 random transitions, its
@@ -123,7 +116,7 @@ def _fresh_update_setup(method: str, env_id: str, precision: str | None, device:
     if precision is not None:
         cfg_d["precision"] = precision
     cfg = TD3Config.from_dict(cfg_d)
-    obs_dim, act_dim = _dims(env)
+    obs_dim, act_dim = space_dim(env.observation_space), space_dim(env.action_space)
     lim = act_limit_of(env)
     dev = torch.device(device)
     agent = build_agent(spec, env_id, cfg, spec.actor_params(env_id), obs_dim, act_dim, lim, dev)
@@ -160,7 +153,7 @@ def load_checkpoint_agent(path: str, precision: str | None = None
         if precision is not None:
             cfg_d["precision"] = precision
         cfg = TD3Config.from_dict(cfg_d)
-        obs_dim, act_dim = _dims(env)
+        obs_dim, act_dim = space_dim(env.observation_space), space_dim(env.action_space)
         lim = act_limit_of(env)
         dev = torch.device("cpu")
         agent = build_agent(spec, env_id, cfg, state["actor_params"], obs_dim, act_dim, lim, dev)

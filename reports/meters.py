@@ -9,26 +9,18 @@ is marked partial here; leaving it out of GPS-UP is the GPS-UP table's rule (it 
 columns)."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
 
 from bench.energy.coverage import PARTIAL_BELOW, is_partial
+from bench.metrics.basis import finite_number as _num
 from bench.run.machine_energy import read_windows
-from reports.format import DASH, SEED_FILES
+from reports.format import DASH, SEED_FILES, est_header, tagged
 from reports.model import Cell, Table
 
 METHODOLOGY_NOTE = ("Meters: software meters (NVML, RAPL, amdsmi, or the load-based estimate) read through this "
                     "suite; on this platform they are unvalidated against a wall meter.")
-
-
-def _num(v: object) -> float | None:
-    try:
-        f = float(v)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def _cov(v: object) -> Cell:
@@ -38,12 +30,18 @@ def _cov(v: object) -> Cell:
     return Cell(f"{f:.3f}", "num red" if f < PARTIAL_BELOW else "num")
 
 
-def _energy(gross: object, dynamic: object) -> Cell:
-    """'gross / dynamic' J; the dynamic part absent without an idle baseline."""
+def _energy(gross: object, dynamic: object, mark: str) -> Cell:
+    """'gross / dynamic' J, with the estimate mark where the column mixes measured and estimated
+    seeds; the dynamic part absent without an idle baseline."""
     g, d = _num(gross), _num(dynamic)
     if g is None:
         return Cell(DASH)
-    return Cell(f"{g:,.0f} / {d:,.0f}" if d is not None else f"{g:,.0f} / {DASH}", "num")
+    return Cell(tagged(f"{g:,.0f} / {d:,.0f}" if d is not None else f"{g:,.0f} / {DASH}", mark), "num")
+
+
+def _estimated(flag: object) -> bool:
+    """A *_estimated cell as read back (bool, numpy bool or absent): absent is not estimated."""
+    return flag in (True,)
 
 
 def _idle(r: pd.Series) -> Cell:
@@ -66,8 +64,10 @@ def machine_energy_notes(run_dir: Path | None) -> list[str]:
         rest = f"{rest_j:,.0f} J" if rest_j is not None else DASH
         missing = int(_num(w.get("runs_missing")) or 0)
         est = " (estimated)" if w.get("estimated") else ""
+        window_s = _num(w.get("window_s"))
+        over = f"{window_s:,.0f} s" if window_s is not None else DASH
         out.append(f"Runs side by side on {w.get('host') or 'this machine'}: its CPU and RAM metered "
-                   f"{machine_j:,.0f} J{est} over {_num(w.get('window_s')) or 0:,.0f} s = the runs' charges "
+                   f"{machine_j:,.0f} J{est} over {over} = the runs' charges "
                    f"{runs} + a remainder no run was charged {rest} (idle cores, other processes, start-up)"
                    + (f"; {missing} run(s) without a charge" if missing else "") + ". Source: machine_energy.json.")
     return out
@@ -80,6 +80,12 @@ def meters_table(seeds: pd.DataFrame, run_dir: Path | None = None) -> Table | No
         return None
     rows = []
     partial = 0
+    energy_heads, marks = [], {}
+    for c in ("gpu", "cpu", "ram"):
+        metered = seeds[seeds[f"{c}_energy_j"].map(_num).notna()] if f"{c}_energy_j" in seeds.columns else seeds[:0]
+        flags = [_estimated(x) for x in metered.get(f"{c}_estimated", pd.Series(dtype=object))]
+        head, marks[c] = est_header(f"{c.upper()} J gross / dynamic", flags)
+        energy_heads.append(head)
     for _, r in seeds.sort_values(["method", "env", "seed"]).iterrows():
         fields = {k: r.get(k) for k in r.index}
         for k, v in list(fields.items()):
@@ -92,7 +98,8 @@ def meters_table(seeds: pd.DataFrame, run_dir: Path | None = None) -> Table | No
                      *(_cov(r.get(f"{c}_coverage")) for c in ("gpu", "cpu", "ram")),
                      Cell(str(int(_num(r.get("gpu_devices_metered")) or 0)) if _num(r.get("gpu_devices_metered"))
                           is not None else DASH, "num"),
-                     *(_energy(r.get(f"{c}_energy_j"), r.get(f"{c}_dynamic_energy_j")) for c in ("gpu", "cpu", "ram")),
+                     *(_energy(r.get(f"{c}_energy_j"), r.get(f"{c}_dynamic_energy_j"),
+                               marks[c] if _estimated(r.get(f"{c}_estimated")) else "") for c in ("gpu", "cpu", "ram")),
                      _idle(r),
                      Cell(str(r.get("meter_verdict")) if isinstance(r.get("meter_verdict"), str) else DASH),
                      Cell("partial: " + ", ".join(c.upper() for c in low), "red") if low else Cell("full"),
@@ -106,7 +113,7 @@ def meters_table(seeds: pd.DataFrame, run_dir: Path | None = None) -> Table | No
              *machine_energy_notes(run_dir), METHODOLOGY_NOTE]
     return Table(key="meters", title="Reproducibility appendix: meter coverage and problems",
                  headers=["Method", "Env", "Seed", "GPU coverage", "CPU coverage", "RAM coverage", "GPUs",
-                          "GPU J gross / dynamic", "CPU J gross / dynamic", "RAM J gross / dynamic", "Idle baseline",
+                          *energy_heads, "Idle baseline",
                           "Verdict", "Window", "Meter problems (count, first and last time)"],
                  rows=rows, source=f"Source: {SEED_FILES}result.json *_coverage, gpu_devices_metered, "
                                    f"*_energy_j, *_dynamic_energy_j, idle_window_s, idle_baseline, meter_verdict, "

@@ -161,7 +161,7 @@ class GraphedBurst:
         assert isinstance(td3, BatchedTD3)  # (__init__)
         done = self.warmups.get(key, 0)
         if done < WARMUPS or not (td3.actor_opt.state and td3.critic_opt.state):
-            written = self._eager(inputs, warm=True)
+            written = self._warm(inputs)
             self.warmups[key] = done + 1
             self.losses[key] = {k: td3.last_losses[k].detach().clone() for k in written}
             return
@@ -191,16 +191,13 @@ class GraphedBurst:
         self.graphs[key] = (static, graph)
         self._replay(key, graph, n)  # the capture ran nothing: this replay is the burst
 
-    def _eager(self, inputs: BurstInputs, warm: bool) -> set[str]:
-        """One eager burst (on the capture stream when `warm`); the names of the losses it wrote."""
+    def _warm(self, inputs: BurstInputs) -> set[str]:
+        """One eager warm-up burst on the capture stream; the names of the losses it wrote."""
         td3 = self.td3
         assert isinstance(td3, BatchedTD3)  # only a captured batch warms up (__init__)
         before = dict(td3.last_losses)
         td3.last_losses.clear()
-        if warm:
-            _warmup(self.capture, lambda: td3.update_burst(inputs))
-        else:
-            td3.update_burst(inputs)
+        _warmup(self.capture, lambda: td3.update_burst(inputs))
         written = set(td3.last_losses)
         td3.last_losses.update({k: v for k, v in before.items() if k not in written})
         return written

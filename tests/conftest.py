@@ -50,3 +50,12 @@ def pytest_terminal_summary(terminalreporter, config):
 def _chdir_tmp(tmp_path, monkeypatch):
     """Run every test in its own folder so MuJoCo/CodeCarbon side files never land in the repo."""
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def float64():
+    """torch's default dtype float64 for one test (seed-batch equivalence checked without fp32 rounding)."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)

@@ -41,14 +41,6 @@ def _per_seed_returns(run: BatchRun) -> list[list[float]]:
     return out
 
 
-@pytest.fixture
-def float64():
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
-
-
 @pytest.mark.parametrize("method,env_id,extra,engine", [
     ("popsan", "Hopper-v4", {"encoding": "poisson"}, "torch"),
     ("mlp", "Hopper-v4", {}, "torch"),

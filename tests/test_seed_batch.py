@@ -55,14 +55,6 @@ def _case(name: str):
     return spec, env_id, {**spec.actor_params(env_id), **overrides}
 
 
-@pytest.fixture
-def float64():
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
-
-
 def _tensors(state: dict) -> dict[str, torch.Tensor]:
     """Every tensor of a checkpoint's TD3 state, by a flat name."""
     td3 = state["td3"]
