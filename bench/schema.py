@@ -224,7 +224,7 @@ MACHINE_ENERGY_FIELDS = (
           "windows only)"),
     Field("runs_missing", "", "int", doc="runs of the window without a readable charge (their J absent)"),
 )
-MACHINE_ENERGY_COLUMNS = tuple(f.name for f in MACHINE_ENERGY_FIELDS)
+MACHINE_ENERGY_COLUMNS = _names(MACHINE_ENERGY_FIELDS)
 
 # ---- columns summary.csv adds across runs (bench.metrics)
 TARGET_FIELDS = (Field("target_return"), Field("energy_to_target_j", "J"), Field("time_to_target_s", "s"))

@@ -4,8 +4,7 @@ segments no row covers (unmetered_s) and earlier attempts kept in seed<k>.lost-<
 (`run --resume --restart-seed`). Nothing a resume did is left for the reader to find alone."""
 from __future__ import annotations
 
-import math
-
+from bench.metrics.basis import finite_number
 from reports.load import RunFolder
 from reports.model import Cell, Table
 
@@ -21,8 +20,8 @@ def resume_rows(run: RunFolder) -> list[list[Cell]]:
         dropped = result.get("log_rows_dropped")
         if isinstance(dropped, str) and dropped:
             said.append(f"log rows dropped while healing: {dropped[:400]}")
-        gap = result.get("unmetered_s")
-        if isinstance(gap, (int, float)) and not isinstance(gap, bool) and math.isfinite(gap) and gap > 0:
+        gap = finite_number(result.get("unmetered_s"))
+        if gap is not None and gap > 0:
             said.append(f"{gap:.3g} s between power-trace segments unmetered")
         if said:
             rows.append([Cell(f"resume: {r.rel_dir}"), Cell("; ".join(said))])

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from bench.run.plan import MAX_IDLE_WINDOW_S
+
 EXIT_USAGE = 2
 MAX_SEED = 2**32 - 1  # numpy's SeedSequence and gymnasium's reset(seed=) accept up to this (= plan.MAX_SEED)
 MAX_SEEDS = 10_000  # as many as a plan.json may hold
@@ -100,6 +102,14 @@ def power_interval(text: str) -> float:
     v = positive_float(text)
     if not 1e-3 <= v <= 3600:
         raise argparse.ArgumentTypeError(f"power sampling interval must be 0.001 to 3600 s, got {text!r}")
+    return v
+
+
+def idle_window(text: str) -> float:
+    """--idle-window-s: seconds of idle baseline before training, 0 (none) to an hour."""
+    v = finite_float(text)
+    if not 0 <= v <= MAX_IDLE_WINDOW_S:
+        raise argparse.ArgumentTypeError(f"idle window must be 0 (none) to {MAX_IDLE_WINDOW_S:g} s, got {text!r}")
     return v
 
 

@@ -11,6 +11,7 @@ from bench.cli.args import (
     EXIT_USAGE,
     OneLineParser,
     finite_float,
+    idle_window,
     power_interval,
     run_keys,
     seed_list,
@@ -19,7 +20,7 @@ from bench.cli.args import (
 )
 from bench.cli.compare import add_compare_parser
 from bench.cli.config_file import with_config_file
-from bench.cli.run import cmd_run, idle_window
+from bench.cli.run import cmd_run
 from bench.run import store
 from bench.run.plan import UsageError, validate_names
 from bench.run.profiles import DEFAULT_BASELINE, PROFILES

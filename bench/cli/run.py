@@ -13,7 +13,6 @@ from bench.energy.grid import grid_inputs
 from bench.run import store
 from bench.run.launch import launch_local
 from bench.run.plan import (
-    MAX_IDLE_WINDOW_S,
     MAX_WORKERS,
     Plan,
     UsageError,
@@ -33,19 +32,6 @@ from bench.run.validate import check_plan
 
 _SLURM_FLAGS = ("slurm_partition", "slurm_time", "slurm_gpus_per_task", "slurm_cpus_per_task", "slurm_mem",
                 "slurm_account", "slurm_qos")
-
-
-def idle_window(text: str) -> float:
-    """--idle-window-s: seconds of idle baseline before training, 0 (none) to an hour."""
-    import math
-
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not (math.isfinite(v) and 0 <= v <= MAX_IDLE_WINDOW_S):
-        raise argparse.ArgumentTypeError(f"idle window must be 0 (none) to {MAX_IDLE_WINDOW_S:g} s, got {text!r}")
-    return v
 
 
 def meter_header() -> str:

@@ -4,8 +4,7 @@ per phase and per device the energy of the windows closed so far and of the open
 from __future__ import annotations
 
 from bench.energy.meter import PowerMeter
-
-PHASES = ("train", "eval", "other")
+from spikerl.phases import PHASES
 
 
 class PhaseWindows:
