@@ -81,6 +81,18 @@ def test_single_seeds_train_as_batches_of_one_on_one_cuda_rank_only():
     assert not seed_batch_runner.single_seed_as_batch(torch.device("cpu"), 1)
 
 
+
+def test_a_plan_with_a_multi_rank_method_batches_no_single_seed(monkeypatch):
+    # SpikeRL's data-parallel recipe on 2 GPUs stays on the eager loop, so the one-rank methods of
+    # the same plan must too: a graphed loop is never compared with an eager one
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(seed_batch_runner, "world_size_groups", lambda plan, device: {1: ("mlp", "popsan"),
+                                                                                        2: ("spikerl",)})
+    assert not seed_batch_runner.plan_batches_single_seeds(None, cuda)  # type: ignore[arg-type]
+    monkeypatch.setattr(seed_batch_runner, "world_size_groups", lambda plan, device: {1: ("mlp", "popsan")})
+    assert seed_batch_runner.plan_batches_single_seeds(None, cuda)  # type: ignore[arg-type]
+
+
 TINY = ["--profile", "smoke", "--methods", "mlp", "--seeds", "0", "--total-steps", "200", "--plain",
         "--set", "start_steps=100", "--set", "update_after=100", "--set", "eval_every=200",
         "--set", "eval_episodes=1", "--set", "checkpoint_every=100", "--set", "max_ep_len=50",

@@ -214,9 +214,9 @@ def _run_all(run_dir: Path, plan: Plan, resume: bool, plain: bool, ctx: DistCont
              points: dict[RunKey, ResumePoint], runs: Sequence[RunKey]) -> int:
     """Train these unfinished runs of the plan in order (seed batches together); returns how many
     did not complete."""
-    from bench.run.seed_batch_runner import single_seed_as_batch
+    from bench.run.seed_batch_runner import plan_batches_single_seeds
 
-    if plan.seed_batch > 1 or single_seed_as_batch(ctx.device, ctx.world_size):
+    if plan.seed_batch > 1 or plan_batches_single_seeds(plan, ctx.device):
         return _run_batches(run_dir, plan, resume, plain, runs, points)
     failed = 0
     sweep = SweepClock(len(runs), plan.total_steps)

@@ -37,7 +37,7 @@ from bench.run import log_repairs, store
 from bench.run.placement import placement
 from bench.run.plan import Plan
 from bench.run.recorder import CsvRecorder, ProgressDisplay
-from bench.run.resolve import resolve_config, resolve_device
+from bench.run.resolve import resolve_config, resolve_device, world_size_groups
 from bench.run.resume import ResumePoint, cut_power_csv, load_run_config
 from bench.run.runner import energy_phase_fields, extra_callbacks, measure_activity, work_fields
 from bench.schema import Status
@@ -100,6 +100,13 @@ class _SharedMeter(Callback):
 def single_seed_as_batch(device: torch.device, world_size: int) -> bool:
     """Whether single seeds train as seed batches of K = 1: on one CUDA rank (module docstring)."""
     return device.type == "cuda" and world_size == 1
+
+
+def plan_batches_single_seeds(plan: Plan, device: torch.device) -> bool:
+    """`single_seed_as_batch` decided once for the whole plan, at its largest world size: where
+    any method's runs span several ranks (a data-parallel recipe on several GPUs) no single seed is
+    graphed, so no method's graphed loop is compared with another method's eager one."""
+    return single_seed_as_batch(device, max(world_size_groups(plan, device)))
 
 
 def per_seed_energy(fields: dict[str, Any], k: int) -> dict[str, Any]:
