@@ -98,10 +98,15 @@ def method_summaries(seeds: pd.DataFrame, points: pd.DataFrame, methods: list[st
         if m != baseline and len(pts):
             measured = pts[pts["gpsup_basis"] == "measured"] if "gpsup_basis" in pts else pts.iloc[0:0]
             saves = int((measured["greenup"] > 1).sum())
-            line += f"; against {baseline}: speedup {_span(pts, 'speedup')}, greenup {_span(pts, 'greenup')} "
+            phases = pts["gpsup_phase"].dropna() if "gpsup_phase" in pts else pts.iloc[0:0]
+            phase = f" ({phases.iloc[0]} phase)" if len(phases) else ""
+            line += (f"; against {baseline}{phase}: speedup {_span(pts, 'speedup')}, "
+                     f"greenup {_span(pts, 'greenup')} ")
             if len(measured):
+                modelled = len(pts) - len(measured)
                 line += (f"(uses less energy on {saves} of {len(measured)} env{'s' if len(measured) != 1 else ''} "
-                         "with measured energy)")
+                         "with measured energy" + (f"; the range includes {modelled} env(s) whose energy is "
+                                                   "partly or wholly from a power model)" if modelled else ")"))
             else:  # a greenup from a power model is ≈ speedup by construction: not a finding
                 line += "(energy from a power model on at least one side: no energy finding)"
         out.append(line + ".")

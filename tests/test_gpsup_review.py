@@ -252,3 +252,21 @@ def test_a_folder_from_before_phases_says_so_and_reads_its_basis_from_the_compon
     assert math.isnan(train.speedup) and "--gpsup-phase run" in train.gpsup_note
     run = aggregate_gpsup(old, "popsan", phase="run").set_index("method").loc["mlp"]
     assert run.speedup == 2.0 and run.gpsup_basis == "measured"  # RAPL, not estimated: a counter
+
+
+def test_the_method_summary_names_the_phase_and_the_modelled_envs_in_its_ranges():
+    from reports.facts import method_summaries
+    from reports.format import Unit
+    from reports.units import Units
+
+    seeds = pd.DataFrame([{"method": m, "env": e, "seed": 0, "status": "complete", "final_return_mean": 1.0,
+                           "energy_j": 100.0, "emissions_kg": 1e-5} for m in ("popsan", "mlp") for e in ("A", "B")])
+    points = pd.DataFrame([{"method": "mlp", "env": "A", "speedup": 2.0, "greenup": 3.0, "gpsup_basis": "measured",
+                            "gpsup_phase": "train"},
+                           {"method": "mlp", "env": "B", "speedup": 1.5, "greenup": 1.5, "gpsup_basis": "model",
+                            "gpsup_phase": "train"}])
+    units = Units(Unit("s", 1.0), Unit("J", 1.0), Unit("W", 1.0), Unit("kg CO₂e", 1.0))
+    line = method_summaries(seeds, points, ["popsan", "mlp"], ["A", "B"], "popsan", units)[1]
+    assert "against popsan (train phase): speedup" in line
+    assert "uses less energy on 1 of 1 env with measured energy" in line
+    assert "the range includes 1 env(s) whose energy is partly or wholly from a power model" in line
