@@ -156,6 +156,23 @@ def test_restart_seed_moves_the_old_files_aside_and_retrains_from_zero(template,
         assert [int(r["step"]) for r in csv.DictReader(f)] == [100, 200, 300, 400, 500, 600]
 
 
+def test_restart_seed_moves_nothing_when_another_seed_is_refused(template, tmp_path, capsys):
+    """--restart-seed finds the lost seeds, runs every other resume check, and only then moves them:
+    a refusal of another seed leaves the folder exactly as it was."""
+    run = _copy(template, tmp_path)
+    plan = json.loads((run / "plan.json").read_text())
+    plan["seeds"] = [0, 1]
+    (run / "plan.json").write_text(json.dumps(plan))
+    shutil.copytree(run / SEED, run / SEED.parent / "seed1")  # seed 1 holds seed 0's files: refused
+    (run / SEED / "checkpoint.pt").unlink()  # seed 0 is lost
+    before = _snapshot(run)
+    assert main(["run", "--resume", str(run), "--plain", "--restart-seed"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "seed1" in line and "moved to" not in line
+    assert _snapshot(run) == before
+    assert not list((run / SEED).parent.glob("seed0.lost-*"))
+
+
 # ----------------------------------------------------------------------------- 2: dropped rows
 
 

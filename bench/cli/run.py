@@ -23,6 +23,7 @@ from bench.run.plan import (
 )
 from bench.run.profiles import PROFILES
 from bench.run.resolve import resolve_device, world_size_groups
+from bench.run.restart import LostSeed, find_lost_seeds, move_lost_seeds
 from bench.run.resume import check_resumable
 from bench.run.runner import create_run_folder, execute, finish_run_folder
 from bench.run.summary import write_summary
@@ -87,12 +88,14 @@ def resume_sweep(run_dir: Path, plan: Plan, *, plain: bool, restart: bool = Fals
 
     device = resolve_device(plan.device) if plan.launcher == "local" else \
         torch.device("cuda" if plan.device == "cuda" else "cpu")
-    if restart:
-        _restart_seeds(run_dir, plan, world_size_groups(plan, device))
-    for world_size, methods in world_size_groups(plan, device).items():
-        check_resumable(run_dir, plan, world_size, device, methods)
+    groups = world_size_groups(plan, device)
+    lost = _lost_seeds(run_dir, plan, groups) if restart else []
+    restarting = [(m, e, s) for _, m, e, s in lost]
+    for world_size, methods in groups.items():
+        check_resumable(run_dir, plan, world_size, device, methods, restarting=restarting)
     check_folder_name(plan, run_dir)
     check_fits(plan, unfinished_runs(run_dir, plan))
+    _move_lost_seeds(run_dir, lost)
     print(f"resuming {run_dir} through the {plan.launcher} launcher", file=sys.stderr)
     return run_sweep(run_dir, plan, plain=plain)
 
@@ -102,12 +105,13 @@ def run_groups(run_dir: Path, plan: Plan, *, resume: bool, plain: bool, restart:
     methods default to different sizes, as SpikeRL on several GPUs), then finish the folder."""
     device = resolve_device(plan.device)
     groups = world_size_groups(plan, device)
-    if restart:
-        _restart_seeds(run_dir, plan, groups)
-    if resume:  # refused here in one line, not once by every rank
+    lost = _lost_seeds(run_dir, plan, groups) if restart else []
+    if resume:  # refused here in one line, not once by every rank (and, with lost seeds, before they move)
         for world_size, methods in groups.items():
-            if world_size > 1:
-                check_resumable(run_dir, plan, world_size, device, methods)
+            if world_size > 1 or lost:
+                check_resumable(run_dir, plan, world_size, device, methods,
+                                restarting=[(m, e, s) for _, m, e, s in lost])
+    _move_lost_seeds(run_dir, lost)
     if len(groups) == 1:
         (world_size, _), = groups.items()
         if world_size > 1:
@@ -128,12 +132,16 @@ def run_groups(run_dir: Path, plan: Plan, *, resume: bool, plain: bool, restart:
     return code
 
 
-def _restart_seeds(run_dir: Path, plan: Plan, groups: dict[int, tuple[str, ...]]) -> None:
-    """--restart-seed: the seeds without a usable checkpoint moved aside, before any check or write."""
-    from bench.run.restart import restart_lost_seeds
+def _lost_seeds(run_dir: Path, plan: Plan, groups: dict[int, tuple[str, ...]]) -> list[LostSeed]:
+    """--restart-seed: the seeds without a usable checkpoint (found, not yet moved: every other check
+    runs first, so a refusal leaves the folder as it was)."""
+    return find_lost_seeds(run_dir, {ws: plan.runs(methods) for ws, methods in groups.items()})
 
-    with store.folder_lock(run_dir):
-        restart_lost_seeds(run_dir, {ws: plan.runs(methods) for ws, methods in groups.items()})
+
+def _move_lost_seeds(run_dir: Path, lost: list[LostSeed]) -> None:
+    if lost:
+        with store.folder_lock(run_dir):
+            move_lost_seeds(lost)
 
 
 def exit_rank(code: int) -> None:

@@ -67,28 +67,46 @@ def unusable(folder: Path, method: str, env_id: str, world_size: int) -> str | N
     return None
 
 
-def restart_lost_seeds(run_dir: Path, runs_by_world_size: dict[int, Sequence[tuple[str, str, int]]]) -> list[Path]:
-    """Move aside every unfinished seed with logs but no usable checkpoint; returns where each went."""
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    moved = []
+LostSeed = tuple[Path, str, str, int]
+"""(seed folder, method, env id, seed) of a seed `--restart-seed` moves aside."""
+
+
+def find_lost_seeds(run_dir: Path, runs_by_world_size: dict[int, Sequence[tuple[str, str, int]]]
+                    ) -> list[LostSeed]:
+    """Every unfinished seed with logs but no usable checkpoint. Reads only: the resume checks run
+    on the other seeds before `move_lost_seeds` writes anything."""
+    lost = []
     for world_size, runs in runs_by_world_size.items():
         for method, env_id, seed in runs:
             folder = store.seed_dir(run_dir, method, env_id, seed)
-            if is_complete(folder) or unusable(folder, method, env_id, world_size) is None:
-                continue
-            lock = store.RunLock(folder)
-            if not lock.acquire():  # another process trains it (before its first checkpoint): its own
-                continue
-            try:
-                target = folder.with_name(f"{folder.name}{LOST_SUFFIX}{stamp}")
-                n = 1
-                while os.path.lexists(target):
-                    n += 1
-                    target = folder.with_name(f"{folder.name}{LOST_SUFFIX}{stamp}-{n}")
-                os.rename(folder, target)  # one rename: the seed is either whole here or whole there
-            finally:
-                lock.release()
-            print(f"spikerl-bench: {method} on {env_id} seed {seed}: no usable checkpoint; its files moved to "
-                  f"{target}, retraining from step 0", file=sys.stderr)
-            moved.append(target)
+            if not is_complete(folder) and unusable(folder, method, env_id, world_size) is not None:
+                lost.append((folder, method, env_id, seed))
+    return lost
+
+
+def move_lost_seeds(lost: Sequence[LostSeed]) -> list[Path]:
+    """Move each lost seed's folder to seed<k>.lost-<UTC time> beside it; returns where each went."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    moved = []
+    for folder, method, env_id, seed in lost:
+        lock = store.RunLock(folder)
+        if not lock.acquire():  # another process trains it (before its first checkpoint): its own
+            continue
+        try:
+            target = folder.with_name(f"{folder.name}{LOST_SUFFIX}{stamp}")
+            n = 1
+            while os.path.lexists(target):
+                n += 1
+                target = folder.with_name(f"{folder.name}{LOST_SUFFIX}{stamp}-{n}")
+            os.rename(folder, target)  # one rename: the seed is either whole here or whole there
+        finally:
+            lock.release()
+        print(f"spikerl-bench: {method} on {env_id} seed {seed}: no usable checkpoint; its files moved to "
+              f"{target}, retraining from step 0", file=sys.stderr)
+        moved.append(target)
     return moved
+
+
+def restart_lost_seeds(run_dir: Path, runs_by_world_size: dict[int, Sequence[tuple[str, str, int]]]) -> list[Path]:
+    """Move aside every unfinished seed with logs but no usable checkpoint; returns where each went."""
+    return move_lost_seeds(find_lost_seeds(run_dir, runs_by_world_size))

@@ -73,17 +73,20 @@ def load_run_config(folder: Path, spec: MethodSpec | None = None, env_id: str = 
 
 def check_resumable(run_dir: Path, plan: Plan, world_size: int, device: torch.device,
                     methods: Sequence[str] | None = None,
-                    only_runs: Sequence[tuple[str, str, int]] | None = None
+                    only_runs: Sequence[tuple[str, str, int]] | None = None,
+                    restarting: Sequence[tuple[str, str, int]] = ()
                     ) -> dict[tuple[str, str, int], ResumePoint]:
     """Refuse (RunFolderError / CheckpointError) before anything is written if any unfinished
     run (of `methods`, or `only_runs`, if given) cannot be continued exactly; returns the resume
-    point of each run that has a checkpoint."""
+    point of each run that has a checkpoint. `restarting`: runs `--restart-seed` will move aside
+    and start from step 0 (checked as if their folders were gone)."""
     points = {}
     runs = plan.runs(methods)
     if only_runs is not None:
         runs = [r for r in runs if r in set(only_runs)]
     if plan.seed_batch > 1:
-        _check_batches(run_dir, plan, runs)
+        _check_batches(run_dir, plan, runs, set(restarting))
+    runs = [r for r in runs if r not in set(restarting)]
     for method, env_id, seed in runs:
         folder = store.seed_dir(run_dir, method, env_id, seed)
         if os.path.lexists(folder):
@@ -93,14 +96,18 @@ def check_resumable(run_dir: Path, plan: Plan, world_size: int, device: torch.de
     return points
 
 
-def _check_batches(run_dir: Path, plan: Plan, runs: Sequence[tuple[str, str, int]]) -> None:
-    """Every started seed batch resumes from one step all its seeds have a checkpoint of."""
-    from spikerl.batch_loop import batch_common_step
+def _check_batches(run_dir: Path, plan: Plan, runs: Sequence[tuple[str, str, int]],
+                   restarting: set[tuple[str, str, int]]) -> None:
+    """Every started seed batch resumes from one step all its seeds have a checkpoint of (a seed
+    about to restart from step 0 has none)."""
+    from spikerl.batch_loop import _checkpoint_steps, batch_common_step
 
     for unit in plan.batches(runs):
         folders = [store.seed_dir(run_dir, *r) for r in unit]
-        if any(os.path.lexists(f) for f in folders) and not all(_is_finished(f) for f in folders):
-            batch_common_step(folders)
+        kept = [f for r, f in zip(unit, folders, strict=True) if r not in restarting]
+        if any(os.path.lexists(f) for f in kept) and not all(_is_finished(f) for f in kept):
+            steps = iter(_checkpoint_steps(kept))  # (a restarting seed's checkpoint is not read: it is unusable)
+            batch_common_step(folders, [{} if r in restarting else next(steps) for r in unit])
 
 
 def check_run(folder: Path, plan: Plan, method: str, env_id: str, seed: int, world_size: int,
