@@ -96,3 +96,27 @@ def test_no_idle_window_leaves_the_baseline_columns_empty(machine, tmp_path):
     r = cb.result_fields()
     assert r["idle_window_s"] is None and r["cpu_idle_power_w"] is None and r["cpu_dynamic_energy_j"] is None
     assert r["cpu_energy_j"] == pytest.approx(40.0) and "gpu_state" not in r
+
+
+def _two_gpu_totals(idle_w_gpu1: float) -> object:
+    from bench.energy.totals import EnergyTotals
+
+    acc = {"train_j": 800.0, "eval_j": 0.0, "other_j": 0.0, "metered_s": 10.0, "window_s": 10.0,
+           "check_counter_j": 0.0, "check_power_j": 0.0}
+    return EnergyTotals(train_energy_j=1600.0, gpu_energy_j=1600.0, components=["gpu"],
+                        component_estimated={"gpu": False}, idle_window_s=10.0, idle_baseline="sweep",
+                        gpus={"GPU-a": {**acc, "idle_w": 50.0, "idle_j": 500.0},
+                              "GPU-b": {**acc, "idle_w": idle_w_gpu1, "idle_j": idle_w_gpu1 * 10.0}})
+
+
+def test_a_gpu_missing_from_the_idle_baseline_leaves_gpu_dynamic_energy_empty_not_gross():
+    """A sweep baseline that lacked one GPU (noted at the start) gives it no idle figure: the GPUs'
+    idle power and dynamic energy are then unknown, not 'idle 0 W, so all of its energy is dynamic'."""
+    from bench.energy.meter_fields import meter_fields
+
+    energy = {"gpu_energy_j": 1600.0, "gpu_estimated": False}
+    both = meter_fields(_two_gpu_totals(40.0), energy)
+    assert both["gpu_idle_power_w"] == 90.0 and both["gpu_dynamic_energy_j"] == 1600.0 - 900.0
+    one = meter_fields(_two_gpu_totals(0.0), energy)
+    assert one["gpu_idle_power_w"] is None and one["gpu_dynamic_energy_j"] is None
+    assert one["gpu_coverage"] == 1.0 and one["gpu_devices_metered"] == 2  # what was metered still stands

@@ -22,11 +22,14 @@ def meter_fields(totals: Any, energy: Mapping[str, Any], allocated_share: float 
     idle_w = {"gpu": gpu["idle_w"], **totals.idle_power_w}
     # runs side by side share the machine's CPU and RAM idle power by allocated CPUs, as they are charged
     idle_j = {"gpu": gpu["idle_j"], **{c: j * allocated_share for c, j in totals.idle_j.items()}}
+    # a GPU without an idle figure (a sweep's baseline that lacked it: noted then) has no baseline, not
+    # 0 W, so the GPUs' idle power and dynamic energy stay empty rather than count its gross as dynamic
+    known = {"gpu": all(a.get("idle_w", 0.0) > 0 for a in totals.gpus.values()), "cpu": True, "ram": True}
     for c in ("gpu", "cpu", "ram"):
-        out[f"{c}_idle_power_w"] = idle_w.get(c) if idle and c in comps else None
+        out[f"{c}_idle_power_w"] = idle_w.get(c) if idle and c in comps and known[c] else None
     for c in ("gpu", "cpu", "ram"):
         out[f"{c}_dynamic_energy_j"] = (dynamic_j(energy.get(f"{c}_energy_j"), idle_j.get(c))
-                                        if idle and c in comps else None)
+                                        if idle and c in comps and known[c] else None)
     checks = {k: (a["check_counter_j"], a["check_power_j"]) for k, a in totals.gpus.items()
               if a.get("check_power_j", 0.0) > 0}
     ratio = counter_power_ratio(checks)
