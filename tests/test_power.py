@@ -196,6 +196,26 @@ def test_nvml_counter_energy_per_gpu(fake_nvml, clock):
     assert fake_nvml.init_count == 0  # every nvmlInit got its nvmlShutdown
 
 
+def test_a_sampler_tick_queries_each_gpus_power_once(fake_nvml, clock, tmp_path):
+    """The counter check and the power trace share one nvmlDeviceGetPowerUsage per GPU per tick."""
+    sources, _ = open_nvml([0, 1], clock=clock)
+    meter = PowerMeter(sources, interval_s=None, csv_path=tmp_path / "power.csv", clock=clock)
+    meter.start()
+    fake_nvml.calls.clear()
+    for _ in range(4):
+        clock.advance(1.0)
+        meter.sample()
+    assert fake_nvml.calls.count("nvmlDeviceGetPowerUsage") == 4 * 2
+    meter.stop()
+    with open(tmp_path / "power.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["device"] == "gpu1"]
+    assert len(rows) >= 4 and {float(r["power_w"]) for r in rows} == {100.0}  # every tick keeps its power
+
+
+def test_nvml_strings_are_text_from_old_and_new_bindings():
+    assert nvml_mod.as_text(b"GPU-aaaa") == "GPU-aaaa" and nvml_mod.as_text("GPU-aaaa") == "GPU-aaaa"
+
+
 def test_nvml_sampled_fallback_when_counter_not_supported(fake_nvml, clock):
     fake_nvml.devices[1].counter_supported = False  # pre-Volta
     sources, problems = open_nvml([0, 1], clock=clock)

@@ -146,8 +146,7 @@ def _import_amdsmi() -> Any:
     return importlib.import_module("amdsmi")
 
 
-def _text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
+_text = nvml.as_text
 
 
 # ------------------------------------------------------------------ RAPL

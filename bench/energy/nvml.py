@@ -53,6 +53,11 @@ def _call(fn_name: str, *args: Any) -> Any:
         raise EnergySourceError(msg) from exc
 
 
+def as_text(value: Any) -> str:
+    """An NVML string: `str` from nvidia-ml-py >= 11.515, `bytes` from older bindings."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def nvml_ids_for_cuda(cuda_indices: Sequence[int]) -> list[DeviceId]:
     """NVML identities of CUDA device indices as this process sees them.
 
@@ -190,16 +195,20 @@ class NvmlCounterSource(_NvmlSource):
         self._check_from_j: dict[str, float] | None = None  # counter energy at the check's first sample
         self._check_to_j: dict[str, float] = {}
         self._check_ok = True
+        self._polled_power_w: dict[str, float] | None = None  # the check's power read, for this tick's trace
 
     def read_energy_j(self) -> dict[str, float]:
         out = {d: (_call("nvmlDeviceGetTotalEnergyConsumption", h) - self._base_mj[d]) / 1000.0
                for d, h in self._handles.items()}
+        self._polled_power_w = None
         if self._check_ok:
             try:
-                integrated = self._check.add(self._power_w())
+                power_w = self._power_w()
+                integrated = self._check.add(power_w)
             except EnergySourceError:  # a span without power samples: the comparison would be skewed
                 self._check_ok = False
             else:
+                self._polled_power_w = power_w
                 if self._check_from_j is None:
                     self._check_from_j = dict(out)
                 self._check_to_j = dict(out)
@@ -215,6 +224,9 @@ class NvmlCounterSource(_NvmlSource):
                 for d in self.devices}
 
     def read_power_w(self) -> dict[str, float]:
+        if self._polled_power_w is not None:  # the counter check read it this tick: one NVML query, not two
+            power_w, self._polled_power_w = self._polled_power_w, None
+            return power_w
         if not self._power_supported:
             return {}
         try:
@@ -281,7 +293,7 @@ def open_nvml(device_ids: Sequence[DeviceId], clock: Clock = time.monotonic
             if key in counter or key in sampled:
                 continue  # two ranks on one GPU: count it once
             try:
-                uuids[key] = str(_call("nvmlDeviceGetUUID", handle))
+                uuids[key] = as_text(_call("nvmlDeviceGetUUID", handle))
             except EnergySourceError:
                 pass  # without a UUID the device cannot be looked up again, only retried
             try:
@@ -340,8 +352,7 @@ def all_gpu_states() -> dict[str, dict[str, Any]]:
     try:
         for i in range(int(_call("nvmlDeviceGetCount"))):
             h = _call("nvmlDeviceGetHandleByIndex", i)
-            uuid = _call("nvmlDeviceGetUUID", h)
-            uuid = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
+            uuid = as_text(_call("nvmlDeviceGetUUID", h))
             name = _call("nvmlDeviceGetName", h)
             out[uuid] = {"index": i, "name": name.decode() if isinstance(name, bytes) else str(name),
                          **device_state(h)}
