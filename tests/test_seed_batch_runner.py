@@ -244,3 +244,26 @@ def test_a_batch_whose_seeds_disagree_is_refused_before_anything_is_written(batc
     err = capsys.readouterr().err.strip()
     assert "common step" in err and len(err.splitlines()) == 1
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.slow
+def test_restart_seed_in_a_batch_whose_other_seed_resumes_moves_nothing(batched_run, tmp_path, capsys):
+    """--restart-seed on one seed of a started batch: the batch cannot resume one seed from step 0 beside
+    another from its checkpoint, so it is refused in one line, before the lost seed's folder is moved."""
+    import shutil
+
+    from bench.cli.main import main
+    from spikerl.checkpoint import CHECKPOINT_NAME
+
+    run = tmp_path / "run"
+    shutil.copytree(batched_run, run)
+    for s in (0, 1):
+        (store.seed_dir(run, "mlp", "HalfCheetah-v4", s) / schema.RESULT).unlink()
+    (store.seed_dir(run, "mlp", "HalfCheetah-v4", 1) / CHECKPOINT_NAME).unlink()  # seed 1 lost its checkpoint
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["run", "--resume", str(run), "--restart-seed"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "common step" in err and len(err.splitlines()) == 1
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert not list(store.seed_dir(run, "mlp", "HalfCheetah-v4", 1).parent.glob("seed1.lost-*"))

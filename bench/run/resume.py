@@ -105,7 +105,8 @@ def _check_batches(run_dir: Path, plan: Plan, runs: Sequence[tuple[str, str, int
     for unit in plan.batches(runs):
         folders = [store.seed_dir(run_dir, *r) for r in unit]
         kept = [f for r, f in zip(unit, folders, strict=True) if r not in restarting]
-        if any(os.path.lexists(f) for f in kept) and not all(_is_finished(f) for f in kept):
+        if any(os.path.lexists(f) for f in kept) and not (len(kept) == len(folders)
+                                                          and all(_is_finished(f) for f in kept)):
             steps = iter(_checkpoint_steps(kept))  # (a restarting seed's checkpoint is not read: it is unusable)
             batch_common_step(folders, [{} if r in restarting else next(steps) for r in unit])
 
