@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pytest
 
@@ -226,19 +227,23 @@ def test_bad_seed_batches_are_refused_before_anything_is_written(argv, needle, t
     assert needle in err and len(err.splitlines()) == 1 and not out.exists()
 
 
-@pytest.mark.slow
-def test_a_batch_whose_seeds_disagree_is_refused_before_anything_is_written(batched_run, tmp_path, capsys):
+def _killed_batch_with_seed1_lost(batched_run: Path, tmp_path: Path) -> tuple[Path, dict[Path, bytes]]:
+    """A copy of the batch as a kill leaves it (no results), seed 1's checkpoint gone; and its bytes."""
     import shutil
-
-    from bench.cli.main import main
-    from spikerl.checkpoint import CHECKPOINT_NAME
 
     run = tmp_path / "run"
     shutil.copytree(batched_run, run)
     for s in (0, 1):
         (store.seed_dir(run, "mlp", "HalfCheetah-v4", s) / schema.RESULT).unlink()
-    (store.seed_dir(run, "mlp", "HalfCheetah-v4", 1) / CHECKPOINT_NAME).unlink()  # seed 1 lost its checkpoint
-    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    (store.seed_dir(run, "mlp", "HalfCheetah-v4", 1) / CHECKPOINT_NAME).unlink()
+    return run, {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_a_batch_whose_seeds_disagree_is_refused_before_anything_is_written(batched_run, tmp_path, capsys):
+    from bench.cli.main import main
+
+    run, before = _killed_batch_with_seed1_lost(batched_run, tmp_path)
     capsys.readouterr()
     assert main(["run", "--resume", str(run)]) == 2
     err = capsys.readouterr().err.strip()
@@ -250,17 +255,9 @@ def test_a_batch_whose_seeds_disagree_is_refused_before_anything_is_written(batc
 def test_restart_seed_in_a_batch_whose_other_seed_resumes_moves_nothing(batched_run, tmp_path, capsys):
     """--restart-seed on one seed of a started batch: the batch cannot resume one seed from step 0 beside
     another from its checkpoint, so it is refused in one line, before the lost seed's folder is moved."""
-    import shutil
-
     from bench.cli.main import main
-    from spikerl.checkpoint import CHECKPOINT_NAME
 
-    run = tmp_path / "run"
-    shutil.copytree(batched_run, run)
-    for s in (0, 1):
-        (store.seed_dir(run, "mlp", "HalfCheetah-v4", s) / schema.RESULT).unlink()
-    (store.seed_dir(run, "mlp", "HalfCheetah-v4", 1) / CHECKPOINT_NAME).unlink()  # seed 1 lost its checkpoint
-    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    run, before = _killed_batch_with_seed1_lost(batched_run, tmp_path)
     capsys.readouterr()
     assert main(["run", "--resume", str(run), "--restart-seed"]) == 2
     err = capsys.readouterr().err.strip()
