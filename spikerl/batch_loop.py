@@ -24,7 +24,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 import torch
@@ -406,11 +406,15 @@ def _checkpoint_steps(run_dirs: Sequence[Path]) -> list[dict[int, Path]]:
     return found
 
 
-def batch_common_step(run_dirs: Sequence[Path], found: list[dict[int, Path]] | None = None) -> int | None:
+def batch_common_step(run_dirs: Sequence[Path], found: list[dict[int, Path]] | None = None,
+                      absent: Collection[Path] = ()) -> int | None:
     """The latest step every seed's folder has a checkpoint of, or None when no folder has any;
     CheckpointError when some do and no step is common. Reads only (bench's resume checks call it
-    before anything is written)."""
-    found = _checkpoint_steps(run_dirs) if found is None else found
+    before anything is written). `absent`: folders counted as holding no checkpoint, unread (seeds
+    `--restart-seed` will start again from step 0)."""
+    if found is None:
+        read = iter(_checkpoint_steps([d for d in run_dirs if d not in absent]))
+        found = [{} if d in absent else next(read) for d in run_dirs]
     if not any(found):
         return None
     common = set.intersection(*(set(f) for f in found))

@@ -77,6 +77,17 @@ def _native_layer_backward(ctx, grad_o: torch.Tensor) -> tuple[torch.Tensor, tor
     return g, gw, gb
 
 
+def _forward_saving(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, x_bits: torch.Tensor | None,
+                    bf16: bool, *extra: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(o, o's bit masks) of `_native_layer_forward`, with what `_native_layer_backward` reads saved in
+    ctx (x [T·B, K], the weight used, v, o, then `extra`)."""
+    o, v, x2, ctx.index, o_bits, w_used = _native_layer_forward(x, w, b, True, x_bits, bf16)
+    ctx.save_for_backward(x2, w_used, v, o, *extra)
+    ctx.bf16 = bf16
+    ctx.mark_non_differentiable(o_bits)
+    return o, o_bits
+
+
 class _NativePopSANLayer(torch.autograd.Function):
     """Synapse + PopSAN LIF on the native CPU kernels (`spikerl.native`), fp32 only.
 
@@ -90,11 +101,7 @@ class _NativePopSANLayer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
                 x_bits: torch.Tensor | None, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        o, v, x2, ctx.index, o_bits, w_used = _native_layer_forward(x, w, b, True, x_bits, bf16)
-        ctx.save_for_backward(x2, w_used, v, o)
-        ctx.bf16 = bf16
-        ctx.mark_non_differentiable(o_bits)
-        return o, o_bits
+        return _forward_saving(ctx, x, w, b, x_bits, bf16)
 
     @staticmethod
     def backward(ctx, grad_o: torch.Tensor, _: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -119,11 +126,7 @@ class _NativeEncodedPopSANLayer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a: torch.Tensor, w: torch.Tensor, b: torch.Tensor, s: torch.Tensor,
                 gains: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        o, v, s2, ctx.index, o_bits, w_used = _native_layer_forward(s, w, b, True, None, bf16)
-        ctx.save_for_backward(s2, w_used, v, o, gains)
-        ctx.bf16 = bf16
-        ctx.mark_non_differentiable(o_bits)
-        return o, o_bits
+        return _forward_saving(ctx, s, w, b, None, bf16, gains)
 
     @staticmethod
     def backward(ctx, grad_o: torch.Tensor, _: torch.Tensor) -> tuple[torch.Tensor | None, ...]:

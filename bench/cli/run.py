@@ -106,11 +106,11 @@ def run_groups(run_dir: Path, plan: Plan, *, resume: bool, plain: bool, restart:
     device = resolve_device(plan.device)
     groups = world_size_groups(plan, device)
     lost = _lost_seeds(run_dir, plan, groups) if restart else []
+    restarting = [(m, e, s) for _, m, e, s in lost]
     if resume:  # refused here in one line, not once by every rank (and, with lost seeds, before they move)
         for world_size, methods in groups.items():
             if world_size > 1 or lost:
-                check_resumable(run_dir, plan, world_size, device, methods,
-                                restarting=[(m, e, s) for _, m, e, s in lost])
+                check_resumable(run_dir, plan, world_size, device, methods, restarting=restarting)
     _move_lost_seeds(run_dir, lost)
     if len(groups) == 1:
         (world_size, _), = groups.items()

@@ -100,15 +100,14 @@ def _check_batches(run_dir: Path, plan: Plan, runs: Sequence[tuple[str, str, int
                    restarting: set[tuple[str, str, int]]) -> None:
     """Every started seed batch resumes from one step all its seeds have a checkpoint of (a seed
     about to restart from step 0 has none)."""
-    from spikerl.batch_loop import _checkpoint_steps, batch_common_step
+    from spikerl.batch_loop import batch_common_step
 
     for unit in plan.batches(runs):
         folders = [store.seed_dir(run_dir, *r) for r in unit]
-        kept = [f for r, f in zip(unit, folders, strict=True) if r not in restarting]
-        if any(os.path.lexists(f) for f in kept) and not (len(kept) == len(folders)
-                                                          and all(_is_finished(f) for f in kept)):
-            steps = iter(_checkpoint_steps(kept))  # (a restarting seed's checkpoint is not read: it is unusable)
-            batch_common_step(folders, [{} if r in restarting else next(steps) for r in unit])
+        gone = {f for r, f in zip(unit, folders, strict=True) if r in restarting}
+        if any(os.path.lexists(f) for f in folders if f not in gone) \
+                and (gone or not all(_is_finished(f) for f in folders)):
+            batch_common_step(folders, absent=gone)
 
 
 def check_run(folder: Path, plan: Plan, method: str, env_id: str, seed: int, world_size: int,
